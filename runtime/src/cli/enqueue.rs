@@ -1,0 +1,173 @@
+//! `wasmq enqueue MODULE`: one task, or one per line of a JSON-lines file.
+
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use clap::Args;
+
+use super::{exit, value, Global, Outcome};
+use crate::client::EnqueueOptions;
+use crate::parse::QueueName;
+
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    /// Module name or hash.
+    pub module: String,
+    /// Read the input from stdin.
+    #[arg(value_name = "-", num_args = 0..=1, value_parser = clap::builder::PossibleValuesParser::new(["-"]))]
+    pub stdin: Option<String>,
+    /// The task's input.
+    #[arg(long, conflicts_with_all = ["input_file", "inputs_file", "stdin"])]
+    pub input: Option<String>,
+    /// Read the task's input from a file.
+    #[arg(long, conflicts_with_all = ["inputs_file", "stdin"])]
+    pub input_file: Option<PathBuf>,
+    /// Enqueue one task per line of a JSON-lines file (blank lines skipped); every line is checked
+    /// before anything is enqueued. Prints one id per line.
+    #[arg(long, conflicts_with = "stdin")]
+    pub inputs_file: Option<PathBuf>,
+    /// Priority: higher runs first; FIFO within one priority (-1000000..=1000000).
+    #[arg(long, short, default_value = "0", allow_hyphen_values = true, value_parser = value::priority)]
+    pub priority: i64,
+    /// Queue.
+    #[arg(long, short, default_value = "default", value_parser = value::queue)]
+    pub queue: QueueName,
+    /// Attempts before the task is dead (default: the worker's, 3).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_attempts: Option<u32>,
+    /// Wall-clock timeout per attempt (default: the worker's, 30s).
+    #[arg(long, value_parser = value::positive_duration)]
+    pub timeout: Option<Duration>,
+    /// Memory cap (default: the worker's, 256MiB).
+    #[arg(long, value_parser = value::size)]
+    pub memory: Option<u64>,
+    /// Fuel budget per attempt.
+    #[arg(long)]
+    pub fuel: Option<u64>,
+    /// Run no earlier than this long from now.
+    #[arg(long, value_parser = value::duration, conflicts_with = "at")]
+    pub delay: Option<Duration>,
+    /// Run no earlier than this time (RFC 3339 or Unix seconds).
+    #[arg(long, value_parser = value::time)]
+    pub at: Option<SystemTime>,
+    /// While a task with this key is queued or running, return its id instead of adding a task.
+    #[arg(long)]
+    pub unique_key: Option<String>,
+    /// Hold the unique key at most this long.
+    #[arg(long, value_parser = value::positive_duration, requires = "unique_key")]
+    pub unique_for: Option<Duration>,
+    /// Expected run time, for the wsjf policy (default: learned from the module's runs).
+    #[arg(long, value_parser = value::positive_duration)]
+    pub estimate: Option<Duration>,
+    /// Fixed clocks and seeded randomness.
+    #[arg(long)]
+    pub deterministic: bool,
+    /// Wait until the task is fsynced to the AOF or on a replica before printing its id.
+    #[arg(long)]
+    pub durable: bool,
+    /// Largest input accepted.
+    #[arg(long, default_value = "16MiB", value_parser = value::size)]
+    pub max_input_size: u64,
+}
+
+fn read_limited(mut r: impl Read, max: u64, what: &str) -> anyhow::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    r.by_ref().take(max + 1).read_to_end(&mut buf).with_context(|| format!("cannot read {what}"))?;
+    if buf.len() as u64 > max {
+        anyhow::bail!("{what} is larger than the limit of {max} bytes (--max-input-size)");
+    }
+    Ok(buf)
+}
+
+/// Splits a JSON-lines file into inputs, checking that every non-blank line is JSON.
+pub fn json_lines(text: &[u8], source: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    for (i, line) in text.split(|b| *b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(line) {
+            anyhow::bail!("{source} line {}: not valid JSON ({e}); nothing was enqueued", i + 1);
+        }
+        out.push(line.to_vec());
+    }
+    if out.is_empty() {
+        anyhow::bail!("{source} holds no input lines; nothing was enqueued");
+    }
+    Ok(out)
+}
+
+pub async fn run(g: &Global, a: EnqueueArgs) -> Outcome {
+    let options = EnqueueOptions {
+        queue: a.queue.clone(),
+        priority: a.priority,
+        max_attempts: a.max_attempts,
+        timeout: a.timeout,
+        memory: a.memory,
+        fuel: a.fuel,
+        due: a.at.or_else(|| a.delay.map(|d| SystemTime::now() + d)),
+        unique_key: a.unique_key.clone(),
+        unique_for: a.unique_for,
+        estimate: a.estimate,
+        deterministic: a.deterministic,
+        durable: a.durable,
+    };
+    // Read and check all input before connecting: a bad input enqueues nothing.
+    let bulk = match &a.inputs_file {
+        Some(p) => {
+            let f = std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
+            let text = read_limited(f, 4 << 30, &p.display().to_string())?;
+            Some(json_lines(&text, &p.display().to_string())?)
+        }
+        None => None,
+    };
+    let single = if bulk.is_some() {
+        None
+    } else if let Some(t) = &a.input {
+        Some(t.clone().into_bytes())
+    } else if let Some(p) = &a.input_file {
+        let f = std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
+        Some(read_limited(f, a.max_input_size, &p.display().to_string())?)
+    } else if a.stdin.is_some() {
+        Some(read_limited(std::io::stdin(), a.max_input_size, "stdin")?)
+    } else {
+        if !std::io::stdin().is_terminal() {
+            tracing::debug!("stdin is not read without `-`; enqueueing an empty input");
+        }
+        Some(Vec::new())
+    };
+    let mut client = g.client().await?;
+    client.set_max_input_size(a.max_input_size);
+    if let Some(inputs) = bulk {
+        let ids = client.enqueue_bulk(&a.module, &inputs, &options).await?;
+        let mut out = std::io::stdout().lock();
+        for e in ids {
+            use std::io::Write;
+            writeln!(out, "{}", e.id)?;
+        }
+        return Ok(exit::OK);
+    }
+    let e = client.enqueue(&a.module, &single.unwrap_or_default(), &options).await?;
+    println!("{}", e.id);
+    if !e.new {
+        eprintln!("unique key {:?} is held by {}: no new task", a.unique_key.as_deref().unwrap_or(""), e.id);
+    }
+    Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lines_checks_every_line() {
+        let ok = json_lines(b"{\"a\":1}\n\n  \n[2]\r\n\"x\"", "f").unwrap();
+        assert_eq!(ok, vec![b"{\"a\":1}".to_vec(), b"[2]".to_vec(), b"\"x\"".to_vec()]);
+        let err = json_lines(b"{\"a\":1}\n{oops\n", "f").unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(json_lines(b"\n\n", "f").is_err());
+    }
+}

@@ -1,0 +1,264 @@
+//! The `wasmq` command line: argument definitions, logging set-up, exit codes and dispatch. Each
+//! command's work lives in its own module; errors get context here, at the edge.
+
+mod demo;
+mod enqueue;
+mod module;
+mod queue;
+mod results;
+mod run;
+mod table;
+mod worker;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::client::Client;
+use crate::conn::{Redis, RedisOptions};
+
+/// Exit codes, documented in the README.
+pub mod exit {
+    /// Success (for `result`/`status`: the task succeeded).
+    pub const OK: u8 = 0;
+    /// The command failed (bad input, Redis unreachable, ...); the reason is on stderr.
+    pub const ERROR: u8 = 1;
+    /// Invalid command-line usage.
+    pub const USAGE: u8 = 2;
+    /// No task has that id.
+    pub const UNKNOWN_TASK: u8 = 3;
+    /// The task has not finished (or `--wait` timed out).
+    pub const NOT_FINISHED: u8 = 4;
+    /// The task failed (dead after its last attempt, or `wasmq run` of a failing task).
+    pub const TASK_FAILED: u8 = 5;
+    /// The task was cancelled.
+    pub const CANCELLED: u8 = 6;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wasmq",
+    version,
+    about = "A distributed task runner for WebAssembly tasks on Redis",
+    long_about = "A distributed task runner for WebAssembly tasks on Redis.\n\n\
+        Push a task module (a WASI command: input on stdin, output on stdout) into Redis, enqueue \
+        tasks that reference it, and run `wasmq worker` on any number of hosts: workers claim tasks \
+        from the priority queue, run each in a fresh wasmtime sandbox and write the result into the \
+        task's hash.\n\n\
+        Exit codes: 0 success, 1 error, 2 usage, 3 unknown task, 4 not finished, 5 task failed, \
+        6 task cancelled.",
+    after_help = "Start with `wasmq demo`, or see README.md."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command that talks to Redis understands.
+#[derive(Debug, Args, Clone)]
+pub struct Global {
+    /// Redis to use: redis://[user:pass@]host:port[/db], rediss://... (TLS),
+    /// redis+sentinel://host:port[,host:port]/MASTER, redis+cluster://host:port[,host:port].
+    #[arg(long, global = true, env = "WASMQ_REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
+    pub redis_url: String,
+    /// Prefix of every Redis key (lets several deployments share one Redis).
+    #[arg(long, global = true, env = "WASMQ_PREFIX", default_value = "wasmq")]
+    pub prefix: String,
+    /// PEM file with the CA certificate(s) for TLS (rediss://).
+    #[arg(long, global = true, env = "WASMQ_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate for TLS client authentication (with --tls-key).
+    #[arg(long, global = true, env = "WASMQ_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, global = true, env = "WASMQ_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// More log output (-v: info, -vv: debug); WASMQ_LOG=filter overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors in the log.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+impl Global {
+    pub fn redis_options(&self) -> RedisOptions {
+        let mut o = RedisOptions::new(&self.redis_url);
+        o.tls_ca = self.tls_ca.clone();
+        o.tls_cert = self.tls_cert.clone();
+        o.tls_key = self.tls_key.clone();
+        o
+    }
+
+    pub fn redis(&self) -> anyhow::Result<Redis> {
+        Ok(Redis::open(self.redis_options())?)
+    }
+
+    pub fn keys(&self) -> anyhow::Result<crate::keys::Keys> {
+        if self.prefix.is_empty() || self.prefix.contains(['{', '}', ' ', '*', '?', '[', ']']) {
+            anyhow::bail!("invalid --prefix {:?}: use letters, digits, ':', '-', '_' or '.'", self.prefix);
+        }
+        Ok(crate::keys::Keys::new(&self.prefix))
+    }
+
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        let redis = self.redis()?;
+        let conn = redis.connect().await?;
+        Ok(Client::with_conn(redis, conn, self.keys()?))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a task module locally, without Redis: input from --input, --input-file or stdin; output
+    /// to stdout, log to stderr.
+    Run(run::RunArgs),
+    /// Push, list and remove task modules in the Redis module store.
+    #[command(subcommand)]
+    Module(module::ModuleCommand),
+    /// Enqueue a task (or many, from a JSON-lines file) for a module given by name or hash.
+    Enqueue(enqueue::EnqueueArgs),
+    /// Run an executor host: claim tasks, run them sandboxed, write their results.
+    Worker(worker::WorkerArgs),
+    /// Show a task's state and result.
+    Status(results::StatusArgs),
+    /// Print a task's output bytes exactly (exit code tells how it ended).
+    Result(results::ResultArgs),
+    /// Cancel a task: removed if it waits, stopped if it runs.
+    Cancel(results::CancelArgs),
+    /// Queue statistics and settings.
+    #[command(subcommand)]
+    Queue(queue::QueueCommand),
+    /// Tasks that exhausted their attempts.
+    #[command(subcommand)]
+    Dead(queue::DeadCommand),
+    /// Delete finished tasks of one state older than a given age.
+    Purge(queue::PurgeArgs),
+    /// Build the example tasks and run them end to end (starts a throwaway redis-server if none
+    /// is reachable).
+    Demo(demo::DemoArgs),
+}
+
+fn init_logging(global: &Global, default: &str) {
+    let level = if global.quiet {
+        "error"
+    } else {
+        match global.verbose {
+            0 => default,
+            1 => "info",
+            _ => "debug",
+        }
+    };
+    let filter = std::env::var("WASMQ_LOG").unwrap_or_else(|_| format!("warn,wasmq={level}"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// A command's result: an exit code, or an error printed as one line (with its causes).
+pub type Outcome = anyhow::Result<u8>;
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let long_running = matches!(cli.command, Command::Worker(_) | Command::Demo(_));
+    init_logging(&cli.global, if long_running { "info" } else { "warn" });
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::ERROR);
+        }
+    };
+    let result = runtime.block_on(dispatch(cli));
+    // Do not wait for detached background tasks (e.g. a blocked wake-up connection).
+    runtime.shutdown_background();
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::from(exit::ERROR)
+        }
+    }
+}
+
+/// `outer: inner: innermost`, skipping causes whose text the outer message already contains.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if out.contains(&s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s);
+    }
+    out.replace('\n', " ")
+}
+
+async fn dispatch(cli: Cli) -> Outcome {
+    let g = &cli.global;
+    match cli.command {
+        Command::Run(a) => run::run(a).await,
+        Command::Module(c) => module::run(g, c).await,
+        Command::Enqueue(a) => enqueue::run(g, a).await,
+        Command::Worker(a) => worker::run(g, a).await,
+        Command::Status(a) => results::status(g, a).await,
+        Command::Result(a) => results::result(g, a).await,
+        Command::Cancel(a) => results::cancel(g, a).await,
+        Command::Queue(c) => queue::run(g, c).await,
+        Command::Dead(c) => queue::dead(g, c).await,
+        Command::Purge(a) => queue::purge(g, a).await,
+        Command::Demo(a) => demo::run(g, a).await,
+    }
+}
+
+/// Clap value parsers that reuse the library's parsers (so the CLI and task specs agree).
+pub mod value {
+    use std::time::{Duration, SystemTime};
+
+    pub fn duration(s: &str) -> Result<Duration, String> {
+        crate::parse::duration(s).map_err(|e| e.to_string())
+    }
+
+    pub fn positive_duration(s: &str) -> Result<Duration, String> {
+        let d = duration(s)?;
+        if d.is_zero() {
+            return Err(format!("invalid duration {s:?}: must be positive"));
+        }
+        Ok(d)
+    }
+
+    pub fn size(s: &str) -> Result<u64, String> {
+        crate::parse::size(s).map_err(|e| e.to_string())
+    }
+
+    pub fn time(s: &str) -> Result<SystemTime, String> {
+        crate::parse::time(s).map_err(|e| e.to_string())
+    }
+
+    pub fn priority(s: &str) -> Result<i64, String> {
+        crate::parse::priority(s).map_err(|e| e.to_string())
+    }
+
+    pub fn queue(s: &str) -> Result<crate::parse::QueueName, String> {
+        crate::parse::QueueName::new(s).map_err(|e| e.to_string())
+    }
+
+    pub fn task_id(s: &str) -> Result<crate::parse::TaskId, String> {
+        crate::parse::TaskId::parse(s).map_err(|e| e.to_string())
+    }
+}

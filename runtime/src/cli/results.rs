@@ -1,0 +1,165 @@
+//! `wasmq status`, `wasmq result`, `wasmq cancel`.
+
+use std::io::Write;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{exit, value, Global, Outcome};
+use crate::client::CancelOutcome;
+use crate::parse::{self, TaskId};
+use crate::task::{TaskRecord, TaskState};
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Task id (QUEUE:NUMBER, as printed by enqueue).
+    #[arg(value_parser = value::task_id)]
+    pub id: TaskId,
+    /// Print JSON (the output is included as text when it is UTF-8).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResultArgs {
+    /// Task id.
+    #[arg(value_parser = value::task_id)]
+    pub id: TaskId,
+    /// Wait for the task to finish.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits at most.
+    #[arg(long, default_value = "60s", value_parser = value::duration, requires = "wait")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// Task id.
+    #[arg(value_parser = value::task_id)]
+    pub id: TaskId,
+}
+
+/// The exit code that tells how a task stands.
+pub fn code_for(state: TaskState) -> u8 {
+    match state {
+        TaskState::Succeeded => exit::OK,
+        TaskState::Dead => exit::TASK_FAILED,
+        TaskState::Cancelled => exit::CANCELLED,
+        TaskState::Pending | TaskState::Delayed | TaskState::Active => exit::NOT_FINISHED,
+    }
+}
+
+fn unknown(id: &TaskId) -> u8 {
+    eprintln!("error: unknown task {id} (never enqueued, or its result expired)");
+    exit::UNKNOWN_TASK
+}
+
+pub async fn status(g: &Global, a: StatusArgs) -> Outcome {
+    let client = g.client().await?;
+    let Some(r) = client.status(&a.id).await? else { return Ok(unknown(&a.id)) };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", describe(&r));
+    }
+    Ok(code_for(r.state))
+}
+
+fn describe(r: &TaskRecord) -> String {
+    let mut s = String::new();
+    let mut line = |k: &str, v: String| s.push_str(&format!("{k:<12}{v}\n"));
+    line("id", r.id.clone());
+    line("state", r.state.to_string());
+    line("module", r.module.clone());
+    line("priority", r.priority.to_string());
+    line("attempts", format!("{}{}", r.attempts, r.max_attempts.map(|m| format!(" of {m}")).unwrap_or_default()));
+    line("enqueued", parse::format_ms(r.created_ms));
+    if let Some(d) = r.due_ms {
+        line("due", parse::format_ms(d));
+    }
+    if let Some(t) = r.started_ms {
+        line("started", parse::format_ms(t));
+    }
+    if let Some(t) = r.finished_ms {
+        line("finished", parse::format_ms(t));
+    }
+    if let Some(d) = r.duration_us {
+        line("duration", format!("{:.3} ms", d as f64 / 1000.0));
+    }
+    if let Some(w) = &r.worker {
+        line("worker", w.clone());
+    }
+    if let Some(f) = r.fuel_used {
+        line("fuel used", f.to_string());
+    }
+    if let Some(c) = r.exit_code {
+        line("exit code", c.to_string());
+    }
+    if let (Some(k), Some(e)) = (&r.error_kind, &r.error) {
+        line("error", format!("{k}: {e}"));
+    }
+    for e in &r.errors {
+        line("  attempt", format!("{}: {}: {}", e.attempt, e.kind, e.message));
+    }
+    if r.cancel_requested && !r.state.is_finished() {
+        line("cancel", "requested".into());
+    }
+    line("input", format!("{} bytes", r.input_bytes));
+    if let Some(n) = r.output_bytes {
+        let preview = r.output_text.as_deref().map(|t| {
+            let t: String = t.chars().take(200).collect();
+            format!(": {}", t.replace('\n', "\\n"))
+        });
+        line("output", format!("{n} bytes{}", preview.unwrap_or_default()));
+    }
+    if let Some(l) = &r.log
+        && !l.is_empty()
+    {
+        let t: String = l.chars().take(500).collect();
+        line("log", format!("{}{}", t.trim_end().replace('\n', "\n            "), if r.log_truncated { " [truncated]" } else { "" }));
+    }
+    s
+}
+
+pub async fn result(g: &Global, a: ResultArgs) -> Outcome {
+    let client = g.client().await?;
+    let record = if a.wait { client.wait(&a.id, a.timeout).await? } else { client.status(&a.id).await? };
+    let Some(r) = record else { return Ok(unknown(&a.id)) };
+    match r.state {
+        TaskState::Succeeded => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(r.output.as_deref().unwrap_or_default())?;
+            out.flush()?;
+        }
+        TaskState::Dead => eprintln!(
+            "error: task {} failed after {} attempt(s): {}: {}",
+            r.id,
+            r.attempts,
+            r.error_kind.as_deref().unwrap_or("error"),
+            r.error.as_deref().unwrap_or("no message")
+        ),
+        TaskState::Cancelled => eprintln!("error: task {} was cancelled", r.id),
+        s => eprintln!("task {} is {s}{}", r.id, if a.wait { " (timed out waiting)" } else { "" }),
+    }
+    Ok(code_for(r.state))
+}
+
+pub async fn cancel(g: &Global, a: CancelArgs) -> Outcome {
+    let client = g.client().await?;
+    match client.cancel(&a.id).await? {
+        CancelOutcome::Cancelled => {
+            println!("{} cancelled", a.id);
+            Ok(exit::OK)
+        }
+        CancelOutcome::Requested => {
+            println!("{} is running; its worker will stop it", a.id);
+            Ok(exit::OK)
+        }
+        CancelOutcome::AlreadyFinished(s) => {
+            eprintln!("error: task {} already finished ({s})", a.id);
+            Ok(exit::ERROR)
+        }
+        CancelOutcome::Unknown => Ok(unknown(&a.id)),
+    }
+}

@@ -1,0 +1,177 @@
+//! `wasmq run FILE.wasm`: run a task locally, without Redis.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+
+use super::{exit, value, Outcome};
+use crate::sandbox::{CancelToken, Limits, Sandbox, SandboxConfig};
+use crate::store::sha256_hex;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The task: a .wasm core module (WASI preview 1), a component (preview 2), or .wat text.
+    pub file: PathBuf,
+    /// The task's input (stdin of the task).
+    #[arg(long, conflicts_with = "input_file")]
+    pub input: Option<String>,
+    /// Read the task's input from a file (`-` for stdin). Without --input or --input-file, stdin
+    /// is used when it is not a terminal.
+    #[arg(long)]
+    pub input_file: Option<PathBuf>,
+    /// Wall-clock timeout.
+    #[arg(long, default_value = "30s", value_parser = value::positive_duration)]
+    pub timeout: Duration,
+    /// Memory cap (e.g. 256MiB).
+    #[arg(long, default_value = "256MiB", value_parser = value::size)]
+    pub memory: u64,
+    /// Fuel budget (instructions, roughly); unmetered if not given.
+    #[arg(long)]
+    pub fuel: Option<u64>,
+    /// Stdout cap: writing more fails the task.
+    #[arg(long, default_value = "16MiB", value_parser = value::size)]
+    pub stdout_limit: u64,
+    /// Stderr kept as the log; the rest is dropped.
+    #[arg(long, default_value = "1MiB", value_parser = value::size)]
+    pub stderr_limit: u64,
+    /// Guest stack size.
+    #[arg(long, default_value = "512KiB", value_parser = value::size)]
+    pub stack_size: u64,
+    /// Fixed clocks and seeded randomness.
+    #[arg(long)]
+    pub deterministic: bool,
+    /// Run the task N times (a fresh sandbox each time) and print timing statistics to stderr.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub repeat: u64,
+    /// Folder for precompiled artifacts (default: $WASMQ_CACHE_DIR, $XDG_CACHE_HOME/wasmq or ~/.cache/wasmq).
+    #[arg(long, env = "WASMQ_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile every time; neither read nor write artifacts.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Print how the module was loaded and how long the run took, to stderr.
+    #[arg(long)]
+    pub timing: bool,
+}
+
+fn read_input(a: &RunArgs) -> anyhow::Result<Vec<u8>> {
+    if let Some(t) = &a.input {
+        return Ok(t.clone().into_bytes());
+    }
+    match &a.input_file {
+        Some(p) if p.as_os_str() == "-" => read_stdin(),
+        Some(p) => std::fs::read(p).with_context(|| format!("cannot read input file {}", p.display())),
+        None if !std::io::stdin().is_terminal() => read_stdin(),
+        None => Ok(Vec::new()),
+    }
+}
+
+fn read_stdin() -> anyhow::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    std::io::stdin().read_to_end(&mut buf).context("cannot read stdin")?;
+    Ok(buf)
+}
+
+pub async fn run(a: RunArgs) -> Outcome {
+    let bytes = std::fs::read(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;
+    let input = read_input(&a)?;
+    let (binary, _) = crate::sandbox::prepare(&bytes).with_context(|| format!("{} cannot be run", a.file.display()))?;
+    let sha = sha256_hex(&binary);
+    let config = SandboxConfig {
+        max_concurrency: 1,
+        max_memory: a.memory.max(1 << 16),
+        max_stack: a.stack_size as usize,
+        cache_dir: if a.no_cache { None } else { a.cache_dir.clone().or_else(crate::sandbox::default_cache_dir) },
+        metering: true,
+        pooling: true,
+    };
+    let sandbox = Sandbox::new(config)?;
+    if let Some(w) = sandbox.artifact_warning() {
+        tracing::warn!("{w}; compiling without a cache");
+    }
+    let module = {
+        let sandbox = sandbox.clone();
+        let sha = sha.clone();
+        let binary = binary.into_owned();
+        tokio::task::spawn_blocking(move || sandbox.load(&sha, &binary)).await?
+    }
+    .with_context(|| format!("{} cannot be run", a.file.display()))?;
+    if a.timing || a.repeat > 1 {
+        eprintln!(
+            "module {} ({}): {} in {:.2} ms",
+            &sha[..12],
+            module.kind.as_str(),
+            match module.source {
+                crate::sandbox::LoadSource::Compiled => "compiled",
+                crate::sandbox::LoadSource::Artifact => "loaded precompiled artifact",
+            },
+            module.load_time.as_secs_f64() * 1e3
+        );
+    }
+    let limits = Limits {
+        timeout: a.timeout,
+        memory: a.memory,
+        stdout: a.stdout_limit.min(usize::MAX as u64) as usize,
+        stderr: a.stderr_limit.min(usize::MAX as u64) as usize,
+        fuel: a.fuel,
+        deterministic: a.deterministic,
+        ..Limits::default()
+    };
+    let name = a.file.file_stem().and_then(|s| s.to_str()).unwrap_or("task").to_string();
+    let cancel = CancelToken::new();
+    let mut samples = Vec::with_capacity(a.repeat.min(1_000_000) as usize);
+    let mut outcome = None;
+    for _ in 0..a.repeat {
+        let t = Instant::now();
+        let o = sandbox.run(&module, &name, input.clone(), &limits, &cancel).await;
+        samples.push(t.elapsed());
+        let failed = !o.is_success();
+        outcome = Some(o);
+        if failed {
+            break;
+        }
+    }
+    let outcome = outcome.expect("at least one run");
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&outcome.output)?;
+    stdout.flush()?;
+    let mut stderr = std::io::stderr().lock();
+    stderr.write_all(&outcome.log)?;
+    if outcome.log_truncated {
+        writeln!(stderr, "[wasmq: log truncated at {} bytes]", limits.stderr)?;
+    }
+    if a.repeat > 1 && samples.len() > 1 {
+        writeln!(stderr, "{}", timing_summary(&mut samples))?;
+    } else if a.timing {
+        writeln!(stderr, "run: {:.1} µs{}", samples[0].as_secs_f64() * 1e6, outcome.fuel_used.map(|f| format!(", fuel used {f}")).unwrap_or_default())?;
+    }
+    match outcome.result {
+        Ok(()) => Ok(exit::OK),
+        Err(f) => {
+            writeln!(stderr, "error: task failed: {f}")?;
+            Ok(exit::TASK_FAILED)
+        }
+    }
+}
+
+/// `N runs: median X µs, p90 Y µs, p99 Z µs, min, mean` (the first run excluded when there are
+/// many: it warms the pooling allocator's slots).
+fn timing_summary(samples: &mut [Duration]) -> String {
+    let total = samples.len();
+    let body = if samples.len() > 10 { &mut samples[1..] } else { samples };
+    body.sort();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let pct = |p: f64| us(body[((body.len() - 1) as f64 * p).round() as usize]);
+    let mean = body.iter().map(|d| us(*d)).sum::<f64>() / body.len() as f64;
+    format!(
+        "{total} runs: median {:.1} µs, p90 {:.1} µs, p99 {:.1} µs, min {:.1} µs, mean {:.1} µs",
+        pct(0.5),
+        pct(0.9),
+        pct(0.99),
+        us(body[0]),
+        mean
+    )
+}

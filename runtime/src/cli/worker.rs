@@ -1,0 +1,172 @@
+//! `wasmq worker`: run an executor host until SIGINT/SIGTERM.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{exit, value, Global, Outcome};
+use crate::sandbox::{Limits, SandboxConfig};
+use crate::worker::{QueueWeight, WorkerConfig};
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Queue to consume, with an optional weight: `--queue critical=6 --queue default=3 --queue low=1`.
+    /// Repeatable. Default: `default`.
+    #[arg(long, short)]
+    pub queue: Vec<QueueWeight>,
+    /// Take from the heaviest non-empty queue first, always (instead of in proportion to weights).
+    #[arg(long)]
+    pub strict: bool,
+    /// Tasks run at once (default: the number of cores).
+    #[arg(long, short)]
+    pub concurrency: Option<usize>,
+    /// Tasks claimed ahead of free run slots (default: as many as --concurrency).
+    #[arg(long)]
+    pub prefetch: Option<usize>,
+    /// Lease of a claimed task; extended every second while the worker lives.
+    #[arg(long, default_value = "30s", value_parser = value::positive_duration)]
+    pub lease: Duration,
+    /// How often expired leases of other workers are looked for.
+    #[arg(long, default_value = "5s", value_parser = value::positive_duration)]
+    pub reap_interval: Duration,
+    /// How long finished tasks are kept.
+    #[arg(long, default_value = "7days", value_parser = value::positive_duration)]
+    pub retention: Duration,
+    /// Attempts of tasks that did not set their own.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_attempts: u32,
+    /// First retry delay; doubles with each attempt (with jitter).
+    #[arg(long, default_value = "1s", value_parser = value::duration)]
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    #[arg(long, default_value = "5m", value_parser = value::duration)]
+    pub backoff_cap: Duration,
+    /// Timeout of tasks that did not set their own.
+    #[arg(long, default_value = "30s", value_parser = value::positive_duration)]
+    pub timeout: Duration,
+    /// Largest timeout a task may ask for.
+    #[arg(long, default_value = "1h", value_parser = value::positive_duration)]
+    pub max_timeout: Duration,
+    /// Memory cap of tasks that did not set their own.
+    #[arg(long, default_value = "256MiB", value_parser = value::size)]
+    pub memory: u64,
+    /// Largest memory a task may ask for.
+    #[arg(long, default_value = "4GiB", value_parser = value::size)]
+    pub max_memory: u64,
+    /// Fuel budget of tasks that did not set their own (default: unmetered).
+    #[arg(long)]
+    pub fuel: Option<u64>,
+    /// Stdout cap per task.
+    #[arg(long, default_value = "16MiB", value_parser = value::size)]
+    pub stdout_limit: u64,
+    /// Stderr kept per task.
+    #[arg(long, default_value = "1MiB", value_parser = value::size)]
+    pub stderr_limit: u64,
+    /// Guest stack size.
+    #[arg(long, default_value = "512KiB", value_parser = value::size)]
+    pub stack_size: u64,
+    /// On SIGTERM, time running tasks get to finish before they are stopped and handed back.
+    #[arg(long, default_value = "30s", value_parser = value::duration)]
+    pub grace: Duration,
+    /// Exit once every queue is empty and nothing runs.
+    #[arg(long)]
+    pub exit_when_idle: bool,
+    /// Folder for precompiled artifacts.
+    #[arg(long, env = "WASMQ_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Keep compiled modules in memory only.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Compile without fuel metering (a little faster; tasks with a fuel budget then fail).
+    #[arg(long)]
+    pub no_metering: bool,
+    /// Worker id in task hashes and logs (default: host-pid-random).
+    #[arg(long)]
+    pub id: Option<String>,
+}
+
+impl WorkerArgs {
+    pub fn config(&self) -> anyhow::Result<WorkerConfig> {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let concurrency = self.concurrency.unwrap_or(cores);
+        if concurrency == 0 || concurrency > 4096 {
+            anyhow::bail!("--concurrency must be between 1 and 4096");
+        }
+        if self.memory > self.max_memory {
+            anyhow::bail!("--memory ({}) is larger than --max-memory ({})", self.memory, self.max_memory);
+        }
+        if self.lease < Duration::from_secs(2) {
+            anyhow::bail!("--lease must be at least 2s (leases are extended every second)");
+        }
+        let mut queues = self.queue.clone();
+        if queues.is_empty() {
+            queues.push("default".parse().map_err(anyhow::Error::msg)?);
+        }
+        let mut seen = std::collections::HashSet::new();
+        for q in &queues {
+            if !seen.insert(q.queue.clone()) {
+                anyhow::bail!("queue {} is given twice", q.queue);
+            }
+        }
+        Ok(WorkerConfig {
+            queues,
+            strict: self.strict,
+            concurrency,
+            prefetch: self.prefetch.unwrap_or(concurrency),
+            lease: self.lease,
+            heartbeat: Duration::from_secs(1).min(self.lease / 3),
+            reap_interval: self.reap_interval,
+            retention: self.retention,
+            max_attempts: self.max_attempts,
+            backoff_base: self.backoff_base,
+            backoff_cap: self.backoff_cap,
+            default_limits: Limits {
+                timeout: self.timeout,
+                memory: self.memory,
+                fuel: self.fuel,
+                stdout: self.stdout_limit.min(usize::MAX as u64) as usize,
+                stderr: self.stderr_limit.min(usize::MAX as u64) as usize,
+                ..Limits::default()
+            },
+            max_timeout: self.max_timeout,
+            sandbox: SandboxConfig {
+                max_concurrency: concurrency,
+                max_memory: self.max_memory,
+                max_stack: self.stack_size as usize,
+                cache_dir: if self.no_cache { None } else { self.cache_dir.clone().or_else(crate::sandbox::default_cache_dir) },
+                metering: !self.no_metering,
+                pooling: true,
+            },
+            grace: self.grace,
+            exit_when_idle: self.exit_when_idle,
+            worker_id: self.id.clone().unwrap_or_else(crate::worker::default_worker_id),
+        })
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let term_fut = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = term_fut => tracing::info!("SIGTERM received"),
+    }
+}
+
+pub async fn run(g: &Global, a: WorkerArgs) -> Outcome {
+    let config = a.config()?;
+    let redis = g.redis()?;
+    let report = crate::worker::run(redis, g.keys()?, config, shutdown_signal()).await?;
+    tracing::debug!(?report, "done");
+    Ok(exit::OK)
+}

@@ -1,0 +1,570 @@
+//! The library API for producers and operators: push modules, enqueue tasks, read results, and
+//! manage queues. The CLI is a thin layer over it.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), wasmq::client::ClientError> {
+//! use wasmq::client::{Client, EnqueueOptions};
+//! use wasmq::conn::RedisOptions;
+//!
+//! let client = Client::connect(RedisOptions::new("redis://127.0.0.1:6379"), "wasmq").await?;
+//! let id = client.enqueue("wordcount", br#"{"text": "to be or not to be"}"#, &EnqueueOptions::default()).await?.id;
+//! let record = client.wait(&id, std::time::Duration::from_secs(30)).await?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use redis::AsyncCommands;
+
+use crate::conn::{ConnError, Conn, Redis, RedisOptions};
+use crate::keys::Keys;
+use crate::parse::{self, ParseError, QueueName, TaskId};
+use crate::scripts;
+use crate::store::{ModuleStore, StoreError, DEFAULT_MAX_MODULE_SIZE};
+use crate::task::{field, Fields, TaskDataError, TaskRecord, TaskState};
+
+/// What went wrong in a client call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Connect(#[from] ConnError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    #[error("input is {size} bytes, more than the limit of {max} bytes (--max-input-size)")]
+    InputTooLarge { size: u64, max: u64 },
+    #[error("task {id}: {source}")]
+    TaskData { id: String, source: TaskDataError },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the write is acknowledged but not durable: {0}")]
+    NotDurable(String),
+    #[error("Redis error: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// Options of one enqueue; `Default` is a task on queue `default`, priority 0, due at once, with
+/// the worker's default limits.
+#[derive(Debug, Clone)]
+pub struct EnqueueOptions {
+    pub queue: QueueName,
+    pub priority: i64,
+    pub max_attempts: Option<u32>,
+    pub timeout: Option<Duration>,
+    pub memory: Option<u64>,
+    pub fuel: Option<u64>,
+    /// When the task becomes ready (None: at once).
+    pub due: Option<SystemTime>,
+    pub unique_key: Option<String>,
+    pub unique_for: Option<Duration>,
+    /// The expected run time, for the `wsjf` policy (overrides the learned mean).
+    pub estimate: Option<Duration>,
+    /// Fixed clock and seeded randomness for this task.
+    pub deterministic: bool,
+    /// Wait until the write is on a replica or fsynced to the AOF.
+    pub durable: bool,
+}
+
+impl Default for EnqueueOptions {
+    fn default() -> Self {
+        Self {
+            queue: QueueName::new("default").expect("valid"),
+            priority: 0,
+            max_attempts: None,
+            timeout: None,
+            memory: None,
+            fuel: None,
+            due: None,
+            unique_key: None,
+            unique_for: None,
+            estimate: None,
+            deterministic: false,
+            durable: false,
+        }
+    }
+}
+
+/// A task that was enqueued (or found, for a unique key already held).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    pub id: TaskId,
+    /// False when `unique_key` was held by an unfinished task: `id` is that task.
+    pub new: bool,
+}
+
+/// Counts of one queue.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct QueueStats {
+    pub queue: String,
+    pub pending: u64,
+    pub delayed: u64,
+    pub active: u64,
+    pub succeeded: u64,
+    pub dead: u64,
+    pub cancelled: u64,
+    pub paused: bool,
+    pub policy: String,
+    /// Cumulative counters since the queue was created.
+    pub enqueued_total: u64,
+    pub succeeded_total: u64,
+    pub dead_total: u64,
+    pub cancelled_total: u64,
+    pub retried_total: u64,
+    pub requeued_total: u64,
+}
+
+/// What `cancel` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// Removed from the queue and marked cancelled.
+    Cancelled,
+    /// Running: its worker was asked to stop it.
+    Requested,
+    /// Already finished in this state.
+    AlreadyFinished(TaskState),
+    Unknown,
+}
+
+/// The name a module was referred to by, unless it was referred to by hash.
+fn module_name(module: &str) -> Option<&str> {
+    (!parse::is_sha256_hex(module)).then_some(module)
+}
+
+/// Default largest task input accepted by `enqueue` (`--max-input-size`).
+pub const DEFAULT_MAX_INPUT_SIZE: u64 = 16 << 20;
+/// Default time finished tasks are kept (`--retention`).
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A connection to a wasmq deployment.
+pub struct Client {
+    redis: Redis,
+    conn: Conn,
+    keys: Keys,
+    store: ModuleStore,
+    max_input_size: u64,
+    retention: Duration,
+    registered: Mutex<HashSet<QueueName>>,
+    blocking: tokio::sync::Mutex<Option<Conn>>,
+}
+
+impl Client {
+    /// Connects to Redis (a single node, Sentinel or Cluster URL).
+    pub async fn connect(options: RedisOptions, prefix: &str) -> Result<Self, ClientError> {
+        let redis = Redis::open(options)?;
+        let conn = redis.connect().await?;
+        Ok(Self::with_conn(redis, conn, Keys::new(prefix)))
+    }
+
+    pub fn with_conn(redis: Redis, conn: Conn, keys: Keys) -> Self {
+        Self {
+            store: ModuleStore::new(conn.clone(), keys.clone(), DEFAULT_MAX_MODULE_SIZE),
+            redis,
+            conn,
+            keys,
+            max_input_size: DEFAULT_MAX_INPUT_SIZE,
+            retention: DEFAULT_RETENTION,
+            registered: Mutex::new(HashSet::new()),
+            blocking: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn set_max_input_size(&mut self, max: u64) {
+        self.max_input_size = max;
+    }
+
+    pub fn set_max_module_size(&mut self, max: u64) {
+        self.store = ModuleStore::new(self.conn.clone(), self.keys.clone(), max);
+    }
+
+    /// How long finished tasks are kept (used by cancel, which finishes tasks itself).
+    pub fn set_retention(&mut self, retention: Duration) {
+        self.retention = retention;
+    }
+
+    pub fn store(&self) -> &ModuleStore {
+        &self.store
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn conn(&self) -> Conn {
+        self.conn.clone()
+    }
+
+    pub fn redis(&self) -> &Redis {
+        &self.redis
+    }
+
+    /// Adds the queue to the registry of queues (once per client).
+    async fn register_queue(&self, q: &QueueName) -> Result<(), ClientError> {
+        if self.registered.lock().expect("lock").contains(q) {
+            return Ok(());
+        }
+        let _: () = self.conn.clone().sadd(self.keys.queues(), q.as_str()).await?;
+        self.registered.lock().expect("lock").insert(q.clone());
+        Ok(())
+    }
+
+    fn check_input(&self, input: &[u8]) -> Result<(), ClientError> {
+        if input.len() as u64 > self.max_input_size {
+            return Err(ClientError::InputTooLarge { size: input.len() as u64, max: self.max_input_size });
+        }
+        Ok(())
+    }
+
+    fn invocation<'a>(&self, sha: &str, name: Option<&str>, input: &[u8], o: &EnqueueOptions, now: u64, inv: &mut redis::ScriptInvocation<'a>) {
+        let qk = self.keys.queue(&o.queue);
+        inv.key(qk.seq())
+            .key(qk.pending())
+            .key(qk.delayed())
+            .key(qk.meta())
+            .key(qk.stats())
+            .key(qk.modrefs())
+            .key(qk.signal())
+            .key(qk.estimates());
+        let due = o.due.map(parse::unix_ms).unwrap_or(0);
+        inv.arg(qk.base())
+            .arg(now)
+            .arg(due)
+            .arg(sha)
+            .arg(o.priority)
+            .arg(o.unique_key.as_deref().unwrap_or(""))
+            .arg(o.unique_for.map_or(0, |d| d.as_millis() as u64));
+        inv.arg(field::INPUT).arg(input);
+        if let Some(n) = name {
+            inv.arg(field::MODULE_NAME).arg(n);
+        }
+        if due > now {
+            inv.arg(field::DUE).arg(due);
+        }
+        if let Some(v) = o.max_attempts {
+            inv.arg(field::MAX_ATTEMPTS).arg(v);
+        }
+        if let Some(v) = o.timeout {
+            inv.arg(field::TIMEOUT_MS).arg(v.as_millis() as u64);
+        }
+        if let Some(v) = o.memory {
+            inv.arg(field::MEMORY).arg(v);
+        }
+        if let Some(v) = o.fuel {
+            inv.arg(field::FUEL).arg(v);
+        }
+        if let Some(v) = o.estimate {
+            inv.arg(field::ESTIMATE_US).arg(v.as_micros() as u64);
+        }
+        if o.deterministic {
+            inv.arg(field::DETERMINISTIC).arg(1);
+        }
+    }
+
+    fn validate_options(o: &EnqueueOptions) -> Result<(), ClientError> {
+        if !(parse::MIN_PRIORITY..=parse::MAX_PRIORITY).contains(&o.priority) {
+            return Err(ClientError::Invalid(format!("priority {} is outside -1000000..=1000000", o.priority)));
+        }
+        if o.max_attempts == Some(0) || o.max_attempts.is_some_and(|m| m > 1000) {
+            return Err(ClientError::Invalid("max attempts must be between 1 and 1000".into()));
+        }
+        if o.timeout == Some(Duration::ZERO) {
+            return Err(ClientError::Invalid("timeout must be positive".into()));
+        }
+        if let Some(k) = &o.unique_key
+            && (k.is_empty() || k.len() > 256)
+        {
+            return Err(ClientError::Invalid("unique key must be 1 to 256 bytes".into()));
+        }
+        Ok(())
+    }
+
+    /// Enqueues one task for a module given by name or hash.
+    pub async fn enqueue(&self, module: &str, input: &[u8], o: &EnqueueOptions) -> Result<Enqueued, ClientError> {
+        Self::validate_options(o)?;
+        self.check_input(input)?;
+        let sha = self.store.resolve(module).await?;
+        self.register_queue(&o.queue).await?;
+        let mut inv = scripts::ENQUEUE.prepare_invoke();
+        self.invocation(&sha, module_name(module), input, o, parse::now_ms(), &mut inv);
+        let (seq, new): (u64, i64) = inv.invoke_async(&mut self.conn.clone()).await?;
+        if o.durable {
+            self.ensure_durable(&o.queue).await?;
+        }
+        Ok(Enqueued { id: TaskId::new(o.queue.clone(), seq), new: new == 1 })
+    }
+
+    /// Enqueues one task per input, pipelined in chunks: one round trip per chunk. Every input is
+    /// checked before anything is written, so a bad input enqueues nothing.
+    pub async fn enqueue_bulk(&self, module: &str, inputs: &[Vec<u8>], o: &EnqueueOptions) -> Result<Vec<Enqueued>, ClientError> {
+        Self::validate_options(o)?;
+        if o.unique_key.is_some() && inputs.len() > 1 {
+            return Err(ClientError::Invalid("a unique key cannot be shared by several tasks of one bulk enqueue".into()));
+        }
+        for input in inputs {
+            self.check_input(input)?;
+        }
+        let sha = self.store.resolve(module).await?;
+        self.register_queue(&o.queue).await?;
+        let mut conn = self.conn.clone();
+        // Pipelined EVALSHA does not reload a missing script by itself.
+        scripts::ENQUEUE.load_async(&mut conn).await?;
+        let mut out = Vec::with_capacity(inputs.len());
+        for chunk in inputs.chunks(500) {
+            let now = parse::now_ms();
+            let mut pipe = redis::pipe();
+            for input in chunk {
+                let mut inv = scripts::ENQUEUE.prepare_invoke();
+                self.invocation(&sha, module_name(module), input, o, now, &mut inv);
+                pipe.invoke_script(&inv);
+            }
+            let replies: Vec<(u64, i64)> = match pipe.query_async(&mut conn).await {
+                Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                    // The server lost its script cache (restart) between chunks; nothing of this
+                    // chunk ran, since the first EVALSHA failed... unless a failover happened mid-chunk,
+                    // which a pipeline cannot tell. Load and resend.
+                    scripts::ENQUEUE.load_async(&mut conn).await?;
+                    pipe.query_async(&mut conn).await?
+                }
+                r => r?,
+            };
+            out.extend(replies.into_iter().map(|(seq, new)| Enqueued { id: TaskId::new(o.queue.clone(), seq), new: new == 1 }));
+        }
+        if o.durable {
+            self.ensure_durable(&o.queue).await?;
+        }
+        Ok(out)
+    }
+
+    /// Waits until the writes made so far on this connection are durable: fsynced to the AOF
+    /// (WAITAOF, Redis 7.2+) or, failing that, acknowledged by at least one replica (WAIT), or
+    /// written by a server that fsyncs every write (`appendfsync always`).
+    pub async fn ensure_durable(&self, _queue: &QueueName) -> Result<(), ClientError> {
+        let mut c = self.conn.clone();
+        let timeout_ms = 5000;
+        let waitaof: Result<Vec<i64>, _> = redis::cmd("WAITAOF").arg(1).arg(0).arg(timeout_ms).query_async(&mut c).await;
+        match waitaof {
+            Ok(v) if v.first().copied().unwrap_or(0) >= 1 => return Ok(()),
+            _ => {}
+        }
+        let replicas: i64 = redis::cmd("WAIT").arg(1).arg(timeout_ms).query_async(&mut c).await?;
+        if replicas >= 1 {
+            return Ok(());
+        }
+        let cfg: Result<Vec<String>, _> =
+            redis::cmd("CONFIG").arg("GET").arg("append*").query_async(&mut c).await;
+        if let Ok(cfg) = cfg {
+            let get = |k: &str| cfg.chunks(2).find(|p| p[0] == k).map(|p| p[1].clone());
+            if get("appendonly").as_deref() == Some("yes") && get("appendfsync").as_deref() == Some("always") {
+                return Ok(());
+            }
+        }
+        Err(ClientError::NotDurable(
+            "no replica acknowledged it within 5 s and the server neither supports WAITAOF nor runs with appendfsync always".into(),
+        ))
+    }
+
+    async fn fields(&self, id: &TaskId) -> Result<Option<Fields>, ClientError> {
+        let flat: Vec<Vec<u8>> = self.conn.clone().hgetall(self.keys.task(id)).await?;
+        Ok((!flat.is_empty()).then(|| Fields::from_flat(flat)))
+    }
+
+    /// The task's spec, state and (once finished) result; None for an unknown id.
+    pub async fn status(&self, id: &TaskId) -> Result<Option<TaskRecord>, ClientError> {
+        match self.fields(id).await? {
+            None => Ok(None),
+            Some(f) => TaskRecord::from_fields(id, &f).map(Some).map_err(|source| ClientError::TaskData { id: id.to_string(), source }),
+        }
+    }
+
+    /// Waits up to `timeout` for the task to finish; returns its record (finished or not), or
+    /// None for an unknown id. Waiting blocks on Redis (no polling loop faster than 1/s).
+    pub async fn wait(&self, id: &TaskId, timeout: Duration) -> Result<Option<TaskRecord>, ClientError> {
+        let task_key = self.keys.task(id);
+        let reg: i64 = scripts::WAIT.key(&task_key).invoke_async(&mut self.conn.clone()).await?;
+        if reg == -1 {
+            return Ok(None);
+        }
+        if reg == 0 {
+            let deadline = tokio::time::Instant::now() + timeout;
+            let done_key = self.keys.queue(&id.queue).done(id.seq);
+            let mut blocking = self.blocking.lock().await;
+            loop {
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                let wait = (deadline - now).min(Duration::from_secs(1));
+                if blocking.is_none() {
+                    *blocking = Some(self.redis.connect_blocking().await?);
+                }
+                let conn = blocking.as_mut().expect("set above");
+                let secs = (wait.as_secs_f64() * 1000.0).ceil() / 1000.0;
+                let popped = tokio::time::timeout(
+                    wait + Duration::from_secs(2),
+                    redis::cmd("BLPOP").arg(&done_key).arg(secs.max(0.01)).query_async::<Option<(String, String)>>(conn),
+                )
+                .await;
+                match popped {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        *blocking = None;
+                        return Err(e.into());
+                    }
+                    Err(_) => *blocking = None,
+                }
+                let state: Option<String> = self.conn.clone().hget(&task_key, field::STATE).await?;
+                match state.as_deref().and_then(TaskState::parse) {
+                    None if state.is_none() => return Ok(None),
+                    Some(s) if s.is_finished() => break,
+                    _ => {}
+                }
+            }
+        }
+        self.status(id).await
+    }
+
+    /// Cancels a task: removed at once if it waits, stopped by its worker if it runs.
+    pub async fn cancel(&self, id: &TaskId) -> Result<CancelOutcome, ClientError> {
+        let qk = self.keys.queue(&id.queue);
+        let (state, what): (String, String) = scripts::CANCEL
+            .key(qk.pending())
+            .key(qk.delayed())
+            .key(qk.cancelled())
+            .key(qk.stats())
+            .key(qk.modrefs())
+            .arg(qk.base())
+            .arg(parse::now_ms())
+            .arg(id.seq)
+            .arg(self.retention.as_millis() as u64)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(match what.as_str() {
+            "cancelled" => CancelOutcome::Cancelled,
+            "cancelling" => CancelOutcome::Requested,
+            "finished" => CancelOutcome::AlreadyFinished(TaskState::parse(&state).unwrap_or(TaskState::Succeeded)),
+            _ => CancelOutcome::Unknown,
+        })
+    }
+
+    /// Every queue that ever had a task, sorted.
+    pub async fn queues(&self) -> Result<Vec<QueueName>, ClientError> {
+        let names: Vec<String> = self.conn.clone().smembers(self.keys.queues()).await?;
+        let mut qs: Vec<QueueName> = names.iter().filter_map(|n| QueueName::new(n).ok()).collect();
+        qs.sort();
+        Ok(qs)
+    }
+
+    /// Counts of one queue, read in one pipeline (one slot).
+    pub async fn stats(&self, q: &QueueName) -> Result<QueueStats, ClientError> {
+        let k = self.keys.queue(q);
+        let (pending, delayed, active, succeeded, dead, cancelled, meta, counters): (
+            u64,
+            u64,
+            u64,
+            u64,
+            u64,
+            u64,
+            std::collections::HashMap<String, String>,
+            std::collections::HashMap<String, i64>,
+        ) = redis::pipe()
+            .zcard(k.pending())
+            .zcard(k.delayed())
+            .zcard(k.active())
+            .zcard(k.succeeded())
+            .zcard(k.dead())
+            .zcard(k.cancelled())
+            .hgetall(k.meta())
+            .hgetall(k.stats())
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let c = |n: &str| counters.get(n).copied().unwrap_or(0).max(0) as u64;
+        Ok(QueueStats {
+            queue: q.to_string(),
+            pending,
+            delayed,
+            active,
+            succeeded,
+            dead,
+            cancelled,
+            paused: meta.get("paused").is_some_and(|v| v == "1"),
+            policy: meta.get("policy").cloned().unwrap_or_else(|| "priority".into()),
+            enqueued_total: c("enqueued"),
+            succeeded_total: c("succeeded"),
+            dead_total: c("dead"),
+            cancelled_total: c("cancelled"),
+            retried_total: c("retried"),
+            requeued_total: c("requeued"),
+        })
+    }
+
+    /// Dead tasks of a queue, oldest first, at most `limit`.
+    pub async fn dead(&self, q: &QueueName, limit: usize) -> Result<Vec<TaskRecord>, ClientError> {
+        let seqs: Vec<u64> = self.conn.clone().zrange(self.keys.queue(q).dead(), 0, limit as isize - 1).await?;
+        let mut out = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            if let Some(r) = self.status(&TaskId::new(q.clone(), seq)).await? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Puts dead tasks back in their queue with fresh attempts: the given ones, or all of them.
+    pub async fn retry_dead(&self, q: &QueueName, seqs: Option<&[u64]>) -> Result<Vec<TaskId>, ClientError> {
+        let k = self.keys.queue(q);
+        let mut conn = self.conn.clone();
+        let mut retried = Vec::new();
+        loop {
+            let mut inv = scripts::RETRY_DEAD.prepare_invoke();
+            inv.key(k.dead()).key(k.pending()).key(k.modrefs()).key(k.meta()).key(k.estimates()).key(k.signal());
+            inv.arg(k.base()).arg(1000);
+            if let Some(s) = seqs {
+                for seq in s {
+                    inv.arg(*seq);
+                }
+            }
+            let done: Vec<u64> = inv.invoke_async(&mut conn).await?;
+            let n = done.len();
+            retried.extend(done.into_iter().map(|s| TaskId::new(q.clone(), s)));
+            if seqs.is_some() || n == 0 {
+                return Ok(retried);
+            }
+        }
+    }
+
+    /// Deletes finished tasks of one state that finished at least `older_than` ago; returns how
+    /// many were deleted.
+    pub async fn purge(&self, q: &QueueName, state: TaskState, older_than: Duration) -> Result<u64, ClientError> {
+        let k = self.keys.queue(q);
+        let set = match state {
+            TaskState::Succeeded => k.succeeded(),
+            TaskState::Dead => k.dead(),
+            TaskState::Cancelled => k.cancelled(),
+            other => return Err(ClientError::Invalid(format!("cannot purge {other} tasks; use succeeded, dead or cancelled"))),
+        };
+        let cutoff = parse::now_ms().saturating_sub(older_than.as_millis() as u64);
+        let mut total = 0;
+        loop {
+            let n: u64 = scripts::PURGE.key(&set).arg(k.base()).arg(cutoff).arg(1000).invoke_async(&mut self.conn.clone()).await?;
+            total += n;
+            if n == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Wakes idle workers of a queue (after a resume, say).
+    pub async fn wake(&self, q: &QueueName) -> Result<(), ClientError> {
+        let _: () = self.conn.clone().rpush(self.keys.queue(q).signal(), 1).await?;
+        Ok(())
+    }
+
+    /// Sets a queue setting in its meta hash (policy, paused, ...).
+    pub async fn set_queue_meta(&self, q: &QueueName, pairs: &[(&str, String)]) -> Result<(), ClientError> {
+        self.register_queue(q).await?;
+        let _: () = self.conn.clone().hset_multiple(self.keys.queue(q).meta(), pairs).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,108 @@
+-- Shared helpers, prepended to every wasmq script (see src/scripts.rs). Not a script by itself.
+--
+-- Conventions of all scripts:
+--   * ARGV[1] is the queue's key base `P:{Q}:` so that per-task keys (`task:<seq>`, `done:<seq>`,
+--     `unique:<key>`) are built on the same hash tag, hence the same Cluster slot, as the KEYS.
+--   * Times are Unix milliseconds given by the caller (one clock per call, no TIME command, so
+--     scripts stay deterministic for replication).
+--   * A task's `state` field is one of: pending, delayed, active, succeeded, dead, cancelled.
+
+-- Pending score for the `priority` policy: higher priority first, FIFO (by seq) within one.
+-- (1e6 - prio) < 2^21 and seq mod 2^32 < 2^32, so the score stays below 2^53: exact as a double.
+local function priority_score(prio, seq)
+  return (1000000 - prio) * 4294967296 + (seq % 4294967296)
+end
+
+-- Pending score for the `wsjf` policy (weighted shortest job first, Smith's rule) with aging.
+-- A task's "virtual deadline" is its enqueue time plus its expected run time divided by its
+-- weight, scaled by `stretch` and capped at `max_wait_ms`: the lowest deadline runs first. Among
+-- tasks enqueued together the order is exactly Smith's rule (est / weight ascending); a task is
+-- never overtaken by tasks enqueued more than `max_wait_ms` after it, so nothing starves.
+-- The weight is max(prio, 1): priorities below 1 count as 1.
+local function wsjf_score(created_ms, est_us, prio, stretch, max_wait_ms)
+  local weight = prio
+  if weight < 1 then weight = 1 end
+  local wait = (est_us / 1000.0) * stretch / weight
+  if wait > max_wait_ms then wait = max_wait_ms end
+  return created_ms + math.floor(wait)
+end
+
+-- The queue's policy settings from its meta hash: policy, stretch, max wait, default estimate.
+local function queue_policy(meta_key)
+  local m = redis.call('HMGET', meta_key, 'policy', 'stretch', 'max_wait_ms', 'default_estimate_us')
+  return {
+    policy = m[1] or 'priority',
+    stretch = tonumber(m[2]) or 1000,
+    max_wait_ms = tonumber(m[3]) or 600000,
+    default_est_us = tonumber(m[4]) or 100000,
+  }
+end
+
+-- The pending score of task `seq` under policy `pol`. The task's own estimate (given at
+-- enqueue) wins over the learned per-module mean in `estimates_key`.
+local function pending_score(pol, estimates_key, task_key, seq)
+  local f = redis.call('HMGET', task_key, 'priority', 'created', 'estimate_us', 'module')
+  local prio = tonumber(f[1]) or 0
+  if pol.policy == 'wsjf' then
+    local est = tonumber(f[3])
+    if not est and f[4] then est = tonumber(redis.call('HGET', estimates_key, f[4])) end
+    return wsjf_score(tonumber(f[2]) or 0, est or pol.default_est_us, prio, pol.stretch, pol.max_wait_ms)
+  end
+  return priority_score(prio, seq)
+end
+
+-- Wakes one idle worker of the queue, keeping the token list short: a token only says "look".
+local function signal(signal_key)
+  if redis.call('LLEN', signal_key) < 16 then
+    redis.call('RPUSH', signal_key, '1')
+  end
+end
+
+-- Tells `result --wait` clients that a task finished (one token per registered waiter).
+local function notify_waiters(base, seq, task_key)
+  local n = tonumber(redis.call('HGET', task_key, 'waiters') or '0')
+  if n > 0 then
+    local done = base .. 'done:' .. seq
+    for _ = 1, n do redis.call('RPUSH', done, '1') end
+    redis.call('PEXPIRE', done, 60000)
+    redis.call('HDEL', task_key, 'waiters')
+  end
+end
+
+-- Decrements the reference count of `module` in the queue's modrefs hash (task finished).
+local function unref_module(modrefs_key, module)
+  if module and redis.call('HINCRBY', modrefs_key, module, -1) <= 0 then
+    redis.call('HDEL', modrefs_key, module)
+  end
+end
+
+-- Releases the unique key a finished task held, if it still points at this task.
+local function release_unique(base, seq, task_key)
+  local u = redis.call('HGET', task_key, 'unique_key')
+  if u then
+    local k = base .. 'unique:' .. u
+    if redis.call('GET', k) == tostring(seq) then redis.call('DEL', k) end
+  end
+end
+
+-- Appends one attempt's error (a JSON object) to the task's `errors` JSON array.
+local function append_error(task_key, err_json)
+  local old = redis.call('HGET', task_key, 'errors')
+  if not old or old == '' or old == '[]' then
+    redis.call('HSET', task_key, 'errors', '[' .. err_json .. ']')
+  else
+    redis.call('HSET', task_key, 'errors', string.sub(old, 1, -2) .. ',' .. err_json .. ']')
+  end
+end
+
+-- Moves a task into a finished state: index it by finish time, expire its hash after the
+-- retention, drop its module reference and unique key, and wake waiters.
+local function finish(base, seq, task_key, state, finished_set, stats_key, modrefs_key, now, retention_ms)
+  redis.call('HSET', task_key, 'state', state, 'finished', now)
+  redis.call('ZADD', finished_set, now, seq)
+  if retention_ms > 0 then redis.call('PEXPIRE', task_key, retention_ms) end
+  unref_module(modrefs_key, redis.call('HGET', task_key, 'module'))
+  release_unique(base, seq, task_key)
+  redis.call('HINCRBY', stats_key, state, 1)
+  notify_waiters(base, seq, task_key)
+end

@@ -1,0 +1,331 @@
+//! Parsers for everything a user or a task hash hands us as text: durations, byte sizes, points in
+//! time, queue names, module names and task ids.
+//!
+//! Every value that ends up in a Redis key or a Lua argument passes through here first, so that a
+//! malformed value is refused with a message that names it instead of reaching a script.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A value that could not be parsed; the message says what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what} {value:?}: {reason}")]
+pub struct ParseError {
+    what: &'static str,
+    value: String,
+    reason: String,
+}
+
+impl ParseError {
+    fn new(what: &'static str, value: &str, reason: impl Into<String>) -> Self {
+        // Keep error messages one line and bounded, whatever the input was.
+        let mut value: String = value.chars().take(80).collect();
+        if value.len() < 80 && value.contains('\n') {
+            value = value.replace('\n', "\\n");
+        }
+        Self { what, value, reason: reason.into() }
+    }
+}
+
+/// Largest duration accepted anywhere (about 10 years): keeps millisecond arithmetic far from
+/// overflow and the scores in Redis exact.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// Parses a duration: `250ms`, `30s`, `1m30s`, `2h`, `7days`, or a bare number of seconds (`30`).
+pub fn duration(s: &str) -> Result<Duration, ParseError> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err(ParseError::new("duration", s, "empty; use e.g. 30s, 250ms, 5m or 2h"));
+    }
+    let d = if t.bytes().all(|b| b.is_ascii_digit()) {
+        let secs: u64 = t.parse().map_err(|_| ParseError::new("duration", s, "number too large"))?;
+        Duration::from_secs(secs)
+    } else {
+        humantime::parse_duration(t)
+            .map_err(|e| ParseError::new("duration", s, format!("{e}; use e.g. 30s, 250ms, 5m or 2h")))?
+    };
+    if d > MAX_DURATION {
+        return Err(ParseError::new("duration", s, "longer than 10 years"));
+    }
+    Ok(d)
+}
+
+/// Parses a byte size: `1048576`, `512K`, `256MiB`, `16MB`, `1G`.
+///
+/// `K`, `M`, `G` and `KiB`, `MiB`, `GiB` are powers of 1024 (what people mean for memory);
+/// `KB`, `MB`, `GB` are powers of 1000. Units are case-insensitive; a bare number is bytes.
+pub fn size(s: &str) -> Result<u64, ParseError> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    if digits.is_empty() {
+        return Err(ParseError::new("size", s, "expected a number with an optional unit, e.g. 256MiB"));
+    }
+    let n: u64 = digits.parse().map_err(|_| ParseError::new("size", s, "number too large"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => return Err(ParseError::new("size", s, "unknown unit; use B, KiB, MiB, GiB (or K, M, G), KB, MB, GB")),
+    };
+    n.checked_mul(mult).ok_or_else(|| ParseError::new("size", s, "too large"))
+}
+
+/// Formats a byte count for people: `512 B`, `1.5 KiB`, `256.0 MiB`.
+pub fn format_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < UNITS.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[i]) }
+}
+
+/// Parses a point in time: RFC 3339 (`2026-11-24T18:00:00Z`, `2026-11-24T19:00:00+01:00`) or Unix
+/// seconds (`1795000000`).
+pub fn time(s: &str) -> Result<SystemTime, ParseError> {
+    let t = s.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        let secs: u64 = t.parse().map_err(|_| ParseError::new("time", s, "number too large"))?;
+        if secs > 253_402_300_799 {
+            return Err(ParseError::new("time", s, "after the year 9999"));
+        }
+        return Ok(UNIX_EPOCH + Duration::from_secs(secs));
+    }
+    // humantime only reads UTC; apply a numeric offset ourselves.
+    let (base, offset_secs) = split_utc_offset(t).ok_or_else(|| {
+        ParseError::new("time", s, "expected RFC 3339 (2026-11-24T18:00:00Z or ...+01:00) or Unix seconds")
+    })?;
+    let utc = humantime::parse_rfc3339_weak(&format!("{base}Z"))
+        .or_else(|_| humantime::parse_rfc3339_weak(base))
+        .map_err(|e| ParseError::new("time", s, e.to_string()))?;
+    let shifted = if offset_secs >= 0 {
+        utc.checked_sub(Duration::from_secs(offset_secs as u64))
+    } else {
+        utc.checked_add(Duration::from_secs(offset_secs.unsigned_abs()))
+    };
+    shifted.ok_or_else(|| ParseError::new("time", s, "out of range"))
+}
+
+/// Splits `2026-11-24T19:00:00+01:00` into the local part and its offset east of UTC in seconds;
+/// a trailing `Z` is offset 0. Returns `None` when there is neither.
+fn split_utc_offset(t: &str) -> Option<(&str, i64)> {
+    if let Some(base) = t.strip_suffix('Z').or_else(|| t.strip_suffix('z')) {
+        return Some((base, 0));
+    }
+    if t.len() < 6 {
+        return None;
+    }
+    let (base, off) = t.split_at(t.len() - 6);
+    let b = off.as_bytes();
+    let sign = match b[0] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    if b[3] != b':' || !base.contains('T') && !base.contains(' ') {
+        return None;
+    }
+    let hh: i64 = off[1..3].parse().ok()?;
+    let mm: i64 = off[4..6].parse().ok()?;
+    if hh > 23 || mm > 59 {
+        return None;
+    }
+    Some((base, sign * (hh * 3600 + mm * 60)))
+}
+
+/// Milliseconds since the Unix epoch of a point in time (0 for times before it).
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// The current time in milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    unix_ms(SystemTime::now())
+}
+
+/// Formats a Unix millisecond timestamp as RFC 3339 UTC with milliseconds.
+pub fn format_ms(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// A queue name: 1 to 64 characters from `A-Z a-z 0-9 _ - .`.
+///
+/// Queue names become part of Redis keys and of the `{hash tag}` that keeps a queue on one
+/// Cluster slot, so braces, colons, glob characters and whitespace are all refused.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueName(String);
+
+impl QueueName {
+    pub fn new(s: &str) -> Result<Self, ParseError> {
+        if s.is_empty() || s.len() > 64 {
+            return Err(ParseError::new("queue name", s, "must be 1 to 64 characters"));
+        }
+        if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))) {
+            return Err(ParseError::new("queue name", s, format!("character {c:?} not allowed; use A-Z a-z 0-9 _ - .")));
+        }
+        Ok(Self(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for QueueName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for QueueName {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        Self::new(s)
+    }
+}
+
+/// A task id: `QUEUE:SEQ`, for example `default:42`.
+///
+/// The queue is part of the id so that the id alone finds the task (and its Cluster slot); the
+/// sequence number is the queue's counter at enqueue time, which also orders tasks FIFO within a
+/// priority.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TaskId {
+    pub queue: QueueName,
+    pub seq: u64,
+}
+
+impl TaskId {
+    pub fn new(queue: QueueName, seq: u64) -> Self {
+        Self { queue, seq }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        let (q, n) = s
+            .rsplit_once(':')
+            .ok_or_else(|| ParseError::new("task id", s, "expected QUEUE:NUMBER, e.g. default:42"))?;
+        let queue = QueueName::new(q).map_err(|e| ParseError::new("task id", s, e.reason))?;
+        if n.is_empty() || n.len() > 19 || !n.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ParseError::new("task id", s, "the part after ':' must be a number"));
+        }
+        let seq = n.parse().map_err(|_| ParseError::new("task id", s, "number too large"))?;
+        Ok(Self { queue, seq })
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.queue, self.seq)
+    }
+}
+
+impl std::str::FromStr for TaskId {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        Self::parse(s)
+    }
+}
+
+/// A module name (an alias that points at a module hash): 1 to 128 characters from
+/// `A-Z a-z 0-9 _ - . / @ +`, and not something that reads as a SHA-256 hash.
+pub fn module_name(s: &str) -> Result<&str, ParseError> {
+    if s.is_empty() || s.len() > 128 {
+        return Err(ParseError::new("module name", s, "must be 1 to 128 characters"));
+    }
+    if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | '@' | '+'))) {
+        return Err(ParseError::new("module name", s, format!("character {c:?} not allowed")));
+    }
+    if is_sha256_hex(s) {
+        return Err(ParseError::new("module name", s, "looks like a module hash; pick a name that does not"));
+    }
+    Ok(s)
+}
+
+/// True for exactly 64 lowercase hex digits: the form module hashes take.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Lowest and highest task priority. Together with a 32-bit sequence number the pending score
+/// stays below 2^53, where a Redis score (a double) is still exact.
+pub const MIN_PRIORITY: i64 = -1_000_000;
+pub const MAX_PRIORITY: i64 = 1_000_000;
+
+/// Parses a priority: an integer from -1000000 to 1000000; higher runs first.
+pub fn priority(s: &str) -> Result<i64, ParseError> {
+    let p: i64 = s.trim().parse().map_err(|_| ParseError::new("priority", s, "expected an integer"))?;
+    if !(MIN_PRIORITY..=MAX_PRIORITY).contains(&p) {
+        return Err(ParseError::new("priority", s, "must be between -1000000 and 1000000"));
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(duration(" 7days ").unwrap(), Duration::from_secs(7 * 86400));
+        for bad in ["", "abc", "-5s", "5 parsecs", "99999999999999999999", "20000days"] {
+            assert!(duration(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(size("1024").unwrap(), 1024);
+        assert_eq!(size("256MiB").unwrap(), 256 << 20);
+        assert_eq!(size("256m").unwrap(), 256 << 20);
+        assert_eq!(size("16MB").unwrap(), 16_000_000);
+        assert_eq!(size("1G").unwrap(), 1 << 30);
+        for bad in ["", "MiB", "12 parsecs", "-1", "1.5M", "99999999999999999999G", "18446744073709551615K"] {
+            assert!(size(bad).is_err(), "{bad:?} parsed");
+        }
+        assert_eq!(format_size(512), "512 B");
+        assert_eq!(format_size(1536), "1.5 KiB");
+    }
+
+    #[test]
+    fn times() {
+        let z = time("2026-11-24T18:00:00Z").unwrap();
+        assert_eq!(time("2026-11-24T19:00:00+01:00").unwrap(), z);
+        assert_eq!(time("2026-11-24T13:30:00-04:30").unwrap(), z);
+        assert_eq!(time(&unix_ms(z).div_euclid(1000).to_string()).unwrap(), z);
+        for bad in ["", "tomorrow", "2026-13-01T00:00:00Z", "2026-11-24T19:00:00+25:00", "99999999999999"] {
+            assert!(time(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn ids_and_names() {
+        let id = TaskId::parse("default:42").unwrap();
+        assert_eq!((id.queue.as_str(), id.seq), ("default", 42));
+        assert_eq!(id.to_string(), "default:42");
+        for bad in ["42", "default:", ":42", "def*ault:1", "default:1a", "a{b}:1", "default:-1", "q:99999999999999999999"] {
+            assert!(TaskId::parse(bad).is_err(), "{bad:?} parsed");
+        }
+        assert!(QueueName::new("critical.eu-1").is_ok());
+        for bad in ["", "a b", "a:b", "{a}", "a*", "é", &"x".repeat(65)] {
+            assert!(QueueName::new(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(module_name("team/wordcount@v2").is_ok());
+        assert!(module_name(&"a".repeat(64)).is_err());
+        assert!(module_name("has space").is_err());
+        assert_eq!(priority("-5").unwrap(), -5);
+        assert!(priority("1000001").is_err());
+        assert!(priority("1.5").is_err());
+    }
+}

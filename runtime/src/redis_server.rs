@@ -1,0 +1,263 @@
+//! Throwaway `redis-server` processes: for `wasmq demo`, `wasmq bench` and the test suites.
+//!
+//! A server runs on a free loopback port in a temporary directory of its own and is stopped when
+//! the handle is dropped. Nothing here ever touches a Redis that somebody else started.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Why a server could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(
+        "redis-server was not found on PATH; install it (Debian/Ubuntu: `sudo apt-get install redis-server`, \
+         macOS: `brew install redis`) or point --redis-url at a running Redis"
+    )]
+    NotInstalled,
+    #[error("could not create a directory for redis-server: {0}")]
+    TempDir(#[source] std::io::Error),
+    #[error("could not start redis-server: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("redis-server did not become ready within {timeout:?}; its log ends with:\n{log_tail}")]
+    NotReady { timeout: Duration, log_tail: String },
+}
+
+/// How to start a server. `args` are passed to `redis-server` as `--name value` pairs after the
+/// defaults (loopback bind, the port, the directory, no RDB snapshots, AOF off), so they can
+/// override any of them.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    pub args: Vec<(String, String)>,
+    /// Start as a Sentinel (`redis-server FILE --sentinel`); `args` go into its config file.
+    pub sentinel: bool,
+    /// Use this port instead of a free one (for restarting a server on the same port).
+    pub port: Option<u16>,
+    /// Readiness is checked with a plain-TCP PING unless the server only listens on TLS.
+    pub tls_only: bool,
+}
+
+impl ServerOptions {
+    pub fn arg(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.args.push((name.to_string(), value.into()));
+        self
+    }
+}
+
+/// A running `redis-server` child process.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    options: ServerOptions,
+}
+
+impl RedisServer {
+    /// Starts a server with default options.
+    pub fn start() -> Result<Self, ServerError> {
+        Self::start_with(ServerOptions::default())
+    }
+
+    /// Starts a server; when no port was given, a free one is picked (retrying if another process
+    /// takes it between the probe and the bind).
+    pub fn start_with(options: ServerOptions) -> Result<Self, ServerError> {
+        let dir = tempfile::Builder::new().prefix("wasmq-redis-").tempdir().map_err(ServerError::TempDir)?;
+        let mut server = Self { child: None, port: 0, dir, options };
+        let mut last = None;
+        for _ in 0..5 {
+            server.port = match server.options.port {
+                Some(p) => p,
+                None => free_port().map_err(ServerError::Spawn)?,
+            };
+            match server.spawn() {
+                Ok(()) => return Ok(server),
+                Err(e @ (ServerError::NotInstalled | ServerError::Spawn(_))) => return Err(e),
+                Err(e) => last = Some(e),
+            }
+            if server.options.port.is_some() {
+                break;
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+
+    /// True when a `redis-server` binary is on PATH.
+    pub fn installed() -> bool {
+        Command::new("redis-server").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+    }
+
+    fn spawn(&mut self) -> Result<(), ServerError> {
+        let log = self.log_path();
+        let _ = std::fs::remove_file(&log);
+        let mut defaults: Vec<(String, String)> = vec![
+            ("bind".into(), "127.0.0.1".into()),
+            ("port".into(), self.port.to_string()),
+            ("dir".into(), self.dir.path().display().to_string()),
+            ("logfile".into(), log.display().to_string()),
+            ("save".into(), String::new()),
+            ("appendonly".into(), "no".into()),
+            ("protected-mode".into(), "no".into()),
+        ];
+        if self.options.tls_only {
+            defaults.retain(|(k, _)| k != "port");
+            defaults.push(("port".into(), "0".into()));
+        }
+        let mut cmd = Command::new("redis-server");
+        if self.options.sentinel {
+            let conf = self.dir.path().join("sentinel.conf");
+            let mut text = String::new();
+            for (k, v) in defaults.iter().filter(|(k, _)| k != "save" && k != "appendonly").chain(&self.options.args) {
+                text.push_str(&format!("{k} {v}\n"));
+            }
+            std::fs::write(&conf, text).map_err(ServerError::Spawn)?;
+            cmd.arg(&conf).arg("--sentinel");
+        } else {
+            for (k, v) in defaults.iter().chain(&self.options.args) {
+                cmd.arg(format!("--{k}"));
+                // Multi-word values (`save 3600 1`) become separate arguments; an empty value must
+                // still be passed as one (`--save ""`).
+                if v.trim().is_empty() {
+                    cmd.arg("");
+                } else {
+                    cmd.args(v.split_whitespace());
+                }
+            }
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        let child = cmd.spawn().map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ServerError::NotInstalled,
+            _ => ServerError::Spawn(e),
+        })?;
+        self.child = Some(child);
+        match self.wait_ready(Duration::from_secs(10)) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.kill();
+                Err(e)
+            }
+        }
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> Result<(), ServerError> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(_)) = child.try_wait()
+            {
+                break;
+            }
+            let ready = if self.options.tls_only {
+                std::fs::read_to_string(self.log_path()).is_ok_and(|l| l.contains("Ready to accept connections"))
+            } else {
+                ping(self.addr())
+            };
+            if ready {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err(ServerError::NotReady { timeout, log_tail: self.log_tail(10) })
+    }
+
+    /// The server's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's working directory (AOF and config files live here).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("redis.log")
+    }
+
+    /// The last `n` lines of the server's log, for error messages.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// The child's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Stops the server at once (SIGKILL): what a crash looks like to clients.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the server politely (SIGTERM), letting it flush its AOF, then waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: sending a signal to our own child process id.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and directory, with the same options (its AOF, if
+    /// any, is loaded again).
+    pub fn restart(&mut self) -> Result<(), ServerError> {
+        self.stop();
+        self.spawn()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A port that was free on 127.0.0.1 a moment ago.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// True when a Redis server answers PING (or asks for authentication) at `addr`.
+pub fn ping(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(n) if n > 0 => {
+            let reply = &buf[..n];
+            // A server still loading its AOF answers -LOADING: not ready yet.
+            reply.starts_with(b"+PONG") || reply.starts_with(b"-NOAUTH")
+        }
+        _ => false,
+    }
+}

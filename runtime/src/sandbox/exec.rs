@@ -1,0 +1,315 @@
+//! Running one task: a fresh `Store` with its WASI context, limits and epoch deadline, instantiated
+//! from the module's pre-linked form, and the classification of how it ended.
+
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, ResourceTable};
+use wasmtime::{Engine, InstancePre, Linker, Module, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::cancel::CancelToken;
+use super::limits::{Limits, ResourceLimitExceeded, TaskLimiter};
+use super::outcome::{Failure, FailureKind, Outcome};
+use super::stdio::{CappedPipe, OutputLimitExceeded};
+use super::{LoadedModule, SandboxError};
+
+/// Compiled code of either kind.
+pub(crate) enum Code {
+    Module(Module),
+    Component(Component),
+}
+
+/// Pre-linked code, ready to instantiate.
+pub(crate) enum Pre {
+    Module(InstancePre<CoreState>),
+    Component(CommandPre<ComponentState>),
+}
+
+/// Why the host stopped a task (raised from the epoch callback).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum Interrupted {
+    #[error("the task ran past its timeout")]
+    Timeout,
+    #[error("the task was cancelled")]
+    Cancelled,
+}
+
+/// What every store carries besides its WASI context.
+pub(crate) struct Guard {
+    limiter: TaskLimiter,
+    deadline: Instant,
+    cancel: CancelToken,
+}
+
+pub(crate) struct CoreState {
+    wasi: WasiP1Ctx,
+    guard: Guard,
+}
+
+pub(crate) struct ComponentState {
+    ctx: WasiCtx,
+    table: ResourceTable,
+    guard: Guard,
+}
+
+impl WasiView for ComponentState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.ctx, table: &mut self.table }
+    }
+}
+
+trait HasGuard: Send + 'static {
+    fn guard(&mut self) -> &mut Guard;
+}
+
+impl HasGuard for CoreState {
+    fn guard(&mut self) -> &mut Guard {
+        &mut self.guard
+    }
+}
+
+impl HasGuard for ComponentState {
+    fn guard(&mut self) -> &mut Guard {
+        &mut self.guard
+    }
+}
+
+/// The linkers of both kinds, built once per engine: WASI preview 1 for modules, preview 2 for
+/// components.
+pub(crate) struct Linkers {
+    core: Linker<CoreState>,
+    component: wasmtime::component::Linker<ComponentState>,
+}
+
+impl Linkers {
+    pub(crate) fn new(engine: &Engine) -> wasmtime::Result<Self> {
+        let mut core = Linker::new(engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut core, |s: &mut CoreState| &mut s.wasi)?;
+        let mut component = wasmtime::component::Linker::new(engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut component)?;
+        Ok(Self { core, component })
+    }
+
+    /// Links compiled code, checking that it is a WASI command: a module must export `_start`
+    /// and import nothing beyond WASI preview 1; a component must export `wasi:cli/run`.
+    pub(crate) fn pre(&self, code: Code) -> Result<Pre, SandboxError> {
+        let invalid = |e: wasmtime::Error| SandboxError::InvalidModule(format!("{e:#}"));
+        match code {
+            Code::Module(m) => {
+                match m.get_export("_start") {
+                    Some(wasmtime::ExternType::Func(f)) if f.params().len() == 0 && f.results().len() == 0 => {}
+                    Some(_) => return Err(SandboxError::InvalidModule("`_start` is not a function without parameters and results".into())),
+                    None => {
+                        return Err(SandboxError::InvalidModule(
+                            "not a WASI command: the module exports no `_start` function (build a binary, not a library)".into(),
+                        ))
+                    }
+                }
+                Ok(Pre::Module(self.core.instantiate_pre(&m).map_err(invalid)?))
+            }
+            Code::Component(c) => {
+                let pre = self.component.instantiate_pre(&c).map_err(invalid)?;
+                let cmd = CommandPre::new(pre).map_err(|e| {
+                    SandboxError::InvalidModule(format!("not a WASI command component (no wasi:cli/run export): {e:#}"))
+                })?;
+                Ok(Pre::Component(cmd))
+            }
+        }
+    }
+}
+
+fn wasi_builder(name: &str, input: Vec<u8>, stdout: &CappedPipe, stderr: &CappedPipe, limits: &Limits) -> WasiCtxBuilder {
+    let mut b = WasiCtxBuilder::new();
+    b.stdin(MemoryInputPipe::new(input))
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .arg(name)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .socket_addr_check(|_, _| Box::pin(async { false }));
+    if limits.deterministic {
+        super::deterministic::apply(&mut b);
+    }
+    b
+}
+
+fn new_store<T: HasGuard>(engine: &Engine, data: T, limits: &Limits, metering: bool) -> wasmtime::Result<Store<T>> {
+    let mut store = Store::new(engine, data);
+    store.limiter(|s| &mut s.guard().limiter);
+    if metering {
+        store.set_fuel(limits.fuel.unwrap_or(u64::MAX))?;
+    }
+    // Check the clock and the cancel flag at every epoch tick, and yield to the executor so that a
+    // spinning task never starves the thread it runs on.
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|mut cx| {
+        let g = cx.data_mut().guard();
+        if g.cancel.is_cancelled() {
+            return Err(wasmtime::Error::new(Interrupted::Cancelled));
+        }
+        if Instant::now() >= g.deadline {
+            return Err(wasmtime::Error::new(Interrupted::Timeout));
+        }
+        Ok(UpdateDeadline::Yield(1))
+    });
+    Ok(store)
+}
+
+/// How the guest's own code ended, before the host's view (timeouts, caps) is applied.
+enum Ended {
+    /// Returned or exited with this status.
+    Exit(i32),
+    /// Raised an error: a trap, a limit, an interrupt, or a host failure.
+    Error(wasmtime::Error),
+}
+
+pub(crate) async fn run(
+    engine: &Engine,
+    module: &LoadedModule,
+    name: &str,
+    input: Vec<u8>,
+    limits: &Limits,
+    cancel: &CancelToken,
+    metering: bool,
+) -> Outcome {
+    // One byte over the cap is what tells a flood from output of exactly the cap.
+    let stdout = CappedPipe::strict(limits.stdout);
+    let stderr = CappedPipe::truncating(limits.stderr);
+    let started = Instant::now();
+    let guard = Guard { limiter: TaskLimiter::new(limits), deadline: started + limits.timeout, cancel: cancel.clone() };
+    let builder = wasi_builder(name, input, &stdout, &stderr, limits);
+    let deadline = tokio::time::Instant::from_std(guard.deadline);
+
+    let (ended, fuel_left) = match &module.pre {
+        Pre::Module(pre) => {
+            let mut builder = builder;
+            let data = CoreState { wasi: builder.build_p1(), guard };
+            match new_store(engine, data, limits, metering) {
+                Err(e) => (Ended::Error(e), None),
+                Ok(mut store) => {
+                    let fut = async {
+                        let instance = pre.instantiate_async(&mut store).await?;
+                        let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+                        start.call_async(&mut store, ()).await
+                    };
+                    let ended = watch(fut, deadline, cancel).await.map(|r| match r {
+                        Ok(()) => Ended::Exit(0),
+                        Err(e) => exit_or_error(e),
+                    });
+                    let fuel = if metering { store.get_fuel().ok() } else { None };
+                    (ended.unwrap_or_else(Ended::Error), fuel)
+                }
+            }
+        }
+        Pre::Component(pre) => {
+            let mut builder = builder;
+            let data = ComponentState { ctx: builder.build(), table: ResourceTable::new(), guard };
+            match new_store(engine, data, limits, metering) {
+                Err(e) => (Ended::Error(e), None),
+                Ok(mut store) => {
+                    let fut = async {
+                        let cmd = pre.instantiate_async(&mut store).await?;
+                        cmd.wasi_cli_run().call_run(&mut store).await
+                    };
+                    let ended = watch(fut, deadline, cancel).await.map(|r| match r {
+                        Ok(Ok(())) => Ended::Exit(0),
+                        // `wasi:cli/run` returned its error variant: the guest's `exit(1)`.
+                        Ok(Err(())) => Ended::Exit(1),
+                        Err(e) => exit_or_error(e),
+                    });
+                    let fuel = if metering { store.get_fuel().ok() } else { None };
+                    (ended.unwrap_or_else(Ended::Error), fuel)
+                }
+            }
+        }
+    };
+    let duration = started.elapsed();
+    let (output, _) = stdout.take();
+    let (log, log_truncated) = stderr.take();
+    let fuel_used = match (metering, fuel_left) {
+        (true, Some(left)) => Some(limits.fuel.unwrap_or(u64::MAX) - left),
+        _ => None,
+    };
+    let (result, exit_code) = match ended {
+        Ended::Exit(0) => (Ok(()), Some(0)),
+        Ended::Exit(code) => (Err(Failure::new(FailureKind::ExitCode, format!("the task exited with status {code}"))), Some(code)),
+        Ended::Error(e) => (Err(classify(&e, limits)), None),
+    };
+    Outcome { result, output, log, log_truncated, exit_code, duration, fuel_used }
+}
+
+/// Runs the guest future until it ends, the deadline passes, or the task is cancelled. The epoch
+/// callback catches both while wasm code runs; this catches them while the guest waits in a host
+/// call (a sleep, a poll), by dropping the future.
+async fn watch<F, T>(fut: F, deadline: tokio::time::Instant, cancel: &CancelToken) -> Result<wasmtime::Result<T>, wasmtime::Error>
+where
+    F: std::future::Future<Output = wasmtime::Result<T>>,
+{
+    tokio::select! {
+        r = fut => Ok(r),
+        _ = tokio::time::sleep_until(deadline) => Err(wasmtime::Error::new(Interrupted::Timeout)),
+        _ = cancel.cancelled() => Err(wasmtime::Error::new(Interrupted::Cancelled)),
+    }
+}
+
+fn exit_or_error(e: wasmtime::Error) -> Ended {
+    match e.downcast_ref::<I32Exit>() {
+        Some(exit) => Ended::Exit(exit.0),
+        None => Ended::Error(e),
+    }
+}
+
+/// Finds an error of type `E` anywhere in the chain (wasmtime wraps host errors in context).
+fn find<'a, E: std::error::Error + Send + Sync + 'static>(e: &'a wasmtime::Error) -> Option<&'a E> {
+    e.downcast_ref::<E>().or_else(|| e.chain().find_map(|c| c.downcast_ref::<E>()))
+}
+
+fn classify(e: &wasmtime::Error, limits: &Limits) -> Failure {
+    if let Some(i) = find::<Interrupted>(e) {
+        return match i {
+            Interrupted::Timeout => Failure::new(FailureKind::Timeout, format!("the task ran past its timeout of {}", fmt_duration(limits.timeout))),
+            Interrupted::Cancelled => Failure::new(FailureKind::Cancelled, "the task was cancelled while running"),
+        };
+    }
+    if let Some(l) = find::<ResourceLimitExceeded>(e) {
+        return Failure::new(FailureKind::MemoryLimit, l.to_string());
+    }
+    if let Some(o) = find::<OutputLimitExceeded>(e) {
+        return Failure::new(FailureKind::OutputLimit, o.to_string());
+    }
+    if let Some(t) = find::<Trap>(e) {
+        return match t {
+            Trap::OutOfFuel => Failure::new(
+                FailureKind::FuelExhausted,
+                format!("the task used up its fuel budget of {}", limits.fuel.map_or("?".into(), |f| f.to_string())),
+            ),
+            Trap::StackOverflow => Failure::new(FailureKind::Trap, "wasm trap: call stack exhausted (stack overflow)"),
+            Trap::AllocationTooLarge => Failure::new(FailureKind::MemoryLimit, "wasm trap: allocation too large"),
+            other => Failure::new(FailureKind::Trap, other.to_string()),
+        };
+    }
+    let text = format!("{e:#}");
+    if text.contains("concurrent") && text.contains("limit") {
+        // The pooling allocator ran out of slots: the host is overloaded, not the task broken.
+        return Failure::new(FailureKind::Internal, text);
+    }
+    if text.contains("memory") && (text.contains("exceed") || text.contains("maximum")) {
+        return Failure::new(FailureKind::MemoryLimit, text);
+    }
+    Failure::new(FailureKind::Trap, text)
+}
+
+/// `30s`, `1.5s`, `250ms`.
+pub(crate) fn fmt_duration(d: Duration) -> String {
+    if d.as_millis() < 1000 {
+        format!("{}ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}

@@ -1,0 +1,108 @@
+//! Per-task limits and the resource limiter that enforces the memory and table caps.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// What one task run may use. Every field has a documented default (`Limits::default()`), and
+/// each has a flag on `wasmq run` and `wasmq worker`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// Wall-clock time from instantiation to exit (default 30 s).
+    pub timeout: Duration,
+    /// Linear memory, summed over all memories of the instance (default 256 MiB).
+    pub memory: u64,
+    /// Bytes of stdout; writing more fails the task with `output_limit` (default 16 MiB).
+    pub stdout: usize,
+    /// Bytes of stderr kept as the log; the rest is dropped and the log marked truncated
+    /// (default 1 MiB).
+    pub stderr: usize,
+    /// Instruction budget (fuel); `None` runs unmetered (the default).
+    pub fuel: Option<u64>,
+    /// Elements per table (default 100 000).
+    pub table_elements: usize,
+    /// Fixed clocks and seeded randomness, so that a run can be reproduced.
+    pub deterministic: bool,
+}
+
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_MEMORY: u64 = 256 << 20;
+pub const DEFAULT_STDOUT: usize = 16 << 20;
+pub const DEFAULT_STDERR: usize = 1 << 20;
+pub const DEFAULT_TABLE_ELEMENTS: usize = 100_000;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            timeout: DEFAULT_TIMEOUT,
+            memory: DEFAULT_MEMORY,
+            stdout: DEFAULT_STDOUT,
+            stderr: DEFAULT_STDERR,
+            fuel: None,
+            table_elements: DEFAULT_TABLE_ELEMENTS,
+            deterministic: false,
+        }
+    }
+}
+
+/// The error a memory or table growth past the cap traps with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ResourceLimitExceeded {
+    #[error("the task tried to grow its memory to {desired} bytes, over its cap of {cap} bytes")]
+    Memory { desired: usize, cap: u64 },
+    #[error("the task tried to grow a table to {desired} elements, over its cap of {cap}")]
+    Table { desired: usize, cap: usize },
+}
+
+/// Most instances, memories and tables one task may create (a component instantiates a few core
+/// instances; a plain module one).
+pub const MAX_INSTANCES_PER_TASK: usize = 16;
+pub const MAX_MEMORIES_PER_TASK: usize = 4;
+pub const MAX_TABLES_PER_TASK: usize = 16;
+
+/// Enforces the caps of one store. Growth past a cap traps rather than returning -1 to the guest:
+/// most guests abort on a failed allocation anyway, and a trap is classified precisely as
+/// `memory_limit` instead of a vague crash.
+#[derive(Debug)]
+pub struct TaskLimiter {
+    memory_cap: u64,
+    table_cap: usize,
+    /// Bytes in use by the memories grown so far (a component may have several).
+    memory_in_use: u64,
+}
+
+impl TaskLimiter {
+    pub fn new(limits: &Limits) -> Self {
+        Self { memory_cap: limits.memory, table_cap: limits.table_elements, memory_in_use: 0 }
+    }
+}
+
+impl wasmtime::ResourceLimiter for TaskLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let total = self.memory_in_use - (current as u64).min(self.memory_in_use) + desired as u64;
+        if total > self.memory_cap {
+            return Err(wasmtime::Error::new(ResourceLimitExceeded::Memory { desired: total as usize, cap: self.memory_cap }));
+        }
+        self.memory_in_use = total;
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.table_cap {
+            return Err(wasmtime::Error::new(ResourceLimitExceeded::Table { desired, cap: self.table_cap }));
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES_PER_TASK
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES_PER_TASK
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES_PER_TASK
+    }
+}

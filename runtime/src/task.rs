@@ -1,0 +1,340 @@
+//! The task hash (`P:{Q}:task:<seq>`): its fields, and typed views of it.
+//!
+//! A task hash is written by `enqueue.lua` and updated by the other scripts; anything may also
+//! have been written by hand or by an older version, so reading is strict about types but never
+//! panics: a bad field is a [`TaskDataError`] naming the field.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::parse::{self, TaskId};
+
+/// Field names of the task hash.
+pub mod field {
+    pub const MODULE: &str = "module";
+    pub const MODULE_NAME: &str = "module_name";
+    pub const INPUT: &str = "input";
+    pub const PRIORITY: &str = "priority";
+    pub const CREATED: &str = "created";
+    pub const STATE: &str = "state";
+    pub const MAX_ATTEMPTS: &str = "max_attempts";
+    pub const TIMEOUT_MS: &str = "timeout_ms";
+    pub const MEMORY: &str = "memory";
+    pub const FUEL: &str = "fuel";
+    pub const ESTIMATE_US: &str = "estimate_us";
+    pub const DUE: &str = "due";
+    pub const ATTEMPTS: &str = "attempts";
+    pub const LEASE: &str = "lease";
+    pub const WORKER: &str = "worker";
+    pub const STARTED: &str = "started";
+    pub const FINISHED: &str = "finished";
+    pub const OUTPUT: &str = "output";
+    pub const LOG: &str = "log";
+    pub const LOG_TRUNCATED: &str = "log_truncated";
+    pub const EXIT_CODE: &str = "exit_code";
+    pub const ERROR_KIND: &str = "error_kind";
+    pub const ERROR: &str = "error";
+    pub const ERRORS: &str = "errors";
+    pub const DURATION_US: &str = "duration_us";
+    pub const FUEL_USED: &str = "fuel_used";
+    pub const UNIQUE_KEY: &str = "unique_key";
+    pub const CANCEL: &str = "cancel";
+    pub const DETERMINISTIC: &str = "deterministic";
+}
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    Pending,
+    Delayed,
+    Active,
+    Succeeded,
+    Dead,
+    Cancelled,
+}
+
+impl TaskState {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Self::Pending,
+            "delayed" => Self::Delayed,
+            "active" => Self::Active,
+            "succeeded" => Self::Succeeded,
+            "dead" => Self::Dead,
+            "cancelled" => Self::Cancelled,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delayed => "delayed",
+            Self::Active => "active",
+            Self::Succeeded => "succeeded",
+            Self::Dead => "dead",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Dead | Self::Cancelled)
+    }
+}
+
+impl std::fmt::Display for TaskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A field of a task hash that is missing or does not hold what it should.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TaskDataError {
+    #[error("task field {0:?} is missing")]
+    Missing(&'static str),
+    #[error("task field {field:?} is invalid: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+/// The raw fields of a task hash.
+#[derive(Debug, Clone, Default)]
+pub struct Fields(pub HashMap<String, Vec<u8>>);
+
+impl Fields {
+    /// From the flat `[name, value, name, value, ...]` array that HGETALL and the claim script
+    /// return. Field names that are not UTF-8 are dropped (no field of ours is).
+    pub fn from_flat(flat: Vec<Vec<u8>>) -> Self {
+        let mut map = HashMap::with_capacity(flat.len() / 2);
+        let mut it = flat.into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            if let Ok(k) = String::from_utf8(k) {
+                map.insert(k, v);
+            }
+        }
+        Self(map)
+    }
+
+    pub fn bytes(&self, name: &str) -> Option<&[u8]> {
+        self.0.get(name).map(|v| v.as_slice())
+    }
+
+    pub fn text(&self, name: &'static str) -> Result<Option<&str>, TaskDataError> {
+        match self.0.get(name) {
+            None => Ok(None),
+            Some(v) => std::str::from_utf8(v)
+                .map(Some)
+                .map_err(|_| TaskDataError::Invalid { field: name, reason: "not UTF-8 text".into() }),
+        }
+    }
+
+    /// An unsigned integer field, refusing negative, fractional, oversized and non-numeric values.
+    pub fn uint(&self, name: &'static str, max: u64) -> Result<Option<u64>, TaskDataError> {
+        let Some(t) = self.text(name)? else { return Ok(None) };
+        let t = t.trim();
+        let invalid = |reason: &str| TaskDataError::Invalid { field: name, reason: format!("{reason}, got {:?}", clip(t)) };
+        if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid("expected a non-negative integer"));
+        }
+        let v: u64 = t.parse().map_err(|_| invalid("number too large"))?;
+        if v > max {
+            return Err(invalid(&format!("must be at most {max}")));
+        }
+        Ok(Some(v))
+    }
+
+    pub fn int(&self, name: &'static str, min: i64, max: i64) -> Result<Option<i64>, TaskDataError> {
+        let Some(t) = self.text(name)? else { return Ok(None) };
+        let v: i64 = t
+            .trim()
+            .parse()
+            .map_err(|_| TaskDataError::Invalid { field: name, reason: format!("expected an integer, got {:?}", clip(t)) })?;
+        if !(min..=max).contains(&v) {
+            return Err(TaskDataError::Invalid { field: name, reason: format!("must be between {min} and {max}, got {v}") });
+        }
+        Ok(Some(v))
+    }
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(40).collect()
+}
+
+/// Limits a task asks for; unset ones take the worker's defaults, and none may exceed the
+/// worker's caps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RequestedLimits {
+    pub timeout: Option<Duration>,
+    pub memory: Option<u64>,
+    pub fuel: Option<u64>,
+}
+
+/// What a worker needs to run one claimed task.
+#[derive(Debug, Clone)]
+pub struct TaskSpec {
+    pub module: String,
+    pub input: Vec<u8>,
+    pub priority: i64,
+    pub attempts: u32,
+    pub max_attempts: Option<u32>,
+    pub limits: RequestedLimits,
+    pub deterministic: bool,
+    pub created_ms: u64,
+}
+
+/// Upper bound on numeric task fields that hold milliseconds or counts: keeps arithmetic on them
+/// far from overflow.
+const MAX_FIELD: u64 = 1 << 53;
+
+impl TaskSpec {
+    pub fn from_fields(f: &Fields) -> Result<Self, TaskDataError> {
+        let module = f.text(field::MODULE)?.ok_or(TaskDataError::Missing(field::MODULE))?;
+        if !parse::is_sha256_hex(module) {
+            return Err(TaskDataError::Invalid { field: field::MODULE, reason: "expected a 64-digit lowercase hex SHA-256".into() });
+        }
+        let timeout = f.uint(field::TIMEOUT_MS, parse::MAX_DURATION.as_millis() as u64)?.map(Duration::from_millis);
+        if timeout == Some(Duration::ZERO) {
+            return Err(TaskDataError::Invalid { field: field::TIMEOUT_MS, reason: "must be positive".into() });
+        }
+        Ok(Self {
+            module: module.to_string(),
+            input: f.bytes(field::INPUT).unwrap_or_default().to_vec(),
+            priority: f.int(field::PRIORITY, parse::MIN_PRIORITY, parse::MAX_PRIORITY)?.unwrap_or(0),
+            attempts: f.uint(field::ATTEMPTS, u32::MAX as u64)?.unwrap_or(1) as u32,
+            max_attempts: f.uint(field::MAX_ATTEMPTS, 1000)?.map(|v| v as u32),
+            limits: RequestedLimits {
+                timeout,
+                memory: f.uint(field::MEMORY, 1 << 40)?,
+                fuel: f.uint(field::FUEL, u64::MAX)?,
+            },
+            deterministic: f.text(field::DETERMINISTIC)? == Some("1"),
+            created_ms: f.uint(field::CREATED, MAX_FIELD)?.unwrap_or(0),
+        })
+    }
+}
+
+/// One failed attempt, as kept in the task's `errors` array.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct AttemptError {
+    pub attempt: u32,
+    pub kind: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    pub at: u64,
+}
+
+/// Everything known about a task, for `status` and `result`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskRecord {
+    pub id: String,
+    pub state: TaskState,
+    pub module: String,
+    pub priority: i64,
+    pub attempts: u32,
+    pub max_attempts: Option<u32>,
+    pub created_ms: u64,
+    pub due_ms: Option<u64>,
+    pub started_ms: Option<u64>,
+    pub finished_ms: Option<u64>,
+    pub duration_us: Option<u64>,
+    pub worker: Option<String>,
+    pub exit_code: Option<i64>,
+    pub error_kind: Option<String>,
+    pub error: Option<String>,
+    pub errors: Vec<AttemptError>,
+    pub fuel_used: Option<u64>,
+    pub cancel_requested: bool,
+    pub input_bytes: usize,
+    #[serde(skip)]
+    pub output: Option<Vec<u8>>,
+    /// The output as text when it is UTF-8 (for `status --json`).
+    pub output_text: Option<String>,
+    pub output_bytes: Option<usize>,
+    pub log: Option<String>,
+    pub log_truncated: bool,
+}
+
+impl TaskRecord {
+    pub fn from_fields(id: &TaskId, f: &Fields) -> Result<Self, TaskDataError> {
+        let state_text = f.text(field::STATE)?.ok_or(TaskDataError::Missing(field::STATE))?;
+        let state = TaskState::parse(state_text)
+            .ok_or_else(|| TaskDataError::Invalid { field: field::STATE, reason: format!("unknown state {:?}", clip(state_text)) })?;
+        let errors = match f.text(field::ERRORS)? {
+            Some(t) if !t.is_empty() => serde_json::from_str(t)
+                .map_err(|e| TaskDataError::Invalid { field: field::ERRORS, reason: e.to_string() })?,
+            _ => Vec::new(),
+        };
+        let output = f.bytes(field::OUTPUT).map(|b| b.to_vec());
+        Ok(Self {
+            id: id.to_string(),
+            state,
+            module: f.text(field::MODULE)?.unwrap_or_default().to_string(),
+            priority: f.int(field::PRIORITY, i64::MIN, i64::MAX)?.unwrap_or(0),
+            attempts: f.uint(field::ATTEMPTS, u32::MAX as u64)?.unwrap_or(0) as u32,
+            max_attempts: f.uint(field::MAX_ATTEMPTS, u32::MAX as u64)?.map(|v| v as u32),
+            created_ms: f.uint(field::CREATED, MAX_FIELD)?.unwrap_or(0),
+            due_ms: f.uint(field::DUE, MAX_FIELD)?,
+            started_ms: f.uint(field::STARTED, MAX_FIELD)?,
+            finished_ms: f.uint(field::FINISHED, MAX_FIELD)?,
+            duration_us: f.uint(field::DURATION_US, u64::MAX)?,
+            worker: f.text(field::WORKER)?.map(str::to_string),
+            exit_code: f.int(field::EXIT_CODE, i64::MIN, i64::MAX)?,
+            error_kind: f.text(field::ERROR_KIND)?.map(str::to_string),
+            error: f.text(field::ERROR)?.map(str::to_string),
+            errors,
+            fuel_used: f.uint(field::FUEL_USED, u64::MAX)?,
+            cancel_requested: f.text(field::CANCEL)? == Some("1"),
+            input_bytes: f.bytes(field::INPUT).map_or(0, |b| b.len()),
+            output_text: output.as_ref().and_then(|o| std::str::from_utf8(o).ok().map(str::to_string)),
+            output_bytes: output.as_ref().map(|o| o.len()),
+            output,
+            log: f.bytes(field::LOG).map(|b| String::from_utf8_lossy(b).into_owned()),
+            log_truncated: f.text(field::LOG_TRUNCATED)? == Some("1"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, &str)]) -> Fields {
+        Fields(pairs.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect())
+    }
+
+    const SHA: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn spec_reads_and_validates_fields() {
+        let f = fields(&[("module", SHA), ("input", "hi"), ("priority", "5"), ("timeout_ms", "1500"), ("memory", "1048576")]);
+        let s = TaskSpec::from_fields(&f).unwrap();
+        assert_eq!(s.input, b"hi");
+        assert_eq!(s.priority, 5);
+        assert_eq!(s.limits.timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(s.limits.memory, Some(1 << 20));
+
+        assert_eq!(TaskSpec::from_fields(&fields(&[])).unwrap_err(), TaskDataError::Missing("module"));
+        for (k, v) in [("module", "xyz"), ("priority", "high"), ("priority", "9999999"), ("timeout_ms", "-1"), ("timeout_ms", "0"), ("memory", "1e9"), ("max_attempts", "99999")] {
+            let mut f = fields(&[("module", SHA)]);
+            f.0.insert(k.into(), v.as_bytes().to_vec());
+            assert!(TaskSpec::from_fields(&f).is_err(), "{k}={v} accepted");
+        }
+        let mut f = fields(&[("module", SHA)]);
+        f.0.insert("priority".into(), vec![0xff, 0xfe]);
+        assert!(matches!(TaskSpec::from_fields(&f), Err(TaskDataError::Invalid { field: "priority", .. })));
+    }
+
+    #[test]
+    fn record_parses_errors_array() {
+        let id = TaskId::parse("q:1").unwrap();
+        let f = fields(&[("state", "dead"), ("module", SHA), ("errors", r#"[{"attempt":1,"kind":"trap","message":"boom","at":5}]"#)]);
+        let r = TaskRecord::from_fields(&id, &f).unwrap();
+        assert_eq!(r.state, TaskState::Dead);
+        assert_eq!(r.errors[0].kind, "trap");
+        assert!(TaskRecord::from_fields(&id, &fields(&[("state", "weird")])).is_err());
+    }
+}

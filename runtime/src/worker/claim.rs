@@ -1,0 +1,66 @@
+//! Claiming tasks: one `claim.lua` call leases up to N tasks of a queue and returns their hashes.
+
+use redis::Value;
+
+use crate::conn::Conn;
+use crate::keys::Keys;
+use crate::parse::QueueName;
+use crate::scripts;
+use crate::task::Fields;
+
+/// A task leased to this worker.
+#[derive(Debug)]
+pub struct Claimed {
+    pub queue: QueueName,
+    pub seq: u64,
+    /// The fencing token: completions and heartbeats must carry it.
+    pub token: u64,
+    pub fields: Fields,
+}
+
+/// The result of one claim call.
+#[derive(Debug, Default)]
+pub struct ClaimBatch {
+    pub tasks: Vec<Claimed>,
+    /// Earliest due time (Unix ms) of a delayed task of the queue, if any.
+    pub next_due: Option<u64>,
+    pub paused: bool,
+}
+
+/// Leases up to `n` tasks of `queue`.
+pub async fn claim(conn: &mut Conn, keys: &Keys, queue: &QueueName, n: usize, lease_ms: u64, worker: &str, now: u64) -> redis::RedisResult<ClaimBatch> {
+    let k = keys.queue(queue);
+    let reply: Vec<Value> = scripts::CLAIM
+        .key(k.pending())
+        .key(k.delayed())
+        .key(k.active())
+        .key(k.meta())
+        .key(k.signal())
+        .key(k.estimates())
+        .arg(k.base())
+        .arg(now)
+        .arg(lease_ms)
+        .arg(n)
+        .arg(worker)
+        .invoke_async(conn)
+        .await?;
+    parse_reply(queue, reply)
+}
+
+fn int(v: &Value) -> redis::RedisResult<i64> {
+    match v {
+        Value::Int(i) => Ok(*i),
+        other => Err(redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "claim: expected an integer", format!("{other:?}")))),
+    }
+}
+
+fn parse_reply(queue: &QueueName, reply: Vec<Value>) -> redis::RedisResult<ClaimBatch> {
+    let mut it = reply.into_iter();
+    let head = it.next().map(|v| int(&v)).transpose()?.unwrap_or(-1);
+    let mut batch = ClaimBatch { paused: head == -2, next_due: (head >= 0).then_some(head as u64), tasks: Vec::new() };
+    while let (Some(seq), Some(token), Some(fields)) = (it.next(), it.next(), it.next()) {
+        let flat: Vec<Vec<u8>> = redis::from_redis_value(fields)?;
+        batch.tasks.push(Claimed { queue: queue.clone(), seq: int(&seq)? as u64, token: int(&token)? as u64, fields: Fields::from_flat(flat) });
+    }
+    Ok(batch)
+}

@@ -1,0 +1,100 @@
+//! Writing results: completions are batched (whatever accumulated while the previous write was in
+//! flight) into one `complete.lua` call per queue, and retried until Redis takes them, so a result
+//! survives a Redis restart or a dropped connection. A task's slot is freed only once its result
+//! is written (or refused as stale).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+
+use crate::parse::{self, QueueName};
+use crate::scripts;
+
+use super::execute::Completion;
+use super::Shared;
+
+/// A completion with the capacity permit its task holds until the write is done.
+pub struct Pending {
+    pub completion: Completion,
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// Most records per script call.
+const BATCH: usize = 256;
+
+/// Runs until the channel closes and everything received is written.
+pub async fn run(shared: std::sync::Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    let mut conn = shared.conn.clone();
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let mut by_queue: BTreeMap<QueueName, Vec<Pending>> = BTreeMap::new();
+        for p in batch {
+            by_queue.entry(p.completion.queue.clone()).or_default().push(p);
+        }
+        for (queue, records) in by_queue {
+            write_with_retry(&shared, &mut conn, &queue, records).await;
+        }
+    }
+}
+
+async fn write_with_retry(shared: &Shared, conn: &mut crate::conn::Conn, queue: &QueueName, records: Vec<Pending>) {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match write(shared, conn, queue, &records).await {
+            Ok(applied) => {
+                for (p, ok) in records.into_iter().zip(applied) {
+                    let c = &p.completion;
+                    if ok == 1 {
+                        tracing::debug!(task = %format!("{queue}:{}", c.seq), action = c.action.as_str(), "task completed");
+                        shared.count(c.action);
+                    } else {
+                        // Another worker holds the task now (our lease expired): its result wins.
+                        tracing::warn!(task = %format!("{queue}:{}", c.seq), "result refused: this worker no longer holds the task's lease");
+                        shared.count_stale();
+                    }
+                    shared.forget(queue, c.seq);
+                    // The task's slot is free only now that its result is written.
+                    drop(p.permit);
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(%queue, error = %e, retry_in_ms = delay.as_millis() as u64, "could not write results; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn write(shared: &Shared, conn: &mut crate::conn::Conn, queue: &QueueName, records: &[Pending]) -> redis::RedisResult<Vec<i64>> {
+    let k = shared.keys.queue(queue);
+    let mut inv = scripts::COMPLETE.prepare_invoke();
+    inv.key(k.active())
+        .key(k.pending())
+        .key(k.delayed())
+        .key(k.succeeded())
+        .key(k.dead())
+        .key(k.cancelled())
+        .key(k.stats())
+        .key(k.modrefs())
+        .key(k.estimates())
+        .key(k.meta())
+        .key(k.signal());
+    inv.arg(k.base()).arg(parse::now_ms()).arg(shared.config.retention.as_millis() as u64);
+    for p in records {
+        let c = &p.completion;
+        inv.arg(c.seq).arg(c.token).arg(c.action.as_str()).arg(c.due_ms).arg(&c.error_json).arg(c.fields.len());
+        for (name, value) in &c.fields {
+            inv.arg(*name).arg(value.as_slice());
+        }
+    }
+    inv.invoke_async(conn).await
+}
