@@ -80,7 +80,7 @@ pub struct Global {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Only errors in the log.
-    #[arg(short, long, global = true)]
+    #[arg(long, global = true)]
     pub quiet: bool,
 }
 
@@ -156,6 +156,7 @@ fn init_logging(global: &Global, default: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }
@@ -260,5 +261,15 @@ pub mod value {
 
     pub fn task_id(s: &str) -> Result<crate::parse::TaskId, String> {
         crate::parse::TaskId::parse(s).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

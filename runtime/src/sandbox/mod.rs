@@ -106,10 +106,15 @@ pub struct Sandbox {
 pub fn prepare(bytes: &[u8]) -> Result<(Cow<'_, [u8]>, ModuleKind), SandboxError> {
     let binary: Cow<'_, [u8]> = if bytes.starts_with(b"\0asm") {
         Cow::Borrowed(bytes)
+    } else if looks_like_wat(bytes) {
+        let text = std::str::from_utf8(bytes).map_err(|_| SandboxError::InvalidModule("WebAssembly text that is not UTF-8".into()))?;
+        Cow::Owned(wat::parse_str(text).map_err(|e| {
+            // wat's message quotes the offending source over several lines; the first says it all.
+            let msg = e.to_string();
+            SandboxError::InvalidModule(format!("WebAssembly text does not parse: {}", msg.lines().next().unwrap_or_default()))
+        })?)
     } else {
-        let text = std::str::from_utf8(bytes)
-            .map_err(|_| SandboxError::InvalidModule("not a wasm binary (bad magic number) and not WebAssembly text".into()))?;
-        Cow::Owned(wat::parse_str(text).map_err(|e| SandboxError::InvalidModule(format!("WebAssembly text does not parse: {e}")))?)
+        return Err(SandboxError::InvalidModule("not a wasm binary (bad magic number) and not WebAssembly text".into()));
     };
     let kind = match binary.get(4..8) {
         Some([1, 0, 0, 0]) => ModuleKind::Module,
@@ -118,6 +123,16 @@ pub fn prepare(bytes: &[u8]) -> Result<(Cow<'_, [u8]>, ModuleKind), SandboxError
         None => return Err(SandboxError::InvalidModule("truncated wasm header".into())),
     };
     Ok((binary, kind))
+}
+
+/// Text whose first token opens an s-expression (after whitespace and `;;` comments).
+fn looks_like_wat(bytes: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(bytes) else { return false };
+    let mut rest = text.trim_start();
+    while let Some(comment) = rest.strip_prefix(";;") {
+        rest = comment.split_once('\n').map_or("", |(_, r)| r).trim_start();
+    }
+    rest.starts_with('(')
 }
 
 impl Sandbox {

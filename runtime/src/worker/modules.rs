@@ -41,7 +41,7 @@ impl ModuleLoader {
             .await
             .map_err(|e| Failure::new(FailureKind::Internal, format!("module loading panicked: {e}")))?;
         let module = loaded.map_err(|e| e.failure())?;
-        tracing::info!(sha, source = ?module.source, ms = module.load_time.as_secs_f64() * 1e3, "module loaded");
+        tracing::info!(sha, source = ?module.source, ms = %format!("{:.2}", module.load_time.as_secs_f64() * 1e3), "module loaded");
         Ok(module)
     }
 }

@@ -1,0 +1,186 @@
+//! Shared test harness: real `redis-server` processes on free loopback ports (started by the
+//! tests, stopped on drop), the real `wasmq` binary, and real wasm modules built from
+//! `example-tasks/` or WAT fixtures.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub use wasmq::redis_server::RedisServer;
+use wasmq::examples::{self, WasmTarget};
+
+/// The `wasmq` binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_wasmq")
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name)
+}
+
+/// A private artifact cache for this test process (never the user's).
+pub fn cache_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::Builder::new().prefix("wasmq-test-cache-").tempdir().expect("temp dir")).path()
+}
+
+/// The example tasks built for a target, built once per test process.
+pub fn example_tasks(target: WasmTarget) -> &'static HashMap<String, PathBuf> {
+    static P1: OnceLock<HashMap<String, PathBuf>> = OnceLock::new();
+    static P2: OnceLock<HashMap<String, PathBuf>> = OnceLock::new();
+    let cell = match target {
+        WasmTarget::P1 => &P1,
+        WasmTarget::P2 => &P2,
+    };
+    cell.get_or_init(|| examples::build(target).unwrap_or_else(|e| panic!("{e}")).into_iter().collect())
+}
+
+pub fn example(target: WasmTarget, name: &str) -> PathBuf {
+    example_tasks(target).get(name).unwrap_or_else(|| panic!("no example task {name}")).clone()
+}
+
+pub fn wat_example() -> PathBuf {
+    examples::wat_task().expect("source tree")
+}
+
+/// A `wasmq` invocation against a Redis URL.
+pub struct Wasmq {
+    pub url: String,
+    pub prefix: String,
+}
+
+impl Wasmq {
+    pub fn new(server: &RedisServer) -> Self {
+        Self { url: server.url(), prefix: "wasmq".into() }
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(bin());
+        c.env("WASMQ_REDIS_URL", &self.url)
+            .env("WASMQ_PREFIX", &self.prefix)
+            .env("WASMQ_CACHE_DIR", cache_dir())
+            .env_remove("WASMQ_LOG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `wasmq ARGS` and returns its output (whatever the exit code).
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run wasmq")
+    }
+
+    /// Runs `wasmq ARGS`, asserting success; returns stdout as text.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "wasmq {args:?} failed ({:?}):\n{}", out.status.code(), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf-8 stdout")
+    }
+
+    /// Pushes a module file under a name; returns its hash.
+    pub fn push(&self, file: &Path, name: &str) -> String {
+        let out = self.ok(&["module", "push", file.to_str().unwrap(), "--name", name]);
+        out.split_whitespace().nth(1).expect("hash printed").to_string()
+    }
+
+    /// Enqueues one task; returns its id.
+    pub fn enqueue(&self, module: &str, input: &str, extra: &[&str]) -> String {
+        let mut args = vec!["enqueue", module, "--input", input];
+        args.extend_from_slice(extra);
+        self.ok(&args).trim().to_string()
+    }
+
+    /// Starts `wasmq worker ARGS` in the background.
+    pub fn spawn_worker(&self, args: &[&str]) -> WorkerProcess {
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let child = self
+            .cmd()
+            .arg("worker")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log.reopen().expect("log"))
+            .spawn()
+            .expect("spawn worker");
+        WorkerProcess { child: Some(child), log }
+    }
+
+    /// `wasmq status ID --json` as JSON (None for an unknown task).
+    pub fn status(&self, id: &str) -> Option<serde_json::Value> {
+        let out = self.run(&["status", id, "--json"]);
+        if out.status.code() == Some(3) {
+            return None;
+        }
+        Some(serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("status {id}: {e}: {}", String::from_utf8_lossy(&out.stderr))))
+    }
+}
+
+/// A worker process, killed on drop.
+pub struct WorkerProcess {
+    pub child: Option<Child>,
+    pub log: tempfile::NamedTempFile,
+}
+
+impl WorkerProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.pid() as i32, sig);
+        }
+    }
+
+    /// Waits for exit up to `timeout`; returns the exit code (None if it had to be killed).
+    pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
+        let mut child = self.child.take().expect("running");
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Polls `f` every 20 ms until it returns Some or `timeout` passes (bounded: never loops forever).
+pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A synchronous Redis connection for assertions that look at keys directly.
+pub fn redis_conn(server: &RedisServer) -> redis::Connection {
+    redis::Client::open(server.url()).expect("client").get_connection().expect("connect")
+}

@@ -1,0 +1,306 @@
+//! The module store, the priority queue, worker processes and result hashes, against real
+//! `redis-server` processes started by each test.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{eventually, RedisServer, Wasmq};
+use redis::Commands;
+use serde_json::{json, Value};
+use wasmq::examples::WasmTarget;
+
+fn server() -> RedisServer {
+    RedisServer::start().expect("start redis-server")
+}
+
+#[test]
+fn every_example_task_runs_through_the_queue() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    let inputs = [
+        ("wordcount", json!({"text": "a b a", "top": 1}), json!({"total_words": 3})),
+        ("normalize", json!({"method": "minmax", "columns": {"x": [1, 3]}}), json!({"method": "minmax"})),
+        ("threshold-alert", json!({"readings": [{"sensor": "s", "ts": 1, "value": 9.0}], "rules": [{"sensor": "s", "above": 5.0}]}), json!({"readings": 1})),
+    ];
+    let mut ids = Vec::new();
+    for (target, suffix) in [(WasmTarget::P1, "p1"), (WasmTarget::P2, "p2")] {
+        for (task, input, _) in &inputs {
+            let name = format!("{task}-{suffix}");
+            w.push(&common::example(target, task), &name);
+            ids.push((w.enqueue(&name, &input.to_string(), &[]), task.to_string()));
+        }
+    }
+    w.push(&common::wat_example(), "upper");
+    let upper = w.enqueue("upper", "shout", &[]);
+    let mut worker = w.spawn_worker(&["--exit-when-idle", "--concurrency", "2"]);
+    assert_eq!(worker.wait(Duration::from_secs(60)), Some(0), "worker log:\n{}", worker.log());
+    for (id, task) in &ids {
+        let out = w.run(&["result", id]);
+        assert!(out.status.success(), "{id} ({task}): {}", String::from_utf8_lossy(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let expect = &inputs.iter().find(|(t, ..)| t == task).unwrap().2;
+        for (k, val) in expect.as_object().unwrap() {
+            assert_eq!(&v[k], val, "{id} ({task}): {v}");
+        }
+        let st = w.status(id).unwrap();
+        assert_eq!(st["state"], "succeeded");
+        assert!(st["duration_us"].as_u64().is_some());
+        assert!(st["worker"].as_str().is_some());
+        assert!(st["started_ms"].as_u64().unwrap() >= st["created_ms"].as_u64().unwrap());
+        assert!(st["finished_ms"].as_u64().unwrap() >= st["started_ms"].as_u64().unwrap());
+    }
+    assert_eq!(w.run(&["result", &upper]).stdout, b"SHOUT");
+}
+
+#[test]
+fn higher_priority_runs_first_and_fifo_within_a_priority() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&common::fixture("busy.wat"), "busy");
+    let ids: Vec<String> = [0, 5, 9, 5].iter().map(|p| w.enqueue("busy", "", &["--priority", &p.to_string()])).collect();
+    let mut worker = w.spawn_worker(&["--exit-when-idle", "--concurrency", "1", "--prefetch", "0"]);
+    assert_eq!(worker.wait(Duration::from_secs(60)), Some(0), "{}", worker.log());
+    let started: Vec<u64> = ids.iter().map(|id| w.status(id).unwrap()["started_ms"].as_u64().unwrap()).collect();
+    let mut order: Vec<usize> = (0..4).collect();
+    order.sort_by_key(|&i| started[i]);
+    // Enqueued as priorities 0, 5, 9, 5: run as 9, the first 5, the second 5, 0.
+    assert_eq!(order, vec![2, 1, 3, 0], "start times {started:?}");
+}
+
+#[test]
+fn two_workers_share_a_queue_without_running_a_task_twice() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&common::fixture("echo.wat"), "echo");
+    let n = 1200;
+    let lines: String = (0..n).map(|i| format!("{{\"n\":{i}}}\n")).collect();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), lines).unwrap();
+    let out = w.ok(&["enqueue", "echo", "--inputs-file", file.path().to_str().unwrap()]);
+    let ids: Vec<&str> = out.lines().collect();
+    assert_eq!(ids.len(), n);
+    let mut a = w.spawn_worker(&["--exit-when-idle", "--concurrency", "2"]);
+    let mut b = w.spawn_worker(&["--exit-when-idle", "--concurrency", "2"]);
+    assert_eq!(a.wait(Duration::from_secs(120)), Some(0), "{}", a.log());
+    assert_eq!(b.wait(Duration::from_secs(120)), Some(0), "{}", b.log());
+    let mut c = common::redis_conn(&s);
+    let mut workers = std::collections::HashSet::new();
+    for (i, id) in ids.iter().enumerate() {
+        let seq = id.rsplit(':').next().unwrap();
+        let h: std::collections::HashMap<String, Vec<u8>> = c.hgetall(format!("wasmq:{{default}}:task:{seq}")).unwrap();
+        let text = |k: &str| String::from_utf8_lossy(h.get(k).map(|v| v.as_slice()).unwrap_or_default()).into_owned();
+        assert_eq!(text("state"), "succeeded", "{id}");
+        assert_eq!(text("output"), format!("{{\"n\":{i}}}"), "{id}: wrong output");
+        // Claimed exactly once: one lease token, one attempt.
+        assert_eq!(text("lease"), "1", "{id} was claimed more than once");
+        assert_eq!(text("attempts"), "1", "{id}");
+        workers.insert(text("worker"));
+    }
+    assert_eq!(workers.len(), 2, "both workers should have taken tasks: {workers:?}");
+    let succeeded: u64 = c.zcard("wasmq:{default}:succeeded").unwrap();
+    assert_eq!(succeeded, n as u64);
+    let active: u64 = c.zcard("wasmq:{default}:active").unwrap();
+    assert_eq!(active, 0);
+}
+
+#[test]
+fn unknown_module_and_invalid_wasm_are_refused_and_store_nothing() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    let out = w.run(&["enqueue", "nosuch", "--input", "x"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown module"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let bad = tempfile::Builder::new().suffix(".wasm").tempfile().unwrap();
+    std::fs::write(bad.path(), b"\0asm\x01\0\0\0\x01\xff garbage").unwrap();
+    let out = w.run(&["module", "push", bad.path().to_str().unwrap(), "--name", "bad"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid module") && err.contains("not pushed"), "{err}");
+
+    let mut c = common::redis_conn(&s);
+    let keys: Vec<String> = c.keys("*").unwrap();
+    assert!(keys.iter().all(|k| !k.contains("module") && !k.contains("pending")), "something was stored: {keys:?}");
+}
+
+#[test]
+fn pushing_the_same_bytes_twice_stores_nothing_new() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    let first = w.ok(&["module", "push", common::fixture("echo.wat").to_str().unwrap(), "--name", "a"]);
+    let second = w.ok(&["module", "push", common::fixture("echo.wat").to_str().unwrap(), "--name", "b"]);
+    assert!(first.contains("stored") && !first.contains("already"));
+    assert!(second.contains("already stored"));
+    let list = w.ok(&["module", "list", "--json"]);
+    let v: Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["names"], json!(["a", "b"]));
+    assert_eq!(v[0]["kind"], "module");
+}
+
+#[test]
+fn module_rm_refuses_while_tasks_reference_it() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&common::fixture("echo.wat"), "echo");
+    let id = w.enqueue("echo", "x", &[]);
+    let out = w.run(&["module", "rm", "echo"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("still referenced"));
+    // Forced: the task then fails as unknown_module, and the worker carries on.
+    w.ok(&["module", "rm", "echo", "--force"]);
+    w.push(&common::fixture("counter.wat"), "counter");
+    let good = w.enqueue("counter", "", &[]);
+    let mut worker = w.spawn_worker(&["--exit-when-idle", "--max-attempts", "1"]);
+    assert_eq!(worker.wait(Duration::from_secs(60)), Some(0), "{}", worker.log());
+    let st = w.status(&id).unwrap();
+    assert_eq!(st["state"], "dead");
+    assert_eq!(st["error_kind"], "unknown_module");
+    assert_eq!(w.status(&good).unwrap()["state"], "succeeded");
+    // Once no task references it, rm works without --force.
+    w.ok(&["module", "rm", "counter"]);
+}
+
+#[test]
+fn tampered_module_bytes_fail_with_an_integrity_error_and_never_run() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    let sha = w.push(&common::fixture("echo.wat"), "echo");
+    w.push(&common::fixture("counter.wat"), "counter");
+    let tampered = w.enqueue("echo", "secret", &[]);
+    let mut c = common::redis_conn(&s);
+    // Another valid module under the echo module's hash: it would run, and print "1".
+    let other = wat::parse_file(common::fixture("counter.wat")).unwrap();
+    let _: () = c.set(format!("wasmq:module:{sha}"), other).unwrap();
+    let mut worker = w.spawn_worker(&[]);
+    // It fails the tampered task, then runs a good one: the same process, still running.
+    let st = eventually(Duration::from_secs(30), || w.status(&tampered).filter(|s| s["state"] == "dead")).expect("task not dead");
+    assert_eq!(st["error_kind"], "integrity", "{st}");
+    assert!(st["output_bytes"].is_null() || st["output_bytes"] == 0, "the tampered module ran: {st}");
+    assert_eq!(st["attempts"], 1, "an integrity error is not retried");
+    let good = w.enqueue("counter", "", &[]);
+    let st = eventually(Duration::from_secs(30), || w.status(&good).filter(|s| s["state"] == "succeeded"));
+    assert!(st.is_some(), "the good task did not run: {}", worker.log());
+    assert!(worker.is_running(), "the worker died: {}", worker.log());
+    worker.signal(libc::SIGTERM);
+    assert_eq!(worker.wait(Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn finished_tasks_expire_after_the_retention() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&common::fixture("echo.wat"), "echo");
+    let id = w.enqueue("echo", "x", &[]);
+    let pending_ttl: i64 = common::redis_conn(&s).ttl(format!("wasmq:{{default}}:task:{}", id.rsplit(':').next().unwrap())).unwrap();
+    assert_eq!(pending_ttl, -1, "an unfinished task must not expire");
+    let mut worker = w.spawn_worker(&["--exit-when-idle", "--retention", "1h"]);
+    assert_eq!(worker.wait(Duration::from_secs(60)), Some(0));
+    let ttl: i64 = common::redis_conn(&s).ttl(format!("wasmq:{{default}}:task:{}", id.rsplit(':').next().unwrap())).unwrap();
+    assert!((3500..=3600).contains(&ttl), "ttl {ttl}");
+}
+
+#[test]
+fn result_exit_codes_and_wait() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&common::fixture("echo.wat"), "echo");
+    w.push(&common::fixture("exit3.wat"), "exit3");
+    assert_eq!(w.run(&["result", "default:999"]).status.code(), Some(3), "unknown");
+    assert_eq!(w.run(&["result", "not-an-id"]).status.code(), Some(2), "malformed id");
+    let id = w.enqueue("echo", "waited for", &[]);
+    assert_eq!(w.run(&["result", &id]).status.code(), Some(4), "not finished");
+    let out = w.run(&["result", &id, "--wait", "--timeout", "300ms"]);
+    assert_eq!(out.status.code(), Some(4), "timed out waiting");
+    let failing = w.enqueue("exit3", "", &["--max-attempts", "1"]);
+    // Waiters block on Redis; a worker started later wakes them.
+    let waiter = std::thread::spawn({
+        let url = w.url.clone();
+        let id = id.clone();
+        move || {
+            let started = Instant::now();
+            let out = Wasmq { url, prefix: "wasmq".into() }.run(&["result", &id, "--wait", "--timeout", "30s"]);
+            (out, started.elapsed())
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let mut worker = w.spawn_worker(&["--exit-when-idle"]);
+    let (out, waited) = waiter.join().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.stdout, b"waited for");
+    assert!(waited < Duration::from_secs(20));
+    assert_eq!(worker.wait(Duration::from_secs(60)), Some(0));
+    let out = w.run(&["result", &failing]);
+    assert_eq!(out.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exit_code"));
+}
+
+/// Commands that clients sent to the server during `window`, seen through MONITOR (commands run
+/// inside Lua scripts are not round trips and are not counted).
+fn client_commands(server: &RedisServer, window: Duration) -> Vec<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::net::TcpStream::connect(server.addr()).unwrap();
+    s.write_all(b"MONITOR\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let mut reader = BufReader::new(s);
+    let mut lines = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < window {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) if line.starts_with('+') && line != "+OK\r\n" && !line.contains("lua]") => lines.push(line),
+            _ => {}
+        }
+    }
+    lines
+}
+
+#[test]
+fn an_idle_worker_does_not_poll_and_stops_on_sigterm() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    let mut worker = w.spawn_worker(&["--queue", "a", "--queue", "b"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let window = Duration::from_secs(4);
+    let seen = client_commands(&s, window);
+    let per_second = seen.len() as f64 / window.as_secs_f64();
+    assert!(per_second <= 8.0, "an idle worker with two queues sent {per_second} commands/s: {seen:#?}");
+    assert!(!seen.is_empty(), "MONITOR saw nothing: the measurement is broken");
+    worker.signal(libc::SIGTERM);
+    assert_eq!(worker.wait(Duration::from_secs(10)), Some(0), "{}", worker.log());
+}
+
+#[test]
+fn sigterm_lets_the_running_task_finish() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&common::fixture("busy.wat"), "busy");
+    let ids: Vec<String> = (0..3).map(|_| w.enqueue("busy", "", &[])).collect();
+    let mut worker = w.spawn_worker(&["--concurrency", "1", "--prefetch", "0"]);
+    eventually(Duration::from_secs(30), || w.status(&ids[0]).filter(|s| s["state"] != "pending")).expect("never claimed");
+    worker.signal(libc::SIGTERM);
+    assert_eq!(worker.wait(Duration::from_secs(30)), Some(0), "{}", worker.log());
+    let states: Vec<String> = ids.iter().map(|id| w.status(id).unwrap()["state"].as_str().unwrap().to_string()).collect();
+    assert_eq!(states[0], "succeeded", "the running task was not finished: {states:?}");
+    assert!(states.iter().all(|s| s == "succeeded" || s == "pending"), "{states:?}");
+    let mut c = common::redis_conn(&s);
+    let active: u64 = c.zcard("wasmq:{default}:active").unwrap();
+    assert_eq!(active, 0, "a lease was left behind");
+}
+
+#[test]
+fn a_bad_inputs_file_enqueues_nothing() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&common::fixture("echo.wat"), "echo");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), "{\"ok\":1}\n{broken\n").unwrap();
+    let out = w.run(&["enqueue", "echo", "--inputs-file", file.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"));
+    let mut c = common::redis_conn(&s);
+    let pending: u64 = c.zcard("wasmq:{default}:pending").unwrap();
+    assert_eq!(pending, 0);
+}

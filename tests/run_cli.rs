@@ -1,0 +1,149 @@
+//! `wasmq run` end to end: every example task, built for wasm32-wasip1 (core modules) and
+//! wasm32-wasip2 (components), plus the hand-written WAT task, through the real binary.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+use wasmq::examples::WasmTarget;
+
+fn run(file: &std::path::Path, input: &str, extra: &[&str]) -> std::process::Output {
+    let mut child = Command::new(common::bin())
+        .arg("run")
+        .arg(file)
+        .args(extra)
+        .env("WASMQ_CACHE_DIR", common::cache_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn run_json(target: WasmTarget, task: &str, input: Value) -> Value {
+    let out = run(&common::example(target, task), &input.to_string(), &[]);
+    assert!(out.status.success(), "{task} ({target:?}) failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{task}: output is not JSON: {e}"))
+}
+
+const TARGETS: [WasmTarget; 2] = [WasmTarget::P1, WasmTarget::P2];
+
+#[test]
+fn wordcount_counts_words() {
+    for t in TARGETS {
+        let out = run_json(t, "wordcount", json!({"text": "The cat and the hat. THE END!", "top": 2}));
+        assert_eq!(out["total_words"], 7, "{t:?}: {out}");
+        assert_eq!(out["distinct_words"], 5, "{t:?}: {out}");
+        assert_eq!(out["top"], json!([{"word": "the", "count": 3}, {"word": "and", "count": 1}]), "{t:?}");
+    }
+}
+
+#[test]
+fn normalize_scales_columns() {
+    for t in TARGETS {
+        let out = run_json(t, "normalize", json!({"method": "minmax", "columns": {"x": [0, 5, 10], "y": [2, 2, 2]}}));
+        assert_eq!(out["columns"]["x"], json!([0.0, 0.5, 1.0]), "{t:?}: {out}");
+        assert_eq!(out["columns"]["y"], json!([0.0, 0.0, 0.0]), "{t:?}: constant column");
+        let z = run_json(t, "normalize", json!({"columns": {"a": [1, 3]}}));
+        assert_eq!(z["columns"]["a"], json!([-1.0, 1.0]), "{t:?}: z-score by default: {z}");
+    }
+}
+
+#[test]
+fn threshold_alert_fires_after_consecutive_breaches() {
+    for t in TARGETS {
+        let input = json!({
+            "readings": [
+                {"sensor": "t1", "ts": 1, "value": 81.0}, {"sensor": "t1", "ts": 2, "value": 82.0},
+                {"sensor": "t1", "ts": 3, "value": 79.0}, {"sensor": "t1", "ts": 4, "value": 85.0},
+                {"sensor": "t2", "ts": 1, "value": 50.0}
+            ],
+            "rules": [{"sensor": "t1", "above": 80.0, "for": 2, "severity": "critical"}]
+        });
+        let out = run_json(t, "threshold-alert", input);
+        let alerts = out["alerts"].as_array().unwrap_or_else(|| panic!("{t:?}: {out}"));
+        assert_eq!(alerts.len(), 1, "{t:?}: {out}");
+        assert_eq!(alerts[0]["ts"], 2);
+        assert_eq!(alerts[0]["severity"], "critical");
+        assert_eq!(out["sensors"], 2);
+    }
+}
+
+#[test]
+fn a_task_error_exits_non_zero_with_its_message() {
+    for t in TARGETS {
+        // A rule without a threshold is the task's own error (exit status 1, message on stderr).
+        let out = run(&common::example(t, "threshold-alert"), &json!({"readings": [], "rules": [{"sensor": "x"}]}).to_string(), &[]);
+        assert_eq!(out.status.code(), Some(5), "{t:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("exit_code"), "{t:?}: {err}");
+        // Input that does not decode names the expected type (exit status 2 from the SDK).
+        let out = run(&common::example(t, "wordcount"), "not json", &[]);
+        assert_eq!(out.status.code(), Some(5));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("Input"), "{t:?}: the decode error does not name the type: {err}");
+    }
+}
+
+#[test]
+fn the_hand_written_wat_task_runs() {
+    let out = run(&common::wat_example(), "hello, World!", &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, b"HELLO, WORLD!");
+}
+
+#[test]
+fn input_can_come_from_a_flag_or_a_file() {
+    let wat = common::wat_example();
+    let out = Command::new(common::bin()).arg("run").arg(&wat).args(["--input", "abc"]).env("WASMQ_CACHE_DIR", common::cache_dir()).output().unwrap();
+    assert_eq!(out.stdout, b"ABC");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), "from file").unwrap();
+    let out = Command::new(common::bin()).arg("run").arg(&wat).arg("--input-file").arg(file.path()).env("WASMQ_CACHE_DIR", common::cache_dir()).output().unwrap();
+    assert_eq!(out.stdout, b"FROM FILE");
+}
+
+#[test]
+fn bad_files_give_one_line_errors() {
+    let garbage = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(garbage.path(), b"\x00\x01\x02 not wasm").unwrap();
+    for (file, expect) in [
+        (garbage.path().to_path_buf(), "not a wasm binary"),
+        (std::path::PathBuf::from("/nonexistent/task.wasm"), "cannot read"),
+    ] {
+        let out = Command::new(common::bin()).arg("run").arg(&file).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
+    }
+}
+
+#[test]
+fn limits_are_flags() {
+    let out = Command::new(common::bin()).arg("run").arg(common::fixture("loop.wat")).args(["--timeout", "200ms"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("timeout"));
+    let out = Command::new(common::bin()).arg("run").arg(common::fixture("grow.wat")).args(["--memory", "4MiB"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("memory_limit"));
+    let out = Command::new(common::bin()).arg("run").arg(common::fixture("noop.wat")).args(["--timeout", "soon"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "a bad flag value is a usage error");
+}
+
+#[test]
+fn repeat_prints_timing_statistics() {
+    let out = Command::new(common::bin())
+        .arg("run")
+        .arg(common::fixture("noop.wat"))
+        .args(["--repeat", "50"])
+        .env("WASMQ_CACHE_DIR", common::cache_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("50 runs: median"), "{err}");
+}
