@@ -147,3 +147,19 @@ fn repeat_prints_timing_statistics() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("50 runs: median"), "{err}");
 }
+
+#[test]
+fn the_demo_runs_end_to_end() {
+    let out = Command::new(common::bin())
+        .args(["demo", "--fresh-redis"])
+        .env("WASMQ_CACHE_DIR", common::cache_dir())
+        .env_remove("WASMQ_REDIS_URL")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}\n{}", stdout, String::from_utf8_lossy(&out.stderr));
+    // Eight tasks: seven succeed, the one with a broken rule is retried once and ends dead.
+    assert!(stdout.contains("7 succeeded, 1 dead, 1 retried"), "{stdout}");
+    assert!(stdout.contains("HELLO FROM HAND-WRITTEN WASM"), "{stdout}");
+    assert!(stdout.contains("has neither"), "the task's own reason is missing: {stdout}");
+}

@@ -67,11 +67,12 @@ pub async fn run(g: &Global, a: DemoArgs) -> Outcome {
         g.redis_url = server.url();
         Some(server)
     };
-    // The demo's keys never mix with real data on a shared Redis.
+    // The demo's keys never mix with real data on a shared Redis; a rerun starts clean.
     if g.prefix == "wasmq" {
-        g.prefix = format!("wasmq-demo-{}", std::process::id());
+        g.prefix = "wasmq-demo".into();
     }
     let client = g.client().await?;
+    clear_namespace(&client).await?;
 
     eprintln!("==> pushing modules (compiled once to validate, stored under their SHA-256)");
     let sandbox = Sandbox::new(SandboxConfig { max_concurrency: 1, cache_dir: None, pooling: false, ..Default::default() })?;
@@ -149,6 +150,26 @@ pub async fn run(g: &Global, a: DemoArgs) -> Outcome {
         println!("Inspect a task: wasmq --prefix {} status {}", g.prefix, tasks[0].0);
     }
     Ok(exit::OK)
+}
+
+/// Deletes the keys of an earlier demo run (only keys under the demo's own prefix).
+async fn clear_namespace(client: &Client) -> anyhow::Result<()> {
+    let mut conn = client.conn();
+    let pattern = format!("{}:*", client.keys().prefix());
+    let mut cursor: u64 = 0;
+    // Bounded: a demo namespace holds a few dozen keys.
+    for _ in 0..10_000 {
+        let (next, keys): (u64, Vec<String>) =
+            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(500).query_async(&mut conn).await?;
+        for k in keys {
+            let _: () = redis::cmd("DEL").arg(k).query_async(&mut conn).await?;
+        }
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    Ok(())
 }
 
 async fn print_results(client: &Client, tasks: &[(TaskId, String, i64)]) -> anyhow::Result<()> {

@@ -70,6 +70,9 @@ pub fn build(config: &SandboxConfig) -> wasmtime::Result<Engine> {
         // The host stack of a task's fiber must hold the guest stack plus host frames.
         .async_stack_size(config.max_stack + (1 << 20))
         .wasm_backtrace_max_frames(None)
+        // Explicit, so that WASMTIME_BACKTRACE_DETAILS in the environment cannot change the
+        // engine (and with it the artifact fingerprint).
+        .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable)
         .parallel_compilation(true);
     if config.pooling {
         // Slots for the tasks that may run at once, a few spare for the precompile check, each

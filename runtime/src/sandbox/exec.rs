@@ -236,7 +236,14 @@ pub(crate) async fn run(
     };
     let (result, exit_code) = match ended {
         Ended::Exit(0) => (Ok(()), Some(0)),
-        Ended::Exit(code) => (Err(Failure::new(FailureKind::ExitCode, format!("the task exited with status {code}"))), Some(code)),
+        Ended::Exit(code) => {
+            // The last line the task logged is usually its reason.
+            let reason = String::from_utf8_lossy(&log).lines().rev().map(str::trim).find(|l| !l.is_empty()).map(|l| {
+                let l: String = l.chars().take(300).collect();
+                format!(": {l}")
+            });
+            (Err(Failure::new(FailureKind::ExitCode, format!("the task exited with status {code}{}", reason.unwrap_or_default()))), Some(code))
+        }
         Ended::Error(e) => (Err(classify(&e, limits)), None),
     };
     Outcome { result, output, log, log_truncated, exit_code, duration, fuel_used }
@@ -292,13 +299,14 @@ fn classify(e: &wasmtime::Error, limits: &Limits) -> Failure {
             other => Failure::new(FailureKind::Trap, other.to_string()),
         };
     }
-    let text = format!("{e:#}");
-    if text.contains("concurrent") && text.contains("limit") {
+    if let Some(p) = find::<wasmtime::PoolConcurrencyLimitError>(e) {
         // The pooling allocator ran out of slots: the host is overloaded, not the task broken.
-        return Failure::new(FailureKind::Internal, text);
+        return Failure::new(FailureKind::Internal, p.to_string());
     }
-    if text.contains("memory") && (text.contains("exceed") || text.contains("maximum")) {
-        return Failure::new(FailureKind::MemoryLimit, text);
+    let text = format!("{e:#}");
+    if text.contains("exit with invalid exit status") {
+        // WASI preview 1 refuses proc_exit(n) for n >= 126 with a plain error.
+        return Failure::new(FailureKind::ExitCode, "the task exited with a status of 126 or more (invalid in WASI)");
     }
     Failure::new(FailureKind::Trap, text)
 }
