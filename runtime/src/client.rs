@@ -40,8 +40,9 @@ pub enum ClientError {
     TaskData { id: String, source: TaskDataError },
     #[error("{0}")]
     Invalid(String),
-    #[error("the write is acknowledged but not durable: {0}")]
-    NotDurable(String),
+    /// The tasks were enqueued, but their durability could not be confirmed.
+    #[error("{} task(s) enqueued ({}) but not confirmed durable: {reason}", enqueued.len(), first_ids(enqueued))]
+    NotDurable { enqueued: Vec<TaskId>, reason: String },
     #[error("Redis error: {0}")]
     Redis(#[from] redis::RedisError),
 }
@@ -126,6 +127,14 @@ pub enum CancelOutcome {
     /// Already finished in this state.
     AlreadyFinished(TaskState),
     Unknown,
+}
+
+fn first_ids(ids: &[TaskId]) -> String {
+    let mut s: Vec<String> = ids.iter().take(3).map(|i| i.to_string()).collect();
+    if ids.len() > 3 {
+        s.push("...".into());
+    }
+    s.join(", ")
 }
 
 /// The name a module was referred to by, unless it was referred to by hash.
@@ -289,10 +298,13 @@ impl Client {
         let mut inv = scripts::ENQUEUE.prepare_invoke();
         self.invocation(&sha, module_name(module), input, o, parse::now_ms(), &mut inv);
         let (seq, new): (u64, i64) = inv.invoke_async(&mut self.conn.clone()).await?;
-        if o.durable {
-            self.ensure_durable(&o.queue).await?;
+        let id = TaskId::new(o.queue.clone(), seq);
+        if o.durable
+            && let Err(reason) = self.ensure_durable().await
+        {
+            return Err(ClientError::NotDurable { enqueued: vec![id], reason });
         }
-        Ok(Enqueued { id: TaskId::new(o.queue.clone(), seq), new: new == 1 })
+        Ok(Enqueued { id, new: new == 1 })
     }
 
     /// Enqueues one task per input, pipelined in chunks: one round trip per chunk. Every input is
@@ -331,38 +343,45 @@ impl Client {
             };
             out.extend(replies.into_iter().map(|(seq, new)| Enqueued { id: TaskId::new(o.queue.clone(), seq), new: new == 1 }));
         }
-        if o.durable {
-            self.ensure_durable(&o.queue).await?;
+        if o.durable
+            && let Err(reason) = self.ensure_durable().await
+        {
+            return Err(ClientError::NotDurable { enqueued: out.into_iter().map(|e| e.id).collect(), reason });
         }
         Ok(out)
     }
 
     /// Waits until the writes made so far on this connection are durable: fsynced to the AOF
-    /// (WAITAOF, Redis 7.2+) or, failing that, acknowledged by at least one replica (WAIT), or
-    /// written by a server that fsyncs every write (`appendfsync always`).
-    pub async fn ensure_durable(&self, _queue: &QueueName) -> Result<(), ClientError> {
+    /// (WAITAOF, Redis 7.2+) or acknowledged by at least one replica (WAIT), or written by a server
+    /// that fsyncs every write before replying (`appendfsync always`). Returns why not otherwise.
+    pub async fn ensure_durable(&self) -> Result<(), String> {
         let mut c = self.conn.clone();
         let timeout_ms = 5000;
         let waitaof: Result<Vec<i64>, _> = redis::cmd("WAITAOF").arg(1).arg(0).arg(timeout_ms).query_async(&mut c).await;
-        match waitaof {
-            Ok(v) if v.first().copied().unwrap_or(0) >= 1 => return Ok(()),
-            _ => {}
-        }
-        let replicas: i64 = redis::cmd("WAIT").arg(1).arg(timeout_ms).query_async(&mut c).await?;
-        if replicas >= 1 {
+        if let Ok(v) = &waitaof
+            && v.first().copied().unwrap_or(0) >= 1
+        {
             return Ok(());
         }
-        let cfg: Result<Vec<String>, _> =
-            redis::cmd("CONFIG").arg("GET").arg("append*").query_async(&mut c).await;
+        // WAIT with no replica connected would just sit out its timeout.
+        let info: Result<String, _> = redis::cmd("INFO").arg("replication").query_async(&mut c).await;
+        let connected = info.as_deref().ok().and_then(|i| {
+            i.lines().find_map(|l| l.strip_prefix("connected_slaves:")).and_then(|n| n.trim().parse::<i64>().ok())
+        });
+        if connected.is_none_or(|n| n > 0) {
+            let replicas: i64 = redis::cmd("WAIT").arg(1).arg(timeout_ms).query_async(&mut c).await.map_err(|e| e.to_string())?;
+            if replicas >= 1 {
+                return Ok(());
+            }
+        }
+        let cfg: Result<Vec<String>, _> = redis::cmd("CONFIG").arg("GET").arg("append*").query_async(&mut c).await;
         if let Ok(cfg) = cfg {
             let get = |k: &str| cfg.chunks(2).find(|p| p[0] == k).map(|p| p[1].clone());
             if get("appendonly").as_deref() == Some("yes") && get("appendfsync").as_deref() == Some("always") {
                 return Ok(());
             }
         }
-        Err(ClientError::NotDurable(
-            "no replica acknowledged it within 5 s and the server neither supports WAITAOF nor runs with appendfsync always".into(),
-        ))
+        Err("no replica acknowledged the write (within 5 s), and the server neither confirmed an AOF fsync (WAITAOF) nor runs with appendfsync always".into())
     }
 
     async fn fields(&self, id: &TaskId) -> Result<Option<Fields>, ClientError> {

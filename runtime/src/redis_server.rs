@@ -229,6 +229,21 @@ impl RedisServer {
         self.stop();
         self.spawn()
     }
+
+    /// Kills the server (SIGKILL, no chance to flush anything) and starts it again on the same port
+    /// and directory: a crash and recovery.
+    pub fn crash_and_restart(&mut self) -> Result<(), ServerError> {
+        self.kill();
+        self.spawn()
+    }
+
+    /// Starts a stopped server again (after [`stop`](Self::stop) or [`kill`](Self::kill)).
+    pub fn start_again(&mut self) -> Result<(), ServerError> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        self.spawn()
+    }
 }
 
 impl Drop for RedisServer {

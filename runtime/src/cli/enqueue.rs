@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 
 use super::{exit, value, Global, Outcome};
-use crate::client::EnqueueOptions;
+use crate::client::{ClientError, EnqueueOptions};
 use crate::parse::QueueName;
 
 #[derive(Debug, Args)]
@@ -142,20 +142,40 @@ pub async fn run(g: &Global, a: EnqueueArgs) -> Outcome {
     let mut client = g.client().await?;
     client.set_max_input_size(a.max_input_size);
     if let Some(inputs) = bulk {
-        let ids = client.enqueue_bulk(&a.module, &inputs, &options).await?;
-        let mut out = std::io::stdout().lock();
-        for e in ids {
-            use std::io::Write;
-            writeln!(out, "{}", e.id)?;
-        }
+        let ids = match client.enqueue_bulk(&a.module, &inputs, &options).await {
+            Ok(ids) => ids.into_iter().map(|e| e.id).collect::<Vec<_>>(),
+            Err(ClientError::NotDurable { enqueued, reason }) => return not_durable(&enqueued, &reason),
+            Err(e) => return Err(e.into()),
+        };
+        print_ids(&ids)?;
         return Ok(exit::OK);
     }
-    let e = client.enqueue(&a.module, &single.unwrap_or_default(), &options).await?;
+    let e = match client.enqueue(&a.module, &single.unwrap_or_default(), &options).await {
+        Ok(e) => e,
+        Err(ClientError::NotDurable { enqueued, reason }) => return not_durable(&enqueued, &reason),
+        Err(e) => return Err(e.into()),
+    };
     println!("{}", e.id);
     if !e.new {
         eprintln!("unique key {:?} is held by {}: no new task", a.unique_key.as_deref().unwrap_or(""), e.id);
     }
     Ok(exit::OK)
+}
+
+fn print_ids(ids: &[crate::parse::TaskId]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for id in ids {
+        writeln!(out, "{id}")?;
+    }
+    Ok(())
+}
+
+/// The tasks are queued (their ids go to stdout as usual), but the command fails.
+fn not_durable(ids: &[crate::parse::TaskId], reason: &str) -> Outcome {
+    print_ids(ids)?;
+    eprintln!("error: enqueued but not confirmed durable: {reason}");
+    Ok(exit::ERROR)
 }
 
 #[cfg(test)]

@@ -273,8 +273,40 @@ pub async fn run(
     if let Some(w) = sandbox.artifact_warning() {
         tracing::warn!("{w}; compiled modules are kept in memory only");
     }
-    let conn = redis.connect().await?;
+    tokio::pin!(shutdown);
+    let Some(conn) = connect_with_retry(&redis, &mut shutdown).await? else {
+        return Ok(WorkerReport::default());
+    };
     run_inner(redis, conn, keys, sandbox, config, shutdown).await
+}
+
+/// Connects, retrying with backoff while Redis is unreachable (a worker may start before its
+/// Redis does). Bad credentials fail at once. None if shutdown came first.
+async fn connect_with_retry(
+    redis: &Redis,
+    shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
+) -> Result<Option<Conn>, WorkerError> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match redis.connect().await {
+            Ok(c) => return Ok(Some(c)),
+            Err(ConnError::Connect { source, .. })
+                if source.kind() == redis::ErrorKind::AuthenticationFailed
+                    || matches!(source.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM")) =>
+            {
+                return Err(WorkerError::Config(format!("Redis refused the credentials: {source}")));
+            }
+            Err(e @ ConnError::Connect { .. }) => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "Redis is unreachable; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = &mut *shutdown => return Ok(None),
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 async fn run_inner(

@@ -1,0 +1,276 @@
+//! Leases, fencing, retries, dead letters, cancellation, purge and graceful shutdown, against real
+//! `redis-server` processes and real worker processes.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::{eventually, RedisServer, Wasmq};
+use redis::Commands;
+
+fn server() -> RedisServer {
+    RedisServer::start().expect("start redis-server")
+}
+
+fn seq(id: &str) -> &str {
+    id.rsplit(':').next().unwrap()
+}
+
+fn task_hash(s: &RedisServer, id: &str) -> HashMap<String, String> {
+    let mut c = common::redis_conn(s);
+    let raw: HashMap<String, Vec<u8>> = c.hgetall(format!("wasmq:{{default}}:task:{}", seq(id))).unwrap();
+    raw.into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned())).collect()
+}
+
+#[test]
+fn a_killed_worker_loses_its_lease_and_another_worker_finishes_the_task() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&common::fixture("sleep.wat"), "sleep");
+    w.push(&common::fixture("echo.wat"), "echo");
+    // sleep.wat sleeps 10 s: with a 20 s timeout it is still running when its worker is killed.
+    let long = w.enqueue("sleep", "", &["--timeout", "20s"]);
+    let mut a = w.spawn_worker(&["--lease", "2s", "--id", "worker-a"]);
+    eventually(Duration::from_secs(20), || w.status(&long).filter(|s| s["state"] == "active")).expect("never claimed");
+    a.signal(libc::SIGKILL);
+    a.wait(Duration::from_secs(5));
+    let started = Instant::now();
+    let b = w.spawn_worker(&["--lease", "2s", "--reap-interval", "1s", "--id", "worker-b"]);
+    let done = eventually(Duration::from_secs(60), || w.status(&long).filter(|s| s["state"] == "succeeded"))
+        .unwrap_or_else(|| panic!("not finished: {:?}\n{}", w.status(&long), b.log()));
+    assert_eq!(done["worker"], "worker-b");
+    assert_eq!(done["attempts"], 2, "{done}");
+    assert_eq!(done["errors"][0]["kind"], "lease_expired", "{done}");
+    assert!(started.elapsed() < Duration::from_secs(40));
+    let h = task_hash(&s, &long);
+    assert_eq!(h["lease"], "2", "claimed exactly twice");
+}
+
+#[test]
+fn a_stale_completion_is_refused_by_the_fencing_token() {
+    // Drive the scripts directly: claim as "old", let the lease expire and be reaped, claim as
+    // "new"; the old holder's completion must be refused and the new one's accepted.
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&common::fixture("echo.wat"), "echo");
+    let id = w.enqueue("echo", "x", &[]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let redis = wasmq::conn::Redis::open(wasmq::conn::RedisOptions::new(s.url())).unwrap();
+        let conn = redis.connect().await.unwrap();
+        let keys = wasmq::keys::Keys::default();
+        let q = wasmq::parse::QueueName::new("default").unwrap();
+        let k = keys.queue(&q);
+        let claim = |worker: &'static str, now: u64| {
+            let mut conn = conn.clone();
+            let k = k.clone();
+            async move {
+                let v: Vec<redis::Value> = wasmq::scripts::CLAIM
+                    .key(k.pending()).key(k.delayed()).key(k.active()).key(k.meta()).key(k.signal()).key(k.estimates())
+                    .arg(k.base()).arg(now).arg(1000).arg(1).arg(worker)
+                    .invoke_async(&mut conn).await.unwrap();
+                v
+            }
+        };
+        let now = wasmq::parse::now_ms();
+        let first = claim("old", now).await;
+        assert_eq!(first.len(), 4, "claimed one task: {first:?}");
+        let old_token: u64 = redis::from_redis_value(first[2].clone()).unwrap();
+        // The lease (1 s) expires; the reaper puts the task back.
+        let (requeued, _dead): (Vec<u64>, Vec<u64>) = wasmq::scripts::REAP
+            .key(k.active()).key(k.pending()).key(k.dead()).key(k.cancelled()).key(k.stats()).key(k.modrefs())
+            .key(k.meta()).key(k.estimates()).key(k.signal())
+            .arg(k.base()).arg(now + 5000).arg(0).arg(100).arg(3)
+            .invoke_async(&mut conn.clone()).await.unwrap();
+        assert_eq!(requeued.len(), 1);
+        let second = claim("new", now + 5000).await;
+        let new_token: u64 = redis::from_redis_value(second[2].clone()).unwrap();
+        assert!(new_token > old_token);
+        let complete = |token: u64, output: &'static str| {
+            let mut conn = conn.clone();
+            let k = k.clone();
+            let seq: u64 = seq(&id).parse().unwrap();
+            async move {
+                let r: Vec<i64> = wasmq::scripts::COMPLETE
+                    .key(k.active()).key(k.pending()).key(k.delayed()).key(k.succeeded()).key(k.dead()).key(k.cancelled())
+                    .key(k.stats()).key(k.modrefs()).key(k.estimates()).key(k.meta()).key(k.signal())
+                    .arg(k.base()).arg(wasmq::parse::now_ms()).arg(0)
+                    .arg(seq).arg(token).arg("succeeded").arg(0).arg("").arg(1).arg("output").arg(output)
+                    .invoke_async(&mut conn).await.unwrap();
+                r
+            }
+        };
+        assert_eq!(complete(old_token, "from the old holder").await, vec![0], "a stale completion was accepted");
+        assert_eq!(complete(new_token, "from the new holder").await, vec![1]);
+        assert_eq!(complete(new_token, "twice").await, vec![0], "a second completion was accepted");
+    });
+    let h = task_hash(&s, &id);
+    assert_eq!(h["output"], "from the new holder");
+    assert_eq!(h["state"], "succeeded");
+}
+
+#[test]
+fn failures_are_retried_with_backoff_then_dead_with_every_error() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&common::fixture("exit3.wat"), "exit3");
+    w.push(&common::fixture("trap.wat"), "trap");
+    let failing = w.enqueue("exit3", "", &[]);
+    let once = w.enqueue("trap", "", &["--max-attempts", "1"]);
+    let started = Instant::now();
+    let mut worker = w.spawn_worker(&["--exit-when-idle", "--backoff-base", "300ms", "--backoff-cap", "1s"]);
+    assert_eq!(worker.wait(Duration::from_secs(60)), Some(0), "{}", worker.log());
+    // Two backoffs of at least 150 ms and 300 ms (equal jitter: half fixed).
+    assert!(started.elapsed() >= Duration::from_millis(450));
+    let st = w.status(&failing).unwrap();
+    assert_eq!(st["state"], "dead");
+    assert_eq!(st["attempts"], 3);
+    let errors = st["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 3, "{st}");
+    for (i, e) in errors.iter().enumerate() {
+        assert_eq!(e["attempt"], i as u64 + 1);
+        assert_eq!(e["kind"], "exit_code");
+    }
+    let st = w.status(&once).unwrap();
+    assert_eq!((st["state"].as_str(), st["attempts"].as_u64()), (Some("dead"), Some(1)));
+    let dead = w.ok(&["dead", "list"]);
+    assert!(dead.contains(&failing) && dead.contains(&once), "{dead}");
+}
+
+#[test]
+fn malformed_task_data_fails_once_and_the_worker_carries_on() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&common::fixture("echo.wat"), "echo");
+    let bad = w.enqueue("echo", "x", &[]);
+    let good = w.enqueue("echo", "y", &[]);
+    let mut c = common::redis_conn(&s);
+    let _: () = c.hset(format!("wasmq:{{default}}:task:{}", seq(&bad)), "timeout_ms", "soon").unwrap();
+    let mut worker = w.spawn_worker(&["--exit-when-idle"]);
+    assert_eq!(worker.wait(Duration::from_secs(60)), Some(0), "{}", worker.log());
+    let st = w.status(&bad).unwrap();
+    assert_eq!(st["state"], "dead");
+    assert_eq!(st["error_kind"], "invalid_task");
+    assert!(st["error"].as_str().unwrap().contains("timeout_ms"), "{st}");
+    assert_eq!(st["attempts"], 1);
+    assert_eq!(w.status(&good).unwrap()["state"], "succeeded");
+}
+
+#[test]
+fn dead_tasks_can_be_retried() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&common::fixture("trap.wat"), "trap");
+    let ids: Vec<String> = (0..3).map(|_| w.enqueue("trap", "", &["--max-attempts", "1"])).collect();
+    let mut worker = w.spawn_worker(&["--exit-when-idle"]);
+    assert_eq!(worker.wait(Duration::from_secs(60)), Some(0));
+    let out = w.ok(&["dead", "retry", &ids[0]]);
+    assert_eq!(out.trim(), ids[0]);
+    assert_eq!(w.status(&ids[0]).unwrap()["state"], "pending");
+    assert_eq!(w.status(&ids[0]).unwrap()["attempts"], 0);
+    let out = w.run(&["dead", "retry", "default:999"]);
+    assert_eq!(out.status.code(), Some(1), "retrying a task that is not dead is an error");
+    let out = w.ok(&["dead", "retry", "--all"]);
+    assert_eq!(out.lines().count(), 2);
+    let mut c = common::redis_conn(&s);
+    let pending: u64 = c.zcard("wasmq:{default}:pending").unwrap();
+    let dead: u64 = c.zcard("wasmq:{default}:dead").unwrap();
+    assert_eq!((pending, dead), (3, 0));
+}
+
+#[test]
+fn cancel_removes_waiting_tasks_and_stops_running_ones() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&common::fixture("loop.wat"), "loop");
+    w.push(&common::fixture("echo.wat"), "echo");
+    let waiting = w.enqueue("echo", "x", &["--delay", "1h"]);
+    assert_eq!(w.ok(&["cancel", &waiting]).trim(), format!("{waiting} cancelled"));
+    assert_eq!(w.status(&waiting).unwrap()["state"], "cancelled");
+    assert_eq!(w.run(&["cancel", &waiting]).status.code(), Some(1), "already finished");
+    assert_eq!(w.run(&["cancel", "default:999"]).status.code(), Some(3));
+
+    let running = w.enqueue("loop", "", &["--timeout", "60s"]);
+    let mut worker = w.spawn_worker(&[]);
+    eventually(Duration::from_secs(20), || w.status(&running).filter(|s| s["state"] == "active")).expect("never started");
+    let asked = Instant::now();
+    assert!(w.ok(&["cancel", &running]).contains("will stop it"));
+    let st = eventually(Duration::from_secs(10), || w.status(&running).filter(|s| s["state"] == "cancelled"))
+        .unwrap_or_else(|| panic!("not cancelled: {}", worker.log()));
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(4), "cancelling a running task took {took:?}");
+    assert_eq!(st["error_kind"], "cancelled");
+    assert_eq!(w.run(&["result", &running]).status.code(), Some(6));
+    // The worker is still there and takes new work.
+    let after = w.enqueue("echo", "after", &[]);
+    assert!(eventually(Duration::from_secs(20), || w.status(&after).filter(|s| s["state"] == "succeeded")).is_some());
+    assert!(worker.is_running());
+}
+
+#[test]
+fn purge_deletes_finished_tasks_of_one_state() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&common::fixture("echo.wat"), "echo");
+    w.push(&common::fixture("trap.wat"), "trap");
+    let ok: Vec<String> = (0..5).map(|i| w.enqueue("echo", &i.to_string(), &[])).collect();
+    let bad = w.enqueue("trap", "", &["--max-attempts", "1"]);
+    let mut worker = w.spawn_worker(&["--exit-when-idle"]);
+    assert_eq!(worker.wait(Duration::from_secs(60)), Some(0));
+    let out = w.ok(&["purge", "--queue", "default", "--state", "succeeded", "--older-than", "1h"]);
+    assert!(out.starts_with("0 "), "nothing is an hour old: {out}");
+    let out = w.ok(&["purge", "--queue", "default", "--state", "succeeded", "--older-than", "0s"]);
+    assert!(out.starts_with("5 "), "{out}");
+    for id in &ok {
+        assert!(w.status(id).is_none(), "{id} survived the purge");
+    }
+    assert_eq!(w.status(&bad).unwrap()["state"], "dead", "another state was touched");
+}
+
+#[test]
+fn shutdown_after_the_grace_period_hands_tasks_back_at_once() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&common::fixture("loop.wat"), "loop");
+    let ids: Vec<String> = (0..3).map(|_| w.enqueue("loop", "", &["--timeout", "60s"])).collect();
+    let mut worker = w.spawn_worker(&["--concurrency", "1", "--prefetch", "2", "--grace", "500ms", "--lease", "60s"]);
+    eventually(Duration::from_secs(20), || w.status(&ids[0]).filter(|s| s["state"] == "active")).expect("never started");
+    std::thread::sleep(Duration::from_millis(300));
+    worker.signal(libc::SIGTERM);
+    let stopped = Instant::now();
+    assert_eq!(worker.wait(Duration::from_secs(20)), Some(0), "{}", worker.log());
+    assert!(stopped.elapsed() < Duration::from_secs(10));
+    // Nothing waits for a lease to expire: every task is pending again, no attempt counted.
+    for id in &ids {
+        let st = w.status(id).unwrap();
+        assert_eq!(st["state"], "pending", "{id}: {st}");
+        assert_eq!(st["attempts"], 0, "{id}: a released task counted an attempt");
+    }
+    let mut c = common::redis_conn(&s);
+    let active: u64 = c.zcard("wasmq:{default}:active").unwrap();
+    assert_eq!(active, 0);
+}
+
+#[test]
+fn durable_enqueue_reports_what_it_can_guarantee() {
+    // Without AOF or replicas a durable enqueue cannot be confirmed: the task is queued, the
+    // command says so and fails.
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&common::fixture("echo.wat"), "echo");
+    let out = w.run(&["enqueue", "echo", "--input", "x", "--durable"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not confirmed durable"), "{}", String::from_utf8_lossy(&out.stderr));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(w.status(&id).unwrap()["state"], "pending", "the task is queued all the same, and its id printed");
+    // With appendfsync always it is.
+    let aof = RedisServer::start_with(
+        wasmq::redis_server::ServerOptions::default().arg("appendonly", "yes").arg("appendfsync", "always"),
+    )
+    .unwrap();
+    let w = Wasmq::new(&aof);
+    w.push(&common::fixture("echo.wat"), "echo");
+    let out = w.run(&["enqueue", "echo", "--input", "x", "--durable"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
