@@ -226,6 +226,17 @@ pub enum WorkerError {
     Config(String),
 }
 
+/// Warns when Redis may evict keys under memory pressure: it would silently drop tasks.
+async fn warn_about_eviction(conn: &mut Conn) {
+    let policy: Result<Vec<String>, _> = redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query_async(conn).await;
+    if let Ok(p) = policy
+        && let Some(v) = p.get(1)
+        && v != "noeviction"
+    {
+        tracing::warn!(policy = %v, "Redis may evict keys when memory is full, which loses tasks; set maxmemory-policy noeviction");
+    }
+}
+
 /// Orders the queues for one claim round: by weight (strict), or weighted random without
 /// replacement, so that over many rounds each queue leads in proportion to its weight.
 fn claim_order(queues: &[QueueWeight], strict: bool) -> Vec<usize> {
@@ -345,6 +356,7 @@ async fn run_inner(
             let _: redis::RedisResult<()> = redis::cmd("SADD").arg(keys.queues()).arg(q.as_str()).query_async(&mut c).await;
         }
     }
+    warn_about_eviction(&mut conn.clone()).await;
     tracing::info!(worker = %config.worker_id, queues = ?shared.queues().iter().map(|q| q.to_string()).collect::<Vec<_>>(),
         concurrency = config.concurrency, redis = %redis.describe(), "worker started");
 
