@@ -469,8 +469,10 @@ impl Client {
 
     /// Every queue that ever had a task, sorted.
     pub async fn queues(&self) -> Result<Vec<QueueName>, ClientError> {
-        let names: Vec<String> = self.conn.clone().smembers(self.keys.queues()).await?;
-        let mut qs: Vec<QueueName> = names.iter().filter_map(|n| QueueName::new(n).ok()).collect();
+        let names: Vec<Vec<u8>> = self.conn.clone().smembers(self.keys.queues()).await?;
+        // Members that are not valid queue names (written by hand) are skipped.
+        let mut qs: Vec<QueueName> =
+            names.iter().filter_map(|n| std::str::from_utf8(n).ok().and_then(|n| QueueName::new(n).ok())).collect();
         qs.sort();
         Ok(qs)
     }
@@ -583,7 +585,12 @@ impl Client {
     /// Sets a queue setting in its meta hash (policy, paused, ...).
     pub async fn set_queue_meta(&self, q: &QueueName, pairs: &[(&str, String)]) -> Result<(), ClientError> {
         self.register_queue(q).await?;
-        let _: () = self.conn.clone().hset_multiple(self.keys.queue(q).meta(), pairs).await?;
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(self.keys.queue(q).meta());
+        for (k, v) in pairs {
+            cmd.arg(*k).arg(v);
+        }
+        let _: () = cmd.query_async(&mut self.conn.clone()).await?;
         Ok(())
     }
 }

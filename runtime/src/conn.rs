@@ -547,4 +547,18 @@ mod tests {
         assert_eq!(redact("redis://user:pw@host:1/0"), "redis://user:***@host:1/0");
         assert_eq!(redact("redis://host:1"), "redis://host:1");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn url_parsing_never_panics(s in "\\PC{0,60}") {
+            let _ = parse_url(&s);
+            let _ = redact(&s);
+        }
+
+        #[test]
+        fn redis_like_urls_never_panic(s in "(redis|rediss)(\\+sentinel|\\+cluster)?://[a-z:@%0-9,.\\[\\]/?=&]{0,40}") {
+            let _ = parse_url(&s);
+            let _ = redact(&s);
+        }
+    }
 }

@@ -60,6 +60,11 @@ pub fn workspace_root() -> Option<PathBuf> {
 
 /// Builds the SDK example tasks for `target` and returns `(name, path of the .wasm)` for each.
 pub fn build(target: WasmTarget) -> Result<Vec<(String, PathBuf)>, BuildError> {
+    build_packages(&SDK_TASKS, target)
+}
+
+/// Builds task crates of this workspace for `target`; returns `(name, path of the .wasm)`.
+pub fn build_packages(packages: &[&str], target: WasmTarget) -> Result<Vec<(String, PathBuf)>, BuildError> {
     let root = workspace_root().ok_or(BuildError::NoWorkspace)?;
     let target_dir = root.join("target").join("wasm-tasks");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -68,8 +73,8 @@ pub fn build(target: WasmTarget) -> Result<Vec<(String, PathBuf)>, BuildError> {
         .args(["build", "--quiet", "--profile", "wasm", "--target", target.triple()])
         .arg("--target-dir")
         .arg(&target_dir);
-    for t in SDK_TASKS {
-        cmd.args(["-p", t]);
+    for p in packages {
+        cmd.args(["-p", p]);
     }
     // Flags meant for the host build (e.g. coverage) must not leak into the wasm build.
     cmd.env_remove("RUSTFLAGS").env_remove("CARGO_ENCODED_RUSTFLAGS").env_remove("CARGO_BUILD_TARGET");
@@ -77,7 +82,7 @@ pub fn build(target: WasmTarget) -> Result<Vec<(String, PathBuf)>, BuildError> {
     if !out.status.success() {
         return Err(BuildError::Failed { target: target.triple().into(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() });
     }
-    Ok(SDK_TASKS
+    Ok(packages
         .iter()
         .map(|t| (t.to_string(), target_dir.join(target.triple()).join("wasm").join(format!("{t}.wasm"))))
         .collect())

@@ -121,10 +121,13 @@ fn split_utc_offset(t: &str) -> Option<(&str, i64)> {
     if let Some(base) = t.strip_suffix('Z').or_else(|| t.strip_suffix('z')) {
         return Some((base, 0));
     }
-    if t.len() < 6 {
+    if t.len() < 6 || !t.is_char_boundary(t.len() - 6) {
         return None;
     }
     let (base, off) = t.split_at(t.len() - 6);
+    if !off.is_ascii() {
+        return None;
+    }
     let b = off.as_bytes();
     let sign = match b[0] {
         b'+' => 1,
@@ -327,5 +330,90 @@ mod tests {
         assert_eq!(priority("-5").unwrap(), -5);
         assert!(priority("1000001").is_err());
         assert!(priority("1.5").is_err());
+    }
+}
+
+/// Property tests: the parsers never panic, whatever they are given; what they accept is what
+/// they promise; and formatting round-trips through parsing.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const GLOB_AND_KEY_CHARS: &[char] = &['*', '?', '[', ']', '{', '}', ':', ' ', '\n', '\\'];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn no_parser_panics(s in any::<String>()) {
+            let _ = duration(&s);
+            let _ = size(&s);
+            let _ = time(&s);
+            let _ = QueueName::new(&s);
+            let _ = TaskId::parse(&s);
+            let _ = module_name(&s);
+            let _ = priority(&s);
+        }
+
+        #[test]
+        fn no_parser_panics_on_near_misses(s in "[0-9a-zA-Z:+\\-.TZ ]{0,40}") {
+            let _ = duration(&s);
+            let _ = size(&s);
+            let _ = time(&s);
+            let _ = TaskId::parse(&s);
+        }
+
+        #[test]
+        fn accepted_names_and_ids_are_safe_in_keys(s in "\\PC{0,80}") {
+            if let Ok(q) = QueueName::new(&s) {
+                prop_assert!(!q.as_str().contains(GLOB_AND_KEY_CHARS));
+                prop_assert!((1..=64).contains(&q.as_str().len()));
+            }
+            if let Ok(id) = TaskId::parse(&s) {
+                prop_assert!(!id.queue.as_str().contains(GLOB_AND_KEY_CHARS));
+                prop_assert_eq!(TaskId::parse(&id.to_string()).unwrap(), id);
+            }
+            if let Ok(n) = module_name(&s) {
+                let forbidden = [':', ' ', '*', '?', '[', ']', '{', '}'];
+                prop_assert!(!n.contains(forbidden), "accepted {:?}", n);
+                prop_assert!(!is_sha256_hex(n));
+            }
+        }
+
+        #[test]
+        fn task_ids_round_trip(q in "[A-Za-z0-9_.\\-]{1,64}", seq in 0..=i64::MAX as u64) {
+            let id = TaskId::new(QueueName::new(&q).unwrap(), seq);
+            prop_assert_eq!(TaskId::parse(&id.to_string()).unwrap(), id);
+        }
+
+        #[test]
+        fn durations_round_trip(ms in 0u64..MAX_DURATION.as_millis() as u64) {
+            let d = Duration::from_millis(ms);
+            prop_assert_eq!(duration(&humantime::format_duration(d).to_string()).unwrap(), d);
+            prop_assert_eq!(duration(&(ms / 1000).to_string()).unwrap(), Duration::from_secs(ms / 1000));
+        }
+
+        #[test]
+        fn sizes_scale_by_their_unit(n in 0u64..(1 << 40)) {
+            prop_assert_eq!(size(&n.to_string()).unwrap(), n);
+            prop_assert_eq!(size(&format!("{n}KiB")).unwrap(), n * 1024);
+            prop_assert_eq!(size(&format!("{n}mb")).unwrap(), n * 1_000_000);
+        }
+
+        #[test]
+        fn times_round_trip(secs in 0u64..253_402_300_799) {
+            let t = UNIX_EPOCH + Duration::from_secs(secs);
+            prop_assert_eq!(time(&secs.to_string()).unwrap(), t);
+            prop_assert_eq!(time(&humantime::format_rfc3339_seconds(t).to_string()).unwrap(), t);
+        }
+
+        #[test]
+        fn priorities_stay_in_range(p in any::<i64>()) {
+            match priority(&p.to_string()) {
+                Ok(v) => prop_assert!((MIN_PRIORITY..=MAX_PRIORITY).contains(&v) && v == p),
+                Err(_) => prop_assert!(!(MIN_PRIORITY..=MAX_PRIORITY).contains(&p)),
+            }
+        }
     }
 }

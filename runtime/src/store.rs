@@ -121,7 +121,7 @@ impl ModuleStore {
         let stored: bool = redis::cmd("SET").arg(self.keys.module(&sha)).arg(bytes).arg("NX").query_async::<Option<String>>(&mut c).await?.is_some();
         let info_key = self.keys.module_info(&sha);
         let _: () = redis::pipe()
-            .hset_multiple(&info_key, &[("size", bytes.len().to_string()), ("kind", kind.as_str().to_string())])
+            .cmd("HSET").arg(&info_key).arg("size").arg(bytes.len()).arg("kind").arg(kind.as_str()).ignore()
             .cmd("HSETNX").arg(&info_key).arg("pushed").arg(now).ignore()
             .query_async(&mut c)
             .await?;
@@ -154,6 +154,11 @@ impl ModuleStore {
     /// Fetches a module's bytes and checks that they hash to `sha`.
     pub async fn fetch(&self, sha: &str) -> Result<Vec<u8>, StoreError> {
         let mut c = self.conn.clone();
+        // Check the size before transferring anything: a module may have been written by hand.
+        let size: u64 = c.strlen(self.keys.module(sha)).await?;
+        if size > self.max_size {
+            return Err(StoreError::TooLarge { size, max: self.max_size });
+        }
         let bytes: Option<Vec<u8>> = c.get(self.keys.module(sha)).await?;
         let bytes = bytes.ok_or_else(|| StoreError::Unknown(sha.to_string()))?;
         let actual = sha256_hex(&bytes);
@@ -167,7 +172,13 @@ impl ModuleStore {
     pub async fn list(&self) -> Result<Vec<ModuleInfo>, StoreError> {
         let mut c = self.conn.clone();
         let index: Vec<(String, u64)> = c.zrange_withscores(self.keys.module_index(), 0, -1).await?;
-        let names: Vec<(String, String)> = c.hgetall(self.keys.module_names()).await?;
+        // Written by anyone with access to Redis: names that are not UTF-8 are shown lossily
+        // rather than failing the whole listing.
+        let raw_names: Vec<(Vec<u8>, Vec<u8>)> = c.hgetall(self.keys.module_names()).await?;
+        let names: Vec<(String, String)> = raw_names
+            .into_iter()
+            .map(|(n, s)| (String::from_utf8_lossy(&n).into_owned(), String::from_utf8_lossy(&s).into_owned()))
+            .collect();
         let mut out = Vec::with_capacity(index.len());
         for (sha, pushed_ms) in index {
             let info: std::collections::HashMap<String, String> = c.hgetall(self.keys.module_info(&sha)).await?;
@@ -187,10 +198,10 @@ impl ModuleStore {
     /// Unfinished tasks that reference `sha`, per queue.
     pub async fn references(&self, sha: &str) -> Result<Vec<(QueueName, u64)>, StoreError> {
         let mut c = self.conn.clone();
-        let queues: Vec<String> = c.smembers(self.keys.queues()).await?;
+        let queues: Vec<Vec<u8>> = c.smembers(self.keys.queues()).await?;
         let mut refs = Vec::new();
         for q in queues {
-            let Ok(q) = QueueName::new(&q) else { continue };
+            let Some(q) = std::str::from_utf8(&q).ok().and_then(|q| QueueName::new(q).ok()) else { continue };
             let n: Option<u64> = c.hget(self.keys.queue(&q).modrefs(), sha).await?;
             if let Some(n) = n.filter(|n| *n > 0) {
                 refs.push((q, n));
@@ -223,9 +234,9 @@ impl ModuleStore {
             return Err(StoreError::InUse { sha, tasks, queues });
         }
         // Names first, so nothing resolves to the module while its bytes go away.
-        let names: Vec<(String, String)> = c.hgetall(self.keys.module_names()).await?;
+        let names: Vec<(Vec<u8>, Vec<u8>)> = c.hgetall(self.keys.module_names()).await?;
         for (n, s) in names {
-            if s == sha {
+            if s == sha.as_bytes() {
                 let _: () = c.hdel(self.keys.module_names(), n).await?;
             }
         }

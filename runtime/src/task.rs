@@ -259,41 +259,42 @@ pub struct TaskRecord {
 }
 
 impl TaskRecord {
+    /// Reads a task hash for display. Only `state` must be valid; any other field that is
+    /// malformed (written by hand, say) is shown lossily or left out, so that `status` can always
+    /// show what went wrong.
     pub fn from_fields(id: &TaskId, f: &Fields) -> Result<Self, TaskDataError> {
         let state_text = f.text(field::STATE)?.ok_or(TaskDataError::Missing(field::STATE))?;
         let state = TaskState::parse(state_text)
             .ok_or_else(|| TaskDataError::Invalid { field: field::STATE, reason: format!("unknown state {:?}", clip(state_text)) })?;
-        let errors = match f.text(field::ERRORS)? {
-            Some(t) if !t.is_empty() => serde_json::from_str(t)
-                .map_err(|e| TaskDataError::Invalid { field: field::ERRORS, reason: e.to_string() })?,
-            _ => Vec::new(),
-        };
+        let lossy = |name: &str| f.bytes(name).map(|b| String::from_utf8_lossy(b).into_owned());
+        let uint = |name: &'static str| f.uint(name, u64::MAX).ok().flatten();
+        let errors = f.text(field::ERRORS).ok().flatten().and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default();
         let output = f.bytes(field::OUTPUT).map(|b| b.to_vec());
         Ok(Self {
             id: id.to_string(),
             state,
-            module: f.text(field::MODULE)?.unwrap_or_default().to_string(),
-            priority: f.int(field::PRIORITY, i64::MIN, i64::MAX)?.unwrap_or(0),
-            attempts: f.uint(field::ATTEMPTS, u32::MAX as u64)?.unwrap_or(0) as u32,
-            max_attempts: f.uint(field::MAX_ATTEMPTS, u32::MAX as u64)?.map(|v| v as u32),
-            created_ms: f.uint(field::CREATED, MAX_FIELD)?.unwrap_or(0),
-            due_ms: f.uint(field::DUE, MAX_FIELD)?,
-            started_ms: f.uint(field::STARTED, MAX_FIELD)?,
-            finished_ms: f.uint(field::FINISHED, MAX_FIELD)?,
-            duration_us: f.uint(field::DURATION_US, u64::MAX)?,
-            worker: f.text(field::WORKER)?.map(str::to_string),
-            exit_code: f.int(field::EXIT_CODE, i64::MIN, i64::MAX)?,
-            error_kind: f.text(field::ERROR_KIND)?.map(str::to_string),
-            error: f.text(field::ERROR)?.map(str::to_string),
+            module: lossy(field::MODULE).unwrap_or_default(),
+            priority: f.int(field::PRIORITY, i64::MIN, i64::MAX).ok().flatten().unwrap_or(0),
+            attempts: uint(field::ATTEMPTS).unwrap_or(0).min(u32::MAX as u64) as u32,
+            max_attempts: uint(field::MAX_ATTEMPTS).map(|v| v.min(u32::MAX as u64) as u32),
+            created_ms: uint(field::CREATED).unwrap_or(0),
+            due_ms: uint(field::DUE),
+            started_ms: uint(field::STARTED),
+            finished_ms: uint(field::FINISHED),
+            duration_us: uint(field::DURATION_US),
+            worker: lossy(field::WORKER),
+            exit_code: f.int(field::EXIT_CODE, i64::MIN, i64::MAX).ok().flatten(),
+            error_kind: lossy(field::ERROR_KIND),
+            error: lossy(field::ERROR),
             errors,
-            fuel_used: f.uint(field::FUEL_USED, u64::MAX)?,
-            cancel_requested: f.text(field::CANCEL)? == Some("1"),
+            fuel_used: uint(field::FUEL_USED),
+            cancel_requested: f.bytes(field::CANCEL) == Some(b"1"),
             input_bytes: f.bytes(field::INPUT).map_or(0, |b| b.len()),
             output_text: output.as_ref().and_then(|o| std::str::from_utf8(o).ok().map(str::to_string)),
             output_bytes: output.as_ref().map(|o| o.len()),
             output,
-            log: f.bytes(field::LOG).map(|b| String::from_utf8_lossy(b).into_owned()),
-            log_truncated: f.text(field::LOG_TRUNCATED)? == Some("1"),
+            log: lossy(field::LOG),
+            log_truncated: f.bytes(field::LOG_TRUNCATED) == Some(b"1"),
         })
     }
 }
@@ -336,5 +337,51 @@ mod tests {
         assert_eq!(r.state, TaskState::Dead);
         assert_eq!(r.errors[0].kind, "trap");
         assert!(TaskRecord::from_fields(&id, &fields(&[("state", "weird")])).is_err());
+    }
+}
+
+/// Property tests: task hashes written by anyone (bad types, huge numbers, binary junk) never
+/// make the readers panic, and what they accept is valid.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NAMES: &[&str] = &[
+        field::MODULE, field::INPUT, field::PRIORITY, field::CREATED, field::STATE, field::MAX_ATTEMPTS,
+        field::TIMEOUT_MS, field::MEMORY, field::FUEL, field::ATTEMPTS, field::ERRORS, field::DURATION_US,
+        field::EXIT_CODE, field::STARTED, field::FINISHED, field::DETERMINISTIC, field::LOG, field::OUTPUT,
+    ];
+
+    fn value() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            any::<Vec<u8>>(),
+            any::<i64>().prop_map(|n| n.to_string().into_bytes()),
+            any::<u64>().prop_map(|n| n.to_string().into_bytes()),
+            "[0-9a-f]{64}".prop_map(String::into_bytes),
+            Just(b"succeeded".to_vec()),
+            Just(b"[{\"attempt\":1}]".to_vec()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn readers_never_panic(pairs in proptest::collection::vec((0..NAMES.len(), value()), 0..12)) {
+            let fields = Fields(pairs.into_iter().map(|(i, v)| (NAMES[i].to_string(), v)).collect());
+            if let Ok(spec) = TaskSpec::from_fields(&fields) {
+                prop_assert!(crate::parse::is_sha256_hex(&spec.module));
+                prop_assert!(spec.limits.timeout.is_none_or(|t| !t.is_zero() && t <= crate::parse::MAX_DURATION));
+                prop_assert!((crate::parse::MIN_PRIORITY..=crate::parse::MAX_PRIORITY).contains(&spec.priority));
+            }
+            let id = TaskId::parse("q:1").unwrap();
+            let _ = TaskRecord::from_fields(&id, &fields);
+        }
+
+        #[test]
+        fn flat_field_lists_of_any_shape_are_read(flat in proptest::collection::vec(any::<Vec<u8>>(), 0..9)) {
+            let _ = Fields::from_flat(flat);
+        }
     }
 }

@@ -190,4 +190,15 @@ mod tests {
         assert!(err.contains("line 2"), "{err}");
         assert!(json_lines(b"\n\n", "f").is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn json_lines_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            if let Ok(lines) = json_lines(&bytes, "f") {
+                for l in lines {
+                    proptest::prop_assert!(serde_json::from_slice::<serde::de::IgnoredAny>(&l).is_ok());
+                }
+            }
+        }
+    }
 }

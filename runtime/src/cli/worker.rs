@@ -57,6 +57,12 @@ pub struct WorkerArgs {
     /// Fuel budget of tasks that did not set their own (default: unmetered).
     #[arg(long)]
     pub fuel: Option<u64>,
+    /// Largest task input this worker runs.
+    #[arg(long, default_value = "16MiB", value_parser = value::size)]
+    pub max_input_size: u64,
+    /// Largest module this worker loads.
+    #[arg(long, default_value = "64MiB", value_parser = value::size)]
+    pub max_module_size: u64,
     /// Stdout cap per task.
     #[arg(long, default_value = "16MiB", value_parser = value::size)]
     pub stdout_limit: u64,
@@ -130,6 +136,8 @@ impl WorkerArgs {
                 ..Limits::default()
             },
             max_timeout: self.max_timeout,
+            max_input_size: self.max_input_size,
+            max_module_size: self.max_module_size,
             sandbox: SandboxConfig {
                 max_concurrency: concurrency,
                 max_memory: self.max_memory,

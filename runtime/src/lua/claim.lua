@@ -28,7 +28,7 @@ if #due > 0 then
     local task_key = base .. 'task:' .. seq
     redis.call('ZREM', KEYS[2], seq)
     -- A task whose hash is gone (purged) is dropped rather than resurrected as a stub.
-    if redis.call('EXISTS', task_key) == 1 then
+    if is_hash(task_key) then
       redis.call('HSET', task_key, 'state', 'pending')
       redis.call('ZADD', KEYS[1], pending_score(pol, KEYS[6], task_key, tonumber(seq)), seq)
     end
@@ -41,9 +41,9 @@ local deadline = now + lease_ms
 for i = 1, #popped, 2 do
   local seq = popped[i]
   local task_key = base .. 'task:' .. seq
-  if redis.call('EXISTS', task_key) == 1 then
-    redis.call('HINCRBY', task_key, 'attempts', 1)
-    local token = redis.call('HINCRBY', task_key, 'lease', 1)
+  if is_hash(task_key) then
+    hincr(task_key, 'attempts', 1)
+    local token = hincr(task_key, 'lease', 1)
     redis.call('HSET', task_key, 'state', 'active', 'worker', worker, 'started', now)
     redis.call('ZADD', KEYS[3], deadline, seq)
     out[#out + 1] = tonumber(seq)

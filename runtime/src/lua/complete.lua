@@ -59,7 +59,7 @@ while i <= #ARGV do
     elseif action == 'retry' then
       redis.call('HSET', task_key, 'state', 'delayed')
       redis.call('ZADD', KEYS[3], due, seq)
-      redis.call('HINCRBY', KEYS[7], 'retried', 1)
+      hincr(KEYS[7], 'retried', 1)
       signal(KEYS[11])
     elseif action == 'dead' then
       finish(base, seq, task_key, 'dead', KEYS[5], KEYS[7], KEYS[8], now, retention)
@@ -67,7 +67,7 @@ while i <= #ARGV do
       finish(base, seq, task_key, 'cancelled', KEYS[6], KEYS[7], KEYS[8], now, retention)
     elseif action == 'release' then
       -- Handed back unfinished (worker shutdown): not an attempt, back at its old place.
-      redis.call('HINCRBY', task_key, 'attempts', -1)
+      hincr(task_key, 'attempts', -1)
       redis.call('HSET', task_key, 'state', 'pending')
       redis.call('HDEL', task_key, 'worker', 'started')
       pol = pol or queue_policy(KEYS[10])

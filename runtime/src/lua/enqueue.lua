@@ -68,6 +68,6 @@ else
 end
 -- Delayed tasks signal too: an idle worker then learns the new earliest due time.
 signal(KEYS[7])
-redis.call('HINCRBY', KEYS[6], module, 1)
-redis.call('HINCRBY', KEYS[5], 'enqueued', 1)
+hincr(KEYS[6], module, 1)
+hincr(KEYS[5], 'enqueued', 1)
 return {seq, 1}

@@ -7,6 +7,20 @@
 --     scripts stay deterministic for replication).
 --   * A task's `state` field is one of: pending, delayed, active, succeeded, dead, cancelled.
 
+-- Adds `by` to a numeric hash field. Unlike HINCRBY it cannot fail on a field that was
+-- overwritten with junk (the junk counts as 0): a script that fails half-way leaves its earlier
+-- writes in place, so scripts must not fail on bad data.
+local function hincr(key, field, by)
+  local n = (tonumber(redis.call('HGET', key, field)) or 0) + by
+  redis.call('HSET', key, field, n)
+  return n
+end
+
+-- True when `key` holds a hash (a task key overwritten with another type is treated as gone).
+local function is_hash(key)
+  return redis.call('TYPE', key).ok == 'hash'
+end
+
 -- Pending score for the `priority` policy: higher priority first, FIFO (by seq) within one.
 -- (1e6 - prio) < 2^21 and seq mod 2^32 < 2^32, so the score stays below 2^53: exact as a double.
 local function priority_score(prio, seq)
@@ -71,7 +85,7 @@ end
 
 -- Decrements the reference count of `module` in the queue's modrefs hash (task finished).
 local function unref_module(modrefs_key, module)
-  if module and redis.call('HINCRBY', modrefs_key, module, -1) <= 0 then
+  if module and hincr(modrefs_key, module, -1) <= 0 then
     redis.call('HDEL', modrefs_key, module)
   end
 end
@@ -103,6 +117,6 @@ local function finish(base, seq, task_key, state, finished_set, stats_key, modre
   if retention_ms > 0 then redis.call('PEXPIRE', task_key, retention_ms) end
   unref_module(modrefs_key, redis.call('HGET', task_key, 'module'))
   release_unique(base, seq, task_key)
-  redis.call('HINCRBY', stats_key, state, 1)
+  hincr(stats_key, state, 1)
   notify_waiters(base, seq, task_key)
 end

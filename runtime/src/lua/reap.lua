@@ -44,7 +44,7 @@ for _, seq in ipairs(expired) do
       redis.call('HSET', task_key, 'state', 'pending')
       pol = pol or queue_policy(KEYS[7])
       redis.call('ZADD', KEYS[2], pending_score(pol, KEYS[8], task_key, tonumber(seq)), seq)
-      redis.call('HINCRBY', KEYS[5], 'requeued', 1)
+      hincr(KEYS[5], 'requeued', 1)
       requeued[#requeued + 1] = tonumber(seq)
     end
   end

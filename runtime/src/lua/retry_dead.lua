@@ -25,7 +25,7 @@ for _, seq in ipairs(seqs) do
     redis.call('PERSIST', task_key)
     redis.call('HSET', task_key, 'state', 'pending', 'attempts', 0)
     redis.call('HDEL', task_key, 'finished', 'worker', 'started', 'cancel')
-    redis.call('HINCRBY', KEYS[3], redis.call('HGET', task_key, 'module'), 1)
+    hincr(KEYS[3], redis.call('HGET', task_key, 'module'), 1)
     redis.call('ZADD', KEYS[2], pending_score(pol, KEYS[5], task_key, tonumber(seq)), seq)
     done[#done + 1] = tonumber(seq)
   end

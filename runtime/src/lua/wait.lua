@@ -7,5 +7,5 @@
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return -1 end
 if state == 'succeeded' or state == 'dead' or state == 'cancelled' then return 1 end
-redis.call('HINCRBY', KEYS[1], 'waiters', 1)
+hincr(KEYS[1], 'waiters', 1)
 return 0

@@ -76,6 +76,14 @@ pub async fn execute(shared: &Shared, task: Claimed, cancel: CancelToken) -> Com
     let spec = TaskSpec::from_fields(&fields);
     let (outcome, attempts, max_attempts) = match &spec {
         Err(e) => (Outcome::not_run(Failure::new(FailureKind::InvalidTask, e.to_string())), 1, 1),
+        Ok(spec) if spec.input.len() as u64 > config.max_input_size => (
+            Outcome::not_run(Failure::new(
+                FailureKind::InvalidTask,
+                format!("the input is {} bytes, more than this worker's limit of {} bytes", spec.input.len(), config.max_input_size),
+            )),
+            spec.attempts,
+            spec.attempts,
+        ),
         Ok(spec) => {
             let max = spec.max_attempts.unwrap_or(config.max_attempts);
             let outcome = match shared.modules.get(&spec.module).await {

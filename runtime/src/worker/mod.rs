@@ -85,6 +85,11 @@ pub struct WorkerConfig {
     pub default_limits: Limits,
     /// Largest timeout a task may ask for.
     pub max_timeout: Duration,
+    /// Largest input a task may carry (checked again here: task hashes can be written by anyone
+    /// with access to Redis, not only through `enqueue`).
+    pub max_input_size: u64,
+    /// Largest module this worker loads.
+    pub max_module_size: u64,
     pub sandbox: SandboxConfig,
     /// Time running tasks get to finish on shutdown before they are stopped and released.
     pub grace: Duration,
@@ -111,6 +116,8 @@ impl Default for WorkerConfig {
             backoff_cap: Duration::from_secs(300),
             default_limits: Limits::default(),
             max_timeout: Duration::from_secs(3600),
+            max_input_size: crate::client::DEFAULT_MAX_INPUT_SIZE,
+            max_module_size: crate::store::DEFAULT_MAX_MODULE_SIZE,
             sandbox,
             grace: Duration::from_secs(30),
             exit_when_idle: false,
@@ -337,7 +344,7 @@ async fn run_inner(
         .build()
         .map_err(WorkerError::Runtime)?;
 
-    let store = ModuleStore::new(conn.clone(), keys.clone(), u64::MAX);
+    let store = ModuleStore::new(conn.clone(), keys.clone(), config.max_module_size);
     let shared = Arc::new(Shared {
         modules: modules::ModuleLoader::new(store, sandbox.clone()),
         conn: conn.clone(),

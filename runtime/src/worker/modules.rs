@@ -33,6 +33,7 @@ impl ModuleLoader {
         let bytes = self.store.fetch(sha).await.map_err(|e| match e {
             StoreError::Unknown(_) => Failure::new(FailureKind::UnknownModule, format!("module {sha} is not in the module store")),
             StoreError::Integrity { .. } => Failure::new(FailureKind::Integrity, format!("{e}; the module was not run")),
+            StoreError::TooLarge { .. } => Failure::new(FailureKind::InvalidModule, e.to_string()),
             other => Failure::new(FailureKind::Internal, format!("could not fetch module {sha}: {other}")),
         })?;
         let sandbox = self.sandbox.clone();

@@ -1,0 +1,318 @@
+//! The sandbox under attack (an adversarial mix of tasks run by one worker), least-privilege ACL
+//! users, and TLS with client certificates, against real `redis-server` processes.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use common::{RedisServer, Wasmq};
+use redis::Commands;
+use wasmq::examples::{self, WasmTarget};
+use wasmq::redis_server::ServerOptions;
+
+fn adversary(target: WasmTarget) -> std::path::PathBuf {
+    static BUILT: std::sync::Mutex<Option<HashMap<&'static str, std::path::PathBuf>>> = std::sync::Mutex::new(None);
+    let mut g = BUILT.lock().unwrap();
+    let map = g.get_or_insert_with(HashMap::new);
+    let key = target.triple();
+    map.entry(key)
+        .or_insert_with(|| examples::build_packages(&["adversary"], target).unwrap_or_else(|e| panic!("{e}")).remove(0).1)
+        .clone()
+}
+
+/// Peak resident memory of a process (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    // Absent once the process has exited (a zombie has no memory).
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).map(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap());
+    kb.unwrap_or(0) * 1024
+}
+
+#[test]
+fn a_hundred_bad_tasks_among_a_thousand_good_ones() {
+    let s = RedisServer::start().unwrap();
+    let w = Wasmq::new(&s);
+    w.push(&adversary(WasmTarget::P1), "adv1");
+    w.push(&adversary(WasmTarget::P2), "adv2");
+    w.push(&common::fixture("loop.wat"), "loop");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let open_port = listener.local_addr().unwrap().to_string();
+    // (input, expected error kind), ten of each; preview-2 tasks report any non-zero exit as 1.
+    let bad: Vec<(String, &str)> = vec![
+        ("spin".into(), "timeout"),
+        ("sleep".into(), "timeout"),
+        ("alloc".into(), "memory_limit"),
+        ("recurse".into(), "trap"),
+        ("flood".into(), "output_limit"),
+        ("exit 7".into(), "exit_code"),
+        ("panic".into(), "trap"),
+        ("file /etc/passwd".into(), "exit_code"),
+        ("env".into(), "exit_code"),
+        (format!("connect {open_port}"), "exit_code"),
+    ];
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (good_ids, bad_ids) = rt.block_on(async {
+        let client = wasmq::client::Client::connect(wasmq::conn::RedisOptions::new(s.url()), "wasmq").await.unwrap();
+        let opts = wasmq::client::EnqueueOptions::default();
+        let mut good = Vec::new();
+        let mut bad_ids = Vec::new();
+        for i in 0..1100usize {
+            if i % 11 == 5 {
+                let (input, kind) = &bad[bad_ids.len() % bad.len()];
+                let module = if bad_ids.len() % 2 == 0 { "adv1" } else { "adv2" };
+                let id = client.enqueue(module, input.as_bytes(), &opts).await.unwrap().id;
+                bad_ids.push((id.to_string(), *kind, input.clone()));
+            } else {
+                let module = if i % 2 == 0 { "adv1" } else { "adv2" };
+                let id = client.enqueue(module, format!("ok good-{i}").as_bytes(), &opts).await.unwrap().id;
+                good.push((id.to_string(), format!("good-{i}")));
+            }
+        }
+        (good, bad_ids)
+    });
+    assert_eq!((good_ids.len(), bad_ids.len()), (1000, 100));
+    let mut worker = w.spawn_worker(&[
+        "--exit-when-idle",
+        "--concurrency",
+        "2",
+        "--max-attempts",
+        "1",
+        "--timeout",
+        "1s",
+        "--memory",
+        "64MiB",
+        "--stdout-limit",
+        "1MiB",
+    ]);
+    let pid = worker.pid();
+    let mut peak = 0;
+    let started = std::time::Instant::now();
+    while worker.is_running() && started.elapsed() < Duration::from_secs(300) {
+        peak = peak.max(peak_rss(pid));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(worker.wait(Duration::from_secs(5)), Some(0), "the worker did not finish cleanly:\n{}", worker.log());
+    let mut c = common::redis_conn(&s);
+    let field = |c: &mut redis::Connection, id: &str, f: &str| -> Option<String> {
+        let seq = id.rsplit(':').next().unwrap();
+        c.hget(format!("wasmq:{{default}}:task:{seq}"), f).unwrap()
+    };
+    for (id, expect) in &good_ids {
+        assert_eq!(field(&mut c, id, "state").as_deref(), Some("succeeded"), "good task {id}");
+        assert_eq!(field(&mut c, id, "output").as_deref(), Some(expect.as_str()), "good task {id}");
+    }
+    for (id, kind, input) in &bad_ids {
+        assert_eq!(field(&mut c, id, "state").as_deref(), Some("dead"), "bad task {id} ({input})");
+        assert_eq!(field(&mut c, id, "error_kind").as_deref(), Some(*kind), "bad task {id} ({input}): {:?}", field(&mut c, id, "error"));
+        let output = field(&mut c, id, "output").unwrap_or_default();
+        assert!(!output.contains("root:") && !output.contains("connected"), "{id} ({input}) got through: {output}");
+    }
+    eprintln!(
+        "adversarial suite: 1000 good + 100 bad tasks in {:.1}s; worker (one process, pid {pid}) peak RSS {:.1} MiB",
+        started.elapsed().as_secs_f64(),
+        peak as f64 / (1 << 20) as f64
+    );
+    assert!(peak < 600 << 20, "worker peak RSS {} MiB", peak >> 20);
+    drop(listener);
+}
+
+fn acl_from_docs(role: &str) -> String {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/security.md")).unwrap();
+    let marker = format!("<!-- acl:{role} -->");
+    let after = doc.split_once(&marker).unwrap_or_else(|| panic!("{marker} missing from docs/security.md")).1;
+    after.split("```").nth(1).unwrap().trim().to_string()
+}
+
+#[test]
+fn the_documented_least_privilege_acl_users_can_do_their_jobs_and_no_more() {
+    let s = RedisServer::start().unwrap();
+    let mut admin = common::redis_conn(&s);
+    for role in ["publisher", "producer", "worker"] {
+        let acl = acl_from_docs(role);
+        let args: Vec<&str> = acl.split_whitespace().skip(1).collect();
+        let _: () = redis::cmd("ACL").arg(&args).query(&mut admin).unwrap_or_else(|e| panic!("{role}: {e}"));
+    }
+    // Nobody may use the default user from here on.
+    let _: () = redis::cmd("ACL").arg("SETUSER").arg("default").arg("off").query(&mut admin).unwrap();
+    let as_user = |user: &str, password: &str| Wasmq { url: format!("redis://{user}:{password}@127.0.0.1:{}", s.port()), prefix: "wasmq".into() };
+    let publisher = as_user("wasmq-publisher", "publisher-secret");
+    let producer = as_user("wasmq-producer", "producer-secret");
+    let worker_user = as_user("wasmq-worker", "worker-secret");
+
+    publisher.push(&common::fixture("echo.wat"), "echo");
+    let id = producer.enqueue("echo", "least privilege", &[]);
+    let mut worker = worker_user.spawn_worker(&["--exit-when-idle"]);
+    assert_eq!(worker.wait(Duration::from_secs(60)), Some(0), "{}", worker.log());
+    let out = producer.run(&["result", &id, "--wait", "--timeout", "10s"]);
+    if !out.status.success() {
+        let log: redis::Value = redis::cmd("ACL").arg("LOG").query(&mut admin).unwrap();
+        panic!("{}\nACL LOG: {log:?}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(out.stdout, b"least privilege");
+    assert!(producer.ok(&["queue", "stats"]).contains("default"));
+
+    // A producer cannot push modules; a worker cannot change them.
+    let out = producer.run(&["module", "push", common::fixture("counter.wat").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).to_uppercase().contains("NOPERM"), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut as_worker = redis::Client::open(worker_user.url.as_str()).unwrap().get_connection().unwrap();
+    let r: redis::RedisResult<()> = as_worker.set("wasmq:module:deadbeef", "x");
+    assert!(r.is_err(), "a worker wrote a module key");
+    // Wrong password: a clear error, non-zero exit.
+    let out = as_user("wasmq-producer", "wrong").run(&["queue", "stats"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("WRONGPASS") || err.to_lowercase().contains("auth"), "{err}");
+    assert!(!err.contains("wrong@"), "the password was printed: {err}");
+}
+
+struct Certs {
+    dir: tempfile::TempDir,
+}
+
+impl Certs {
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// A CA, a server certificate for 127.0.0.1/localhost and a client certificate, all signed by
+    /// the CA; plus a second, unrelated CA.
+    fn generate() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text).unwrap();
+        let ca = |cn: &str| {
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+            CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
+        };
+        let issuer = ca("wasmq test CA");
+        write("ca.crt", issuer.pem());
+        write("other-ca.crt", ca("unrelated CA").pem());
+        for (name, sans) in [("server", vec!["localhost".to_string(), "127.0.0.1".to_string()]), ("client", vec!["wasmq-client".to_string()])] {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(sans).unwrap().signed_by(&key, &issuer).unwrap();
+            write(&format!("{name}.crt"), cert.pem());
+            write(&format!("{name}.key"), key.serialize_pem());
+        }
+        Self { dir }
+    }
+}
+
+#[test]
+fn tls_with_client_certificates() {
+    let certs = Certs::generate();
+    let port = wasmq::redis_server::free_port().unwrap();
+    let s = RedisServer::start_with(ServerOptions {
+        tls_only: true,
+        ..ServerOptions::default()
+            .arg("tls-port", port.to_string())
+            .arg("tls-cert-file", certs.path("server.crt"))
+            .arg("tls-key-file", certs.path("server.key"))
+            .arg("tls-ca-cert-file", certs.path("ca.crt"))
+            .arg("tls-auth-clients", "yes")
+    })
+    .unwrap_or_else(|e| panic!("TLS redis-server: {e}"));
+    let url = format!("rediss://127.0.0.1:{port}");
+    let tls = |extra: &[&str], args: &[&str]| {
+        let w = Wasmq { url: url.clone(), prefix: "wasmq".into() };
+        let mut cmd = w.cmd();
+        cmd.args(extra).args(args);
+        cmd.output().unwrap()
+    };
+    let ca = certs.path("ca.crt");
+    let cert = certs.path("client.crt");
+    let key = certs.path("client.key");
+    let good: Vec<&str> = vec!["--tls-ca", &ca, "--tls-cert", &cert, "--tls-key", &key];
+    let echo = common::fixture("echo.wat");
+    let out = tls(&good, &["module", "push", echo.to_str().unwrap(), "--name", "echo"]);
+    assert!(out.status.success(), "push over TLS: {}", String::from_utf8_lossy(&out.stderr));
+    let out = tls(&good, &["enqueue", "echo", "--input", "over tls"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let out = tls(&good, &["worker", "--exit-when-idle"]);
+    assert!(out.status.success(), "worker over TLS: {}", String::from_utf8_lossy(&out.stderr));
+    let out = tls(&good, &["result", &id]);
+    assert_eq!(out.stdout, b"over tls", "{}", String::from_utf8_lossy(&out.stderr));
+
+    // No client certificate: refused by the server.
+    let out = tls(&["--tls-ca", &ca], &["queue", "stats"]);
+    assert_eq!(out.status.code(), Some(1), "connected without a client certificate");
+    // A CA that did not sign the server's certificate: refused by the client.
+    let other = certs.path("other-ca.crt");
+    let out = tls(&["--tls-ca", &other, "--tls-cert", &cert, "--tls-key", &key], &["queue", "stats"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("certificate"), "{}", String::from_utf8_lossy(&out.stderr));
+    // TLS options on a plain URL are a usage mistake, said clearly.
+    let plain = Wasmq { url: format!("redis://127.0.0.1:{port}"), prefix: "wasmq".into() };
+    let out = plain.cmd().args(["--tls-ca", &ca, "queue", "stats"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rediss://"));
+}
+
+#[test]
+fn bad_data_written_into_redis_by_hand_is_refused_and_touches_nothing_else() {
+    let s = RedisServer::start().unwrap();
+    let w = Wasmq::new(&s);
+    let sha = w.push(&common::fixture("echo.wat"), "echo");
+    let mut c = common::redis_conn(&s);
+    // Junk next to real data: a non-UTF-8 module name, a non-UTF-8 queue name, a queue name with
+    // glob characters.
+    let _: () = c.hset("wasmq:modules", b"\xff\xfe".as_slice(), sha.as_str()).unwrap();
+    let _: () = c.sadd("wasmq:queues", b"\xc3\x28".as_slice()).unwrap();
+    let _: () = c.sadd("wasmq:queues", "q*[x]").unwrap();
+    // Task hashes with missing, wrongly typed, oversized and negative fields.
+    let good = w.enqueue("echo", "fine", &[]);
+    let mut bad = Vec::new();
+    for (field, value) in [
+        ("module", b"not-a-hash".to_vec()),
+        ("module", vec![0xff; 64]),
+        ("priority", b"99999999999999999999".to_vec()),
+        ("timeout_ms", b"-5".to_vec()),
+        ("memory", b"1e12".to_vec()),
+        ("max_attempts", b"many".to_vec()),
+        ("deterministic", vec![0xc3, 0x28]),
+    ] {
+        let id = w.enqueue("echo", "x", &[]);
+        let key = format!("wasmq:{{default}}:task:{}", id.rsplit(':').next().unwrap());
+        let _: () = c.hset(&key, field, value.as_slice()).unwrap();
+        bad.push((id, field));
+    }
+    // A counter overwritten with junk counts as zero (scripts never fail half-way on bad data).
+    let junk_counter = w.enqueue("echo", "counted", &[]);
+    let _: () = c.hset(format!("wasmq:{{default}}:task:{}", junk_counter.rsplit(':').next().unwrap()), "attempts", b"\x00\x01".as_slice()).unwrap();
+    // A task key overwritten with another type is treated as gone.
+    let wrong_type = w.enqueue("echo", "x", &[]);
+    let _: () = c.set(format!("wasmq:{{default}}:task:{}", wrong_type.rsplit(':').next().unwrap()), "not a hash").unwrap();
+    let missing = w.enqueue("echo", "x", &[]);
+    let _: () = c.hdel(format!("wasmq:{{default}}:task:{}", missing.rsplit(':').next().unwrap()), "module").unwrap();
+    let mut worker = w.spawn_worker(&["--exit-when-idle"]);
+    assert_eq!(worker.wait(Duration::from_secs(60)), Some(0), "{}", worker.log());
+    assert_eq!(w.status(&good).unwrap()["state"], "succeeded");
+    for (id, field) in &bad {
+        let st = w.status(id).unwrap_or_else(|| panic!("{id} vanished"));
+        assert_eq!(st["state"], "dead", "{id} with a bad {field}: {st}");
+        assert_eq!(st["error_kind"], "invalid_task", "{id}: {st}");
+        assert!(st["error"].as_str().unwrap().contains(field), "{id}: the error does not name {field}: {st}");
+        assert_eq!(st["attempts"], 1);
+    }
+    let st = w.status(&missing).unwrap();
+    assert!(st["error"].as_str().unwrap().contains("module"), "{st}");
+    let st = w.status(&junk_counter).unwrap();
+    assert_eq!((st["state"].as_str(), st["attempts"].as_u64()), (Some("succeeded"), Some(1)), "{st}");
+    let junk: String = c.get(format!("wasmq:{{default}}:task:{}", wrong_type.rsplit(':').next().unwrap())).unwrap();
+    assert_eq!(junk, "not a hash", "a key of another type was touched");
+    let (pending, active): (u64, u64) = (c.zcard("wasmq:{default}:pending").unwrap(), c.zcard("wasmq:{default}:active").unwrap());
+    assert_eq!((pending, active), (0, 0));
+    // Listings still work, skipping or showing what they cannot read.
+    let list = w.ok(&["module", "list"]);
+    assert!(list.contains("echo") && list.contains('\u{fffd}'), "{list}");
+    let stats = w.ok(&["queue", "stats"]);
+    assert!(stats.contains("default"), "{stats}");
+    // Ids with glob characters or junk are usage errors, never key patterns.
+    for bad_id in ["default:*", "*:1", "def[a]ult:1", "q:1 2"] {
+        assert_eq!(w.run(&["status", bad_id]).status.code(), Some(2), "{bad_id}");
+    }
+}
