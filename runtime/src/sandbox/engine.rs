@@ -14,6 +14,10 @@ use super::limits::{MAX_INSTANCES_PER_TASK, MAX_MEMORIES_PER_TASK, MAX_TABLES_PE
 /// task yields to the executor at each tick, so this bounds how late either takes effect.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Bytes of each linear memory and table kept resident between tasks (bounds the extra RSS to
+/// this much per pool slot).
+pub const KEEP_RESIDENT: usize = 2 << 20;
+
 /// Process-wide sandbox settings (per-task settings are [`super::Limits`]).
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
@@ -91,6 +95,14 @@ pub fn build(config: &SandboxConfig) -> wasmtime::Result<Engine> {
             .table_elements(super::limits::DEFAULT_TABLE_ELEMENTS.max(200_000))
             .max_core_instance_size(2 << 20)
             .max_component_instance_size(2 << 20);
+        // Resetting a slot for the next task by unmapping its pages costs page faults and TLB
+        // shootdowns on reuse. Instead keep up to KEEP_RESIDENT bytes of each memory resident and
+        // zero only the pages the task dirtied (found with the PAGEMAP_SCAN ioctl where the kernel
+        // has it, Linux 6.7+). Measured: a small Rust preview-1 task 32 µs -> 10 µs, a component
+        // 55 µs -> 24 µs (see docs/performance.md).
+        pool.linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(KEEP_RESIDENT)
+            .pagemap_scan(wasmtime::Enabled::Auto);
         cfg.allocation_strategy(pool);
     }
     Engine::new(&cfg)
