@@ -117,6 +117,58 @@ pub struct QueueStats {
     pub requeued_total: u64,
 }
 
+/// How a queue orders its pending tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// Higher priority first, FIFO within a priority (the default).
+    Priority,
+    /// Weighted shortest job first (expected run time / priority), with aging.
+    Wsjf,
+    /// Enqueue order; priorities ignored.
+    Fifo,
+}
+
+impl std::str::FromStr for Policy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "priority" => Ok(Self::Priority),
+            "wsjf" => Ok(Self::Wsjf),
+            "fifo" => Ok(Self::Fifo),
+            _ => Err(format!("unknown policy {s:?}: use priority, wsjf or fifo")),
+        }
+    }
+}
+
+impl Policy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Priority => "priority",
+            Self::Wsjf => "wsjf",
+            Self::Fifo => "fifo",
+        }
+    }
+}
+
+/// Settings of the wsjf policy (see docs/scheduling.md).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WsjfSettings {
+    /// Virtual waiting time per unit of expected run time / weight: how strongly shorter and
+    /// weightier tasks are preferred over earlier ones.
+    pub stretch: f64,
+    /// Aging: no task is overtaken by tasks enqueued more than this long after it.
+    pub max_wait: Duration,
+    /// Expected run time of a module not seen yet (and without --estimate).
+    pub default_estimate: Duration,
+}
+
+impl Default for WsjfSettings {
+    fn default() -> Self {
+        Self { stretch: 1000.0, max_wait: Duration::from_secs(600), default_estimate: Duration::from_millis(100) }
+    }
+}
+
 /// What `cancel` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CancelOutcome {
@@ -574,6 +626,37 @@ impl Client {
                 return Ok(total);
             }
         }
+    }
+
+    /// Sets a queue's ordering policy and re-scores the tasks already pending under it.
+    pub async fn set_policy(&self, q: &QueueName, policy: Policy, wsjf: WsjfSettings) -> Result<u64, ClientError> {
+        if !(wsjf.stretch.is_finite() && wsjf.stretch > 0.0) {
+            return Err(ClientError::Invalid("--stretch must be a positive number".into()));
+        }
+        self.set_queue_meta(
+            q,
+            &[
+                ("policy", policy.as_str().to_string()),
+                ("stretch", wsjf.stretch.to_string()),
+                ("max_wait_ms", (wsjf.max_wait.as_millis() as u64).to_string()),
+                ("default_estimate_us", (wsjf.default_estimate.as_micros() as u64).to_string()),
+            ],
+        )
+        .await?;
+        let k = self.keys.queue(q);
+        let mut conn = self.conn.clone();
+        let seqs: Vec<u64> = conn.zrange(k.pending(), 0, -1).await?;
+        let mut rescored = 0;
+        for chunk in seqs.chunks(1000) {
+            let mut inv = scripts::RESCORE.prepare_invoke();
+            inv.key(k.pending()).key(k.meta()).key(k.estimates()).arg(k.base());
+            for s in chunk {
+                inv.arg(*s);
+            }
+            let n: u64 = inv.invoke_async(&mut conn).await?;
+            rescored += n;
+        }
+        Ok(rescored)
     }
 
     /// Wakes idle workers of a queue (after a resume, say).

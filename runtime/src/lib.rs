@@ -13,6 +13,7 @@
 //! - [`conn`]: single-node, Sentinel and Cluster connections.
 
 pub mod cli;
+pub mod bench;
 pub mod client;
 pub mod conn;
 pub mod examples;
@@ -20,6 +21,7 @@ pub mod keys;
 pub mod parse;
 pub mod redis_server;
 pub mod sandbox;
+pub mod schedule;
 pub mod scripts;
 pub mod store;
 pub mod task;

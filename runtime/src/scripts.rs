@@ -23,9 +23,5 @@ script!(CANCEL, "cancel.lua");
 script!(WAIT, "wait.lua");
 script!(RETRY_DEAD, "retry_dead.lua");
 script!(PURGE, "purge.lua");
-
-/// Every script, for loading them up front (pipelined invocations do not reload a missing script
-/// by themselves).
-pub fn all() -> [&'static Script; 9] {
-    [&ENQUEUE, &CLAIM, &COMPLETE, &HEARTBEAT, &REAP, &CANCEL, &WAIT, &RETRY_DEAD, &PURGE]
-}
+script!(SCHEDULE_FIRE, "schedule_fire.lua");
+script!(RESCORE, "rescore.lua");

@@ -30,6 +30,8 @@ pub mod field {
     pub const WORKER: &str = "worker";
     pub const STARTED: &str = "started";
     pub const FINISHED: &str = "finished";
+    /// When the worker sent the result, in µs since the Unix epoch (for latency measurements).
+    pub const FINISHED_US: &str = "finished_us";
     pub const OUTPUT: &str = "output";
     pub const LOG: &str = "log";
     pub const LOG_TRUNCATED: &str = "log_truncated";
@@ -42,6 +44,8 @@ pub mod field {
     pub const UNIQUE_KEY: &str = "unique_key";
     pub const CANCEL: &str = "cancel";
     pub const DETERMINISTIC: &str = "deterministic";
+    pub const SCHEDULE: &str = "schedule";
+    pub const SCHEDULED_FOR: &str = "scheduled_for";
 }
 
 /// Where a task is in its life.

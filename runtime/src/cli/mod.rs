@@ -1,13 +1,17 @@
 //! The `wasmq` command line: argument definitions, logging set-up, exit codes and dispatch. Each
 //! command's work lives in its own module; errors get context here, at the edge.
 
+mod bench;
 mod demo;
 mod enqueue;
 mod module;
 mod queue;
 mod results;
 mod run;
+mod schedule;
 mod table;
+
+pub(crate) use table::Table;
 mod worker;
 
 use std::path::PathBuf;
@@ -137,6 +141,12 @@ pub enum Command {
     Dead(queue::DeadCommand),
     /// Delete finished tasks of one state older than a given age.
     Purge(queue::PurgeArgs),
+    /// Periodic tasks (cron).
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
+    /// Measure throughput, latency, cold start, Redis memory per task and scheduling policies
+    /// against a Redis (a throwaway redis-server when none answers at --redis-url).
+    Bench(bench::BenchArgs),
     /// Build the example tasks and run them end to end (starts a throwaway redis-server if none
     /// is reachable).
     Demo(demo::DemoArgs),
@@ -223,7 +233,9 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::Queue(c) => queue::run(g, c).await,
         Command::Dead(c) => queue::dead(g, c).await,
         Command::Purge(a) => queue::purge(g, a).await,
+        Command::Schedule(c) => schedule::run(g, c).await,
         Command::Demo(a) => demo::run(g, a).await,
+        Command::Bench(a) => bench::run(g, a).await,
     }
 }
 

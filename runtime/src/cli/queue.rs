@@ -6,6 +6,7 @@ use clap::{Args, Subcommand};
 
 use super::table::Table;
 use super::{exit, value, Global, Outcome};
+use crate::client::{Policy, WsjfSettings};
 use crate::parse::{self, QueueName, TaskId};
 use crate::task::TaskState;
 
@@ -21,6 +22,24 @@ pub enum QueueCommand {
     },
     /// Names of the known queues.
     List,
+    /// Set how a queue orders its pending tasks: priority (default: higher first, FIFO within a
+    /// priority), wsjf (weighted shortest job first with aging) or fifo. Tasks already pending are
+    /// re-ordered.
+    Policy {
+        #[arg(value_parser = value::queue)]
+        queue: QueueName,
+        /// priority, wsjf or fifo.
+        policy: Policy,
+        /// wsjf: virtual waiting time per unit of expected run time / priority.
+        #[arg(long, default_value_t = 1000.0)]
+        stretch: f64,
+        /// wsjf aging: no task is overtaken by tasks enqueued more than this long after it.
+        #[arg(long, default_value = "10m", value_parser = value::duration)]
+        max_wait: Duration,
+        /// wsjf: expected run time of a module with no completed task yet.
+        #[arg(long, default_value = "100ms", value_parser = value::duration)]
+        default_estimate: Duration,
+    },
     /// Stop workers from claiming from a queue (running tasks finish).
     Pause {
         #[arg(value_parser = value::queue)]
@@ -108,6 +127,11 @@ pub async fn run(g: &Global, c: QueueCommand) -> Outcome {
             for q in client.queues().await? {
                 println!("{q}");
             }
+            Ok(exit::OK)
+        }
+        QueueCommand::Policy { queue, policy, stretch, max_wait, default_estimate } => {
+            let n = client.set_policy(&queue, policy, WsjfSettings { stretch, max_wait, default_estimate }).await?;
+            println!("{queue}: policy {} ({n} pending task(s) re-ordered)", policy.as_str());
             Ok(exit::OK)
         }
         QueueCommand::Pause { queue } => {

@@ -27,6 +27,11 @@ local function priority_score(prio, seq)
   return (1000000 - prio) * 4294967296 + (seq % 4294967296)
 end
 
+-- Pending score for the `fifo` policy: enqueue order, priorities ignored.
+local function fifo_score(seq)
+  return seq
+end
+
 -- Pending score for the `wsjf` policy (weighted shortest job first, Smith's rule) with aging.
 -- A task's "virtual deadline" is its enqueue time plus its expected run time divided by its
 -- weight, scaled by `stretch` and capped at `max_wait_ms`: the lowest deadline runs first. Among
@@ -61,6 +66,8 @@ local function pending_score(pol, estimates_key, task_key, seq)
     local est = tonumber(f[3])
     if not est and f[4] then est = tonumber(redis.call('HGET', estimates_key, f[4])) end
     return wsjf_score(tonumber(f[2]) or 0, est or pol.default_est_us, prio, pol.stretch, pol.max_wait_ms)
+  elseif pol.policy == 'fifo' then
+    return fifo_score(seq)
   end
   return priority_score(prio, seq)
 end
@@ -119,4 +126,58 @@ local function finish(base, seq, task_key, state, finished_set, stats_key, modre
   release_unique(base, seq, task_key)
   hincr(stats_key, state, 1)
   notify_waiters(base, seq, task_key)
+end
+
+-- Adds one task to a queue; shared by enqueue.lua and schedule_fire.lua.
+--   k        the queue's keys: {seq, pending, delayed, meta, stats, modrefs, signal, estimates}
+--   due      Unix ms when the task becomes ready (<= now: at once)
+--   unique   unique key or '' (unique_ms: how long it may be held; 0 = until the task ends)
+--   extra    further task fields as a flat name, value list
+-- Returns seq, is_new (0 when an unfinished task holds the unique key: its seq is returned).
+local function add_task(k, base, now, due, module, prio, unique, unique_ms, extra)
+  if unique ~= '' then
+    local held = redis.call('GET', base .. 'unique:' .. unique)
+    if held then
+      local st = redis.call('HGET', base .. 'task:' .. held, 'state')
+      if st == 'pending' or st == 'delayed' or st == 'active' then
+        return tonumber(held), 0
+      end
+    end
+  end
+  local seq = redis.call('INCR', k[1])
+  local task_key = base .. 'task:' .. seq
+  local fields = {'module', module, 'priority', prio, 'created', now}
+  for i = 1, #extra do fields[#fields + 1] = extra[i] end
+  if unique ~= '' then
+    fields[#fields + 1] = 'unique_key'
+    fields[#fields + 1] = unique
+    local uk = base .. 'unique:' .. unique
+    if unique_ms > 0 then
+      redis.call('SET', uk, seq, 'PX', unique_ms)
+    else
+      redis.call('SET', uk, seq)
+    end
+  end
+  fields[#fields + 1] = 'state'
+  if due > now then
+    fields[#fields + 1] = 'delayed'
+    redis.call('HSET', task_key, unpack(fields))
+    redis.call('ZADD', k[3], due, seq)
+  else
+    fields[#fields + 1] = 'pending'
+    redis.call('HSET', task_key, unpack(fields))
+    local pol = queue_policy(k[4])
+    local score
+    if pol.policy == 'priority' then
+      score = priority_score(prio, seq)
+    else
+      score = pending_score(pol, k[8], task_key, seq)
+    end
+    redis.call('ZADD', k[2], score, seq)
+  end
+  -- Delayed tasks signal too: an idle worker then learns the new earliest due time.
+  signal(k[7])
+  hincr(k[6], module, 1)
+  hincr(k[5], 'enqueued', 1)
+  return seq, 1
 end

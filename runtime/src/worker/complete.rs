@@ -10,8 +10,9 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use crate::parse::{self, QueueName};
 use crate::scripts;
+use crate::task::field;
 
-use super::execute::Completion;
+use super::execute::{Action, Completion};
 use super::Shared;
 
 /// A completion with the capacity permit its task holds until the write is done.
@@ -89,11 +90,17 @@ async fn write(shared: &Shared, conn: &mut crate::conn::Conn, queue: &QueueName,
         .key(k.meta())
         .key(k.signal());
     inv.arg(k.base()).arg(parse::now_ms()).arg(shared.config.retention.as_millis() as u64);
+    // When the result was sent, in µs: end-to-end latency is measured against it.
+    let sent_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
     for p in records {
         let c = &p.completion;
-        inv.arg(c.seq).arg(c.token).arg(c.action.as_str()).arg(c.due_ms).arg(&c.error_json).arg(c.fields.len());
+        let stamped = c.action != Action::Release;
+        inv.arg(c.seq).arg(c.token).arg(c.action.as_str()).arg(c.due_ms).arg(&c.error_json).arg(c.fields.len() + stamped as usize);
         for (name, value) in &c.fields {
             inv.arg(*name).arg(value.as_slice());
+        }
+        if stamped {
+            inv.arg(field::FINISHED_US).arg(sent_us);
         }
     }
     inv.invoke_async(conn).await

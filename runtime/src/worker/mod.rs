@@ -19,6 +19,7 @@ mod complete;
 mod execute;
 mod lease;
 mod modules;
+mod periodic;
 mod wake;
 
 use std::collections::HashMap;
@@ -371,6 +372,7 @@ async fn run_inner(
     let completer = tokio::spawn(complete::run(shared.clone(), done_rx));
     let heartbeat = tokio::spawn(lease::heartbeat(shared.clone(), config.heartbeat));
     let reaper = tokio::spawn(lease::reaper(shared.clone(), config.reap_interval));
+    let periodic = tokio::spawn(periodic::run(shared.clone()));
     let wake = wake::Wake::new();
     let stop_listeners = Arc::new(Notify::new());
     let listeners: Vec<_> = shared
@@ -509,6 +511,7 @@ async fn run_inner(
     }
     heartbeat.abort();
     reaper.abort();
+    periodic.abort();
     exec_rt.shutdown_background();
     let report = shared.report();
     tracing::info!(?report, "worker stopped");

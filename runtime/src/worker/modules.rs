@@ -19,6 +19,10 @@ impl ModuleLoader {
         Self { store, sandbox, loading: tokio::sync::Mutex::new(()) }
     }
 
+    pub fn store(&self) -> &ModuleStore {
+        &self.store
+    }
+
     /// The loaded module, or the failure that ends the task: unknown module, integrity error,
     /// invalid module (none of which another attempt would fix), or a Redis error (which it
     /// might).

@@ -1,0 +1,414 @@
+//! `wasmq bench`: throughput, latency, cold start, memory and scheduling policies, measured
+//! against a real Redis with real worker processes. Every scenario uses queues of its own
+//! (`bench-<scenario>-<pid>`), so a bench can run against a Redis that holds other data.
+
+mod policies;
+mod report;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use redis::AsyncCommands;
+
+use crate::client::{Client, EnqueueOptions};
+use crate::conn::Conn;
+use crate::parse::{QueueName, TaskId};
+use crate::task::field;
+
+pub use report::{Machine, Metric, Report};
+
+/// Describes this machine for a report.
+pub fn report_machine(redis_version: &str) -> Machine {
+    Machine {
+        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
+        redis: redis_version.to_string(),
+        wasmq: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+/// The no-op task: instantiate, run nothing, exit 0.
+pub const NOOP_WAT: &str = include_str!("noop.wat");
+/// A task that counts down from the number on its stdin.
+pub const SPIN_WAT: &str = include_str!("spin.wat");
+
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Scenario {
+    /// Bulk enqueue rate (pipelined).
+    Enqueue,
+    /// Processing throughput of no-op tasks, 1 and 2 worker processes.
+    Throughput,
+    /// Processing throughput of wordcount tasks, 1 and 2 worker processes.
+    Wordcount,
+    /// End-to-end latency under a paced load into idle workers.
+    Latency,
+    /// First task of a module never seen by the worker, with and without its artifact.
+    ColdStart,
+    /// Redis memory per pending task.
+    Memory,
+    /// Weighted completion time under fifo, priority and wsjf.
+    Policies,
+}
+
+/// How a bench is run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub scenarios: Vec<Scenario>,
+    /// Tasks per throughput and enqueue run.
+    pub tasks: usize,
+    /// Worker concurrency in the throughput runs.
+    pub concurrency: usize,
+    /// Paced load: tasks per second and seconds.
+    pub rate: u32,
+    pub duration: Duration,
+    /// The wasmq binary that runs the workers (this program by default).
+    pub worker_bin: PathBuf,
+    /// Environment for the worker processes (Redis URL, prefix, TLS files).
+    pub worker_env: Vec<(String, String)>,
+    /// Compiled wordcount module, if the example tasks could be built.
+    pub wordcount: Option<Vec<u8>>,
+}
+
+/// A worker process started by the bench.
+struct WorkerProc {
+    child: Child,
+    peak_rss: u64,
+}
+
+impl WorkerProc {
+    fn sample_rss(&mut self) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        if let Some(kb) = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()) {
+            self.peak_rss = self.peak_rss.max(kb * 1024);
+        }
+    }
+
+    fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn terminate(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+    }
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Bench {
+    client: Client,
+    config: BenchConfig,
+    cache_dir: tempfile::TempDir,
+    pub report: Report,
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+impl Bench {
+    pub fn new(client: Client, config: BenchConfig) -> anyhow::Result<Self> {
+        Ok(Self { client, config, cache_dir: tempfile::Builder::new().prefix("wasmq-bench-cache-").tempdir()?, report: Report::default() })
+    }
+
+    fn queue(&self, scenario: &str) -> QueueName {
+        QueueName::new(&format!("bench-{scenario}-{}", std::process::id())).expect("valid queue name")
+    }
+
+    async fn push(&self, name: &str, wasm: &[u8]) -> anyhow::Result<String> {
+        let (binary, kind) = crate::sandbox::prepare(wasm)?;
+        let sandbox = crate::sandbox::Sandbox::new(crate::sandbox::SandboxConfig { max_concurrency: 1, cache_dir: None, pooling: false, ..Default::default() })?;
+        sandbox.validate(&binary)?;
+        Ok(self.client.store().push(&binary, kind, Some(name)).await?.sha256)
+    }
+
+    fn spawn_worker(&self, queue: &QueueName, extra: &[&str], cache: &std::path::Path) -> anyhow::Result<WorkerProc> {
+        let mut cmd = Command::new(&self.config.worker_bin);
+        cmd.arg("worker").arg("--queue").arg(queue.as_str()).args(extra).arg("--quiet");
+        cmd.env("WASMQ_CACHE_DIR", cache).env_remove("WASMQ_LOG");
+        for (k, v) in &self.config.worker_env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
+        let child = cmd.spawn().with_context(|| format!("cannot start {}", self.config.worker_bin.display()))?;
+        Ok(WorkerProc { child, peak_rss: 0 })
+    }
+
+    /// Reads `fields` of many tasks, pipelined in batches (one slot: one queue).
+    async fn task_fields(&self, ids: &[TaskId], fields: &[&str]) -> anyhow::Result<Vec<Vec<Option<u64>>>> {
+        let mut conn = self.client.conn();
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.cmd("HMGET").arg(self.client.keys().task(id)).arg(fields);
+            }
+            let rows: Vec<Vec<Option<u64>>> = pipe.query_async(&mut conn).await?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
+    async fn wait_until_done(&self, queue: &QueueName, n: u64, timeout: Duration) -> anyhow::Result<()> {
+        let start = Instant::now();
+        loop {
+            let s = self.client.stats(queue).await?;
+            if s.succeeded + s.dead >= n {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                anyhow::bail!("{queue}: {} of {n} tasks finished after {timeout:?}", s.succeeded + s.dead);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn run(&mut self) -> anyhow::Result<()> {
+        let scenarios = self.config.scenarios.clone();
+        for s in scenarios {
+            eprintln!("==> {s:?}");
+            let r = match s {
+                Scenario::Enqueue => self.enqueue().await,
+                Scenario::Throughput => self.throughput("noop", None).await,
+                Scenario::Wordcount => match self.config.wordcount.clone() {
+                    Some(w) => self.throughput("wordcount", Some(w)).await,
+                    None => {
+                        eprintln!("    skipped: the example tasks could not be built (run from the source tree)");
+                        Ok(())
+                    }
+                },
+                Scenario::Latency => self.latency().await,
+                Scenario::ColdStart => self.cold_start().await,
+                Scenario::Memory => self.memory().await,
+                Scenario::Policies => policies::run(self).await,
+            };
+            if let Err(e) = r {
+                eprintln!("    failed: {e:#}");
+                self.report.push(Metric::failed(&format!("{s:?}").to_lowercase(), &format!("{e:#}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Bulk enqueue: pipelined chunks of the enqueue script.
+    async fn enqueue(&mut self) -> anyhow::Result<()> {
+        self.push("bench-noop", NOOP_WAT.as_bytes()).await?;
+        let n = self.config.tasks;
+        let inputs = vec![Vec::new(); n];
+        let mut rates = Vec::new();
+        for round in 0..3 {
+            let q = self.queue(&format!("enqueue{round}"));
+            let opts = EnqueueOptions { queue: q.clone(), ..Default::default() };
+            let t = Instant::now();
+            let ids = self.client.enqueue_bulk("bench-noop", &inputs, &opts).await?;
+            let secs = t.elapsed().as_secs_f64();
+            anyhow::ensure!(ids.len() == n, "enqueued {} of {n}", ids.len());
+            rates.push(n as f64 / secs);
+            self.drop_queue(&q).await?;
+        }
+        rates.sort_by(f64::total_cmp);
+        self.report.push(Metric::new("enqueue", "bulk enqueue (pipelined)", rates[1], "tasks/s").note(&format!("median of 3 runs of {n}")));
+        Ok(())
+    }
+
+    /// Enqueues `n` tasks, then runs 1 and then 2 worker processes until the queue is drained.
+    async fn throughput(&mut self, what: &str, module: Option<Vec<u8>>) -> anyhow::Result<()> {
+        let (name, input): (&str, Vec<u8>) = match &module {
+            None => {
+                self.push("bench-noop", NOOP_WAT.as_bytes()).await?;
+                ("bench-noop", Vec::new())
+            }
+            Some(w) => {
+                self.push("bench-wordcount", w).await?;
+                let text = "GET /api/users 200 12ms user=42 region=eu-west cache=hit\n".repeat(16);
+                ("bench-wordcount", serde_json::json!({ "text": text, "top": 5 }).to_string().into_bytes())
+            }
+        };
+        let n = self.config.tasks;
+        // Artifacts are compiled once, before timing: throughput is measured warm.
+        let warm_cache = self.cache_dir.path().join("warm");
+        for workers in [1usize, 2] {
+            let mut rates = Vec::new();
+            let mut peak = 0u64;
+            for round in 0..3 {
+                let q = self.queue(&format!("{what}{workers}x{round}"));
+                let opts = EnqueueOptions { queue: q.clone(), ..Default::default() };
+                let ids: Vec<TaskId> = self.client.enqueue_bulk(name, &vec![input.clone(); n], &opts).await?.into_iter().map(|e| e.id).collect();
+                let conc = self.config.concurrency.to_string();
+                let mut procs: Vec<WorkerProc> = (0..workers)
+                    .map(|_| self.spawn_worker(&q, &["--exit-when-idle", "--concurrency", &conc], &warm_cache))
+                    .collect::<anyhow::Result<_>>()?;
+                let deadline = Instant::now() + Duration::from_secs(600);
+                while procs.iter_mut().any(|p| p.running()) && Instant::now() < deadline {
+                    for p in procs.iter_mut() {
+                        p.sample_rss();
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                peak = peak.max(procs.iter().map(|p| p.peak_rss).max().unwrap_or(0));
+                drop(procs);
+                let rows = self.task_fields(&ids, &[field::STARTED, field::FINISHED_US]).await?;
+                let first_start_ms = rows.iter().filter_map(|r| r[0]).min().context("no task started")?;
+                let last_finish_us = rows.iter().filter_map(|r| r[1]).max().context("no task finished")?;
+                let done = rows.iter().filter(|r| r[1].is_some()).count();
+                anyhow::ensure!(done == n, "{done} of {n} tasks finished");
+                let secs = (last_finish_us as f64 / 1e6) - (first_start_ms as f64 / 1e3);
+                rates.push(n as f64 / secs.max(1e-6));
+                self.drop_queue(&q).await?;
+            }
+            rates.sort_by(f64::total_cmp);
+            self.report.push(
+                Metric::new(what, &format!("throughput, {workers} worker process(es) x concurrency {}", self.config.concurrency), rates[1], "tasks/s")
+                    .note(&format!("median of 3 runs of {n}, first start to last result")),
+            );
+            self.report.push(Metric::new(what, &format!("worker peak RSS, {workers} process(es)"), peak as f64 / (1 << 20) as f64, "MiB"));
+        }
+        Ok(())
+    }
+
+    /// A paced load into idle workers; latency is submit -> result sent, per task.
+    async fn latency(&mut self) -> anyhow::Result<()> {
+        self.push("bench-noop", NOOP_WAT.as_bytes()).await?;
+        let q = self.queue("latency");
+        let cache = self.cache_dir.path().join("warm");
+        let mut procs: Vec<WorkerProc> = (0..2).map(|_| self.spawn_worker(&q, &["--concurrency", "1"], &cache)).collect::<anyhow::Result<_>>()?;
+        // Let the workers start, load the module once (a warm-up task each) and go idle.
+        let opts = EnqueueOptions { queue: q.clone(), ..Default::default() };
+        for _ in 0..4 {
+            self.client.enqueue("bench-noop", b"", &opts).await?;
+        }
+        self.wait_until_done(&q, 4, Duration::from_secs(60)).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rate = self.config.rate.max(1);
+        let total = (rate as f64 * self.config.duration.as_secs_f64()) as usize;
+        let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut sent = Vec::with_capacity(total);
+        for _ in 0..total {
+            interval.tick().await;
+            let submit = now_us();
+            let id = self.client.enqueue("bench-noop", b"", &opts).await?.id;
+            sent.push((id, submit));
+        }
+        self.wait_until_done(&q, 4 + total as u64, Duration::from_secs(120)).await?;
+        for p in procs.iter_mut() {
+            p.terminate();
+        }
+        let ids: Vec<TaskId> = sent.iter().map(|(id, _)| id.clone()).collect();
+        let rows = self.task_fields(&ids, &[field::FINISHED_US]).await?;
+        let mut lat: Vec<f64> = rows.iter().zip(&sent).filter_map(|(r, (_, submit))| r[0].map(|f| f.saturating_sub(*submit) as f64 / 1000.0)).collect();
+        lat.sort_by(f64::total_cmp);
+        let note = format!("{total} no-op tasks at {rate}/s into 2 idle workers; submit -> result sent");
+        self.report.push(Metric::new("latency", "end-to-end p50", pct(&lat, 0.5), "ms").note(&note));
+        self.report.push(Metric::new("latency", "end-to-end p99", pct(&lat, 0.99), "ms").note(&note));
+        self.report.push(Metric::new("latency", "end-to-end max", pct(&lat, 1.0), "ms").note(&note));
+        drop(procs);
+        self.drop_queue(&q).await?;
+        Ok(())
+    }
+
+    /// First task of a module the (idle) worker has never seen, from a fresh cache folder (compile)
+    /// and from a folder that holds its artifact (load).
+    async fn cold_start(&mut self) -> anyhow::Result<()> {
+        let (name, wasm, input) = match self.config.wordcount.clone() {
+            Some(w) => ("bench-cold-wordcount", w, serde_json::json!({"text": "a b a"}).to_string().into_bytes()),
+            None => ("bench-cold-spin", SPIN_WAT.as_bytes().to_vec(), b"1000".to_vec()),
+        };
+        self.push(name, &wasm).await?;
+        let mut compile = Vec::new();
+        let mut artifact = Vec::new();
+        for round in 0..3 {
+            let cache = self.cache_dir.path().join(format!("cold{round}"));
+            for (phase, out) in [("compile", &mut compile), ("artifact", &mut artifact)] {
+                let q = self.queue(&format!("cold{round}{phase}"));
+                let mut w = self.spawn_worker(&q, &["--concurrency", "1"], &cache)?;
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                let opts = EnqueueOptions { queue: q.clone(), ..Default::default() };
+                let submit = now_us();
+                let id = self.client.enqueue(name, &input, &opts).await?.id;
+                self.wait_until_done(&q, 1, Duration::from_secs(60)).await?;
+                let finished = self.task_fields(std::slice::from_ref(&id), &[field::FINISHED_US]).await?[0][0].context("no result")?;
+                out.push(finished.saturating_sub(submit) as f64 / 1000.0);
+                w.terminate();
+                let _ = tokio::task::spawn_blocking(move || w.child.wait()).await;
+                self.drop_queue(&q).await?;
+            }
+        }
+        compile.sort_by(f64::total_cmp);
+        artifact.sort_by(f64::total_cmp);
+        let size = format!("{} ({} KB)", name.trim_start_matches("bench-cold-"), wasm.len() / 1024);
+        self.report.push(Metric::new("cold start", "first task, no artifact (fetch + compile + run)", compile[1], "ms").note(&size));
+        self.report.push(Metric::new("cold start", "first task, artifact on disk (fetch + load + run)", artifact[1], "ms").note(&size));
+        Ok(())
+    }
+
+    /// Redis memory per pending task (empty input), from used_memory before and after.
+    async fn memory(&mut self) -> anyhow::Result<()> {
+        self.push("bench-noop", NOOP_WAT.as_bytes()).await?;
+        let q = self.queue("memory");
+        let mut conn = self.client.conn();
+        let n = 10_000;
+        let opts = EnqueueOptions { queue: q.clone(), ..Default::default() };
+        // The queue's fixed keys first, so that only per-task memory is counted.
+        self.client.enqueue("bench-noop", b"", &opts).await?;
+        let before = used_memory(&mut conn).await?;
+        self.client.enqueue_bulk("bench-noop", &vec![Vec::new(); n], &opts).await?;
+        let after = used_memory(&mut conn).await?;
+        let per_task = (after.saturating_sub(before)) as f64 / n as f64;
+        let k = self.client.keys().queue(&q);
+        let hash: Option<u64> = redis::cmd("MEMORY").arg("USAGE").arg(k.task(2)).query_async(&mut conn).await.ok().flatten();
+        self.report.push(
+            Metric::new("memory", "Redis memory per pending no-op task", per_task, "bytes")
+                .note(&format!("used_memory delta over {n} tasks with empty input; task hash alone {} bytes", hash.unwrap_or(0))),
+        );
+        self.drop_queue(&q).await?;
+        Ok(())
+    }
+
+    /// Deletes a bench queue's keys.
+    async fn drop_queue(&self, q: &QueueName) -> anyhow::Result<()> {
+        let mut conn = self.client.conn();
+        let k = self.client.keys().queue(q);
+        for set in [k.succeeded(), k.dead(), k.pending(), k.cancelled()] {
+            loop {
+                let seqs: Vec<u64> = conn.zrange(&set, 0, 999).await?;
+                if seqs.is_empty() {
+                    break;
+                }
+                let mut pipe = redis::pipe();
+                for s in &seqs {
+                    pipe.del(k.task(*s)).ignore();
+                }
+                pipe.zrem(&set, &seqs).ignore();
+                let _: () = pipe.query_async(&mut conn).await?;
+            }
+        }
+        let _: () = conn
+            .del(&[k.seq(), k.pending(), k.delayed(), k.active(), k.meta(), k.stats(), k.modrefs(), k.signal(), k.estimates(), k.succeeded(), k.dead(), k.cancelled()])
+            .await?;
+        let _: () = conn.srem(self.client.keys().queues(), q.as_str()).await?;
+        Ok(())
+    }
+}
+
+async fn used_memory(conn: &mut Conn) -> anyhow::Result<u64> {
+    let info: String = redis::cmd("INFO").arg("memory").query_async(conn).await?;
+    info.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse().ok()).context("no used_memory in INFO")
+}

@@ -1,0 +1,115 @@
+//! `wasmq bench`: see `crate::bench`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::{exit, value, Global, Outcome};
+use crate::bench::{Bench, BenchConfig, Scenario};
+use crate::redis_server::RedisServer;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Scenarios to run (repeatable; default: all).
+    #[arg(long, short, value_enum)]
+    pub scenario: Vec<Scenario>,
+    /// Tasks per enqueue and throughput run.
+    #[arg(long, default_value_t = 20_000)]
+    pub tasks: usize,
+    /// Worker concurrency in the throughput runs.
+    #[arg(long, default_value_t = 2)]
+    pub concurrency: usize,
+    /// Paced load for the latency scenario: tasks per second.
+    #[arg(long, default_value_t = 500)]
+    pub rate: u32,
+    /// Paced load for the latency scenario: how long.
+    #[arg(long, default_value = "10s", value_parser = value::positive_duration)]
+    pub duration: Duration,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Always start a throwaway redis-server, even if one answers at --redis-url.
+    #[arg(long)]
+    pub fresh_redis: bool,
+}
+
+async fn reachable(g: &Global) -> bool {
+    let Ok(redis) = g.redis() else { return false };
+    let ping = async {
+        let mut c = redis.connect().await.ok()?;
+        redis::cmd("PING").query_async::<String>(&mut c).await.ok()
+    };
+    matches!(tokio::time::timeout(Duration::from_secs(2), ping).await, Ok(Some(_)))
+}
+
+pub async fn run(g: &Global, a: BenchArgs) -> Outcome {
+    if a.tasks == 0 || a.concurrency == 0 {
+        anyhow::bail!("--tasks and --concurrency must be at least 1");
+    }
+    let mut g = g.clone();
+    let _server = if !a.fresh_redis && reachable(&g).await {
+        eprintln!("==> benchmarking against {}", crate::conn::redact(&g.redis_url));
+        None
+    } else {
+        let server = RedisServer::start().context("cannot start a throwaway redis-server")?;
+        eprintln!("==> started a throwaway redis-server on {}", server.url());
+        g.redis_url = server.url();
+        Some(server)
+    };
+    let mut scenarios = a.scenario.clone();
+    if scenarios.is_empty() {
+        scenarios = vec![
+            Scenario::Enqueue,
+            Scenario::Throughput,
+            Scenario::Wordcount,
+            Scenario::Latency,
+            Scenario::ColdStart,
+            Scenario::Memory,
+            Scenario::Policies,
+        ];
+    }
+    scenarios.dedup();
+    let wordcount = if scenarios.iter().any(|s| matches!(s, Scenario::Wordcount | Scenario::ColdStart)) {
+        eprintln!("==> building the example tasks");
+        match tokio::task::spawn_blocking(|| crate::examples::build(crate::examples::WasmTarget::P1)).await? {
+            Ok(built) => built.into_iter().find(|(n, _)| n == "wordcount").and_then(|(_, p)| std::fs::read(p).ok()),
+            Err(e) => {
+                eprintln!("    cannot build them ({e}); the wordcount scenario is skipped");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut worker_env = vec![("WASMQ_REDIS_URL".to_string(), g.redis_url.clone()), ("WASMQ_PREFIX".to_string(), g.prefix.clone())];
+    for (k, v) in [("WASMQ_TLS_CA", &g.tls_ca), ("WASMQ_TLS_CERT", &g.tls_cert), ("WASMQ_TLS_KEY", &g.tls_key)] {
+        if let Some(p) = v {
+            worker_env.push((k.into(), p.display().to_string()));
+        }
+    }
+    let config = BenchConfig {
+        scenarios,
+        tasks: a.tasks,
+        concurrency: a.concurrency,
+        rate: a.rate,
+        duration: a.duration,
+        worker_bin: std::env::current_exe().context("cannot find this program's path")?,
+        worker_env,
+        wordcount,
+    };
+    let client = g.client().await?;
+    let mut conn = client.conn();
+    let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await.unwrap_or_default();
+    let redis_version = info.lines().find_map(|l| l.strip_prefix("redis_version:")).unwrap_or("?").trim().to_string();
+    let mut bench = Bench::new(client, config)?;
+    bench.report.machine = Some(crate::bench::report_machine(&redis_version));
+    bench.run().await?;
+    println!("{}", bench.report.table());
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_string_pretty(&bench.report)?).with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("results written to {}", path.display());
+    }
+    Ok(exit::OK)
+}

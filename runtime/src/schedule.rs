@@ -1,0 +1,287 @@
+//! Periodic tasks: a cron expression, a module and an input, kept per queue in Redis. Every worker
+//! consuming the queue looks for due ticks; `schedule_fire.lua` lets exactly one of them enqueue
+//! each tick (compare-and-set on the schedule's next due time), so no leader process is needed.
+//!
+//! Times are UTC. Missed ticks (no worker running at the time) follow the schedule's policy:
+//! `once` (the default) fires one catch-up run for the latest missed tick and continues from the
+//! next future tick; `skip` drops ticks that are more than [`LATE_LIMIT`] late.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use croner::Cron;
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+
+use crate::conn::Conn;
+use crate::keys::Keys;
+use crate::parse::{self, QueueName};
+use crate::scripts;
+use crate::task::field;
+
+/// A tick counts as missed, for the `skip` policy, when it is this late.
+pub const LATE_LIMIT: Duration = Duration::from_secs(60);
+
+/// What went wrong with a schedule.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("invalid cron expression {expr:?}: {reason}")]
+    Cron { expr: String, reason: String },
+    #[error("invalid schedule name {0:?}: use 1 to 128 characters from A-Z a-z 0-9 _ - .")]
+    Name(String),
+    #[error("schedule {name:?} has a malformed definition in Redis: {reason}")]
+    Stored { name: String, reason: String },
+    #[error("no schedule {name:?} in queue {queue}")]
+    Unknown { name: String, queue: String },
+    #[error("Redis error: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// What to do with ticks that passed while no worker ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Missed {
+    /// One catch-up run for the latest missed tick.
+    #[default]
+    Once,
+    /// Drop ticks more than a minute late.
+    Skip,
+}
+
+impl FromStr for Missed {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "once" => Ok(Self::Once),
+            "skip" => Ok(Self::Skip),
+            _ => Err(format!("invalid missed-tick policy {s:?}: use once or skip")),
+        }
+    }
+}
+
+/// A periodic task, as stored (JSON) in `P:{q}:schedules`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    pub name: String,
+    pub queue: String,
+    pub cron: String,
+    /// A module name (resolved at every tick, so a new push is picked up) or a hash.
+    pub module: String,
+    /// The input of every run (text).
+    pub input: String,
+    #[serde(default)]
+    pub priority: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
+    #[serde(default)]
+    pub missed: Missed,
+    #[serde(default)]
+    pub created_ms: u64,
+}
+
+/// A schedule with its next due time, for listings.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listed {
+    #[serde(flatten)]
+    pub schedule: Schedule,
+    pub next_ms: Option<u64>,
+}
+
+pub fn parse_cron(expr: &str) -> Result<Cron, ScheduleError> {
+    Cron::from_str(expr).map_err(|e| ScheduleError::Cron { expr: expr.to_string(), reason: e.to_string() })
+}
+
+fn utc(ms: u64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms as i64).single().unwrap_or_else(Utc::now)
+}
+
+/// The first tick strictly after `after_ms`.
+pub fn next_tick(cron: &Cron, after_ms: u64) -> Option<u64> {
+    cron.find_next_occurrence(&utc(after_ms), false).ok().map(|t| t.timestamp_millis().max(0) as u64)
+}
+
+/// The latest tick at or before `at_ms`.
+pub fn latest_tick(cron: &Cron, at_ms: u64) -> Option<u64> {
+    cron.find_previous_occurrence(&utc(at_ms), true).ok().map(|t| t.timestamp_millis().max(0) as u64)
+}
+
+fn check_name(name: &str) -> Result<(), ScheduleError> {
+    let ok = !name.is_empty() && name.len() <= 128 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok { Ok(()) } else { Err(ScheduleError::Name(name.to_string())) }
+}
+
+/// Stores (or replaces) a schedule; its first tick is the first one after now. Returns it.
+pub async fn add(conn: &mut Conn, keys: &Keys, mut s: Schedule) -> Result<u64, ScheduleError> {
+    check_name(&s.name)?;
+    let cron = parse_cron(&s.cron)?;
+    let queue = QueueName::new(&s.queue).map_err(|e| ScheduleError::Stored { name: s.name.clone(), reason: e.to_string() })?;
+    let now = parse::now_ms();
+    let next = next_tick(&cron, now).ok_or_else(|| ScheduleError::Cron { expr: s.cron.clone(), reason: "it never fires".into() })?;
+    s.created_ms = now;
+    let k = keys.queue(&queue);
+    let json = serde_json::to_string(&s).expect("serializable");
+    let _: () = redis::pipe()
+        .atomic()
+        .hset(k.schedules(), &s.name, json)
+        .ignore()
+        .zadd(k.schedule_due(), &s.name, next)
+        .ignore()
+        .sadd(keys.queues(), queue.as_str())
+        .ignore()
+        .query_async(conn)
+        .await?;
+    Ok(next)
+}
+
+/// Removes a schedule (tasks it already enqueued stay).
+pub async fn remove(conn: &mut Conn, keys: &Keys, queue: &QueueName, name: &str) -> Result<(), ScheduleError> {
+    let k = keys.queue(queue);
+    let (removed, _): (u64, u64) =
+        redis::pipe().atomic().hdel(k.schedules(), name).zrem(k.schedule_due(), name).query_async(conn).await?;
+    if removed == 0 {
+        return Err(ScheduleError::Unknown { name: name.to_string(), queue: queue.to_string() });
+    }
+    Ok(())
+}
+
+/// The schedules of one queue, by name.
+pub async fn list(conn: &mut Conn, keys: &Keys, queue: &QueueName) -> Result<Vec<Listed>, ScheduleError> {
+    let k = keys.queue(queue);
+    let defs: Vec<(String, String)> = conn.hgetall(k.schedules()).await?;
+    let dues: Vec<(String, u64)> = conn.zrange_withscores(k.schedule_due(), 0, -1).await?;
+    let mut out: Vec<Listed> = defs
+        .into_iter()
+        .filter_map(|(name, json)| {
+            let schedule = serde_json::from_str::<Schedule>(&json).ok()?;
+            let next_ms = dues.iter().find(|(n, _)| *n == name).map(|(_, d)| *d);
+            Some(Listed { schedule, next_ms })
+        })
+        .collect();
+    out.sort_by(|a, b| a.schedule.name.cmp(&b.schedule.name));
+    Ok(out)
+}
+
+/// The earliest next due time of a queue's schedules.
+pub async fn earliest(conn: &mut Conn, keys: &Keys, queue: &QueueName) -> Result<Option<u64>, ScheduleError> {
+    let first: Vec<(String, u64)> = conn.zrange_withscores(keys.queue(queue).schedule_due(), 0, 0).await?;
+    Ok(first.first().map(|(_, d)| *d))
+}
+
+/// What one firing attempt did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fired {
+    /// A task was enqueued for the tick.
+    Enqueued { seq: u64, tick_ms: u64 },
+    /// The tick was dropped (missed-tick policy `skip`).
+    Skipped,
+    /// Another worker fired it first.
+    Lost,
+}
+
+/// Fires the due ticks of a queue's schedules; `resolve` turns a module name into its hash.
+/// Returns what happened per schedule.
+pub async fn fire_due<F, Fut>(conn: &mut Conn, keys: &Keys, queue: &QueueName, now: u64, resolve: F) -> Result<Vec<(String, Fired)>, ScheduleError>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Option<String>>,
+{
+    let k = keys.queue(queue);
+    let due: Vec<(String, u64)> = redis::cmd("ZRANGEBYSCORE")
+        .arg(k.schedule_due())
+        .arg("-inf")
+        .arg(now)
+        .arg("WITHSCORES")
+        .arg("LIMIT")
+        .arg(0)
+        .arg(100)
+        .query_async(conn)
+        .await?;
+    let mut out = Vec::new();
+    for (name, due_ms) in due {
+        let json: Option<String> = conn.hget(k.schedules(), &name).await?;
+        let Some(s) = json.and_then(|j| serde_json::from_str::<Schedule>(&j).ok()) else {
+            tracing::warn!(%queue, schedule = %name, "dropping a schedule without a readable definition");
+            let _: () = conn.zrem(k.schedule_due(), &name).await?;
+            continue;
+        };
+        let Ok(cron) = parse_cron(&s.cron) else {
+            tracing::warn!(%queue, schedule = %name, cron = %s.cron, "dropping a schedule with an invalid cron expression");
+            let _: () = conn.zrem(k.schedule_due(), &name).await?;
+            continue;
+        };
+        let Some(next) = next_tick(&cron, now) else {
+            tracing::info!(%queue, schedule = %name, "the schedule has no future tick; it stops here");
+            let _: () = conn.zrem(k.schedule_due(), &name).await?;
+            continue;
+        };
+        // The tick this run stands for: the due one, or with missed ticks the latest of them.
+        let tick = latest_tick(&cron, now).unwrap_or(due_ms).max(due_ms);
+        let fire = match s.missed {
+            Missed::Once => true,
+            Missed::Skip => now.saturating_sub(due_ms) <= LATE_LIMIT.as_millis() as u64,
+        };
+        let sha = if fire { resolve(s.module.clone()).await } else { None };
+        if fire && sha.is_none() {
+            tracing::warn!(%queue, schedule = %name, module = %s.module, "skipping a tick: the module is not in the store");
+        }
+        let mut inv = scripts::SCHEDULE_FIRE.prepare_invoke();
+        for key in [k.seq(), k.pending(), k.delayed(), k.meta(), k.stats(), k.modrefs(), k.signal(), k.estimates(), k.schedule_due()] {
+            inv.key(key);
+        }
+        inv.arg(k.base()).arg(now).arg(&name).arg(due_ms).arg(next).arg(if sha.is_some() { 1 } else { 0 });
+        inv.arg(sha.as_deref().unwrap_or("")).arg(s.priority);
+        inv.arg(field::INPUT).arg(s.input.as_bytes());
+        inv.arg(field::SCHEDULE).arg(&name).arg(field::SCHEDULED_FOR).arg(tick);
+        if !parse::is_sha256_hex(&s.module) {
+            inv.arg(field::MODULE_NAME).arg(&s.module);
+        }
+        if let Some(v) = s.max_attempts {
+            inv.arg(field::MAX_ATTEMPTS).arg(v);
+        }
+        if let Some(v) = s.timeout_ms {
+            inv.arg(field::TIMEOUT_MS).arg(v);
+        }
+        if let Some(v) = s.memory {
+            inv.arg(field::MEMORY).arg(v);
+        }
+        if let Some(v) = s.fuel {
+            inv.arg(field::FUEL).arg(v);
+        }
+        let r: i64 = inv.invoke_async(conn).await?;
+        let fired = match r {
+            -1 => Fired::Lost,
+            0 => Fired::Skipped,
+            seq => Fired::Enqueued { seq: seq as u64, tick_ms: tick },
+        };
+        out.push((name, fired));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_follow_the_expression() {
+        let every_5_min = parse_cron("*/5 * * * *").unwrap();
+        // 2026-11-24T18:02:00Z
+        let t = 1_795_543_320_000;
+        assert_eq!(next_tick(&every_5_min, t), Some(t + 3 * 60_000));
+        assert_eq!(latest_tick(&every_5_min, t), Some(t - 2 * 60_000));
+        let every_second = parse_cron("* * * * * *").unwrap();
+        assert_eq!(next_tick(&every_second, t), Some(t + 1000));
+        for bad in ["", "* * *", "61 * * * *", "every day"] {
+            assert!(parse_cron(bad).is_err(), "{bad:?} parsed");
+        }
+        assert!(check_name("nightly-report.v2").is_ok());
+        assert!(check_name("a b").is_err() && check_name("").is_err() && check_name("x:y").is_err());
+    }
+}

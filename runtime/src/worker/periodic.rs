@@ -1,0 +1,52 @@
+//! The worker's share of running periodic tasks: it watches the schedules of the queues it
+//! consumes and fires due ticks. Every worker does this; `schedule_fire.lua` makes sure each tick
+//! is enqueued once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::parse;
+use crate::schedule::{self, Fired};
+
+use super::Shared;
+
+/// Sleeps until the earliest due tick of any consumed queue (at most 1 s while schedules exist,
+/// 2 s while none do), then fires what is due.
+pub async fn run(shared: Arc<Shared>) {
+    let mut conn = shared.conn.clone();
+    loop {
+        let mut wait = Duration::from_secs(2);
+        for queue in shared.queues() {
+            let now = parse::now_ms();
+            let due = match schedule::earliest(&mut conn, &shared.keys, &queue).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(%queue, error = %e, "could not read schedules");
+                    continue;
+                }
+            };
+            let Some(due) = due else { continue };
+            if due > now {
+                wait = wait.min(Duration::from_millis(due - now)).min(Duration::from_secs(1));
+                continue;
+            }
+            let store = shared.modules.store().clone();
+            let resolve = |name: String| {
+                let store = store.clone();
+                async move { store.resolve(&name).await.ok() }
+            };
+            match schedule::fire_due(&mut conn, &shared.keys, &queue, now, resolve).await {
+                Ok(fired) => {
+                    for (name, f) in fired {
+                        if let Fired::Enqueued { seq, tick_ms } = f {
+                            tracing::info!(task = %format!("{queue}:{seq}"), schedule = %name, tick = %parse::format_ms(tick_ms), "periodic task enqueued");
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(%queue, error = %e, "could not fire schedules"),
+            }
+            wait = Duration::from_millis(10);
+        }
+        tokio::time::sleep(wait.max(Duration::from_millis(5))).await;
+    }
+}
