@@ -16,7 +16,7 @@ use wasmq::redis_server::ServerOptions;
 fn counts(s: &RedisServer) -> (u64, u64, u64, u64) {
     let mut c = common::redis_conn(s);
     let z = |c: &mut redis::Connection, k: &str| -> u64 { c.zcard(format!("wasmq:{{default}}:{k}")).unwrap_or(0) };
-    (z(&mut c, "pending"), z(&mut c, "active"), z(&mut c, "succeeded"), z(&mut c, "delayed"))
+    (common::pending_count(&mut c, "default"), z(&mut c, "active"), z(&mut c, "succeeded"), z(&mut c, "delayed"))
 }
 
 fn enqueue_file(w: &Wasmq, module: &str, n: usize) -> Vec<String> {

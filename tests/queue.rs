@@ -301,6 +301,6 @@ fn a_bad_inputs_file_enqueues_nothing() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"));
     let mut c = common::redis_conn(&s);
-    let pending: u64 = c.zcard("wasmq:{default}:pending").unwrap();
+    let pending: u64 = common::pending_count(&mut c, "default");
     assert_eq!(pending, 0);
 }

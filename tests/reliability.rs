@@ -174,7 +174,7 @@ fn dead_tasks_can_be_retried() {
     let out = w.ok(&["dead", "retry", "--all"]);
     assert_eq!(out.lines().count(), 2);
     let mut c = common::redis_conn(&s);
-    let pending: u64 = c.zcard("wasmq:{default}:pending").unwrap();
+    let pending: u64 = common::pending_count(&mut c, "default");
     let dead: u64 = c.zcard("wasmq:{default}:dead").unwrap();
     assert_eq!((pending, dead), (3, 0));
 }

@@ -189,11 +189,6 @@ fn first_ids(ids: &[TaskId]) -> String {
     s.join(", ")
 }
 
-/// The name a module was referred to by, unless it was referred to by hash.
-fn module_name(module: &str) -> Option<&str> {
-    (!parse::is_sha256_hex(module)).then_some(module)
-}
-
 /// Default largest task input accepted by `enqueue` (`--max-input-size`).
 pub const DEFAULT_MAX_INPUT_SIZE: u64 = 16 << 20;
 /// Default time finished tasks are kept (`--retention`).
@@ -278,7 +273,7 @@ impl Client {
         Ok(())
     }
 
-    fn invocation<'a>(&self, sha: &str, name: Option<&str>, input: &[u8], o: &EnqueueOptions, now: u64, inv: &mut redis::ScriptInvocation<'a>) {
+    fn invocation<'a>(&self, sha: &str, input: &[u8], o: &EnqueueOptions, now: u64, inv: &mut redis::ScriptInvocation<'a>) {
         let qk = self.keys.queue(&o.queue);
         inv.key(qk.seq())
             .key(qk.pending())
@@ -296,9 +291,9 @@ impl Client {
             .arg(o.priority)
             .arg(o.unique_key.as_deref().unwrap_or(""))
             .arg(o.unique_for.map_or(0, |d| d.as_millis() as u64));
-        inv.arg(field::INPUT).arg(input);
-        if let Some(n) = name {
-            inv.arg(field::MODULE_NAME).arg(n);
+        // Defaults are not stored: a pending task stays small.
+        if !input.is_empty() {
+            inv.arg(field::INPUT).arg(input);
         }
         if due > now {
             inv.arg(field::DUE).arg(due);
@@ -348,11 +343,11 @@ impl Client {
         let sha = self.store.resolve(module).await?;
         self.register_queue(&o.queue).await?;
         let mut inv = scripts::ENQUEUE.prepare_invoke();
-        self.invocation(&sha, module_name(module), input, o, parse::now_ms(), &mut inv);
+        self.invocation(&sha, input, o, parse::now_ms(), &mut inv);
         let (seq, new): (u64, i64) = inv.invoke_async(&mut self.conn.clone()).await?;
         let id = TaskId::new(o.queue.clone(), seq);
         if o.durable
-            && let Err(reason) = self.ensure_durable().await
+            && let Err(reason) = self.ensure_durable(&o.queue).await
         {
             return Err(ClientError::NotDurable { enqueued: vec![id], reason });
         }
@@ -380,7 +375,7 @@ impl Client {
             let mut pipe = redis::pipe();
             for input in chunk {
                 let mut inv = scripts::ENQUEUE.prepare_invoke();
-                self.invocation(&sha, module_name(module), input, o, now, &mut inv);
+                self.invocation(&sha, input, o, now, &mut inv);
                 pipe.invoke_script(&inv);
             }
             let replies: Vec<(u64, i64)> = match pipe.query_async(&mut conn).await {
@@ -396,7 +391,7 @@ impl Client {
             out.extend(replies.into_iter().map(|(seq, new)| Enqueued { id: TaskId::new(o.queue.clone(), seq), new: new == 1 }));
         }
         if o.durable
-            && let Err(reason) = self.ensure_durable().await
+            && let Err(reason) = self.ensure_durable(&o.queue).await
         {
             return Err(ClientError::NotDurable { enqueued: out.into_iter().map(|e| e.id).collect(), reason });
         }
@@ -406,27 +401,29 @@ impl Client {
     /// Waits until the writes made so far on this connection are durable: fsynced to the AOF
     /// (WAITAOF, Redis 7.2+) or acknowledged by at least one replica (WAIT), or written by a server
     /// that fsyncs every write before replying (`appendfsync always`). Returns why not otherwise.
-    pub async fn ensure_durable(&self) -> Result<(), String> {
+    pub async fn ensure_durable(&self, queue: &QueueName) -> Result<(), String> {
         let mut c = self.conn.clone();
+        // In a Cluster these go to the queue's shard, where the writes were made.
+        let at = self.keys.queue(queue).pending();
         let timeout_ms = 5000;
-        let waitaof: Result<Vec<i64>, _> = redis::cmd("WAITAOF").arg(1).arg(0).arg(timeout_ms).query_async(&mut c).await;
+        let waitaof: Result<Vec<i64>, _> = c.query_at(&at, redis::cmd("WAITAOF").arg(1).arg(0).arg(timeout_ms)).await;
         if let Ok(v) = &waitaof
             && v.first().copied().unwrap_or(0) >= 1
         {
             return Ok(());
         }
         // WAIT with no replica connected would just sit out its timeout.
-        let info: Result<String, _> = redis::cmd("INFO").arg("replication").query_async(&mut c).await;
+        let info: Result<String, _> = c.query_at(&at, redis::cmd("INFO").arg("replication")).await;
         let connected = info.as_deref().ok().and_then(|i| {
             i.lines().find_map(|l| l.strip_prefix("connected_slaves:")).and_then(|n| n.trim().parse::<i64>().ok())
         });
         if connected.is_none_or(|n| n > 0) {
-            let replicas: i64 = redis::cmd("WAIT").arg(1).arg(timeout_ms).query_async(&mut c).await.map_err(|e| e.to_string())?;
+            let replicas: i64 = c.query_at(&at, redis::cmd("WAIT").arg(1).arg(timeout_ms)).await.map_err(|e| e.to_string())?;
             if replicas >= 1 {
                 return Ok(());
             }
         }
-        let cfg: Result<Vec<String>, _> = redis::cmd("CONFIG").arg("GET").arg("append*").query_async(&mut c).await;
+        let cfg: Result<Vec<String>, _> = c.query_at(&at, redis::cmd("CONFIG").arg("GET").arg("append*")).await;
         if let Ok(cfg) = cfg {
             let get = |k: &str| cfg.chunks(2).find(|p| p[0] == k).map(|p| p[1].clone());
             if get("appendonly").as_deref() == Some("yes") && get("appendfsync").as_deref() == Some("always") {
@@ -443,10 +440,10 @@ impl Client {
 
     /// The task's spec, state and (once finished) result; None for an unknown id.
     pub async fn status(&self, id: &TaskId) -> Result<Option<TaskRecord>, ClientError> {
-        match self.fields(id).await? {
-            None => Ok(None),
-            Some(f) => TaskRecord::from_fields(id, &f).map(Some).map_err(|source| ClientError::TaskData { id: id.to_string(), source }),
-        }
+        let Some(f) = self.fields(id).await? else { return Ok(None) };
+        let mut record = TaskRecord::from_fields(id, &f).map_err(|source| ClientError::TaskData { id: id.to_string(), source })?;
+        record.module_names = self.store.names_of(&record.module).await?;
+        Ok(Some(record))
     }
 
     /// Waits up to `timeout` for the task to finish; returns its record (finished or not), or
@@ -532,8 +529,8 @@ impl Client {
     /// Counts of one queue, read in one pipeline (one slot).
     pub async fn stats(&self, q: &QueueName) -> Result<QueueStats, ClientError> {
         let k = self.keys.queue(q);
-        let (pending, delayed, active, succeeded, dead, cancelled, meta, counters): (
-            u64,
+        let pending = self.pending_count(q).await?;
+        let (delayed, active, succeeded, dead, cancelled, meta, counters): (
             u64,
             u64,
             u64,
@@ -542,7 +539,6 @@ impl Client {
             std::collections::HashMap<String, String>,
             std::collections::HashMap<String, i64>,
         ) = redis::pipe()
-            .zcard(k.pending())
             .zcard(k.delayed())
             .zcard(k.active())
             .zcard(k.succeeded())
@@ -644,19 +640,28 @@ impl Client {
         )
         .await?;
         let k = self.keys.queue(q);
+        let moved: u64 = scripts::REPOLICY
+            .key(k.pending())
+            .key(k.meta())
+            .key(k.estimates())
+            .arg(k.base())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(moved)
+    }
+
+    /// Tasks pending in a queue (in whichever structure its policy keeps them).
+    pub async fn pending_count(&self, q: &QueueName) -> Result<u64, ClientError> {
+        let k = self.keys.queue(q);
         let mut conn = self.conn.clone();
-        let seqs: Vec<u64> = conn.zrange(k.pending(), 0, -1).await?;
-        let mut rescored = 0;
-        for chunk in seqs.chunks(1000) {
-            let mut inv = scripts::RESCORE.prepare_invoke();
-            inv.key(k.pending()).key(k.meta()).key(k.estimates()).arg(k.base());
-            for s in chunk {
-                inv.arg(*s);
-            }
-            let n: u64 = inv.invoke_async(&mut conn).await?;
-            rescored += n;
+        let levels: Vec<String> = conn.zrange(k.levels(), 0, -1).await?;
+        let mut pipe = redis::pipe();
+        pipe.zcard(k.pending());
+        for l in &levels {
+            pipe.llen(k.level(l));
         }
-        Ok(rescored)
+        let counts: Vec<u64> = pipe.query_async(&mut conn).await?;
+        Ok(counts.iter().sum())
     }
 
     /// Wakes idle workers of a queue (after a resume, say).

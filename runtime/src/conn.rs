@@ -406,6 +406,22 @@ pub enum Conn {
     Sentinel(SentinelConn),
 }
 
+impl Conn {
+    /// Runs a command without keys (WAIT, INFO, CONFIG GET ...) on the node that holds `key`: in a
+    /// Cluster, the shard of that key's slot; otherwise the only node.
+    pub async fn query_at<T: redis::FromRedisValue>(&mut self, key: &str, cmd: &Cmd) -> redis::RedisResult<T> {
+        match self {
+            Conn::Cluster(c) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master)));
+                let v = c.route_command(cmd.clone(), route).await?;
+                Ok(redis::from_redis_value(v)?)
+            }
+            other => cmd.query_async(other).await,
+        }
+    }
+}
+
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {

@@ -14,7 +14,9 @@
 //! | `P:module-index`                  | zset   | sha256 scored by push time (every stored module)       |
 //! | `P:queues`                        | set    | names of the queues that ever had a task               |
 //! | `P:{Q}:seq`                       | string | the queue's task counter (task ids and FIFO order)     |
-//! | `P:{Q}:pending`                   | zset   | ready task seqs; lowest score runs first               |
+//! | `P:{Q}:p:<level>`                 | list   | ready task seqs of one priority (priority, fifo)       |
+//! | `P:{Q}:levels`                    | zset   | non-empty priority levels, highest first (score -level)|
+//! | `P:{Q}:pending`                   | zset   | ready task seqs under wsjf; lowest score runs first    |
 //! | `P:{Q}:delayed`                   | zset   | task seqs not yet due (retries too); score = due ms    |
 //! | `P:{Q}:active`                    | zset   | claimed task seqs; score = lease deadline ms           |
 //! | `P:{Q}:succeeded`                 | zset   | finished task seqs; score = finish ms                  |
@@ -106,6 +108,7 @@ macro_rules! queue_keys {
 queue_keys! {
     seq => "seq",
     pending => "pending",
+    levels => "levels",
     delayed => "delayed",
     active => "active",
     succeeded => "succeeded",
@@ -128,6 +131,11 @@ impl QueueKeys {
 
     pub fn task(&self, seq: u64) -> String {
         format!("{}task:{seq}", self.base)
+    }
+
+    /// The list of pending tasks of one priority level.
+    pub fn level(&self, level: &str) -> String {
+        format!("{}p:{level}", self.base)
     }
 
     pub fn done(&self, seq: u64) -> String {

@@ -127,13 +127,13 @@ pub async fn add(conn: &mut Conn, keys: &Keys, mut s: Schedule) -> Result<u64, S
     s.created_ms = now;
     let k = keys.queue(&queue);
     let json = serde_json::to_string(&s).expect("serializable");
+    // The queue registry is a global key (another Cluster slot): written on its own.
+    let _: () = conn.sadd(keys.queues(), queue.as_str()).await?;
     let _: () = redis::pipe()
         .atomic()
         .hset(k.schedules(), &s.name, json)
         .ignore()
         .zadd(k.schedule_due(), &s.name, next)
-        .ignore()
-        .sadd(keys.queues(), queue.as_str())
         .ignore()
         .query_async(conn)
         .await?;
@@ -239,9 +239,6 @@ where
         inv.arg(sha.as_deref().unwrap_or("")).arg(s.priority);
         inv.arg(field::INPUT).arg(s.input.as_bytes());
         inv.arg(field::SCHEDULE).arg(&name).arg(field::SCHEDULED_FOR).arg(tick);
-        if !parse::is_sha256_hex(&s.module) {
-            inv.arg(field::MODULE_NAME).arg(&s.module);
-        }
         if let Some(v) = s.max_attempts {
             inv.arg(field::MAX_ATTEMPTS).arg(v);
         }

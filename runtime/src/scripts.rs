@@ -24,4 +24,4 @@ script!(WAIT, "wait.lua");
 script!(RETRY_DEAD, "retry_dead.lua");
 script!(PURGE, "purge.lua");
 script!(SCHEDULE_FIRE, "schedule_fire.lua");
-script!(RESCORE, "rescore.lua");
+script!(REPOLICY, "repolicy.lua");

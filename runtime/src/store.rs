@@ -195,6 +195,15 @@ impl ModuleStore {
         Ok(out)
     }
 
+    /// The names pointing at a module, sorted (tasks store only the hash).
+    pub async fn names_of(&self, sha: &str) -> Result<Vec<String>, StoreError> {
+        let names: Vec<(Vec<u8>, Vec<u8>)> = self.conn.clone().hgetall(self.keys.module_names()).await?;
+        let mut out: Vec<String> =
+            names.into_iter().filter(|(_, s)| s == sha.as_bytes()).map(|(n, _)| String::from_utf8_lossy(&n).into_owned()).collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// Unfinished tasks that reference `sha`, per queue.
     pub async fn references(&self, sha: &str) -> Result<Vec<(QueueName, u64)>, StoreError> {
         let mut c = self.conn.clone();

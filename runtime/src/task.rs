@@ -14,7 +14,6 @@ use crate::parse::{self, TaskId};
 /// Field names of the task hash.
 pub mod field {
     pub const MODULE: &str = "module";
-    pub const MODULE_NAME: &str = "module_name";
     pub const INPUT: &str = "input";
     pub const PRIORITY: &str = "priority";
     pub const CREATED: &str = "created";
@@ -237,6 +236,8 @@ pub struct TaskRecord {
     pub id: String,
     pub state: TaskState,
     pub module: String,
+    /// Names that point at the module now (filled in by the client).
+    pub module_names: Vec<String>,
     pub priority: i64,
     pub attempts: u32,
     pub max_attempts: Option<u32>,
@@ -278,6 +279,7 @@ impl TaskRecord {
             id: id.to_string(),
             state,
             module: lossy(field::MODULE).unwrap_or_default(),
+            module_names: Vec::new(),
             priority: f.int(field::PRIORITY, i64::MIN, i64::MAX).ok().flatten().unwrap_or(0),
             attempts: uint(field::ATTEMPTS).unwrap_or(0).min(u32::MAX as u64) as u32,
             max_attempts: uint(field::MAX_ATTEMPTS).map(|v| v.min(u32::MAX as u64) as u32),

@@ -184,3 +184,16 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
 pub fn redis_conn(server: &RedisServer) -> redis::Connection {
     redis::Client::open(server.url()).expect("client").get_connection().expect("connect")
 }
+
+/// Tasks pending in a queue of the default prefix: the wsjf zset plus the per-priority lists.
+pub fn pending_count(c: &mut redis::Connection, queue: &str) -> u64 {
+    use redis::Commands;
+    let base = format!("wasmq:{{{queue}}}:");
+    let mut n: u64 = c.zcard(format!("{base}pending")).unwrap();
+    let levels: Vec<String> = c.zrange(format!("{base}levels"), 0, -1).unwrap();
+    for l in levels {
+        let len: u64 = c.llen(format!("{base}p:{l}")).unwrap();
+        n += len;
+    }
+    n
+}

@@ -386,7 +386,7 @@ impl Bench {
     async fn drop_queue(&self, q: &QueueName) -> anyhow::Result<()> {
         let mut conn = self.client.conn();
         let k = self.client.keys().queue(q);
-        for set in [k.succeeded(), k.dead(), k.pending(), k.cancelled()] {
+        for set in [k.succeeded(), k.dead(), k.cancelled()] {
             loop {
                 let seqs: Vec<u64> = conn.zrange(&set, 0, 999).await?;
                 if seqs.is_empty() {
@@ -400,9 +400,10 @@ impl Bench {
                 let _: () = pipe.query_async(&mut conn).await?;
             }
         }
-        let _: () = conn
-            .del(&[k.seq(), k.pending(), k.delayed(), k.active(), k.meta(), k.stats(), k.modrefs(), k.signal(), k.estimates(), k.succeeded(), k.dead(), k.cancelled()])
-            .await?;
+        let levels: Vec<String> = conn.zrange(k.levels(), 0, -1).await?;
+        let mut keys = vec![k.seq(), k.pending(), k.levels(), k.delayed(), k.active(), k.meta(), k.stats(), k.modrefs(), k.signal(), k.estimates(), k.succeeded(), k.dead(), k.cancelled()];
+        keys.extend(levels.iter().map(|l| k.level(l)));
+        let _: () = conn.del(&keys).await?;
         let _: () = conn.srem(self.client.keys().queues(), q.as_str()).await?;
         Ok(())
     }

@@ -40,7 +40,7 @@ fn worker_config(bench: &Bench, q: &QueueName, exit_when_idle: bool) -> WorkerCo
     WorkerConfig {
         queues: vec![QueueWeight { queue: q.clone(), weight: 1 }],
         concurrency: 1,
-        prefetch: 0,
+        prefetch: Some(0),
         exit_when_idle,
         sandbox: crate::sandbox::SandboxConfig { max_concurrency: 1, cache_dir: Some(bench.cache_dir.path().join("warm")), ..Default::default() },
         ..WorkerConfig::default()

@@ -125,7 +125,7 @@ pub async fn run(g: &Global, a: DemoArgs) -> Outcome {
     let config = WorkerConfig {
         queues: vec![QueueWeight { queue: queue.clone(), weight: 1 }],
         concurrency: a.concurrency.max(1),
-        prefetch: 0,
+        prefetch: Some(0),
         exit_when_idle: true,
         backoff_base: Duration::from_millis(100),
         backoff_cap: Duration::from_millis(200),

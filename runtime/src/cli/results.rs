@@ -71,7 +71,7 @@ fn describe(r: &TaskRecord) -> String {
     let mut line = |k: &str, v: String| s.push_str(&format!("{k:<12}{v}\n"));
     line("id", r.id.clone());
     line("state", r.state.to_string());
-    line("module", r.module.clone());
+    line("module", if r.module_names.is_empty() { r.module.clone() } else { format!("{} ({})", r.module, r.module_names.join(", ")) });
     line("priority", r.priority.to_string());
     line("attempts", format!("{}{}", r.attempts, r.max_attempts.map(|m| format!(" of {m}")).unwrap_or_default()));
     line("enqueued", parse::format_ms(r.created_ms));

@@ -21,9 +21,10 @@ pub struct WorkerArgs {
     /// Tasks run at once (default: the number of cores).
     #[arg(long, short)]
     pub concurrency: Option<usize>,
-    /// Tasks claimed ahead of free run slots (default: as many as --concurrency).
-    #[arg(long)]
-    pub prefetch: Option<usize>,
+    /// Tasks claimed ahead of free run slots (default: adaptive, about 5 ms of work per slot,
+    /// 1 to 1000; 0 claims only when a slot is free).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub prefetch: Option<u64>,
     /// Lease of a claimed task; extended every second while the worker lives.
     #[arg(long, default_value = "30s", value_parser = value::positive_duration)]
     pub lease: Duration,
@@ -119,7 +120,7 @@ impl WorkerArgs {
             queues,
             strict: self.strict,
             concurrency,
-            prefetch: self.prefetch.unwrap_or(concurrency),
+            prefetch: self.prefetch.map(|p| p as usize),
             lease: self.lease,
             heartbeat: Duration::from_secs(1).min(self.lease / 3),
             reap_interval: self.reap_interval,

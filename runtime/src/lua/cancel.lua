@@ -17,7 +17,7 @@ local task_key = base .. 'task:' .. seq
 local state = redis.call('HGET', task_key, 'state')
 if not state then return {'', 'unknown'} end
 if state == 'pending' or state == 'delayed' then
-  redis.call('ZREM', KEYS[1], seq)
+  remove_pending(base, KEYS[1], seq, tonumber(redis.call('HGET', task_key, 'priority')) or 0)
   redis.call('ZREM', KEYS[2], seq)
   finish(base, seq, task_key, 'cancelled', KEYS[3], KEYS[4], KEYS[5], now, retention)
   return {state, 'cancelled'}

@@ -1,6 +1,6 @@
 -- claim: promotes due delayed tasks, then leases up to N ready tasks to one worker.
 --
--- KEYS[1] pending    P:{Q}:pending    (zset)
+-- KEYS[1] pending    P:{Q}:pending    (zset; with P:{Q}:levels and P:{Q}:p:<level> lists, see lib.lua)
 -- KEYS[2] delayed    P:{Q}:delayed    (zset: due ms)
 -- KEYS[3] active     P:{Q}:active     (zset: lease deadline ms)
 -- KEYS[4] meta       P:{Q}:meta       (hash: paused flag, policy)
@@ -30,30 +30,48 @@ if #due > 0 then
     -- A task whose hash is gone (purged) is dropped rather than resurrected as a stub.
     if is_hash(task_key) then
       redis.call('HSET', task_key, 'state', 'pending')
-      redis.call('ZADD', KEYS[1], pending_score(pol, KEYS[6], task_key, tonumber(seq)), seq)
+      local prio = tonumber(redis.call('HGET', task_key, 'priority')) or 0
+      push_pending(base, pol, KEYS[1], KEYS[6], task_key, seq, prio, false)
     end
   end
 end
 
 local out = {-1}
-local popped = redis.call('ZPOPMIN', KEYS[1], n)
+local popped = pop_pending(base, queue_policy(KEYS[4]), KEYS[1], n)
 local deadline = now + lease_ms
-for i = 1, #popped, 2 do
-  local seq = popped[i]
+-- Passed to Redis as a string: a Lua number would be formatted with %.17g on every call.
+local deadline_s = string.format('%d', deadline)
+local leased = {}
+for _, seq in ipairs(popped) do
   local task_key = base .. 'task:' .. seq
-  if is_hash(task_key) then
-    hincr(task_key, 'attempts', 1)
-    local token = hincr(task_key, 'lease', 1)
-    redis.call('HSET', task_key, 'state', 'active', 'worker', worker, 'started', now)
-    redis.call('ZADD', KEYS[3], deadline, seq)
+  -- pcall: a key overwritten with another type counts as gone instead of failing the script
+  -- after the pop (which would lose the tasks popped with it).
+  local f = redis.pcall('HGETALL', task_key)
+  if type(f) == 'table' and not f.err and #f > 0 then
+    local attempts, token = 1, 1
+    for j = 1, #f, 2 do
+      if f[j] == 'attempts' then attempts = (tonumber(f[j + 1]) or 0) + 1
+      elseif f[j] == 'lease' then token = (tonumber(f[j + 1]) or 0) + 1 end
+    end
+    local a, t = tostring(attempts), tostring(token)
+    redis.call('HSET', task_key, 'attempts', a, 'lease', t, 'state', 'active', 'worker', worker, 'started', ARGV[2])
+    leased[#leased + 1] = deadline_s
+    leased[#leased + 1] = seq
+    -- The reply carries the fields as they are now (later duplicates win when read).
+    f[#f + 1] = 'attempts'; f[#f + 1] = a
+    f[#f + 1] = 'lease'; f[#f + 1] = t
+    f[#f + 1] = 'state'; f[#f + 1] = 'active'
     out[#out + 1] = tonumber(seq)
     out[#out + 1] = token
-    out[#out + 1] = redis.call('HGETALL', task_key)
+    out[#out + 1] = f
   end
+end
+if #leased > 0 then
+  redis.call('ZADD', KEYS[3], unpack(leased))
 end
 
 -- More work left: pass the baton to another idle worker.
-if redis.call('ZCARD', KEYS[1]) > 0 then
+if any_pending(base, KEYS[1]) then
   signal(KEYS[5])
 end
 

@@ -1,5 +1,7 @@
 -- complete: records the outcome of a batch of task attempts, each only if the caller still holds
 -- the task's lease (fencing: a stale worker's report is refused, so a result is written once).
+-- Work shared by the batch (index sets, counters, module references, learned run times) is done
+-- once per batch, not once per task.
 --
 -- KEYS[1] active     P:{Q}:active     (zset)
 -- KEYS[2] pending    P:{Q}:pending    (zset)
@@ -22,9 +24,15 @@
 --   fields  result fields written to the task hash (output, log, exit_code, error, duration_us, ...)
 -- Returns one integer per record: 1 applied, 0 refused (lease lost or task gone).
 local base, now, retention = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local results = {}
+local finished_set = {succeeded = KEYS[4], dead = KEYS[5], cancelled = KEYS[6]}
+local results, off_active = {}, {}
+local finished = {succeeded = {}, dead = {}, cancelled = {}}
+local counts, unrefs, learned = {}, {}, {}
+local wake, pol = false, nil
+
+local function count(name, by) counts[name] = (counts[name] or 0) + by end
+
 local i = 4
-local pol = nil
 while i <= #ARGV do
   local seq, token, action, due, err = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3]), ARGV[i + 4]
   local nfields = tonumber(ARGV[i + 5])
@@ -32,52 +40,75 @@ while i <= #ARGV do
   i = first_field + 2 * nfields
 
   local task_key = base .. 'task:' .. seq
-  local cur = redis.call('HMGET', task_key, 'state', 'lease')
+  local cur = redis.call('HMGET', task_key, 'state', 'lease', 'module', 'unique_key', 'waiters', 'error_kind')
   if cur[1] ~= 'active' or cur[2] ~= token then
     results[#results + 1] = 0
   else
     results[#results + 1] = 1
-    redis.call('ZREM', KEYS[1], seq)
-    if nfields > 0 then
-      redis.call('HSET', task_key, unpack(ARGV, first_field, first_field + 2 * nfields - 1))
-    end
+    off_active[#off_active + 1] = seq
+    local module = cur[3]
+    local hset = {}
+    for j = first_field, first_field + 2 * nfields - 1 do hset[#hset + 1] = ARGV[j] end
     if err ~= '' then append_error(task_key, err) end
 
-    if action == 'succeeded' then
-      -- Errors of earlier attempts stay in `errors`; the task's own error fields are cleared.
-      redis.call('HDEL', task_key, 'error', 'error_kind')
-      -- Learn the module's mean run time (exponentially weighted) for the wsjf policy.
-      local f = redis.call('HMGET', task_key, 'module', 'duration_us')
-      local d = tonumber(f[2])
-      if f[1] and d then
-        local old = tonumber(redis.call('HGET', KEYS[9], f[1]))
-        local new = d
-        if old then new = math.floor(old * 0.8 + d * 0.2) end
-        redis.call('HSET', KEYS[9], f[1], new)
+    if action == 'succeeded' or action == 'dead' or action == 'cancelled' then
+      hset[#hset + 1] = 'state'; hset[#hset + 1] = action
+      hset[#hset + 1] = 'finished'; hset[#hset + 1] = now
+      redis.call('HSET', task_key, unpack(hset))
+      if action == 'succeeded' then
+        -- Errors of earlier attempts stay in `errors`; the task's own error fields are cleared.
+        if cur[6] then redis.call('HDEL', task_key, 'error', 'error_kind') end
+        -- Learn the module's mean run time (exponentially weighted) for the wsjf policy.
+        for j = first_field, first_field + 2 * nfields - 1, 2 do
+          if ARGV[j] == 'duration_us' and module then
+            local d = tonumber(ARGV[j + 1])
+            local old = learned[module]
+            if old == nil then old = tonumber(redis.call('HGET', KEYS[9], module)) or false end
+            if d then learned[module] = old and math.floor(old * 0.8 + d * 0.2) or d end
+          end
+        end
       end
-      finish(base, seq, task_key, 'succeeded', KEYS[4], KEYS[7], KEYS[8], now, retention)
+      local set = finished[action]
+      set[#set + 1] = now
+      set[#set + 1] = seq
+      if retention > 0 then redis.call('PEXPIRE', task_key, retention) end
+      if module then unrefs[module] = (unrefs[module] or 0) + 1 end
+      if cur[4] then release_unique(base, seq, task_key) end
+      if cur[5] then notify_waiters(base, seq, task_key) end
+      count(action, 1)
     elseif action == 'retry' then
-      redis.call('HSET', task_key, 'state', 'delayed')
+      hset[#hset + 1] = 'state'; hset[#hset + 1] = 'delayed'
+      redis.call('HSET', task_key, unpack(hset))
       redis.call('ZADD', KEYS[3], due, seq)
-      hincr(KEYS[7], 'retried', 1)
-      signal(KEYS[11])
-    elseif action == 'dead' then
-      finish(base, seq, task_key, 'dead', KEYS[5], KEYS[7], KEYS[8], now, retention)
-    elseif action == 'cancelled' then
-      finish(base, seq, task_key, 'cancelled', KEYS[6], KEYS[7], KEYS[8], now, retention)
+      count('retried', 1)
+      wake = true
     elseif action == 'release' then
       -- Handed back unfinished (worker shutdown): not an attempt, back at its old place.
       hincr(task_key, 'attempts', -1)
       redis.call('HSET', task_key, 'state', 'pending')
       redis.call('HDEL', task_key, 'worker', 'started')
       pol = pol or queue_policy(KEYS[10])
-      redis.call('ZADD', KEYS[2], pending_score(pol, KEYS[9], task_key, tonumber(seq)), seq)
-      signal(KEYS[11])
+      local prio = tonumber(redis.call('HGET', task_key, 'priority')) or 0
+      push_pending(base, pol, KEYS[2], KEYS[9], task_key, seq, prio, true)
+      wake = true
     else
       return redis.error_reply('ERR unknown completion action ' .. tostring(action))
     end
   end
 end
+
+if #off_active > 0 then redis.call('ZREM', KEYS[1], unpack(off_active)) end
+for action, set in pairs(finished) do
+  if #set > 0 then redis.call('ZADD', finished_set[action], unpack(set)) end
+end
+for name, by in pairs(counts) do hincr(KEYS[7], name, by) end
+for module, n in pairs(unrefs) do
+  if hincr(KEYS[8], module, -n) <= 0 then redis.call('HDEL', KEYS[8], module) end
+end
+for module, us in pairs(learned) do
+  if us then redis.call('HSET', KEYS[9], module, us) end
+end
+if wake then signal(KEYS[11]) end
 
 -- Forget index entries whose task hashes have expired.
 if retention > 0 then

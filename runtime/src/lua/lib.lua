@@ -21,17 +21,6 @@ local function is_hash(key)
   return redis.call('TYPE', key).ok == 'hash'
 end
 
--- Pending score for the `priority` policy: higher priority first, FIFO (by seq) within one.
--- (1e6 - prio) < 2^21 and seq mod 2^32 < 2^32, so the score stays below 2^53: exact as a double.
-local function priority_score(prio, seq)
-  return (1000000 - prio) * 4294967296 + (seq % 4294967296)
-end
-
--- Pending score for the `fifo` policy: enqueue order, priorities ignored.
-local function fifo_score(seq)
-  return seq
-end
-
 -- Pending score for the `wsjf` policy (weighted shortest job first, Smith's rule) with aging.
 -- A task's "virtual deadline" is its enqueue time plus its expected run time divided by its
 -- weight, scaled by `stretch` and capped at `max_wait_ms`: the lowest deadline runs first. Among
@@ -57,19 +46,87 @@ local function queue_policy(meta_key)
   }
 end
 
--- The pending score of task `seq` under policy `pol`. The task's own estimate (given at
--- enqueue) wins over the learned per-module mean in `estimates_key`.
+-- The wsjf score of a task: its own estimate (given at enqueue) wins over the learned per-module
+-- mean in `estimates_key`, which wins over the queue's default.
 local function pending_score(pol, estimates_key, task_key, seq)
   local f = redis.call('HMGET', task_key, 'priority', 'created', 'estimate_us', 'module')
-  local prio = tonumber(f[1]) or 0
+  local est = tonumber(f[3])
+  if not est and f[4] then est = tonumber(redis.call('HGET', estimates_key, f[4])) end
+  return wsjf_score(tonumber(f[2]) or 0, est or pol.default_est_us, tonumber(f[1]) or 0, pol.stretch, pol.max_wait_ms)
+end
+
+-- Pending tasks live in one of two structures, by the queue's policy:
+--   priority, fifo: one list per priority level, P:{Q}:p:<level> (FIFO within the level), and
+--     the zset P:{Q}:levels of the non-empty levels (score -level: the highest first). fifo uses
+--     level 0 only. O(1) per task, and a list entry costs a few bytes.
+--   wsjf: the zset P:{Q}:pending, scored by virtual deadline.
+-- Tasks left in the other structure after a policy change (see repolicy.lua) are still found:
+-- they come after the current structure's.
+local function pending_level(pol, prio)
+  if pol.policy == 'fifo' then return 0 end
+  return prio
+end
+
+-- Adds a task to the pending structure of the queue's policy; `front` puts it ahead of its level
+-- (a task that was already claimed once goes back near where it was).
+local function push_pending(base, pol, pending_key, estimates_key, task_key, seq, prio, front)
   if pol.policy == 'wsjf' then
-    local est = tonumber(f[3])
-    if not est and f[4] then est = tonumber(redis.call('HGET', estimates_key, f[4])) end
-    return wsjf_score(tonumber(f[2]) or 0, est or pol.default_est_us, prio, pol.stretch, pol.max_wait_ms)
-  elseif pol.policy == 'fifo' then
-    return fifo_score(seq)
+    redis.call('ZADD', pending_key, pending_score(pol, estimates_key, task_key, tonumber(seq)), seq)
+  else
+    local level = pending_level(pol, prio)
+    redis.call(front and 'LPUSH' or 'RPUSH', base .. 'p:' .. level, seq)
+    redis.call('ZADD', base .. 'levels', -level, level)
   end
-  return priority_score(prio, seq)
+end
+
+local function pop_lists(base, n, out)
+  local levels_key = base .. 'levels'
+  while #out < n do
+    local lv = redis.call('ZRANGE', levels_key, 0, 0)
+    if #lv == 0 then return end
+    local list = base .. 'p:' .. lv[1]
+    local got = redis.call('LPOP', list, n - #out)
+    if got then
+      for _, s in ipairs(got) do out[#out + 1] = s end
+    end
+    if not got or redis.call('LLEN', list) == 0 then redis.call('ZREM', levels_key, lv[1]) end
+  end
+end
+
+local function pop_zset(pending_key, n, out)
+  if #out >= n then return end
+  local p = redis.call('ZPOPMIN', pending_key, n - #out)
+  for i = 1, #p, 2 do out[#out + 1] = p[i] end
+end
+
+-- Pops up to n pending task seqs in the order of the queue's policy.
+local function pop_pending(base, pol, pending_key, n)
+  local out = {}
+  if pol.policy == 'wsjf' then
+    pop_zset(pending_key, n, out)
+    pop_lists(base, n, out)
+  else
+    pop_lists(base, n, out)
+    pop_zset(pending_key, n, out)
+  end
+  return out
+end
+
+-- True when any task is pending.
+local function any_pending(base, pending_key)
+  return redis.call('ZCARD', pending_key) > 0 or redis.call('ZCARD', base .. 'levels') > 0
+end
+
+-- Removes one pending task (cancel): from the zset, or from its level's list.
+local function remove_pending(base, pending_key, seq, prio)
+  if redis.call('ZREM', pending_key, seq) == 1 then return end
+  for _, level in ipairs({prio, 0}) do
+    local list = base .. 'p:' .. level
+    if redis.call('LREM', list, 1, seq) == 1 then
+      if redis.call('LLEN', list) == 0 then redis.call('ZREM', base .. 'levels', level) end
+      return
+    end
+  end
 end
 
 -- Wakes one idle worker of the queue, keeping the token list short: a token only says "look".
@@ -146,7 +203,12 @@ local function add_task(k, base, now, due, module, prio, unique, unique_ms, extr
   end
   local seq = redis.call('INCR', k[1])
   local task_key = base .. 'task:' .. seq
-  local fields = {'module', module, 'priority', prio, 'created', now}
+  local fields = {'module', module, 'created', now}
+  -- Defaults are not stored: a pending task stays small.
+  if prio ~= 0 then
+    fields[#fields + 1] = 'priority'
+    fields[#fields + 1] = prio
+  end
   for i = 1, #extra do fields[#fields + 1] = extra[i] end
   if unique ~= '' then
     fields[#fields + 1] = 'unique_key'
@@ -166,14 +228,7 @@ local function add_task(k, base, now, due, module, prio, unique, unique_ms, extr
   else
     fields[#fields + 1] = 'pending'
     redis.call('HSET', task_key, unpack(fields))
-    local pol = queue_policy(k[4])
-    local score
-    if pol.policy == 'priority' then
-      score = priority_score(prio, seq)
-    else
-      score = pending_score(pol, k[8], task_key, seq)
-    end
-    redis.call('ZADD', k[2], score, seq)
+    push_pending(base, queue_policy(k[4]), k[2], k[8], task_key, seq, prio, false)
   end
   -- Delayed tasks signal too: an idle worker then learns the new earliest due time.
   signal(k[7])

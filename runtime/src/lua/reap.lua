@@ -43,7 +43,8 @@ for _, seq in ipairs(expired) do
     else
       redis.call('HSET', task_key, 'state', 'pending')
       pol = pol or queue_policy(KEYS[7])
-      redis.call('ZADD', KEYS[2], pending_score(pol, KEYS[8], task_key, tonumber(seq)), seq)
+      local prio = tonumber(redis.call('HGET', task_key, 'priority')) or 0
+      push_pending(base, pol, KEYS[2], KEYS[8], task_key, seq, prio, true)
       hincr(KEYS[5], 'requeued', 1)
       requeued[#requeued + 1] = tonumber(seq)
     end

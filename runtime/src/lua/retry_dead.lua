@@ -26,7 +26,8 @@ for _, seq in ipairs(seqs) do
     redis.call('HSET', task_key, 'state', 'pending', 'attempts', 0)
     redis.call('HDEL', task_key, 'finished', 'worker', 'started', 'cancel')
     hincr(KEYS[3], redis.call('HGET', task_key, 'module'), 1)
-    redis.call('ZADD', KEYS[2], pending_score(pol, KEYS[5], task_key, tonumber(seq)), seq)
+    local prio = tonumber(redis.call('HGET', task_key, 'priority')) or 0
+    push_pending(base, pol, KEYS[2], KEYS[5], task_key, seq, prio, false)
     done[#done + 1] = tonumber(seq)
   end
 end

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::mpsc;
 
 use crate::parse::{self, QueueName};
 use crate::scripts;
@@ -15,14 +15,13 @@ use crate::task::field;
 use super::execute::{Action, Completion};
 use super::Shared;
 
-/// A completion with the capacity permit its task holds until the write is done.
+/// A completion waiting to be written (its task stays held until then).
 pub struct Pending {
     pub completion: Completion,
-    pub permit: OwnedSemaphorePermit,
 }
 
 /// Most records per script call.
-const BATCH: usize = 256;
+const BATCH: usize = 512;
 
 /// Runs until the channel closes and everything received is written.
 pub async fn run(shared: std::sync::Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Pending>) {
@@ -48,8 +47,10 @@ pub async fn run(shared: std::sync::Arc<Shared>, mut rx: mpsc::UnboundedReceiver
 async fn write_with_retry(shared: &Shared, conn: &mut crate::conn::Conn, queue: &QueueName, records: Vec<Pending>) {
     let mut delay = Duration::from_millis(50);
     loop {
+        let t = std::time::Instant::now();
         match write(shared, conn, queue, &records).await {
             Ok(applied) => {
+                tracing::trace!(%queue, n = records.len(), us = t.elapsed().as_micros() as u64, "results written");
                 for (p, ok) in records.into_iter().zip(applied) {
                     let c = &p.completion;
                     if ok == 1 {
@@ -60,9 +61,8 @@ async fn write_with_retry(shared: &Shared, conn: &mut crate::conn::Conn, queue: 
                         tracing::warn!(task = %format!("{queue}:{}", c.seq), "result refused: this worker no longer holds the task's lease");
                         shared.count_stale();
                     }
+                    // The task's room is free only now that its result is written.
                     shared.forget(queue, c.seq);
-                    // The task's slot is free only now that its result is written.
-                    drop(p.permit);
                 }
                 return;
             }

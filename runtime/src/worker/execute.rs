@@ -90,7 +90,7 @@ pub async fn execute(shared: &Shared, task: Claimed, cancel: CancelToken) -> Com
                 Err(failure) => Outcome::not_run(failure),
                 Ok(module) => {
                     let limits = resolve_limits(spec, config);
-                    let name = fields.text(field::MODULE_NAME).ok().flatten().unwrap_or("task").to_string();
+                    let name = shared.modules.name(&spec.module);
                     shared.sandbox.run(&module, &name, spec.input.clone(), &limits, &cancel).await
                 }
             };

@@ -31,14 +31,18 @@ pub async fn heartbeat(shared: Arc<Shared>, interval: Duration) {
                 for (seq, token) in chunk {
                     inv.arg(*seq).arg(*token);
                 }
-                match inv.invoke_async::<(Vec<u64>, Vec<u64>)>(&mut conn).await {
-                    Ok((cancelled, lost)) => {
+                match inv.invoke_async::<(Vec<u64>, Vec<u64>, Vec<u64>)>(&mut conn).await {
+                    Ok((cancelled, lost, finished)) => {
                         for seq in cancelled {
                             tracing::info!(task = %format!("{queue}:{seq}"), "cancel requested; stopping the task");
                             shared.cancel(&queue, seq);
                         }
                         for seq in lost {
                             tracing::warn!(task = %format!("{queue}:{seq}"), "lease lost; stopping the task");
+                            shared.cancel(&queue, seq);
+                        }
+                        for seq in finished {
+                            tracing::debug!(task = %format!("{queue}:{seq}"), "finished meanwhile");
                             shared.cancel(&queue, seq);
                         }
                     }

@@ -2,8 +2,8 @@
 //! its result, with leases so that no task is lost when a worker dies.
 //!
 //! Inside one worker process:
-//! - the *claim loop* leases batches of tasks (as many as it has free capacity: `concurrency`
-//!   running plus `prefetch` waiting) and hands each to the executor runtime;
+//! - the *claim loop* leases batches of tasks (as many as it has room for: `concurrency` running
+//!   plus a prefetch that adapts to how long tasks take) and hands each to the executor runtime;
 //! - the *executor runtime* (its own threads) runs at most `concurrency` tasks at once;
 //! - the *completer* writes results in batches, retrying until Redis takes them;
 //! - the *heartbeat* extends held leases every second and stops tasks that were cancelled or whose
@@ -36,6 +36,9 @@ use crate::sandbox::{CancelToken, Limits, Sandbox, SandboxConfig};
 use crate::store::ModuleStore;
 
 pub use execute::{backoff, resolve_limits, Action};
+
+/// Upper bound of the adaptive prefetch.
+pub const MAX_PREFETCH: usize = 1000;
 
 /// A queue this worker consumes, with its weight.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,8 +73,9 @@ pub struct WorkerConfig {
     pub strict: bool,
     /// Tasks run at once.
     pub concurrency: usize,
-    /// Tasks claimed ahead of free run slots (saves round trips when tasks are short).
-    pub prefetch: usize,
+    /// Tasks claimed ahead of free run slots (saves round trips when tasks are short). `None`
+    /// adapts it: about 5 ms worth of work per slot, from 1 to 1000 tasks.
+    pub prefetch: Option<usize>,
     /// Lease length; a held task's lease is extended every `heartbeat`.
     pub lease: Duration,
     pub heartbeat: Duration,
@@ -107,7 +111,7 @@ impl Default for WorkerConfig {
             queues: vec![QueueWeight { queue: QueueName::new("default").expect("valid"), weight: 1 }],
             strict: false,
             concurrency: sandbox.max_concurrency,
-            prefetch: sandbox.max_concurrency,
+            prefetch: None,
             lease: Duration::from_secs(30),
             heartbeat: Duration::from_secs(1),
             reap_interval: Duration::from_secs(5),
@@ -164,6 +168,10 @@ pub(crate) struct Shared {
     modules: modules::ModuleLoader,
     worker_id: String,
     held: Mutex<HashMap<(QueueName, u64), Held>>,
+    /// Signalled whenever a held task is let go (its result written).
+    released: Notify,
+    /// Mean wall time of running one task, µs (exponentially weighted; 0 until known).
+    avg_task_us: AtomicU64,
     releasing: AtomicBool,
     counters: [AtomicU64; 6],
 }
@@ -181,6 +189,30 @@ impl Shared {
 
     fn forget(&self, queue: &QueueName, seq: u64) {
         self.held.lock().expect("held lock").remove(&(queue.clone(), seq));
+        self.released.notify_one();
+    }
+
+    /// Records how long one task took, for the adaptive prefetch.
+    fn observe_task(&self, took: Duration) {
+        let us = took.as_micros().min(u64::MAX as u128) as u64;
+        let old = self.avg_task_us.load(Ordering::Relaxed);
+        let new = if old == 0 { us.max(1) } else { (old * 7 + us) / 8 };
+        self.avg_task_us.store(new.max(1), Ordering::Relaxed);
+    }
+
+    /// How many tasks to hold at most: the run slots plus a prefetch worth about 5 ms of work per
+    /// slot (so that claims and results travel in batches when tasks are short, and a worker does
+    /// not hoard long ones).
+    fn target_held(&self) -> usize {
+        let c = self.config.concurrency;
+        let prefetch = match self.config.prefetch {
+            Some(p) => p,
+            None => match self.avg_task_us.load(Ordering::Relaxed) {
+                0 => c,
+                avg => (c as u64 * 5_000 / avg).clamp(1, MAX_PREFETCH as u64) as usize,
+            },
+        };
+        c + prefetch
     }
 
     fn held(&self) -> Vec<(QueueName, u64, u64)> {
@@ -354,6 +386,8 @@ async fn run_inner(
         sandbox,
         config: config.clone(),
         held: Mutex::new(HashMap::new()),
+        released: Notify::new(),
+        avg_task_us: AtomicU64::new(0),
         releasing: AtomicBool::new(false),
         counters: Default::default(),
     });
@@ -381,7 +415,6 @@ async fn run_inner(
         .map(|q| tokio::spawn(wake::listen(redis.clone(), keys.clone(), q, wake.clone(), stop_listeners.clone())))
         .collect();
 
-    let capacity = Arc::new(Semaphore::new(config.concurrency + config.prefetch));
     let run_slots = Arc::new(Semaphore::new(config.concurrency));
     let shutdown_flag = Arc::new(AtomicBool::new(false));
     let mut running = tokio::task::JoinSet::new();
@@ -390,23 +423,31 @@ async fn run_inner(
     let mut claim_conn = conn.clone();
     let mut delay = Duration::from_millis(100);
     'claiming: loop {
-        // Wait for free capacity (or shutdown).
-        let free = tokio::select! {
-            p = capacity.clone().acquire_owned() => { drop(p); capacity.available_permits() }
-            _ = &mut shutdown => break 'claiming,
-        };
+        // Wait for room (a held task's result written), or shutdown.
+        let held = shared.held_count();
+        let target = shared.target_held();
+        if held >= target {
+            tokio::select! {
+                _ = shared.released.notified() => continue 'claiming,
+                _ = &mut shutdown => break 'claiming,
+            }
+        }
         let mut claimed_any = false;
         let mut next_due: Option<u64> = None;
         let mut failed = false;
-        let mut want = free.min(256);
+        let mut want = (target - held).min(MAX_PREFETCH);
         for i in claim_order(&config.queues, config.strict) {
             if want == 0 {
                 break;
             }
             let queue = &config.queues[i].queue;
             let now = parse::now_ms();
+            let t = std::time::Instant::now();
             let batch = match claim::claim(&mut claim_conn, &keys, queue, want, config.lease.as_millis() as u64, &config.worker_id, now).await {
-                Ok(b) => b,
+                Ok(b) => {
+                    tracing::trace!(%queue, want, got = b.tasks.len(), us = t.elapsed().as_micros() as u64, "claimed");
+                    b
+                }
                 Err(e) => {
                     tracing::warn!(%queue, error = %e, retry_in_ms = delay.as_millis() as u64, "claim failed");
                     failed = true;
@@ -422,7 +463,6 @@ async fn run_inner(
             for task in batch.tasks {
                 claimed_any = true;
                 want -= 1;
-                let permit = capacity.clone().try_acquire_owned().expect("capacity counted before claiming");
                 let cancel = shared.hold(&task.queue, task.seq, task.token);
                 let shared = shared.clone();
                 let run_slots = run_slots.clone();
@@ -431,6 +471,7 @@ async fn run_inner(
                 running.spawn_on(
                     async move {
                         let slot = run_slots.acquire_owned().await.expect("never closed");
+                        let started = std::time::Instant::now();
                         let completion = if shutdown_flag.load(Ordering::SeqCst) {
                             // Shutting down before it started: hand it back untouched.
                             execute::Completion {
@@ -446,7 +487,8 @@ async fn run_inner(
                             execute::execute(&shared, task, cancel).await
                         };
                         drop(slot);
-                        let _ = done_tx.send(complete::Pending { completion, permit });
+                        shared.observe_task(started.elapsed());
+                        let _ = done_tx.send(complete::Pending { completion });
                     },
                     exec_rt.handle(),
                 );
@@ -465,7 +507,9 @@ async fn run_inner(
         if claimed_any {
             continue;
         }
-        if config.exit_when_idle && next_due.is_none() && shared.held_count() == 0 {
+        // `held` was counted before claiming: with nothing outstanding then, the claims saw every
+        // retry already written, so an empty answer means no work is left.
+        if config.exit_when_idle && next_due.is_none() && held == 0 && shared.held_count() == 0 {
             tracing::info!("no work left; exiting");
             break 'claiming;
         }

@@ -9,6 +9,8 @@ use crate::store::{ModuleStore, StoreError};
 pub struct ModuleLoader {
     store: ModuleStore,
     sandbox: Sandbox,
+    /// A name of each loaded module (the task's argv[0]); tasks store only the hash.
+    names: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// Serializes slow-path loads: a burst of tasks for a new module compiles it once (Cranelift
     /// compiles one module on all cores already).
     loading: tokio::sync::Mutex<()>,
@@ -16,7 +18,12 @@ pub struct ModuleLoader {
 
 impl ModuleLoader {
     pub fn new(store: ModuleStore, sandbox: Sandbox) -> Self {
-        Self { store, sandbox, loading: tokio::sync::Mutex::new(()) }
+        Self { store, sandbox, names: Default::default(), loading: tokio::sync::Mutex::new(()) }
+    }
+
+    /// The name a loaded module runs under (`task` when it has none).
+    pub fn name(&self, sha: &str) -> String {
+        self.names.lock().expect("names lock").get(sha).cloned().unwrap_or_else(|| "task".into())
     }
 
     pub fn store(&self) -> &ModuleStore {
@@ -46,6 +53,8 @@ impl ModuleLoader {
             .await
             .map_err(|e| Failure::new(FailureKind::Internal, format!("module loading panicked: {e}")))?;
         let module = loaded.map_err(|e| e.failure())?;
+        let name = self.store.names_of(sha).await.ok().and_then(|n| n.into_iter().next()).unwrap_or_else(|| "task".into());
+        self.names.lock().expect("names lock").insert(sha.to_string(), name);
         tracing::info!(sha, source = ?module.source, ms = %format!("{:.2}", module.load_time.as_secs_f64() * 1e3), "module loaded");
         Ok(module)
     }
