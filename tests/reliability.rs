@@ -75,7 +75,7 @@ fn a_stale_completion_is_refused_by_the_fencing_token() {
         };
         let now = wasmq::parse::now_ms();
         let first = claim("old", now).await;
-        assert_eq!(first.len(), 4, "claimed one task: {first:?}");
+        assert_eq!(first.len(), 11, "claimed one task (head, seq, token, 8 fields): {first:?}");
         let old_token: u64 = redis::from_redis_value(first[2].clone()).unwrap();
         // The lease (1 s) expires; the reaper puts the task back.
         let (requeued, _dead): (Vec<u64>, Vec<u64>) = wasmq::scripts::REAP

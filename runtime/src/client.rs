@@ -189,6 +189,29 @@ fn first_ids(ids: &[TaskId]) -> String {
     s.join(", ")
 }
 
+/// Most tasks and input bytes per `enqueue_bulk.lua` call.
+const BULK_CHUNK: usize = 1000;
+const BULK_CHUNK_BYTES: usize = 8 << 20;
+
+/// Splits inputs into script calls of at most BULK_CHUNK tasks and about BULK_CHUNK_BYTES of input.
+fn bulk_chunks(inputs: &[Vec<u8>]) -> Vec<&[Vec<u8>]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, input) in inputs.iter().enumerate() {
+        if i > start && (i - start == BULK_CHUNK || bytes + input.len() > BULK_CHUNK_BYTES) {
+            out.push(&inputs[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += input.len();
+    }
+    if start < inputs.len() {
+        out.push(&inputs[start..]);
+    }
+    out
+}
+
 /// Default largest task input accepted by `enqueue` (`--max-input-size`).
 pub const DEFAULT_MAX_INPUT_SIZE: u64 = 16 << 20;
 /// Default time finished tasks are kept (`--retention`).
@@ -318,6 +341,48 @@ impl Client {
         }
     }
 
+    fn bulk_invocation<'a>(&self, sha: &str, inputs: &[Vec<u8>], o: &EnqueueOptions, now: u64, inv: &mut redis::ScriptInvocation<'a>) {
+        let qk = self.keys.queue(&o.queue);
+        inv.key(qk.seq())
+            .key(qk.pending())
+            .key(qk.delayed())
+            .key(qk.meta())
+            .key(qk.stats())
+            .key(qk.modrefs())
+            .key(qk.signal())
+            .key(qk.estimates());
+        let due = o.due.map(parse::unix_ms).unwrap_or(0);
+        let mut shared: Vec<(&str, String)> = Vec::new();
+        if due > now {
+            shared.push((field::DUE, due.to_string()));
+        }
+        if let Some(v) = o.max_attempts {
+            shared.push((field::MAX_ATTEMPTS, v.to_string()));
+        }
+        if let Some(v) = o.timeout {
+            shared.push((field::TIMEOUT_MS, (v.as_millis() as u64).to_string()));
+        }
+        if let Some(v) = o.memory {
+            shared.push((field::MEMORY, v.to_string()));
+        }
+        if let Some(v) = o.fuel {
+            shared.push((field::FUEL, v.to_string()));
+        }
+        if let Some(v) = o.estimate {
+            shared.push((field::ESTIMATE_US, (v.as_micros() as u64).to_string()));
+        }
+        if o.deterministic {
+            shared.push((field::DETERMINISTIC, "1".into()));
+        }
+        inv.arg(qk.base()).arg(now).arg(due).arg(sha).arg(o.priority).arg(shared.len());
+        for (k, v) in &shared {
+            inv.arg(*k).arg(v);
+        }
+        for input in inputs {
+            inv.arg(input.as_slice());
+        }
+    }
+
     fn validate_options(o: &EnqueueOptions) -> Result<(), ClientError> {
         if !(parse::MIN_PRIORITY..=parse::MAX_PRIORITY).contains(&o.priority) {
             return Err(ClientError::Invalid(format!("priority {} is outside -1000000..=1000000", o.priority)));
@@ -368,27 +433,30 @@ impl Client {
         self.register_queue(&o.queue).await?;
         let mut conn = self.conn.clone();
         // Pipelined EVALSHA does not reload a missing script by itself.
-        scripts::ENQUEUE.load_async(&mut conn).await?;
+        scripts::ENQUEUE_BULK.load_async(&mut conn).await?;
         let mut out = Vec::with_capacity(inputs.len());
-        for chunk in inputs.chunks(500) {
+        // A few script calls per round trip, each adding up to BULK_CHUNK tasks.
+        for group in bulk_chunks(inputs).chunks(4) {
             let now = parse::now_ms();
             let mut pipe = redis::pipe();
-            for input in chunk {
-                let mut inv = scripts::ENQUEUE.prepare_invoke();
-                self.invocation(&sha, input, o, now, &mut inv);
+            let chunks: Vec<&[Vec<u8>]> = group.to_vec();
+            for chunk in &chunks {
+                let mut inv = scripts::ENQUEUE_BULK.prepare_invoke();
+                self.bulk_invocation(&sha, chunk, o, now, &mut inv);
                 pipe.invoke_script(&inv);
             }
-            let replies: Vec<(u64, i64)> = match pipe.query_async(&mut conn).await {
+            let firsts: Vec<u64> = match pipe.query_async(&mut conn).await {
                 Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                    // The server lost its script cache (restart) between chunks; nothing of this
-                    // chunk ran, since the first EVALSHA failed... unless a failover happened mid-chunk,
-                    // which a pipeline cannot tell. Load and resend.
-                    scripts::ENQUEUE.load_async(&mut conn).await?;
+                    // The server lost its script cache (a restart) since the load: every call of
+                    // this round trip was refused before running. Load and resend.
+                    scripts::ENQUEUE_BULK.load_async(&mut conn).await?;
                     pipe.query_async(&mut conn).await?
                 }
                 r => r?,
             };
-            out.extend(replies.into_iter().map(|(seq, new)| Enqueued { id: TaskId::new(o.queue.clone(), seq), new: new == 1 }));
+            for (first, chunk) in firsts.into_iter().zip(&chunks) {
+                out.extend((0..chunk.len() as u64).map(|i| Enqueued { id: TaskId::new(o.queue.clone(), first + i), new: true }));
+            }
         }
         if o.durable
             && let Err(reason) = self.ensure_durable(&o.queue).await
@@ -680,5 +748,21 @@ impl Client {
         }
         let _: () = cmd.query_async(&mut self.conn.clone()).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod chunk_tests {
+    use super::*;
+
+    #[test]
+    fn bulk_chunks_bound_tasks_and_bytes() {
+        let small = vec![vec![0u8; 10]; 2500];
+        let sizes: Vec<usize> = bulk_chunks(&small).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, vec![1000, 1000, 500]);
+        let big = vec![vec![0u8; 3 << 20]; 5];
+        let sizes: Vec<usize> = bulk_chunks(&big).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, vec![2, 2, 1]);
+        assert!(bulk_chunks(&[]).is_empty());
     }
 }

@@ -15,6 +15,7 @@ macro_rules! script {
 }
 
 script!(ENQUEUE, "enqueue.lua");
+script!(ENQUEUE_BULK, "enqueue_bulk.lua");
 script!(CLAIM, "claim.lua");
 script!(COMPLETE, "complete.lua");
 script!(HEARTBEAT, "heartbeat.lua");

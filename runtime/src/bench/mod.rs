@@ -59,6 +59,8 @@ pub struct BenchConfig {
     pub scenarios: Vec<Scenario>,
     /// Tasks per throughput and enqueue run.
     pub tasks: usize,
+    /// Queues the throughput runs spread their tasks over (on a Cluster: different shards).
+    pub queues: usize,
     /// Worker concurrency in the throughput runs.
     pub concurrency: usize,
     /// Paced load: tasks per second and seconds.
@@ -244,17 +246,27 @@ impl Bench {
         let n = self.config.tasks;
         // Artifacts are compiled once, before timing: throughput is measured warm.
         let warm_cache = self.cache_dir.path().join("warm");
+        let k = self.config.queues.max(1);
         for workers in [1usize, 2] {
             let mut rates = Vec::new();
             let mut peak = 0u64;
             for round in 0..3 {
-                let q = self.queue(&format!("{what}{workers}x{round}"));
-                let opts = EnqueueOptions { queue: q.clone(), ..Default::default() };
-                let ids: Vec<TaskId> = self.client.enqueue_bulk(name, &vec![input.clone(); n], &opts).await?.into_iter().map(|e| e.id).collect();
+                let queues = self.spread_queues(&format!("{what}{workers}x{round}"), k).await?;
+                let mut ids: Vec<TaskId> = Vec::with_capacity(n);
+                for (i, q) in queues.iter().enumerate() {
+                    let share = n / k + usize::from(i < n % k);
+                    let opts = EnqueueOptions { queue: q.clone(), ..Default::default() };
+                    ids.extend(self.client.enqueue_bulk(name, &vec![input.clone(); share], &opts).await?.into_iter().map(|e| e.id));
+                }
                 let conc = self.config.concurrency.to_string();
-                let mut procs: Vec<WorkerProc> = (0..workers)
-                    .map(|_| self.spawn_worker(&q, &["--exit-when-idle", "--concurrency", &conc], &warm_cache))
-                    .collect::<anyhow::Result<_>>()?;
+                let mut args: Vec<String> = vec!["--exit-when-idle".into(), "--concurrency".into(), conc];
+                for q in &queues[1..] {
+                    args.push("--queue".into());
+                    args.push(q.to_string());
+                }
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let mut procs: Vec<WorkerProc> =
+                    (0..workers).map(|_| self.spawn_worker(&queues[0], &args, &warm_cache)).collect::<anyhow::Result<_>>()?;
                 let deadline = Instant::now() + Duration::from_secs(600);
                 while procs.iter_mut().any(|p| p.running()) && Instant::now() < deadline {
                     for p in procs.iter_mut() {
@@ -264,23 +276,75 @@ impl Bench {
                 }
                 peak = peak.max(procs.iter().map(|p| p.peak_rss).max().unwrap_or(0));
                 drop(procs);
-                let rows = self.task_fields(&ids, &[field::STARTED, field::FINISHED_US]).await?;
-                let first_start_ms = rows.iter().filter_map(|r| r[0]).min().context("no task started")?;
-                let last_finish_us = rows.iter().filter_map(|r| r[1]).max().context("no task finished")?;
-                let done = rows.iter().filter(|r| r[1].is_some()).count();
+                let mut first_start_ms = u64::MAX;
+                let mut last_finish_us = 0;
+                let mut done = 0;
+                for q in &queues {
+                    let of_q: Vec<TaskId> = ids.iter().filter(|i| &i.queue == q).cloned().collect();
+                    let rows = self.task_fields(&of_q, &[field::STARTED, field::FINISHED_US]).await?;
+                    first_start_ms = first_start_ms.min(rows.iter().filter_map(|r| r[0]).min().unwrap_or(u64::MAX));
+                    last_finish_us = last_finish_us.max(rows.iter().filter_map(|r| r[1]).max().unwrap_or(0));
+                    done += rows.iter().filter(|r| r[1].is_some()).count();
+                    self.drop_queue(q).await?;
+                }
                 anyhow::ensure!(done == n, "{done} of {n} tasks finished");
                 let secs = (last_finish_us as f64 / 1e6) - (first_start_ms as f64 / 1e3);
                 rates.push(n as f64 / secs.max(1e-6));
-                self.drop_queue(&q).await?;
             }
             rates.sort_by(f64::total_cmp);
+            let spread = if k > 1 { format!(", {k} queues") } else { String::new() };
             self.report.push(
-                Metric::new(what, &format!("throughput, {workers} worker process(es) x concurrency {}", self.config.concurrency), rates[1], "tasks/s")
+                Metric::new(what, &format!("throughput, {workers} worker process(es) x concurrency {}{spread}", self.config.concurrency), rates[1], "tasks/s")
                     .note(&format!("median of 3 runs of {n}, first start to last result")),
             );
             self.report.push(Metric::new(what, &format!("worker peak RSS, {workers} process(es)"), peak as f64 / (1 << 20) as f64, "MiB"));
         }
         Ok(())
+    }
+
+    /// `k` queue names for one run. Against a Redis Cluster they are picked so that each lands on
+    /// a different shard (as far as there are shards), so that the run spreads over them.
+    async fn spread_queues(&self, stem: &str, k: usize) -> anyhow::Result<Vec<QueueName>> {
+        if k == 1 {
+            return Ok(vec![self.queue(stem)]);
+        }
+        let mut conn = self.client.conn();
+        let slots: redis::RedisResult<Vec<redis::Value>> = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn).await;
+        let shard_of = |slot: u16, ranges: &[(u16, u16, String)]| ranges.iter().find(|(lo, hi, _)| (*lo..=*hi).contains(&slot)).map(|r| r.2.clone());
+        let ranges: Vec<(u16, u16, String)> = match slots {
+            Ok(v) => v
+                .into_iter()
+                .filter_map(|r| {
+                    let parts: Vec<redis::Value> = redis::from_redis_value(r).ok()?;
+                    let lo: u16 = redis::from_redis_value(parts.first()?.clone()).ok()?;
+                    let hi: u16 = redis::from_redis_value(parts.get(1)?.clone()).ok()?;
+                    let node: Vec<redis::Value> = redis::from_redis_value(parts.get(2)?.clone()).ok()?;
+                    let port: u16 = redis::from_redis_value(node.get(1)?.clone()).ok()?;
+                    Some((lo, hi, port.to_string()))
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let mut out = Vec::new();
+        let mut used = std::collections::HashSet::new();
+        for i in 0..10_000 {
+            if out.len() == k {
+                break;
+            }
+            let q = self.queue(&format!("{stem}s{i}"));
+            let key = self.client.keys().queue(&q).pending();
+            if ranges.is_empty() {
+                out.push(q);
+                continue;
+            }
+            let slot: u16 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(&key).query_async(&mut conn).await?;
+            let shard = shard_of(slot, &ranges).unwrap_or_default();
+            // Distinct shards first; once every shard has a queue, any queue will do.
+            if used.insert(shard) || used.len() >= ranges.iter().map(|r| &r.2).collect::<std::collections::HashSet<_>>().len() {
+                out.push(q);
+            }
+        }
+        Ok(out)
     }
 
     /// A paced load into idle workers; latency is submit -> result sent, per task.
@@ -364,12 +428,16 @@ impl Bench {
         self.push("bench-noop", NOOP_WAT.as_bytes()).await?;
         let q = self.queue("memory");
         let mut conn = self.client.conn();
-        let n = 10_000;
+        let n = 50_000;
         let opts = EnqueueOptions { queue: q.clone(), ..Default::default() };
         // The queue's fixed keys first, so that only per-task memory is counted.
         self.client.enqueue("bench-noop", b"", &opts).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let before = used_memory(&mut conn).await?;
         self.client.enqueue_bulk("bench-noop", &vec![Vec::new(); n], &opts).await?;
+        // Let Redis finish rehashing its key table (both tables exist meanwhile) and free the
+        // query buffers of the bulk calls.
+        tokio::time::sleep(Duration::from_secs(2)).await;
         let after = used_memory(&mut conn).await?;
         let per_task = (after.saturating_sub(before)) as f64 / n as f64;
         let k = self.client.keys().queue(&q);

@@ -18,6 +18,10 @@ pub struct BenchArgs {
     /// Tasks per enqueue and throughput run.
     #[arg(long, default_value_t = 20_000)]
     pub tasks: usize,
+    /// Spread the throughput runs over this many queues (against a Redis Cluster, queues on
+    /// different shards).
+    #[arg(long, default_value_t = 1)]
+    pub queues: usize,
     /// Worker concurrency in the throughput runs.
     #[arg(long, default_value_t = 2)]
     pub concurrency: usize,
@@ -92,6 +96,7 @@ pub async fn run(g: &Global, a: BenchArgs) -> Outcome {
     let config = BenchConfig {
         scenarios,
         tasks: a.tasks,
+        queues: a.queues.max(1),
         concurrency: a.concurrency,
         rate: a.rate,
         duration: a.duration,

@@ -11,9 +11,10 @@
 -- ARGV[3] lease_ms   lease length
 -- ARGV[4] n          most tasks to claim
 -- ARGV[5] worker     worker id (recorded in the task)
--- Returns {next_due, seq1, token1, fields1, seq2, token2, fields2, ...} where next_due is the
--- earliest due time of a delayed task (-1 if none, -2 if the queue is paused), token is the lease
--- token (fencing: a completion must carry it) and fields is the task hash as a flat array.
+-- Returns {next_due, then per task: seq, token, module, input, max_attempts, timeout_ms, memory,
+-- fuel, deterministic, attempts} (flat, missing fields nil) where next_due is the earliest due
+-- time of a delayed task (-1 if none, -2 if the queue is paused) and token is the lease token
+-- (fencing: a completion must carry it).
 local base, now, lease_ms, n, worker = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 
 if redis.call('HGET', KEYS[4], 'paused') == '1' then
@@ -46,24 +47,21 @@ for _, seq in ipairs(popped) do
   local task_key = base .. 'task:' .. seq
   -- pcall: a key overwritten with another type counts as gone instead of failing the script
   -- after the pop (which would lose the tasks popped with it).
-  local f = redis.pcall('HGETALL', task_key)
-  if type(f) == 'table' and not f.err and #f > 0 then
-    local attempts, token = 1, 1
-    for j = 1, #f, 2 do
-      if f[j] == 'attempts' then attempts = (tonumber(f[j + 1]) or 0) + 1
-      elseif f[j] == 'lease' then token = (tonumber(f[j + 1]) or 0) + 1 end
-    end
+  local f = redis.pcall('HMGET', task_key, 'module', 'input', 'max_attempts', 'timeout_ms', 'memory', 'fuel', 'deterministic',
+    'attempts', 'lease', 'state')
+  -- A hash with a state exists; one without a module is still claimed, so that the worker fails
+  -- it with a clear error instead of it vanishing.
+  if type(f) == 'table' and not f.err and (f[1] or f[10]) then
+    local attempts = (tonumber(f[8]) or 0) + 1
+    local token = (tonumber(f[9]) or 0) + 1
     local a, t = tostring(attempts), tostring(token)
     redis.call('HSET', task_key, 'attempts', a, 'lease', t, 'state', 'active', 'worker', worker, 'started', ARGV[2])
     leased[#leased + 1] = deadline_s
     leased[#leased + 1] = seq
-    -- The reply carries the fields as they are now (later duplicates win when read).
-    f[#f + 1] = 'attempts'; f[#f + 1] = a
-    f[#f + 1] = 'lease'; f[#f + 1] = t
-    f[#f + 1] = 'state'; f[#f + 1] = 'active'
     out[#out + 1] = tonumber(seq)
     out[#out + 1] = token
-    out[#out + 1] = f
+    for j = 1, 7 do out[#out + 1] = f[j] end
+    out[#out + 1] = a
   end
 end
 if #leased > 0 then

@@ -6,7 +6,7 @@ use crate::conn::Conn;
 use crate::keys::Keys;
 use crate::parse::QueueName;
 use crate::scripts;
-use crate::task::Fields;
+use crate::task::{field, Fields};
 
 /// A task leased to this worker.
 #[derive(Debug)]
@@ -54,13 +54,28 @@ fn int(v: &Value) -> redis::RedisResult<i64> {
     }
 }
 
+/// The task fields a claim returns, in order, after the seq and the token.
+const CLAIMED_FIELDS: [&str; 8] =
+    [field::MODULE, field::INPUT, field::MAX_ATTEMPTS, field::TIMEOUT_MS, field::MEMORY, field::FUEL, field::DETERMINISTIC, field::ATTEMPTS];
+
 fn parse_reply(queue: &QueueName, reply: Vec<Value>) -> redis::RedisResult<ClaimBatch> {
     let mut it = reply.into_iter();
     let head = it.next().map(|v| int(&v)).transpose()?.unwrap_or(-1);
     let mut batch = ClaimBatch { paused: head == -2, next_due: (head >= 0).then_some(head as u64), tasks: Vec::new() };
-    while let (Some(seq), Some(token), Some(fields)) = (it.next(), it.next(), it.next()) {
-        let flat: Vec<Vec<u8>> = redis::from_redis_value(fields)?;
-        batch.tasks.push(Claimed { queue: queue.clone(), seq: int(&seq)? as u64, token: int(&token)? as u64, fields: Fields::from_flat(flat) });
+    while let (Some(seq), Some(token)) = (it.next(), it.next()) {
+        let mut fields = Fields::default();
+        for name in CLAIMED_FIELDS {
+            match it.next() {
+                Some(Value::BulkString(b)) => {
+                    fields.0.insert(name.to_string(), b);
+                }
+                Some(Value::Nil) => {}
+                other => {
+                    return Err(redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "claim: bad task field", format!("{other:?}"))));
+                }
+            }
+        }
+        batch.tasks.push(Claimed { queue: queue.clone(), seq: int(&seq)? as u64, token: int(&token)? as u64, fields });
     }
     Ok(batch)
 }

@@ -116,10 +116,13 @@ fn completion(
     if let Some(f) = outcome.fuel_used {
         fields.push((field::FUEL_USED, f.to_string().into_bytes()));
     }
-    if let Some(c) = outcome.exit_code {
+    // A success implies exit code 0, and an empty log needs no field: fewer writes per task.
+    if let Some(c) = outcome.exit_code.filter(|c| *c != 0 || outcome.result.is_err()) {
         fields.push((field::EXIT_CODE, c.to_string().into_bytes()));
     }
-    fields.push((field::LOG, outcome.log));
+    if !outcome.log.is_empty() {
+        fields.push((field::LOG, outcome.log));
+    }
     if outcome.log_truncated {
         fields.push((field::LOG_TRUNCATED, b"1".to_vec()));
     }

@@ -484,7 +484,9 @@ async fn run_inner(
                                 fields: Vec::new(),
                             }
                         } else {
-                            execute::execute(&shared, task, cancel).await
+                            // Boxed: the run's state machine is large, and an unboxed one would be
+                            // copied into every spawned task.
+                            Box::pin(execute::execute(&shared, task, cancel)).await
                         };
                         drop(slot);
                         shared.observe_task(started.elapsed());
