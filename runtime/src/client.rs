@@ -296,87 +296,68 @@ impl Client {
         Ok(())
     }
 
-    fn invocation<'a>(&self, sha: &str, input: &[u8], o: &EnqueueOptions, now: u64, inv: &mut redis::ScriptInvocation<'a>) {
-        let qk = self.keys.queue(&o.queue);
-        inv.key(qk.seq())
-            .key(qk.pending())
-            .key(qk.delayed())
-            .key(qk.meta())
-            .key(qk.stats())
-            .key(qk.modrefs())
-            .key(qk.signal())
-            .key(qk.estimates());
+    /// The queue keys both enqueue scripts take, in their order.
+    fn enqueue_keys(&self, q: &QueueName, inv: &mut redis::ScriptInvocation<'_>) {
+        let qk = self.keys.queue(q);
+        for key in [qk.seq(), qk.pending(), qk.delayed(), qk.meta(), qk.stats(), qk.modrefs(), qk.signal(), qk.estimates()] {
+            inv.key(key);
+        }
+    }
+
+    /// The task fields that options set (defaults are not stored).
+    fn option_fields(o: &EnqueueOptions, due: u64, now: u64) -> Vec<(&'static str, String)> {
+        let mut f = Vec::new();
+        if due > now {
+            f.push((field::DUE, due.to_string()));
+        }
+        if let Some(v) = o.max_attempts {
+            f.push((field::MAX_ATTEMPTS, v.to_string()));
+        }
+        if let Some(v) = o.timeout {
+            f.push((field::TIMEOUT_MS, (v.as_millis() as u64).to_string()));
+        }
+        if let Some(v) = o.memory {
+            f.push((field::MEMORY, v.to_string()));
+        }
+        if let Some(v) = o.fuel {
+            f.push((field::FUEL, v.to_string()));
+        }
+        if let Some(v) = o.estimate {
+            f.push((field::ESTIMATE_US, (v.as_micros() as u64).to_string()));
+        }
+        if o.deterministic {
+            f.push((field::DETERMINISTIC, "1".into()));
+        }
+        f
+    }
+
+    /// One task for `enqueue.lua`.
+    fn invocation(&self, sha: &str, input: &[u8], o: &EnqueueOptions, now: u64, inv: &mut redis::ScriptInvocation<'_>) {
+        self.enqueue_keys(&o.queue, inv);
         let due = o.due.map(parse::unix_ms).unwrap_or(0);
-        inv.arg(qk.base())
+        inv.arg(self.keys.queue_base(&o.queue))
             .arg(now)
             .arg(due)
             .arg(sha)
             .arg(o.priority)
             .arg(o.unique_key.as_deref().unwrap_or(""))
             .arg(o.unique_for.map_or(0, |d| d.as_millis() as u64));
-        // Defaults are not stored: a pending task stays small.
         if !input.is_empty() {
             inv.arg(field::INPUT).arg(input);
         }
-        if due > now {
-            inv.arg(field::DUE).arg(due);
-        }
-        if let Some(v) = o.max_attempts {
-            inv.arg(field::MAX_ATTEMPTS).arg(v);
-        }
-        if let Some(v) = o.timeout {
-            inv.arg(field::TIMEOUT_MS).arg(v.as_millis() as u64);
-        }
-        if let Some(v) = o.memory {
-            inv.arg(field::MEMORY).arg(v);
-        }
-        if let Some(v) = o.fuel {
-            inv.arg(field::FUEL).arg(v);
-        }
-        if let Some(v) = o.estimate {
-            inv.arg(field::ESTIMATE_US).arg(v.as_micros() as u64);
-        }
-        if o.deterministic {
-            inv.arg(field::DETERMINISTIC).arg(1);
+        for (k, v) in Self::option_fields(o, due, now) {
+            inv.arg(k).arg(v);
         }
     }
 
-    fn bulk_invocation<'a>(&self, sha: &str, inputs: &[Vec<u8>], o: &EnqueueOptions, now: u64, inv: &mut redis::ScriptInvocation<'a>) {
-        let qk = self.keys.queue(&o.queue);
-        inv.key(qk.seq())
-            .key(qk.pending())
-            .key(qk.delayed())
-            .key(qk.meta())
-            .key(qk.stats())
-            .key(qk.modrefs())
-            .key(qk.signal())
-            .key(qk.estimates());
+    /// Many tasks with the same options for `enqueue_bulk.lua`.
+    fn bulk_invocation(&self, sha: &str, inputs: &[Vec<u8>], o: &EnqueueOptions, now: u64, inv: &mut redis::ScriptInvocation<'_>) {
+        self.enqueue_keys(&o.queue, inv);
         let due = o.due.map(parse::unix_ms).unwrap_or(0);
-        let mut shared: Vec<(&str, String)> = Vec::new();
-        if due > now {
-            shared.push((field::DUE, due.to_string()));
-        }
-        if let Some(v) = o.max_attempts {
-            shared.push((field::MAX_ATTEMPTS, v.to_string()));
-        }
-        if let Some(v) = o.timeout {
-            shared.push((field::TIMEOUT_MS, (v.as_millis() as u64).to_string()));
-        }
-        if let Some(v) = o.memory {
-            shared.push((field::MEMORY, v.to_string()));
-        }
-        if let Some(v) = o.fuel {
-            shared.push((field::FUEL, v.to_string()));
-        }
-        if let Some(v) = o.estimate {
-            shared.push((field::ESTIMATE_US, (v.as_micros() as u64).to_string()));
-        }
-        if o.deterministic {
-            shared.push((field::DETERMINISTIC, "1".into()));
-        }
-        inv.arg(qk.base()).arg(now).arg(due).arg(sha).arg(o.priority).arg(shared.len());
-        for (k, v) in &shared {
-            inv.arg(*k).arg(v);
+        let shared = Self::option_fields(o, due, now);
+        inv.arg(self.keys.queue_base(&o.queue)).arg(now).arg(due).arg(sha).arg(o.priority).arg(shared.len());
+        for (k, v) in shared {
+            inv.arg(k).arg(v);
         }
         for input in inputs {
             inv.arg(input.as_slice());

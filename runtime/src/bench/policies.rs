@@ -4,9 +4,10 @@
 //! - **batch**: 80 short and long tasks with priorities 1-5, enqueued at once. The figure of merit
 //!   is the weighted mean completion time, sum(priority x completion) / sum(priority), which
 //!   Smith's rule (wsjf) minimises.
-//! - **stream**: short tasks (priorities 2-5) and long priority-1 tasks arriving for 3 s at about
-//!   115% of what the worker can run. Ordering by run time / priority alone leaves the long tasks
-//!   waiting for as long as short ones keep coming; aging bounds their wait.
+//! - **stream**: for 3 s, short tasks (priorities 2-5) arrive at 90% of what the worker can run
+//!   and long priority-1 tasks add another 20%. Ordering by run time / priority alone leaves the
+//!   long tasks waiting for as long as short ones keep coming; aging bounds their wait. The rates
+//!   are calibrated on this machine by timing a batch of each kind first.
 //!
 //! Run times are learned by each queue from a few warm-up tasks of two modules (`bench-spin-short`,
 //! `bench-spin-long`), as a production queue learns them.
@@ -108,9 +109,28 @@ async fn batch(bench: &Bench, label: &str, policy: Policy, wsjf: WsjfSettings) -
     Ok(f)
 }
 
-/// `shas`: the short and the long module.
-async fn stream(bench: &Bench, shas: &(String, String), label: &str, policy: Policy, wsjf: WsjfSettings) -> anyhow::Result<Figures> {
+/// Mean end-to-end cost of one task of a kind, µs, from a batch of `n` run by one worker slot.
+async fn calibrate(bench: &Bench, q: &QueueName, long: bool, n: usize) -> anyhow::Result<f64> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        ids.push((enqueue(bench, q, Job { long, priority: 1 }).await?, Job { long, priority: 1 }));
+    }
+    crate::worker::run(bench.client.redis().clone(), bench.client.keys().clone(), worker_config(bench, q, true), std::future::pending()).await?;
+    let only: Vec<TaskId> = ids.into_iter().map(|(i, _)| i).collect();
+    let rows = bench.task_fields(&only, &[field::STARTED, field::FINISHED_US]).await?;
+    let first = rows.iter().filter_map(|r| r[0]).min().unwrap_or(0) as f64 * 1000.0;
+    let last = rows.iter().filter_map(|r| r[1]).max().unwrap_or(0) as f64;
+    Ok(((last - first) / n as f64).max(1.0))
+}
+
+async fn stream(bench: &Bench, label: &str, policy: Policy, wsjf: WsjfSettings) -> anyhow::Result<Figures> {
     let q = prepared_queue(bench, &format!("stream{label}"), policy, wsjf).await?;
+    // Calibrate first, with no other worker on the queue: what one short and one long task cost
+    // end to end on this machine (run time plus the claim and result round trips of a worker slot
+    // with no prefetch).
+    let short_us = calibrate(bench, &q, false, 40).await?;
+    let long_us = calibrate(bench, &q, true, 8).await?;
+    let done_before = bench.client.stats(&q).await?.succeeded;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let worker = tokio::spawn(crate::worker::run(
         bench.client.redis().clone(),
@@ -120,28 +140,30 @@ async fn stream(bench: &Bench, shas: &(String, String), label: &str, policy: Pol
             let _ = stop_rx.await;
         },
     ));
-    // Each cycle: 25 short tasks and one long one, arriving 15% faster than the worker runs them
-    // (run times as the queue learned them in the warm-up).
-    let learned: std::collections::HashMap<String, u64> =
-        redis::AsyncCommands::hgetall(&mut bench.client.conn(), bench.client.keys().queue(&q).estimates()).await?;
-    let est = |sha: &str| -> anyhow::Result<u64> { learned.get(sha).copied().ok_or_else(|| anyhow::anyhow!("no learned run time for {sha}")) };
-    let cycle_us = 25 * est(&shas.0)? + est(&shas.1)?;
+    // Each cycle: one long task and as many short ones as make 90% of the cycle; the long task
+    // adds 20% more, so a backlog builds up.
+    let cycle_us = long_us / 0.2;
+    let shorts = ((0.9 * cycle_us / short_us).round() as usize).max(1);
+    let per_task = Duration::from_micros((cycle_us / (shorts + 1) as f64) as u64);
     let mut rng = fastrand::Rng::with_seed(7);
     let mut ids = Vec::new();
     let start = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_micros((cycle_us as f64 / 1.15 / 26.0) as u64));
-    for i in 0..(26 * 50) {
+    let mut tick = tokio::time::interval(per_task);
+    let total = (Duration::from_secs(3).as_micros() / per_task.as_micros().max(1)) as usize;
+    for i in 0..total {
         tick.tick().await;
-        let job = if i % 26 == 13 { Job { long: true, priority: 1 } } else { Job { long: false, priority: rng.i64(2..=5) } };
+        let job = if i % (shorts + 1) == shorts / 2 { Job { long: true, priority: 1 } } else { Job { long: false, priority: rng.i64(2..=5) } };
         ids.push((enqueue(bench, &q, job).await?, job));
     }
-    let n = ids.len() as u64 + 6;
+    let n = done_before + ids.len() as u64;
     let deadline = Instant::now() + Duration::from_secs(120);
     while bench.client.stats(&q).await?.succeeded < n && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = stop_tx.send(());
     worker.await??;
+    let finished = bench.client.stats(&q).await?.succeeded;
+    anyhow::ensure!(finished >= n, "stream {label}: only {} of {} tasks finished within 120 s", finished - done_before, ids.len());
     let arrivals = start.elapsed();
     let f = figures(bench, &ids).await?;
     tracing::debug!(?label, arrivals_s = arrivals.as_secs_f64(), load = f.busy_ms / arrivals.as_millis() as f64, "stream done");
@@ -150,7 +172,8 @@ async fn stream(bench: &Bench, shas: &(String, String), label: &str, policy: Pol
 }
 
 pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
-    let shas = (bench.push("bench-spin-short", variant("short").as_bytes()).await?, bench.push("bench-spin-long", variant("long").as_bytes()).await?);
+    bench.push("bench-spin-short", variant("short").as_bytes()).await?;
+    bench.push("bench-spin-long", variant("long").as_bytes()).await?;
     let no_aging = WsjfSettings { max_wait: Duration::from_secs(3600), ..WsjfSettings::default() };
     let aging = WsjfSettings { max_wait: Duration::from_millis(300), ..WsjfSettings::default() };
     let batch_note = "80 tasks (60 x ~2 ms, 20 x ~20 ms), priorities 1-5, enqueued at once, one worker slot";
@@ -159,14 +182,14 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
         bench.report.push(Metric::new("policies", &format!("batch, {label}: weighted mean completion"), f.weighted_completion, "ms").note(batch_note));
         bench.report.push(Metric::new("policies", &format!("batch, {label}: worst wait"), f.worst_wait, "ms"));
     }
-    let stream_note = "3 s of arrivals at ~115% load: short tasks (priority 2-5) and long priority-1 tasks";
+    let stream_note = "3 s of arrivals: short tasks (priority 2-5) at 90% load plus long priority-1 tasks at 20%";
     for (label, policy, wsjf) in [
         ("priority", Policy::Priority, no_aging),
         ("wsjf without aging", Policy::Wsjf, no_aging),
         ("wsjf, max wait 300ms", Policy::Wsjf, aging),
     ] {
         let slug: String = label.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-        let f = stream(bench, &shas, &slug, policy, wsjf).await?;
+        let f = stream(bench, &slug, policy, wsjf).await?;
         bench.report.push(Metric::new("policies", &format!("stream, {label}: weighted mean completion"), f.weighted_completion, "ms").note(stream_note));
         bench.report.push(Metric::new("policies", &format!("stream, {label}: worst wait of a long task"), f.worst_long_wait, "ms"));
     }

@@ -8,7 +8,6 @@ use clap::Args;
 
 use super::{exit, value, Global, Outcome};
 use crate::bench::{Bench, BenchConfig, Scenario};
-use crate::redis_server::RedisServer;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -39,29 +38,11 @@ pub struct BenchArgs {
     pub fresh_redis: bool,
 }
 
-async fn reachable(g: &Global) -> bool {
-    let Ok(redis) = g.redis() else { return false };
-    let ping = async {
-        let mut c = redis.connect().await.ok()?;
-        redis::cmd("PING").query_async::<String>(&mut c).await.ok()
-    };
-    matches!(tokio::time::timeout(Duration::from_secs(2), ping).await, Ok(Some(_)))
-}
-
 pub async fn run(g: &Global, a: BenchArgs) -> Outcome {
     if a.tasks == 0 || a.concurrency == 0 {
         anyhow::bail!("--tasks and --concurrency must be at least 1");
     }
-    let mut g = g.clone();
-    let _server = if !a.fresh_redis && reachable(&g).await {
-        eprintln!("==> benchmarking against {}", crate::conn::redact(&g.redis_url));
-        None
-    } else {
-        let server = RedisServer::start().context("cannot start a throwaway redis-server")?;
-        eprintln!("==> started a throwaway redis-server on {}", server.url());
-        g.redis_url = server.url();
-        Some(server)
-    };
+    let (g, _server) = super::redis_or_throwaway(g, a.fresh_redis).await?;
     let mut scenarios = a.scenario.clone();
     if scenarios.is_empty() {
         scenarios = vec![

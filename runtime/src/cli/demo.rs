@@ -13,7 +13,6 @@ use super::{exit, Global, Outcome};
 use crate::client::{Client, EnqueueOptions};
 use crate::examples::{self, WasmTarget};
 use crate::parse::{QueueName, TaskId};
-use crate::redis_server::RedisServer;
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::task::TaskState;
 use crate::worker::{QueueWeight, WorkerConfig};
@@ -35,15 +34,6 @@ const LOGS: [&str; 4] = [
     "the quick brown fox jumps over the lazy dog and the dog sleeps while the fox runs",
 ];
 
-async fn reachable(g: &Global) -> bool {
-    let Ok(redis) = g.redis() else { return false };
-    let ping = async {
-        let mut c = redis.connect().await.ok()?;
-        redis::cmd("PING").query_async::<String>(&mut c).await.ok()
-    };
-    matches!(tokio::time::timeout(Duration::from_secs(2), ping).await, Ok(Some(_)))
-}
-
 pub async fn run(g: &Global, a: DemoArgs) -> Outcome {
     let started = Instant::now();
     eprintln!("==> building the example tasks (wasm32-wasip1 modules and wasm32-wasip2 components)");
@@ -51,22 +41,7 @@ pub async fn run(g: &Global, a: DemoArgs) -> Outcome {
     let p2 = tokio::task::spawn_blocking(|| examples::build(WasmTarget::P2)).await??;
     let wat = examples::wat_task()?;
 
-    let mut g = g.clone();
-    let _server = if !a.fresh_redis && reachable(&g).await {
-        eprintln!("==> using the Redis at {}", crate::conn::redact(&g.redis_url));
-        None
-    } else {
-        if !RedisServer::installed() {
-            anyhow::bail!(
-                "no Redis answers at {} and redis-server is not installed; install it (Debian/Ubuntu: `sudo apt-get install redis-server`, macOS: `brew install redis`) or pass --redis-url",
-                crate::conn::redact(&g.redis_url)
-            );
-        }
-        let server = RedisServer::start().context("cannot start a throwaway redis-server")?;
-        eprintln!("==> started a throwaway redis-server on {} (stopped at the end)", server.url());
-        g.redis_url = server.url();
-        Some(server)
-    };
+    let (mut g, _server) = super::redis_or_throwaway(g, a.fresh_redis).await?;
     // The demo's keys never mix with real data on a shared Redis; a rerun starts clean.
     if g.prefix == "wasmq" {
         g.prefix = "wasmq-demo".into();

@@ -34,18 +34,8 @@ pub struct EnqueueArgs {
     /// Queue.
     #[arg(long, short, default_value = "default", value_parser = value::queue)]
     pub queue: QueueName,
-    /// Attempts before the task is dead (default: the worker's, 3).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub max_attempts: Option<u32>,
-    /// Wall-clock timeout per attempt (default: the worker's, 30s).
-    #[arg(long, value_parser = value::positive_duration)]
-    pub timeout: Option<Duration>,
-    /// Memory cap (default: the worker's, 256MiB).
-    #[arg(long, value_parser = value::size)]
-    pub memory: Option<u64>,
-    /// Fuel budget per attempt.
-    #[arg(long)]
-    pub fuel: Option<u64>,
+    #[command(flatten)]
+    pub limits: super::TaskLimitArgs,
     /// Run no earlier than this long from now.
     #[arg(long, value_parser = value::duration, conflicts_with = "at")]
     pub delay: Option<Duration>,
@@ -104,10 +94,10 @@ pub async fn run(g: &Global, a: EnqueueArgs) -> Outcome {
     let options = EnqueueOptions {
         queue: a.queue.clone(),
         priority: a.priority,
-        max_attempts: a.max_attempts,
-        timeout: a.timeout,
-        memory: a.memory,
-        fuel: a.fuel,
+        max_attempts: a.limits.max_attempts,
+        timeout: a.limits.timeout,
+        memory: a.limits.memory,
+        fuel: a.limits.fuel,
         due: a.at.or_else(|| a.delay.map(|d| SystemTime::now() + d)),
         unique_key: a.unique_key.clone(),
         unique_for: a.unique_for,

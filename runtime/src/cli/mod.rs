@@ -171,6 +171,37 @@ fn init_logging(global: &Global, default: &str) {
         .try_init();
 }
 
+/// True when a Redis answers PING at --redis-url within 2 s.
+async fn redis_reachable(g: &Global) -> bool {
+    let Ok(redis) = g.redis() else { return false };
+    let ping = async {
+        let mut c = redis.connect().await.ok()?;
+        redis::cmd("PING").query_async::<String>(&mut c).await.ok()
+    };
+    matches!(tokio::time::timeout(std::time::Duration::from_secs(2), ping).await, Ok(Some(_)))
+}
+
+/// The Redis to use for `demo` and `bench`: the one at --redis-url if it answers (and `fresh` is
+/// not set), else a throwaway `redis-server` that is stopped when the returned handle drops.
+async fn redis_or_throwaway(g: &Global, fresh: bool) -> anyhow::Result<(Global, Option<crate::redis_server::RedisServer>)> {
+    use crate::redis_server::RedisServer;
+    let mut g = g.clone();
+    if !fresh && redis_reachable(&g).await {
+        eprintln!("==> using the Redis at {}", crate::conn::redact(&g.redis_url));
+        return Ok((g, None));
+    }
+    if !RedisServer::installed() {
+        anyhow::bail!(
+            "no Redis answers at {} and redis-server is not installed; install it (Debian/Ubuntu: `sudo apt-get install redis-server`, macOS: `brew install redis`) or pass --redis-url",
+            crate::conn::redact(&g.redis_url)
+        );
+    }
+    let server = anyhow::Context::context(RedisServer::start(), "cannot start a throwaway redis-server")?;
+    eprintln!("==> started a throwaway redis-server on {} (stopped at the end)", server.url());
+    g.redis_url = server.url();
+    Ok((g, Some(server)))
+}
+
 /// A command's result: an exit code, or an error printed as one line (with its causes).
 pub type Outcome = anyhow::Result<u8>;
 
@@ -237,6 +268,23 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::Demo(a) => demo::run(g, a).await,
         Command::Bench(a) => bench::run(g, a).await,
     }
+}
+
+/// Per-task limits, as `enqueue` and `schedule add` take them (unset: the worker's defaults).
+#[derive(Debug, Args, Clone)]
+pub struct TaskLimitArgs {
+    /// Attempts before the task is dead (default: the worker's, 3).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_attempts: Option<u32>,
+    /// Wall-clock timeout per attempt (default: the worker's, 30s).
+    #[arg(long, value_parser = value::positive_duration)]
+    pub timeout: Option<std::time::Duration>,
+    /// Memory cap (default: the worker's, 256MiB).
+    #[arg(long, value_parser = value::size)]
+    pub memory: Option<u64>,
+    /// Fuel budget (instructions, roughly) per attempt.
+    #[arg(long)]
+    pub fuel: Option<u64>,
 }
 
 /// Clap value parsers that reuse the library's parsers (so the CLI and task specs agree).

@@ -1,7 +1,6 @@
 //! `wasmq schedule add | list | rm`: periodic tasks.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -51,14 +50,8 @@ pub struct AddArgs {
     pub input_file: Option<PathBuf>,
     #[arg(long, short, default_value = "0", allow_hyphen_values = true, value_parser = value::priority)]
     pub priority: i64,
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub max_attempts: Option<u32>,
-    #[arg(long, value_parser = value::positive_duration)]
-    pub timeout: Option<Duration>,
-    #[arg(long, value_parser = value::size)]
-    pub memory: Option<u64>,
-    #[arg(long)]
-    pub fuel: Option<u64>,
+    #[command(flatten)]
+    pub limits: super::TaskLimitArgs,
     /// Ticks missed while no worker ran: `once` (one catch-up run) or `skip` (dropped when more
     /// than a minute late).
     #[arg(long, default_value = "once")]
@@ -84,10 +77,10 @@ pub async fn run(g: &Global, c: ScheduleCommand) -> Outcome {
                 module: a.module.clone(),
                 input,
                 priority: a.priority,
-                max_attempts: a.max_attempts,
-                timeout_ms: a.timeout.map(|d| d.as_millis() as u64),
-                memory: a.memory,
-                fuel: a.fuel,
+                max_attempts: a.limits.max_attempts,
+                timeout_ms: a.limits.timeout.map(|d| d.as_millis() as u64),
+                memory: a.limits.memory,
+                fuel: a.limits.fuel,
                 missed: a.missed,
                 created_ms: 0,
             };
