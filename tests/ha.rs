@@ -105,6 +105,7 @@ fn sentinel_failover_is_followed_by_workers_and_producers() {
     std::thread::sleep(Duration::from_secs(2));
     let before_kill = acked.lock().unwrap().len();
     let killed_at = Instant::now();
+    let killed_ms = wasmq::parse::now_ms();
     setup.master.kill();
     // The sentinels promote the replica.
     let promoted = eventually(Duration::from_secs(30), || {
@@ -138,12 +139,23 @@ fn sentinel_failover_is_followed_by_workers_and_producers() {
         assert_eq!(wk.wait(Duration::from_secs(20)), Some(0), "{}", wk.log());
     }
     let durable_before = acked.iter().filter(|(_, d, at)| *d && *at < killed_at).count();
+    assert!(durable_before > 0, "no durable enqueue was acknowledged before the kill: the test proves nothing");
+    // Processing: results written before the kill, and the first one after it.
+    let finished: Vec<u64> = acked
+        .iter()
+        .filter_map(|(id, ..)| c.hget(format!("wasmq:{{default}}:task:{}", id.rsplit(':').next().unwrap()), "finished").ok().flatten())
+        .collect();
+    let done_before = finished.iter().filter(|f| **f < killed_ms).count();
+    assert!(done_before > 0, "no task had finished before the kill: workers were not running");
+    let first_after = finished.iter().filter(|f| **f >= killed_ms).min().map(|f| f - killed_ms).expect("no task finished after the kill");
     eprintln!(
-        "sentinel failover: replica promoted {:.1}s after the master was killed; the producer's first acknowledged enqueue came {:.1}s after the kill; \
+        "sentinel failover: replica promoted {:.1}s after the master was killed; the producer's first acknowledged enqueue came {:.1}s after the kill, \
+         the workers' first result {:.1}s after it; \
          {} enqueues acknowledged ({before_kill} before the kill, {durable_before} of them durable: all finished); \
          {} non-durable acknowledged writes lost to asynchronous replication; {} enqueue errors during the failover",
         promoted.as_secs_f64(),
         resumed.as_secs_f64(),
+        first_after as f64 / 1000.0,
         acked.len(),
         lost_async.len(),
         failures.lock().unwrap().len()

@@ -33,6 +33,8 @@ fn a_killed_worker_loses_its_lease_and_another_worker_finishes_the_task() {
     let long = w.enqueue("sleep", "", &["--timeout", "20s"]);
     let mut a = w.spawn_worker(&["--lease", "2s", "--id", "worker-a"]);
     eventually(Duration::from_secs(20), || w.status(&long).filter(|s| s["state"] == "active")).expect("never claimed");
+    // Killed once its heartbeat has reported the task running: the lost lease is an attempt.
+    eventually(Duration::from_secs(10), || task_hash(&s, &long).get("running").cloned()).expect("never seen running");
     a.signal(libc::SIGKILL);
     a.wait(Duration::from_secs(5));
     let started = Instant::now();
@@ -68,7 +70,7 @@ fn a_stale_completion_is_refused_by_the_fencing_token() {
             async move {
                 let v: Vec<redis::Value> = wasmq::scripts::CLAIM
                     .key(k.pending()).key(k.delayed()).key(k.active()).key(k.meta()).key(k.signal()).key(k.estimates())
-                    .arg(k.base()).arg(now).arg(1000).arg(1).arg(worker)
+                    .arg(k.base()).arg(now).arg(1000).arg(1).arg(worker).arg(0)
                     .invoke_async(&mut conn).await.unwrap();
                 v
             }
@@ -81,7 +83,7 @@ fn a_stale_completion_is_refused_by_the_fencing_token() {
         let (requeued, _dead): (Vec<u64>, Vec<u64>) = wasmq::scripts::REAP
             .key(k.active()).key(k.pending()).key(k.dead()).key(k.cancelled()).key(k.stats()).key(k.modrefs())
             .key(k.meta()).key(k.estimates()).key(k.signal())
-            .arg(k.base()).arg(now + 5000).arg(0).arg(100).arg(3)
+            .arg(k.base()).arg(now + 5000).arg(0).arg(100).arg(3).arg(5)
             .invoke_async(&mut conn.clone()).await.unwrap();
         assert_eq!(requeued.len(), 1);
         let second = claim("new", now + 5000).await;
@@ -273,4 +275,210 @@ fn durable_enqueue_reports_what_it_can_guarantee() {
     w.push(&common::fixture("echo.wat"), "echo");
     let out = w.run(&["enqueue", "echo", "--input", "x", "--durable"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The scripts a worker runs, driven by hand against one queue (`default`) so that a test can
+/// place a worker's death exactly.
+struct Scripts {
+    conn: wasmq::conn::Conn,
+    k: wasmq::keys::QueueKeys,
+}
+
+impl Scripts {
+    async fn new(s: &RedisServer) -> Self {
+        let redis = wasmq::conn::Redis::open(wasmq::conn::RedisOptions::new(s.url())).unwrap();
+        let conn = redis.connect().await.unwrap();
+        let k = wasmq::keys::Keys::default().queue(&wasmq::parse::QueueName::new("default").unwrap());
+        Self { conn, k }
+    }
+
+    /// Claims one task with a 1 s lease at `now`; returns its lease token.
+    async fn claim(&self, now: u64) -> Option<u64> {
+        let k = &self.k;
+        let v: Vec<redis::Value> = wasmq::scripts::CLAIM
+            .key(k.pending()).key(k.delayed()).key(k.active()).key(k.meta()).key(k.signal()).key(k.estimates())
+            .arg(k.base()).arg(now).arg(1000).arg(1).arg("w").arg(0)
+            .invoke_async(&mut self.conn.clone()).await.unwrap();
+        v.get(2).map(|t| redis::from_redis_value(t.clone()).unwrap())
+    }
+
+    /// A heartbeat that reports the task as running since `now`.
+    async fn heartbeat_running(&self, seq: u64, token: u64, now: u64) {
+        let k = &self.k;
+        let _: redis::Value = wasmq::scripts::HEARTBEAT
+            .key(k.active()).arg(k.base()).arg(now).arg(1000).arg(seq).arg(token).arg(now)
+            .invoke_async(&mut self.conn.clone()).await.unwrap();
+    }
+
+    /// Reaps at `now` with a limit of `max_stalls`; returns (requeued, dead).
+    async fn reap(&self, now: u64, max_stalls: u32) -> (Vec<u64>, Vec<u64>) {
+        let k = &self.k;
+        wasmq::scripts::REAP
+            .key(k.active()).key(k.pending()).key(k.dead()).key(k.cancelled()).key(k.stats()).key(k.modrefs())
+            .key(k.meta()).key(k.estimates()).key(k.signal())
+            .arg(k.base()).arg(now).arg(0).arg(100).arg(3).arg(max_stalls)
+            .invoke_async(&mut self.conn.clone()).await.unwrap()
+    }
+
+    /// Completes a task with `action`; returns 1 if applied.
+    async fn complete(&self, seq: u64, token: u64, action: &str) -> i64 {
+        let k = &self.k;
+        let r: Vec<i64> = wasmq::scripts::COMPLETE
+            .key(k.active()).key(k.pending()).key(k.delayed()).key(k.succeeded()).key(k.dead()).key(k.cancelled())
+            .key(k.stats()).key(k.modrefs()).key(k.estimates()).key(k.meta()).key(k.signal())
+            .arg(k.base()).arg(wasmq::parse::now_ms()).arg(0)
+            .arg(seq).arg(token).arg(action).arg(wasmq::parse::now_ms()).arg("").arg(0)
+            .invoke_async(&mut self.conn.clone()).await.unwrap();
+        r[0]
+    }
+}
+
+#[test]
+fn an_expired_lease_counts_as_an_attempt_only_if_the_task_was_seen_running() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&common::fixture("echo.wat"), "echo");
+    let id = w.enqueue("echo", "x", &["--max-attempts", "2"]);
+    let seq: u64 = seq(&id).parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let sc = Scripts::new(&s).await;
+        let mut now = wasmq::parse::now_ms();
+        // Claimed, never run (a prefetched task of a worker that died): not an attempt, a stall.
+        sc.claim(now).await.expect("claimed");
+        now += 5000;
+        assert_eq!(sc.reap(now, 3).await, (vec![seq], vec![]));
+        let h = task_hash(&s, &id);
+        assert_eq!((h["attempts"].as_str(), h["stalls"].as_str(), h["state"].as_str()), ("0", "1", "pending"), "{h:?}");
+        // Claimed and seen running: the expired lease is a failed attempt.
+        let token = sc.claim(now).await.expect("claimed again");
+        sc.heartbeat_running(seq, token, now).await;
+        assert_eq!(task_hash(&s, &id)["running"], token.to_string());
+        now += 5000;
+        assert_eq!(sc.reap(now, 3).await, (vec![seq], vec![]));
+        let h = task_hash(&s, &id);
+        assert_eq!((h["attempts"].as_str(), h["error_kind"].as_str()), ("1", "lease_expired"), "{h:?}");
+        // Stalls are bounded too: a task that kills its worker before the first heartbeat does
+        // not loop forever. Two more stalls make three: dead.
+        for round in 0..2 {
+            sc.claim(now).await.expect("claimed");
+            now += 5000;
+            let (requeued, dead) = sc.reap(now, 3).await;
+            if round == 0 {
+                assert_eq!((requeued, dead), (vec![seq], vec![]));
+            } else {
+                assert_eq!((requeued, dead), (vec![], vec![seq]));
+            }
+        }
+        let h = task_hash(&s, &id);
+        assert_eq!(h["state"], "dead", "{h:?}");
+        assert!(h["error"].contains("before the task was seen running"), "{h:?}");
+    });
+}
+
+#[test]
+fn a_worker_killed_with_tasks_waiting_in_its_prefetch_costs_them_no_attempt() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&common::fixture("sleep.wat"), "sleep");
+    w.push(&common::fixture("echo.wat"), "echo");
+    // The long task runs first; the three others wait in the worker's prefetch. With one attempt
+    // each, counting the killed worker's lease against them would leave them dead.
+    let long = w.enqueue("sleep", "", &["--timeout", "20s", "--priority", "5"]);
+    let waiting: Vec<String> = (0..3).map(|i| w.enqueue("echo", &i.to_string(), &["--max-attempts", "1"])).collect();
+    let mut a = w.spawn_worker(&["--concurrency", "1", "--prefetch", "3", "--lease", "2s", "--id", "worker-a"]);
+    eventually(Duration::from_secs(20), || w.status(&waiting[2]).filter(|s| s["state"] == "active")).expect("never prefetched");
+    // The heartbeat (every second at this lease... at most 2s/3) marks the long task running.
+    eventually(Duration::from_secs(10), || task_hash(&s, &long).get("running").cloned()).expect("never seen running");
+    a.signal(libc::SIGKILL);
+    a.wait(Duration::from_secs(5));
+    let b = w.spawn_worker(&["--lease", "2s", "--reap-interval", "1s", "--id", "worker-b"]);
+    for (i, id) in waiting.iter().enumerate() {
+        let st = eventually(Duration::from_secs(60), || w.status(id).filter(|s| s["state"] != "active" && s["state"] != "pending"))
+            .unwrap_or_else(|| panic!("{id} not finished\n{}", b.log()));
+        assert_eq!(st["state"], "succeeded", "{id}: {st}");
+        assert_eq!(st["attempts"], 1, "{id}: {st}");
+        assert_eq!(st["output_text"], i.to_string());
+        assert_eq!(task_hash(&s, id)["stalls"], "1", "{id}");
+    }
+    let st = eventually(Duration::from_secs(60), || w.status(&long).filter(|s| s["state"] == "succeeded")).expect("long task");
+    assert_eq!(st["attempts"], 2, "the task that was running lost an attempt: {st}");
+    assert_eq!(st["errors"][0]["kind"], "lease_expired");
+}
+
+#[test]
+fn a_cancel_wins_over_a_retry_or_a_hand_back() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&common::fixture("echo.wat"), "echo");
+    let ids: Vec<String> = (0..2).map(|i| w.enqueue("echo", &i.to_string(), &[])).collect();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let sc = Scripts::new(&s).await;
+        for (id, action) in ids.iter().zip(["retry", "release"]) {
+            let token = sc.claim(wasmq::parse::now_ms()).await.expect("claimed");
+            // Cancel requested while it runs; then its attempt fails (retry) or its worker shuts
+            // down (release): either way it must end cancelled, not run again.
+            assert!(w.ok(&["cancel", id]).contains("will stop it"));
+            assert_eq!(sc.complete(seq(id).parse().unwrap(), token, action).await, 1);
+            let h = task_hash(&s, id);
+            assert_eq!(h["state"], "cancelled", "{action}: {h:?}");
+        }
+    });
+    let mut c = common::redis_conn(&s);
+    let (pending, delayed): (u64, u64) = (common::pending_count(&mut c, "default"), c.zcard("wasmq:{default}:delayed").unwrap());
+    assert_eq!((pending, delayed), (0, 0));
+}
+
+#[test]
+fn a_task_cancelled_while_it_waits_for_a_retry_never_runs_again() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&common::fixture("trap.wat"), "trap");
+    let id = w.enqueue("trap", "", &["--max-attempts", "5"]);
+    let worker = w.spawn_worker(&["--backoff-base", "1h", "--backoff-cap", "1h"]);
+    eventually(Duration::from_secs(20), || w.status(&id).filter(|s| s["state"] == "delayed")).unwrap_or_else(|| panic!("{}", worker.log()));
+    assert_eq!(w.ok(&["cancel", &id]).trim(), format!("{id} cancelled"));
+    let st = w.status(&id).unwrap();
+    assert_eq!((st["state"].as_str(), st["attempts"].as_u64()), (Some("cancelled"), Some(1)), "{st}");
+    let mut c = common::redis_conn(&s);
+    let delayed: u64 = c.zcard("wasmq:{default}:delayed").unwrap();
+    assert_eq!(delayed, 0);
+}
+
+#[test]
+fn an_oversized_input_written_around_enqueue_never_reaches_the_worker() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&common::fixture("echo.wat"), "echo");
+    let big = w.enqueue("echo", "x", &[]);
+    let good = w.enqueue("echo", "y", &[]);
+    let mut c = common::redis_conn(&s);
+    let _: () = c.hset(format!("wasmq:{{default}}:task:{}", seq(&big)), "input", vec![b'a'; 3 << 20]).unwrap();
+    let mut worker = w.spawn_worker(&["--exit-when-idle", "--max-input-size", "1MiB"]);
+    assert_eq!(worker.wait(Duration::from_secs(60)), Some(0), "{}", worker.log());
+    let st = w.status(&big).unwrap();
+    assert_eq!((st["state"].as_str(), st["error_kind"].as_str()), (Some("dead"), Some("invalid_task")), "{st}");
+    assert!(st["error"].as_str().unwrap().contains(&format!("{} bytes", 3 << 20)), "{st}");
+    assert_eq!(w.status(&good).unwrap()["state"], "succeeded");
+}
+
+#[test]
+fn a_task_key_overwritten_while_it_runs_is_dropped_and_the_worker_carries_on() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&common::fixture("loop.wat"), "loop");
+    w.push(&common::fixture("echo.wat"), "echo");
+    let victim = w.enqueue("loop", "", &["--timeout", "60s", "--priority", "5"]);
+    let mut worker = w.spawn_worker(&["--concurrency", "1"]);
+    eventually(Duration::from_secs(20), || w.status(&victim).filter(|s| s["state"] == "active")).expect("never started");
+    let mut c = common::redis_conn(&s);
+    let _: () = c.set(format!("wasmq:{{default}}:task:{}", seq(&victim)), "not a hash any more").unwrap();
+    // The heartbeat finds the task gone and stops it; its result is refused; the slot is free.
+    let after = w.enqueue("echo", "after", &[]);
+    let st = eventually(Duration::from_secs(30), || w.status(&after).filter(|s| s["state"] == "succeeded"));
+    assert!(st.is_some(), "the worker is stuck: {}", worker.log());
+    assert!(worker.is_running(), "{}", worker.log());
+    let active: u64 = c.zcard("wasmq:{default}:active").unwrap();
+    assert_eq!(active, 0, "the overwritten task is still in the active set");
 }

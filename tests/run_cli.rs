@@ -24,6 +24,13 @@ fn run(file: &std::path::Path, input: &str, extra: &[&str]) -> std::process::Out
     child.wait_with_output().unwrap()
 }
 
+/// `wasmq run` with this test process's private artifact cache.
+fn wasmq_run() -> Command {
+    let mut c = Command::new(common::bin());
+    c.arg("run").env("WASMQ_CACHE_DIR", common::cache_dir());
+    c
+}
+
 fn run_json(target: WasmTarget, task: &str, input: Value) -> Value {
     let out = run(&common::example(target, task), &input.to_string(), &[]);
     assert!(out.status.success(), "{task} ({target:?}) failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -80,12 +87,16 @@ fn a_task_error_exits_non_zero_with_its_message() {
         let out = run(&common::example(t, "threshold-alert"), &json!({"readings": [], "rules": [{"sensor": "x"}]}).to_string(), &[]);
         assert_eq!(out.status.code(), Some(5), "{t:?}");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("exit_code"), "{t:?}: {err}");
-        // Input that does not decode names the expected type (exit status 2 from the SDK).
+        assert!(err.contains("exit_code: the task exited with status 1"), "{t:?}: {err}");
+        assert!(err.contains("rule 0 has neither"), "{t:?}: the task's own message is missing: {err}");
+        // Input that does not decode names the expected type (exit status 2 from the SDK; a
+        // component's libc reports every non-zero status as 1).
         let out = run(&common::example(t, "wordcount"), "not json", &[]);
         assert_eq!(out.status.code(), Some(5));
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("Input"), "{t:?}: the decode error does not name the type: {err}");
+        let status = if t == WasmTarget::P1 { "status 2" } else { "status 1" };
+        assert!(err.contains(status), "{t:?}: {err}");
+        assert!(err.contains("expected JSON for wordcount::Input"), "{t:?}: the decode error does not name the type: {err}");
     }
 }
 
@@ -115,7 +126,7 @@ fn bad_files_give_one_line_errors() {
         (garbage.path().to_path_buf(), "not a wasm binary"),
         (std::path::PathBuf::from("/nonexistent/task.wasm"), "cannot read"),
     ] {
-        let out = Command::new(common::bin()).arg("run").arg(&file).output().unwrap();
+        let out = wasmq_run().arg(&file).output().unwrap();
         assert_eq!(out.status.code(), Some(1));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(expect), "{err}");
@@ -125,13 +136,27 @@ fn bad_files_give_one_line_errors() {
 
 #[test]
 fn limits_are_flags() {
-    let out = Command::new(common::bin()).arg("run").arg(common::fixture("loop.wat")).args(["--timeout", "200ms"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(5));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("timeout"));
-    let out = Command::new(common::bin()).arg("run").arg(common::fixture("grow.wat")).args(["--memory", "4MiB"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("memory_limit"));
-    let out = Command::new(common::bin()).arg("run").arg(common::fixture("noop.wat")).args(["--timeout", "soon"]).output().unwrap();
+    let fails_with = |fixture: &str, args: &[&str], input: &str, kind: &str| {
+        let out = run(&common::fixture(fixture), input, args);
+        assert_eq!(out.status.code(), Some(5), "{fixture} {args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("task failed: {kind}")), "{fixture} {args:?}: expected {kind}: {err}");
+        out
+    };
+    fails_with("loop.wat", &["--timeout", "200ms"], "", "timeout");
+    fails_with("grow.wat", &["--memory", "4MiB"], "", "memory_limit");
+    fails_with("loop.wat", &["--fuel", "100000"], "", "fuel_exhausted");
+    fails_with("recurse.wat", &["--stack-size", "64KiB"], "", "trap");
+    // Output past --stdout-limit fails the task; a log past --stderr-limit is cut and marked.
+    let out = fails_with("echo.wat", &["--stdout-limit", "10B"], "more than ten bytes", "output_limit");
+    assert!(out.stdout.is_empty(), "a failed task's partial output is not printed");
+    let out = run(&common::fixture("echo.wat"), "0123456789", &["--stdout-limit", "10B"]);
+    assert!(out.status.success(), "exactly at the limit: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, b"0123456789");
+    let out = wasmq_run().arg(common::fixture("noop.wat")).args(["--timeout", "soon"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "a bad flag value is a usage error");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--timeout"), "{err}");
 }
 
 #[test]

@@ -45,6 +45,9 @@ pub enum ClientError {
     NotDurable { enqueued: Vec<TaskId>, reason: String },
     #[error("Redis error: {0}")]
     Redis(#[from] redis::RedisError),
+    /// A bulk enqueue failed part-way: these tasks were enqueued before it did.
+    #[error("{} task(s) enqueued ({}) before the bulk enqueue failed: {source}", enqueued.len(), first_ids(enqueued))]
+    Partial { enqueued: Vec<TaskId>, source: Box<ClientError> },
 }
 
 /// Options of one enqueue; `Default` is a task on queue `default`, priority 0, due at once, with
@@ -400,12 +403,17 @@ impl Client {
         Ok(Enqueued { id, new: new == 1 })
     }
 
-    /// Enqueues one task per input, pipelined in chunks: one round trip per chunk. Every input is
-    /// checked before anything is written, so a bad input enqueues nothing.
+    /// Enqueues one task per input: one `enqueue_bulk.lua` call per chunk of up to 1000 tasks, four
+    /// calls per round trip. Every input is checked before anything is written, so a bad input
+    /// enqueues nothing; a failure part-way is [`ClientError::Partial`], listing what was queued.
     pub async fn enqueue_bulk(&self, module: &str, inputs: &[Vec<u8>], o: &EnqueueOptions) -> Result<Vec<Enqueued>, ClientError> {
         Self::validate_options(o)?;
-        if o.unique_key.is_some() && inputs.len() > 1 {
-            return Err(ClientError::Invalid("a unique key cannot be shared by several tasks of one bulk enqueue".into()));
+        if o.unique_key.is_some() {
+            return match inputs {
+                [] => Ok(Vec::new()),
+                [one] => Ok(vec![self.enqueue(module, one, o).await?]),
+                _ => Err(ClientError::Invalid("a unique key cannot be shared by several tasks of one bulk enqueue".into())),
+            };
         }
         for input in inputs {
             self.check_input(input)?;
@@ -416,33 +424,44 @@ impl Client {
         // Pipelined EVALSHA does not reload a missing script by itself.
         scripts::ENQUEUE_BULK.load_async(&mut conn).await?;
         let mut out = Vec::with_capacity(inputs.len());
-        // A few script calls per round trip, each adding up to BULK_CHUNK tasks.
+        // A few script calls per round trip, each adding up to BULK_CHUNK tasks. Should a round
+        // trip fail, the tasks of the earlier ones stay queued, and the error lists them.
         for group in bulk_chunks(inputs).chunks(4) {
-            let now = parse::now_ms();
-            let mut pipe = redis::pipe();
-            let chunks: Vec<&[Vec<u8>]> = group.to_vec();
-            for chunk in &chunks {
-                let mut inv = scripts::ENQUEUE_BULK.prepare_invoke();
-                self.bulk_invocation(&sha, chunk, o, now, &mut inv);
-                pipe.invoke_script(&inv);
-            }
-            let firsts: Vec<u64> = match pipe.query_async(&mut conn).await {
-                Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                    // The server lost its script cache (a restart) since the load: every call of
-                    // this round trip was refused before running. Load and resend.
-                    scripts::ENQUEUE_BULK.load_async(&mut conn).await?;
-                    pipe.query_async(&mut conn).await?
-                }
-                r => r?,
-            };
-            for (first, chunk) in firsts.into_iter().zip(&chunks) {
-                out.extend((0..chunk.len() as u64).map(|i| Enqueued { id: TaskId::new(o.queue.clone(), first + i), new: true }));
+            match self.enqueue_bulk_round(&mut conn, &sha, group, o).await {
+                Ok(ids) => out.extend(ids),
+                Err(e) if out.is_empty() => return Err(e),
+                Err(e) => return Err(ClientError::Partial { enqueued: out.into_iter().map(|e| e.id).collect(), source: Box::new(e) }),
             }
         }
         if o.durable
             && let Err(reason) = self.ensure_durable(&o.queue).await
         {
             return Err(ClientError::NotDurable { enqueued: out.into_iter().map(|e| e.id).collect(), reason });
+        }
+        Ok(out)
+    }
+
+    /// One round trip of a bulk enqueue: one `enqueue_bulk.lua` call per chunk, pipelined.
+    async fn enqueue_bulk_round(&self, conn: &mut Conn, sha: &str, chunks: &[&[Vec<u8>]], o: &EnqueueOptions) -> Result<Vec<Enqueued>, ClientError> {
+        let now = parse::now_ms();
+        let mut pipe = redis::pipe();
+        for chunk in chunks {
+            let mut inv = scripts::ENQUEUE_BULK.prepare_invoke();
+            self.bulk_invocation(sha, chunk, o, now, &mut inv);
+            pipe.invoke_script(&inv);
+        }
+        let firsts: Vec<u64> = match pipe.query_async(conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                // The server lost its script cache (a restart) since the load: every call of this
+                // round trip was refused before running. Load and resend.
+                scripts::ENQUEUE_BULK.load_async(conn).await?;
+                pipe.query_async(conn).await?
+            }
+            r => r?,
+        };
+        let mut out = Vec::new();
+        for (first, chunk) in firsts.into_iter().zip(chunks) {
+            out.extend((0..chunk.len() as u64).map(|i| Enqueued { id: TaskId::new(o.queue.clone(), first + i), new: true }));
         }
         Ok(out)
     }
@@ -474,7 +493,7 @@ impl Client {
         }
         let cfg: Result<Vec<String>, _> = c.query_at(&at, redis::cmd("CONFIG").arg("GET").arg("append*")).await;
         if let Ok(cfg) = cfg {
-            let get = |k: &str| cfg.chunks(2).find(|p| p[0] == k).map(|p| p[1].clone());
+            let get = |k: &str| cfg.chunks_exact(2).find(|p| p[0] == k).map(|p| p[1].clone());
             if get("appendonly").as_deref() == Some("yes") && get("appendfsync").as_deref() == Some("always") {
                 return Ok(());
             }

@@ -154,13 +154,14 @@ pub async fn remove(conn: &mut Conn, keys: &Keys, queue: &QueueName, name: &str)
 /// The schedules of one queue, by name.
 pub async fn list(conn: &mut Conn, keys: &Keys, queue: &QueueName) -> Result<Vec<Listed>, ScheduleError> {
     let k = keys.queue(queue);
-    let defs: Vec<(String, String)> = conn.hgetall(k.schedules()).await?;
-    let dues: Vec<(String, u64)> = conn.zrange_withscores(k.schedule_due(), 0, -1).await?;
+    // Bytes, not strings: an entry written by hand with junk in it is skipped, not fatal.
+    let defs: Vec<(Vec<u8>, Vec<u8>)> = conn.hgetall(k.schedules()).await?;
+    let dues: Vec<(Vec<u8>, f64)> = conn.zrange_withscores(k.schedule_due(), 0, -1).await?;
     let mut out: Vec<Listed> = defs
         .into_iter()
         .filter_map(|(name, json)| {
-            let schedule = serde_json::from_str::<Schedule>(&json).ok()?;
-            let next_ms = dues.iter().find(|(n, _)| *n == name).map(|(_, d)| *d);
+            let schedule = serde_json::from_slice::<Schedule>(&json).ok()?;
+            let next_ms = dues.iter().find(|(n, _)| *n == name).map(|(_, d)| d.max(0.0) as u64);
             Some(Listed { schedule, next_ms })
         })
         .collect();
@@ -170,8 +171,8 @@ pub async fn list(conn: &mut Conn, keys: &Keys, queue: &QueueName) -> Result<Vec
 
 /// The earliest next due time of a queue's schedules.
 pub async fn earliest(conn: &mut Conn, keys: &Keys, queue: &QueueName) -> Result<Option<u64>, ScheduleError> {
-    let first: Vec<(String, u64)> = conn.zrange_withscores(keys.queue(queue).schedule_due(), 0, 0).await?;
-    Ok(first.first().map(|(_, d)| *d))
+    let first: Vec<(Vec<u8>, f64)> = conn.zrange_withscores(keys.queue(queue).schedule_due(), 0, 0).await?;
+    Ok(first.first().map(|(_, d)| d.max(0.0) as u64))
 }
 
 /// What one firing attempt did.
@@ -193,7 +194,7 @@ where
     Fut: std::future::Future<Output = Option<String>>,
 {
     let k = keys.queue(queue);
-    let due: Vec<(String, u64)> = redis::cmd("ZRANGEBYSCORE")
+    let due: Vec<(Vec<u8>, f64)> = redis::cmd("ZRANGEBYSCORE")
         .arg(k.schedule_due())
         .arg("-inf")
         .arg(now)
@@ -204,9 +205,15 @@ where
         .query_async(conn)
         .await?;
     let mut out = Vec::new();
-    for (name, due_ms) in due {
-        let json: Option<String> = conn.hget(k.schedules(), &name).await?;
-        let Some(s) = json.and_then(|j| serde_json::from_str::<Schedule>(&j).ok()) else {
+    for (raw_name, due_ms) in due {
+        let due_ms = due_ms.max(0.0) as u64;
+        let Ok(name) = String::from_utf8(raw_name.clone()) else {
+            tracing::warn!(%queue, schedule = %String::from_utf8_lossy(&raw_name), "dropping a schedule whose name is not UTF-8");
+            let _: () = conn.zrem(k.schedule_due(), &raw_name).await?;
+            continue;
+        };
+        let json: Option<Vec<u8>> = conn.hget(k.schedules(), &name).await?;
+        let Some(s) = json.and_then(|j| serde_json::from_slice::<Schedule>(&j).ok()) else {
             tracing::warn!(%queue, schedule = %name, "dropping a schedule without a readable definition");
             let _: () = conn.zrem(k.schedule_due(), &name).await?;
             continue;

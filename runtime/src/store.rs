@@ -171,9 +171,13 @@ impl ModuleStore {
     /// Every stored module with its names, oldest first.
     pub async fn list(&self) -> Result<Vec<ModuleInfo>, StoreError> {
         let mut c = self.conn.clone();
-        let index: Vec<(String, u64)> = c.zrange_withscores(self.keys.module_index(), 0, -1).await?;
         // Written by anyone with access to Redis: names that are not UTF-8 are shown lossily
-        // rather than failing the whole listing.
+        // rather than failing the whole listing, and index entries that are not a hash skipped.
+        let raw_index: Vec<(Vec<u8>, f64)> = c.zrange_withscores(self.keys.module_index(), 0, -1).await?;
+        let index: Vec<(String, u64)> = raw_index
+            .into_iter()
+            .filter_map(|(sha, ms)| String::from_utf8(sha).ok().filter(|s| parse::is_sha256_hex(s)).map(|s| (s, ms.max(0.0) as u64)))
+            .collect();
         let raw_names: Vec<(Vec<u8>, Vec<u8>)> = c.hgetall(self.keys.module_names()).await?;
         let names: Vec<(String, String)> = raw_names
             .into_iter()
@@ -181,7 +185,7 @@ impl ModuleStore {
             .collect();
         let mut out = Vec::with_capacity(index.len());
         for (sha, pushed_ms) in index {
-            let info: std::collections::HashMap<String, String> = c.hgetall(self.keys.module_info(&sha)).await?;
+            let info: std::collections::HashMap<String, String> = c.hgetall(self.keys.module_info(&sha)).await.unwrap_or_default();
             let mut module_names: Vec<String> = names.iter().filter(|(_, s)| *s == sha).map(|(n, _)| n.clone()).collect();
             module_names.sort();
             out.push(ModuleInfo {

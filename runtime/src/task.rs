@@ -42,6 +42,12 @@ pub mod field {
     pub const FUEL_USED: &str = "fuel_used";
     pub const UNIQUE_KEY: &str = "unique_key";
     pub const CANCEL: &str = "cancel";
+    /// When the current claim was made (Unix ms); `started` is when the task began running.
+    pub const CLAIMED: &str = "claimed";
+    /// The lease token under which a worker reported the task running (heartbeat.lua).
+    pub const RUNNING: &str = "running";
+    /// Leases that expired before the task was seen running (not attempts; see reap.lua).
+    pub const STALLS: &str = "stalls";
     pub const DETERMINISTIC: &str = "deterministic";
     pub const SCHEDULE: &str = "schedule";
     pub const SCHEDULED_FOR: &str = "scheduled_for";
@@ -243,6 +249,9 @@ pub struct TaskRecord {
     pub max_attempts: Option<u32>,
     pub created_ms: u64,
     pub due_ms: Option<u64>,
+    /// When the current or last claim was made.
+    pub claimed_ms: Option<u64>,
+    /// When the current or last attempt started running.
     pub started_ms: Option<u64>,
     pub finished_ms: Option<u64>,
     pub duration_us: Option<u64>,
@@ -252,6 +261,8 @@ pub struct TaskRecord {
     pub error: Option<String>,
     pub errors: Vec<AttemptError>,
     pub fuel_used: Option<u64>,
+    /// Leases that expired before the task was seen running (not counted as attempts).
+    pub stalls: u64,
     pub cancel_requested: bool,
     pub input_bytes: usize,
     #[serde(skip)]
@@ -285,6 +296,7 @@ impl TaskRecord {
             max_attempts: uint(field::MAX_ATTEMPTS).map(|v| v.min(u32::MAX as u64) as u32),
             created_ms: uint(field::CREATED).unwrap_or(0),
             due_ms: uint(field::DUE),
+            claimed_ms: uint(field::CLAIMED),
             started_ms: uint(field::STARTED),
             finished_ms: uint(field::FINISHED),
             duration_us: uint(field::DURATION_US),
@@ -294,6 +306,7 @@ impl TaskRecord {
             error: lossy(field::ERROR),
             errors,
             fuel_used: uint(field::FUEL_USED),
+            stalls: uint(field::STALLS).unwrap_or(0),
             cancel_requested: f.bytes(field::CANCEL) == Some(b"1"),
             input_bytes: f.bytes(field::INPUT).map_or(0, |b| b.len()),
             output_text: output.as_ref().and_then(|o| std::str::from_utf8(o).ok().map(str::to_string)),

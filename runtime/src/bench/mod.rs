@@ -45,6 +45,8 @@ pub enum Scenario {
     Wordcount,
     /// End-to-end latency under a paced load into idle workers.
     Latency,
+    /// Lateness of delayed tasks: start time minus due time.
+    Delayed,
     /// First task of a module never seen by the worker, with and without its artifact.
     ColdStart,
     /// Redis memory per pending task.
@@ -197,6 +199,7 @@ impl Bench {
                     }
                 },
                 Scenario::Latency => self.latency().await,
+                Scenario::Delayed => self.delayed().await,
                 Scenario::ColdStart => self.cold_start().await,
                 Scenario::Memory => self.memory().await,
                 Scenario::Policies => policies::run(self).await,
@@ -388,6 +391,44 @@ impl Bench {
         Ok(())
     }
 
+    /// Delayed tasks due every 20 ms for 4 s, into 2 idle workers: how late each starts after
+    /// its due time (the promotion happens inside the claim; idle workers sleep until the
+    /// earliest due time).
+    async fn delayed(&mut self) -> anyhow::Result<()> {
+        self.push("bench-noop", NOOP_WAT.as_bytes()).await?;
+        let q = self.queue("delayed");
+        let cache = self.cache_dir.path().join("warm");
+        let mut procs: Vec<WorkerProc> = (0..2).map(|_| self.spawn_worker(&q, &["--concurrency", "1"], &cache)).collect::<anyhow::Result<_>>()?;
+        let opts = EnqueueOptions { queue: q.clone(), ..Default::default() };
+        for _ in 0..4 {
+            self.client.enqueue("bench-noop", b"", &opts).await?;
+        }
+        self.wait_until_done(&q, 4, Duration::from_secs(60)).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let n = 200;
+        let base = std::time::SystemTime::now() + Duration::from_secs(1);
+        let mut ids = Vec::with_capacity(n);
+        for i in 0..n {
+            let opts = EnqueueOptions { due: Some(base + Duration::from_millis(20 * i as u64)), ..opts.clone() };
+            ids.push(self.client.enqueue("bench-noop", b"", &opts).await?.id);
+        }
+        self.wait_until_done(&q, 4 + n as u64, Duration::from_secs(60)).await?;
+        for p in procs.iter_mut() {
+            p.terminate();
+        }
+        let rows = self.task_fields(&ids, &[field::DUE, field::STARTED]).await?;
+        let mut late: Vec<f64> = rows.iter().filter_map(|r| Some(r[1]? as f64 - r[0]? as f64)).collect();
+        anyhow::ensure!(late.len() == n, "{} of {n} delayed tasks have a due and a start time", late.len());
+        late.sort_by(f64::total_cmp);
+        let note = format!("{n} tasks due every 20 ms, 2 idle workers; start - due (ms clock)");
+        self.report.push(Metric::new("delayed", "lateness p50", pct(&late, 0.5), "ms").note(&note));
+        self.report.push(Metric::new("delayed", "lateness p99", pct(&late, 0.99), "ms").note(&note));
+        self.report.push(Metric::new("delayed", "lateness max", pct(&late, 1.0), "ms").note(&note));
+        drop(procs);
+        self.drop_queue(&q).await?;
+        Ok(())
+    }
+
     /// First task of a module the (idle) worker has never seen, from a fresh cache folder (compile)
     /// and from a folder that holds its artifact (load).
     async fn cold_start(&mut self) -> anyhow::Result<()> {
@@ -433,15 +474,17 @@ impl Bench {
         // The queue's fixed keys first, so that only per-task memory is counted.
         self.client.enqueue("bench-noop", b"", &opts).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let before = used_memory(&mut conn).await?;
+        let at = self.client.keys().queue(&q).pending();
+        let before = used_memory(&mut conn, &at).await?;
         self.client.enqueue_bulk("bench-noop", &vec![Vec::new(); n], &opts).await?;
         // Let Redis finish rehashing its key table (both tables exist meanwhile) and free the
         // query buffers of the bulk calls.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let after = used_memory(&mut conn).await?;
+        let after = used_memory(&mut conn, &at).await?;
         let per_task = (after.saturating_sub(before)) as f64 / n as f64;
         let k = self.client.keys().queue(&q);
         let hash: Option<u64> = redis::cmd("MEMORY").arg("USAGE").arg(k.task(2)).query_async(&mut conn).await.ok().flatten();
+        // (MEMORY USAGE names its key, so it is routed to the right shard by itself.)
         self.report.push(
             Metric::new("memory", "Redis memory per pending no-op task", per_task, "bytes")
                 .note(&format!("used_memory delta over {n} tasks with empty input; task hash alone {} bytes", hash.unwrap_or(0))),
@@ -477,7 +520,8 @@ impl Bench {
     }
 }
 
-async fn used_memory(conn: &mut Conn) -> anyhow::Result<u64> {
-    let info: String = redis::cmd("INFO").arg("memory").query_async(conn).await?;
+/// `used_memory` of the node that holds `key` (on a Cluster: that key's shard).
+async fn used_memory(conn: &mut Conn, key: &str) -> anyhow::Result<u64> {
+    let info: String = conn.query_at(key, redis::cmd("INFO").arg("memory")).await?;
     info.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse().ok()).context("no used_memory in INFO")
 }

@@ -50,6 +50,7 @@ pub async fn run(g: &Global, a: BenchArgs) -> Outcome {
             Scenario::Throughput,
             Scenario::Wordcount,
             Scenario::Latency,
+            Scenario::Delayed,
             Scenario::ColdStart,
             Scenario::Memory,
             Scenario::Policies,

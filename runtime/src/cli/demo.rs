@@ -42,9 +42,10 @@ pub async fn run(g: &Global, a: DemoArgs) -> Outcome {
     let wat = examples::wat_task()?;
 
     let (mut g, _server) = super::redis_or_throwaway(g, a.fresh_redis).await?;
-    // The demo's keys never mix with real data on a shared Redis; a rerun starts clean.
-    if g.prefix == "wasmq" {
-        g.prefix = "wasmq-demo".into();
+    // The demo works under a prefix of its own (`<prefix>-demo`), so that its keys never mix with
+    // real data on a shared Redis, and clears only that namespace: a rerun starts clean.
+    if !g.prefix.ends_with("-demo") {
+        g.prefix = format!("{}-demo", g.prefix);
     }
     let client = g.client().await?;
     clear_namespace(&client).await?;

@@ -64,7 +64,7 @@ pub struct EnqueueArgs {
 
 fn read_limited(mut r: impl Read, max: u64, what: &str) -> anyhow::Result<Vec<u8>> {
     let mut buf = Vec::new();
-    r.by_ref().take(max + 1).read_to_end(&mut buf).with_context(|| format!("cannot read {what}"))?;
+    r.by_ref().take(max.saturating_add(1)).read_to_end(&mut buf).with_context(|| format!("cannot read {what}"))?;
     if buf.len() as u64 > max {
         anyhow::bail!("{what} is larger than the limit of {max} bytes (--max-input-size)");
     }
@@ -135,6 +135,13 @@ pub async fn run(g: &Global, a: EnqueueArgs) -> Outcome {
         let ids = match client.enqueue_bulk(&a.module, &inputs, &options).await {
             Ok(ids) => ids.into_iter().map(|e| e.id).collect::<Vec<_>>(),
             Err(ClientError::NotDurable { enqueued, reason }) => return not_durable(&enqueued, &reason),
+            Err(ClientError::Partial { enqueued, source }) => {
+                // The ids of what did get queued go to stdout as usual, so that nothing is
+                // enqueued twice by a rerun of the whole file.
+                print_ids(&enqueued)?;
+                eprintln!("error: the bulk enqueue failed after {} task(s) (their ids are on stdout): {source}", enqueued.len());
+                return Ok(exit::ERROR);
+            }
             Err(e) => return Err(e.into()),
         };
         print_ids(&ids)?;

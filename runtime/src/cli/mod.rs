@@ -63,6 +63,7 @@ pub struct Cli {
 
 /// Options every command that talks to Redis understands.
 #[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Connection and logging (every command)")]
 pub struct Global {
     /// Redis to use: redis://[user:pass@]host:port[/db], rediss://... (TLS),
     /// redis+sentinel://host:port[,host:port]/MASTER, redis+cluster://host:port[,host:port].
@@ -287,6 +288,55 @@ pub struct TaskLimitArgs {
     pub fuel: Option<u64>,
 }
 
+/// The sandbox limits of a task run, as `run` and `worker` take them (for `worker`: the limits of
+/// tasks that did not set their own).
+#[derive(Debug, Args, Clone)]
+pub struct SandboxLimitArgs {
+    /// Wall-clock timeout.
+    #[arg(long, default_value = "30s", value_parser = value::positive_duration)]
+    pub timeout: std::time::Duration,
+    /// Memory cap, all linear memories of the task together (e.g. 256MiB).
+    #[arg(long, default_value = "256MiB", value_parser = value::size)]
+    pub memory: u64,
+    /// Fuel budget (instructions, roughly); unmetered if not given.
+    #[arg(long)]
+    pub fuel: Option<u64>,
+    /// Stdout cap: writing more fails the task (`output_limit`).
+    #[arg(long, default_value = "16MiB", value_parser = value::size)]
+    pub stdout_limit: u64,
+    /// Stderr kept as the log; the rest is dropped and the log marked truncated.
+    #[arg(long, default_value = "1MiB", value_parser = value::size)]
+    pub stderr_limit: u64,
+    /// Guest stack size (16KiB to 256MiB): deeper recursion traps with a stack overflow.
+    #[arg(long, default_value = "512KiB", value_parser = value::stack_size)]
+    pub stack_size: u64,
+    /// Most elements per table (function tables grow with the code's indirect calls).
+    #[arg(long, default_value_t = crate::sandbox::DEFAULT_TABLE_ELEMENTS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000_000))]
+    pub table_elements: usize,
+    /// Fixed clocks and seeded randomness, so that a run can be reproduced.
+    #[arg(long)]
+    pub deterministic: bool,
+}
+
+impl SandboxLimitArgs {
+    pub fn limits(&self) -> crate::sandbox::Limits {
+        crate::sandbox::Limits {
+            timeout: self.timeout,
+            memory: self.memory,
+            stdout: self.stdout_limit.min(usize::MAX as u64) as usize,
+            stderr: self.stderr_limit.min(usize::MAX as u64) as usize,
+            fuel: self.fuel,
+            table_elements: self.table_elements,
+            deterministic: self.deterministic,
+        }
+    }
+
+    /// Table slots of the pooling allocator: room for the largest table a task may have.
+    pub fn max_table_elements(&self) -> usize {
+        self.table_elements.max(crate::sandbox::DEFAULT_MAX_TABLE_ELEMENTS)
+    }
+}
+
 /// Clap value parsers that reuse the library's parsers (so the CLI and task specs agree).
 pub mod value {
     use std::time::{Duration, SystemTime};
@@ -305,6 +355,15 @@ pub mod value {
 
     pub fn size(s: &str) -> Result<u64, String> {
         crate::parse::size(s).map_err(|e| e.to_string())
+    }
+
+    /// A guest stack size between 16 KiB and 256 MiB.
+    pub fn stack_size(s: &str) -> Result<u64, String> {
+        let v = size(s)?;
+        if !(16 << 10..=256 << 20).contains(&v) {
+            return Err(format!("stack size {s:?} must be between 16KiB and 256MiB"));
+        }
+        Ok(v)
     }
 
     pub fn time(s: &str) -> Result<SystemTime, String> {

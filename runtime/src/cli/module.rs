@@ -81,7 +81,9 @@ async fn push(g: &Global, a: PushArgs) -> Outcome {
     let (binary, _) = crate::sandbox::prepare(&bytes).with_context(|| format!("{} was not pushed", a.file.display()))?;
     let binary = binary.into_owned();
     let kind = tokio::task::spawn_blocking(move || {
-        let sandbox = Sandbox::new(SandboxConfig { max_concurrency: 1, cache_dir: None, pooling: false, ..SandboxConfig::default() })?;
+        // The engine a worker with default settings has (pooling allocator included), so that a
+        // module that no default worker could instantiate is refused here, not at run time.
+        let sandbox = Sandbox::new(SandboxConfig { max_concurrency: 1, cache_dir: None, ..SandboxConfig::default() })?;
         let kind = sandbox.validate(&binary)?;
         Ok::<_, crate::sandbox::SandboxError>((kind, binary))
     })

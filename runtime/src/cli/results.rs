@@ -78,6 +78,9 @@ fn describe(r: &TaskRecord) -> String {
     if let Some(d) = r.due_ms {
         line("due", parse::format_ms(d));
     }
+    if let Some(t) = r.claimed_ms.filter(|_| r.started_ms.is_none() && r.state == crate::task::TaskState::Active) {
+        line("claimed", format!("{} (waiting for a run slot)", parse::format_ms(t)));
+    }
     if let Some(t) = r.started_ms {
         line("started", parse::format_ms(t));
     }
@@ -101,6 +104,9 @@ fn describe(r: &TaskRecord) -> String {
     }
     for e in &r.errors {
         line("  attempt", format!("{}: {}: {}", e.attempt, e.kind, e.message));
+    }
+    if r.stalls > 0 {
+        line("stalls", format!("{} (leases that expired before the task ran; not attempts)", r.stalls));
     }
     if r.cancel_requested && !r.state.is_finished() {
         line("cancel", "requested".into());

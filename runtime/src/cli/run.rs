@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 
-use super::{exit, value, Outcome};
-use crate::sandbox::{CancelToken, Limits, Sandbox, SandboxConfig};
+use super::{exit, Outcome};
+use crate::sandbox::{CancelToken, Sandbox, SandboxConfig};
 use crate::store::sha256_hex;
 
 #[derive(Debug, Args)]
@@ -22,27 +22,8 @@ pub struct RunArgs {
     /// is used when it is not a terminal.
     #[arg(long)]
     pub input_file: Option<PathBuf>,
-    /// Wall-clock timeout.
-    #[arg(long, default_value = "30s", value_parser = value::positive_duration)]
-    pub timeout: Duration,
-    /// Memory cap (e.g. 256MiB).
-    #[arg(long, default_value = "256MiB", value_parser = value::size)]
-    pub memory: u64,
-    /// Fuel budget (instructions, roughly); unmetered if not given.
-    #[arg(long)]
-    pub fuel: Option<u64>,
-    /// Stdout cap: writing more fails the task.
-    #[arg(long, default_value = "16MiB", value_parser = value::size)]
-    pub stdout_limit: u64,
-    /// Stderr kept as the log; the rest is dropped.
-    #[arg(long, default_value = "1MiB", value_parser = value::size)]
-    pub stderr_limit: u64,
-    /// Guest stack size.
-    #[arg(long, default_value = "512KiB", value_parser = value::size)]
-    pub stack_size: u64,
-    /// Fixed clocks and seeded randomness.
-    #[arg(long)]
-    pub deterministic: bool,
+    #[command(flatten)]
+    pub limits: super::SandboxLimitArgs,
     /// Run the task N times (a fresh sandbox each time) and print timing statistics to stderr.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub repeat: u64,
@@ -82,8 +63,9 @@ pub async fn run(a: RunArgs) -> Outcome {
     let sha = sha256_hex(&binary);
     let config = SandboxConfig {
         max_concurrency: 1,
-        max_memory: a.memory.max(1 << 16),
-        max_stack: a.stack_size as usize,
+        max_memory: a.limits.memory.max(1 << 16),
+        max_stack: a.limits.stack_size as usize,
+        max_table_elements: a.limits.max_table_elements(),
         cache_dir: if a.no_cache { None } else { a.cache_dir.clone().or_else(crate::sandbox::default_cache_dir) },
         metering: true,
         pooling: true,
@@ -111,15 +93,7 @@ pub async fn run(a: RunArgs) -> Outcome {
             module.load_time.as_secs_f64() * 1e3
         );
     }
-    let limits = Limits {
-        timeout: a.timeout,
-        memory: a.memory,
-        stdout: a.stdout_limit.min(usize::MAX as u64) as usize,
-        stderr: a.stderr_limit.min(usize::MAX as u64) as usize,
-        fuel: a.fuel,
-        deterministic: a.deterministic,
-        ..Limits::default()
-    };
+    let limits = a.limits.limits();
     let name = a.file.file_stem().and_then(|s| s.to_str()).unwrap_or("task").to_string();
     let cancel = CancelToken::new();
     let mut samples = Vec::with_capacity(a.repeat.min(1_000_000) as usize);
@@ -135,9 +109,13 @@ pub async fn run(a: RunArgs) -> Outcome {
         }
     }
     let outcome = outcome.expect("at least one run");
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(&outcome.output)?;
-    stdout.flush()?;
+    // The output of a failed task is not its output (it may be cut off anywhere): like the worker,
+    // which keeps no output for a failure, print it only on success. The log is shown either way.
+    if outcome.is_success() {
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(&outcome.output)?;
+        stdout.flush()?;
+    }
     let mut stderr = std::io::stderr().lock();
     stderr.write_all(&outcome.log)?;
     if outcome.log_truncated {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{exit, value, Global, Outcome};
-use crate::sandbox::{Limits, SandboxConfig};
+use crate::sandbox::SandboxConfig;
 use crate::worker::{QueueWeight, WorkerConfig};
 
 #[derive(Debug, Args)]
@@ -37,42 +37,31 @@ pub struct WorkerArgs {
     /// Attempts of tasks that did not set their own.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_attempts: u32,
+    /// Leases that may expire before a task was ever seen running (its worker died while it
+    /// waited, or a claim reply was lost) before the task is dead. Not counted as attempts.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_stalls: u32,
     /// First retry delay; doubles with each attempt (with jitter).
     #[arg(long, default_value = "1s", value_parser = value::duration)]
     pub backoff_base: Duration,
     /// Longest retry delay.
     #[arg(long, default_value = "5m", value_parser = value::duration)]
     pub backoff_cap: Duration,
-    /// Timeout of tasks that did not set their own.
-    #[arg(long, default_value = "30s", value_parser = value::positive_duration)]
-    pub timeout: Duration,
+    /// Limits of tasks that did not set their own (a task may set timeout, memory and fuel).
+    #[command(flatten)]
+    pub limits: super::SandboxLimitArgs,
     /// Largest timeout a task may ask for.
     #[arg(long, default_value = "1h", value_parser = value::positive_duration)]
     pub max_timeout: Duration,
-    /// Memory cap of tasks that did not set their own.
-    #[arg(long, default_value = "256MiB", value_parser = value::size)]
-    pub memory: u64,
     /// Largest memory a task may ask for.
     #[arg(long, default_value = "4GiB", value_parser = value::size)]
     pub max_memory: u64,
-    /// Fuel budget of tasks that did not set their own (default: unmetered).
-    #[arg(long)]
-    pub fuel: Option<u64>,
     /// Largest task input this worker runs.
     #[arg(long, default_value = "16MiB", value_parser = value::size)]
     pub max_input_size: u64,
     /// Largest module this worker loads.
     #[arg(long, default_value = "64MiB", value_parser = value::size)]
     pub max_module_size: u64,
-    /// Stdout cap per task.
-    #[arg(long, default_value = "16MiB", value_parser = value::size)]
-    pub stdout_limit: u64,
-    /// Stderr kept per task.
-    #[arg(long, default_value = "1MiB", value_parser = value::size)]
-    pub stderr_limit: u64,
-    /// Guest stack size.
-    #[arg(long, default_value = "512KiB", value_parser = value::size)]
-    pub stack_size: u64,
     /// On SIGTERM, time running tasks get to finish before they are stopped and handed back.
     #[arg(long, default_value = "30s", value_parser = value::duration)]
     pub grace: Duration,
@@ -100,8 +89,8 @@ impl WorkerArgs {
         if concurrency == 0 || concurrency > 4096 {
             anyhow::bail!("--concurrency must be between 1 and 4096");
         }
-        if self.memory > self.max_memory {
-            anyhow::bail!("--memory ({}) is larger than --max-memory ({})", self.memory, self.max_memory);
+        if self.limits.memory > self.max_memory {
+            anyhow::bail!("--memory ({}) is larger than --max-memory ({})", self.limits.memory, self.max_memory);
         }
         if self.lease < Duration::from_secs(2) {
             anyhow::bail!("--lease must be at least 2s (leases are extended every second)");
@@ -126,23 +115,18 @@ impl WorkerArgs {
             reap_interval: self.reap_interval,
             retention: self.retention,
             max_attempts: self.max_attempts,
+            max_stalls: self.max_stalls,
             backoff_base: self.backoff_base,
             backoff_cap: self.backoff_cap,
-            default_limits: Limits {
-                timeout: self.timeout,
-                memory: self.memory,
-                fuel: self.fuel,
-                stdout: self.stdout_limit.min(usize::MAX as u64) as usize,
-                stderr: self.stderr_limit.min(usize::MAX as u64) as usize,
-                ..Limits::default()
-            },
+            default_limits: self.limits.limits(),
             max_timeout: self.max_timeout,
             max_input_size: self.max_input_size,
             max_module_size: self.max_module_size,
             sandbox: SandboxConfig {
                 max_concurrency: concurrency,
                 max_memory: self.max_memory,
-                max_stack: self.stack_size as usize,
+                max_stack: self.limits.stack_size as usize,
+                max_table_elements: self.limits.max_table_elements(),
                 cache_dir: if self.no_cache { None } else { self.cache_dir.clone().or_else(crate::sandbox::default_cache_dir) },
                 metering: !self.no_metering,
                 pooling: true,

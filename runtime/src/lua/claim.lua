@@ -11,11 +11,14 @@
 -- ARGV[3] lease_ms   lease length
 -- ARGV[4] n          most tasks to claim
 -- ARGV[5] worker     worker id (recorded in the task)
--- Returns {next_due, then per task: seq, token, module, input, max_attempts, timeout_ms, memory,
+-- ARGV[6] max_input  largest input the worker takes, bytes (0: any); a larger input is not sent:
+--                    its length (an integer) stands in its place, and the worker fails the task
+-- Returns {next_due, then per task: seq, token, module, input (or its length), max_attempts, timeout_ms, memory,
 -- fuel, deterministic, attempts} (flat, missing fields nil) where next_due is the earliest due
 -- time of a delayed task (-1 if none, -2 if the queue is paused) and token is the lease token
 -- (fencing: a completion must carry it).
 local base, now, lease_ms, n, worker = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local max_input = tonumber(ARGV[6]) or 0
 
 if redis.call('HGET', KEYS[4], 'paused') == '1' then
   return {-2}
@@ -55,11 +58,15 @@ for _, seq in ipairs(popped) do
     local attempts = (tonumber(f[8]) or 0) + 1
     local token = (tonumber(f[9]) or 0) + 1
     local a, t = tostring(attempts), tostring(token)
-    redis.call('HSET', task_key, 'attempts', a, 'lease', t, 'state', 'active', 'worker', worker, 'started', ARGV[2])
+    -- `claimed`, not `started`: a prefetched task may wait in the worker before it runs; the
+    -- worker reports when it started (heartbeat.lua, complete.lua).
+    redis.call('HSET', task_key, 'attempts', a, 'lease', t, 'state', 'active', 'worker', worker, 'claimed', ARGV[2])
     leased[#leased + 1] = deadline_s
     leased[#leased + 1] = seq
     out[#out + 1] = tonumber(seq)
     out[#out + 1] = token
+    -- An oversized input (written around `enqueue`'s check) never travels to the worker.
+    if max_input > 0 and f[2] and #f[2] > max_input then f[2] = #f[2] end
     for j = 1, 7 do out[#out + 1] = f[j] end
     out[#out + 1] = a
   end

@@ -22,7 +22,9 @@
 --   due     for retry: Unix ms when the task is due again (otherwise ignored)
 --   error   for retry/dead/cancelled: this attempt's error as a JSON object, or ''
 --   fields  result fields written to the task hash (output, log, exit_code, error, duration_us, ...)
--- Returns one integer per record: 1 applied, 0 refused (lease lost or task gone).
+-- A `retry` or `release` of a task whose cancel was requested finishes it as `cancelled`.
+-- Returns one integer per record: 1 applied, 0 refused (lease lost, task gone or not a hash, or an
+-- unknown action).
 local base, now, retention = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local finished_set = {succeeded = KEYS[4], dead = KEYS[5], cancelled = KEYS[6]}
 local results, off_active = {}, {}
@@ -40,8 +42,14 @@ while i <= #ARGV do
   i = first_field + 2 * nfields
 
   local task_key = base .. 'task:' .. seq
-  local cur = redis.call('HMGET', task_key, 'state', 'lease', 'module', 'unique_key', 'waiters', 'error_kind')
-  if cur[1] ~= 'active' or cur[2] ~= token then
+  -- pcall: a task key overwritten with another type is refused (and dropped from `active`)
+  -- instead of failing the script half-way through the batch.
+  local cur = redis.pcall('HMGET', task_key, 'state', 'lease', 'module', 'unique_key', 'waiters', 'error_kind', 'cancel')
+  local valid = type(cur) == 'table' and not cur.err
+  if not valid then off_active[#off_active + 1] = seq end
+  -- A cancel requested while the task ran wins over a retry or a hand-back.
+  if valid and cur[7] == '1' and (action == 'retry' or action == 'release') then action = 'cancelled' end
+  if not valid or cur[1] ~= 'active' or cur[2] ~= token or not finished_set[action] and action ~= 'retry' and action ~= 'release' then
     results[#results + 1] = 0
   else
     results[#results + 1] = 1
@@ -86,13 +94,11 @@ while i <= #ARGV do
       -- Handed back unfinished (worker shutdown): not an attempt, back at its old place.
       hincr(task_key, 'attempts', -1)
       redis.call('HSET', task_key, 'state', 'pending')
-      redis.call('HDEL', task_key, 'worker', 'started')
+      redis.call('HDEL', task_key, 'worker', 'started', 'claimed', 'running')
       pol = pol or queue_policy(KEYS[10])
       local prio = tonumber(redis.call('HGET', task_key, 'priority')) or 0
       push_pending(base, pol, KEYS[2], KEYS[9], task_key, seq, prio, true)
       wake = true
-    else
-      return redis.error_reply('ERR unknown completion action ' .. tostring(action))
     end
   end
 end

@@ -1,4 +1,4 @@
--- enqueue: adds one task to a queue (bulk enqueue pipelines many calls of this script).
+-- enqueue: adds one task to a queue (enqueue_bulk.lua adds many that share their options).
 --
 -- KEYS[1] seq        P:{Q}:seq        (string counter)
 -- KEYS[2] pending    P:{Q}:pending    (zset)

@@ -24,7 +24,9 @@ for _, seq in ipairs(seqs) do
   if redis.call('HGET', task_key, 'state') == 'dead' and redis.call('ZREM', KEYS[1], seq) == 1 then
     redis.call('PERSIST', task_key)
     redis.call('HSET', task_key, 'state', 'pending', 'attempts', 0)
-    redis.call('HDEL', task_key, 'finished', 'worker', 'started', 'cancel')
+    -- The last attempt's result goes; `errors` keeps the history of every attempt.
+    redis.call('HDEL', task_key, 'finished', 'worker', 'started', 'claimed', 'running', 'stalls', 'cancel', 'output', 'log',
+      'log_truncated', 'exit_code', 'error', 'error_kind', 'duration_us', 'finished_us', 'fuel_used')
     hincr(KEYS[3], redis.call('HGET', task_key, 'module'), 1)
     local prio = tonumber(redis.call('HGET', task_key, 'priority')) or 0
     push_pending(base, pol, KEYS[2], KEYS[5], task_key, seq, prio, false)

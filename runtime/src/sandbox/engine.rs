@@ -27,6 +27,8 @@ pub struct SandboxConfig {
     pub max_memory: u64,
     /// Guest stack in bytes: deeper recursion traps with a stack overflow (default 512 KiB).
     pub max_stack: usize,
+    /// Largest table any single task may be given (pool slots are reserved at this size).
+    pub max_table_elements: usize,
     /// Where precompiled artifacts are kept; `None` keeps them in memory only.
     pub cache_dir: Option<PathBuf>,
     /// Compile fuel metering into every module so that tasks can have an instruction budget and
@@ -38,6 +40,8 @@ pub struct SandboxConfig {
 }
 
 pub const DEFAULT_MAX_STACK: usize = 512 << 10;
+/// Default size of the pool's table slots: twice the default table cap.
+pub const DEFAULT_MAX_TABLE_ELEMENTS: usize = 200_000;
 /// Default upper bound on a task's memory (`--max-memory`).
 pub const DEFAULT_MAX_MEMORY: u64 = 4 << 30;
 
@@ -47,6 +51,7 @@ impl Default for SandboxConfig {
             max_concurrency: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             max_memory: DEFAULT_MAX_MEMORY,
             max_stack: DEFAULT_MAX_STACK,
+            max_table_elements: DEFAULT_MAX_TABLE_ELEMENTS,
             cache_dir: default_cache_dir(),
             metering: true,
             pooling: true,
@@ -72,7 +77,7 @@ pub fn build(config: &SandboxConfig) -> wasmtime::Result<Engine> {
         .consume_fuel(config.metering)
         .max_wasm_stack(config.max_stack)
         // The host stack of a task's fiber must hold the guest stack plus host frames.
-        .async_stack_size(config.max_stack + (1 << 20))
+        .async_stack_size(config.max_stack.saturating_add(1 << 20))
         .wasm_backtrace_max_frames(None)
         // Explicit, so that WASMTIME_BACKTRACE_DETAILS in the environment cannot change the
         // engine (and with it the artifact fingerprint).
@@ -92,7 +97,11 @@ pub fn build(config: &SandboxConfig) -> wasmtime::Result<Engine> {
             .max_core_instances_per_component(MAX_INSTANCES_PER_TASK as u32)
             .max_memories_per_component(MAX_MEMORIES_PER_TASK as u32)
             .max_tables_per_component(MAX_TABLES_PER_TASK as u32)
-            .table_elements(super::limits::DEFAULT_TABLE_ELEMENTS.max(200_000))
+            // A core module may use several memories and tables too (multi-memory, reference
+            // types), within the same per-task counts as a component.
+            .max_memories_per_module(MAX_MEMORIES_PER_TASK as u32)
+            .max_tables_per_module(MAX_TABLES_PER_TASK as u32)
+            .table_elements(config.max_table_elements)
             .max_core_instance_size(2 << 20)
             .max_component_instance_size(2 << 20);
         // Resetting a slot for the next task by unmapping its pages costs page faults and TLB

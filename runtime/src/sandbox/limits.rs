@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-/// What one task run may use. Every field has a documented default (`Limits::default()`), and
-/// each has a flag on `wasmq run` and `wasmq worker`.
+/// What one task run may use. Every field has a documented default (`Limits::default()`) and a
+/// flag on `wasmq run` and `wasmq worker` (`cli::SandboxLimitArgs`); a task may set its own
+/// timeout, memory and fuel at enqueue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Limits {
     /// Wall-clock time from instantiation to exit (default 30 s).

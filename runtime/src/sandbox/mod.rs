@@ -30,8 +30,8 @@ use wasmtime::{Engine, Module};
 
 pub use artifacts::{ArtifactDir, ArtifactDirError};
 pub use cancel::CancelToken;
-pub use engine::{default_cache_dir, SandboxConfig, DEFAULT_MAX_MEMORY, DEFAULT_MAX_STACK, EPOCH_TICK};
-pub use limits::{Limits, ResourceLimitExceeded, DEFAULT_MEMORY, DEFAULT_STDERR, DEFAULT_STDOUT, DEFAULT_TIMEOUT};
+pub use engine::{default_cache_dir, SandboxConfig, DEFAULT_MAX_MEMORY, DEFAULT_MAX_STACK, DEFAULT_MAX_TABLE_ELEMENTS, EPOCH_TICK};
+pub use limits::{Limits, ResourceLimitExceeded, DEFAULT_MEMORY, DEFAULT_STDERR, DEFAULT_STDOUT, DEFAULT_TABLE_ELEMENTS, DEFAULT_TIMEOUT};
 pub use outcome::{Failure, FailureKind, Outcome};
 pub use stdio::OutputLimitExceeded;
 

@@ -16,6 +16,8 @@ pub struct Claimed {
     /// The fencing token: completions and heartbeats must carry it.
     pub token: u64,
     pub fields: Fields,
+    /// The input's length when it is over the worker's limit (it was not sent).
+    pub oversized_input: Option<u64>,
 }
 
 /// The result of one claim call.
@@ -27,8 +29,19 @@ pub struct ClaimBatch {
     pub paused: bool,
 }
 
-/// Leases up to `n` tasks of `queue`.
-pub async fn claim(conn: &mut Conn, keys: &Keys, queue: &QueueName, n: usize, lease_ms: u64, worker: &str, now: u64) -> redis::RedisResult<ClaimBatch> {
+/// What one claim asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRequest<'a> {
+    pub n: usize,
+    pub lease_ms: u64,
+    pub worker: &'a str,
+    pub now: u64,
+    /// Largest input the worker takes (bytes); larger ones stay in Redis.
+    pub max_input: u64,
+}
+
+/// Leases up to `r.n` tasks of `queue`.
+pub async fn claim(conn: &mut Conn, keys: &Keys, queue: &QueueName, r: ClaimRequest<'_>) -> redis::RedisResult<ClaimBatch> {
     let k = keys.queue(queue);
     let reply: Vec<Value> = scripts::CLAIM
         .key(k.pending())
@@ -38,10 +51,11 @@ pub async fn claim(conn: &mut Conn, keys: &Keys, queue: &QueueName, n: usize, le
         .key(k.signal())
         .key(k.estimates())
         .arg(k.base())
-        .arg(now)
-        .arg(lease_ms)
-        .arg(n)
-        .arg(worker)
+        .arg(r.now)
+        .arg(r.lease_ms)
+        .arg(r.n)
+        .arg(r.worker)
+        .arg(r.max_input)
         .invoke_async(conn)
         .await?;
     parse_reply(queue, reply)
@@ -64,18 +78,20 @@ fn parse_reply(queue: &QueueName, reply: Vec<Value>) -> redis::RedisResult<Claim
     let mut batch = ClaimBatch { paused: head == -2, next_due: (head >= 0).then_some(head as u64), tasks: Vec::new() };
     while let (Some(seq), Some(token)) = (it.next(), it.next()) {
         let mut fields = Fields::default();
+        let mut oversized_input = None;
         for name in CLAIMED_FIELDS {
             match it.next() {
                 Some(Value::BulkString(b)) => {
                     fields.0.insert(name.to_string(), b);
                 }
                 Some(Value::Nil) => {}
+                Some(Value::Int(len)) if name == field::INPUT => oversized_input = Some(len.max(0) as u64),
                 other => {
                     return Err(redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "claim: bad task field", format!("{other:?}"))));
                 }
             }
         }
-        batch.tasks.push(Claimed { queue: queue.clone(), seq: int(&seq)? as u64, token: int(&token)? as u64, fields });
+        batch.tasks.push(Claimed { queue: queue.clone(), seq: int(&seq)? as u64, token: int(&token)? as u64, fields, oversized_input });
     }
     Ok(batch)
 }

@@ -44,8 +44,14 @@ pub async fn run(shared: std::sync::Arc<Shared>, mut rx: mpsc::UnboundedReceiver
     }
 }
 
+/// Writes a batch, retrying through connection trouble for as long as it lasts. A batch that the
+/// server refuses as such (a script error, e.g. a task key overwritten with junk) is retried a few
+/// times, then written one record at a time so that one bad record cannot hold up every later
+/// result; a single record still refused is given up: its lease expires and the reaper returns
+/// the task to the queue.
 async fn write_with_retry(shared: &Shared, conn: &mut crate::conn::Conn, queue: &QueueName, records: Vec<Pending>) {
     let mut delay = Duration::from_millis(50);
+    let mut refusals = 0;
     loop {
         let t = std::time::Instant::now();
         match write(shared, conn, queue, &records).await {
@@ -66,13 +72,48 @@ async fn write_with_retry(shared: &Shared, conn: &mut crate::conn::Conn, queue: 
                 }
                 return;
             }
+            Err(e) if refused_by_server(&e) && refusals >= 2 => {
+                if records.len() > 1 {
+                    tracing::warn!(%queue, error = %e, n = records.len(), "results refused; writing them one at a time");
+                    for r in records {
+                        Box::pin(write_with_retry(shared, conn, queue, vec![r])).await;
+                    }
+                } else {
+                    for p in records {
+                        tracing::error!(task = %format!("{queue}:{}", p.completion.seq), error = %e,
+                            "result refused by Redis; giving it up (the task runs again once its lease expires)");
+                        shared.forget(queue, p.completion.seq);
+                    }
+                }
+                return;
+            }
             Err(e) => {
+                refusals += refused_by_server(&e) as u32;
                 tracing::warn!(%queue, error = %e, retry_in_ms = delay.as_millis() as u64, "could not write results; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }
+}
+
+/// True for an error that the same call would meet again: the server ran the script and it failed
+/// (as opposed to a lost connection, a failover, a full or loading server, or missing rights,
+/// which pass, or which an operator fixes while the worker waits).
+fn refused_by_server(e: &redis::RedisError) -> bool {
+    if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal() || e.is_unrecoverable_error() {
+        return false;
+    }
+    if matches!(
+        e.code(),
+        Some("OOM" | "NOPERM" | "NOAUTH" | "WRONGPASS" | "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN" | "READONLY" | "MOVED" | "ASK" | "NOSCRIPT" | "MISCONF" | "NOREPLICAS")
+    ) {
+        return false;
+    }
+    matches!(
+        e.kind(),
+        redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) | redis::ErrorKind::Extension | redis::ErrorKind::UnexpectedReturnType | redis::ErrorKind::Parse
+    )
 }
 
 async fn write(shared: &Shared, conn: &mut crate::conn::Conn, queue: &QueueName, records: &[Pending]) -> redis::RedisResult<Vec<i64>> {

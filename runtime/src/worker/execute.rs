@@ -47,6 +47,20 @@ pub struct Completion {
     pub fields: Vec<(&'static str, Vec<u8>)>,
 }
 
+impl Completion {
+    /// Hands a task back to the queue unfinished, not counted as an attempt.
+    pub fn release(queue: crate::parse::QueueName, seq: u64, token: u64) -> Self {
+        Self { queue, seq, token, action: Action::Release, due_ms: 0, error_json: String::new(), fields: Vec::new() }
+    }
+
+    /// A failure of the worker rather than of the task (`attempt` is the attempt that failed):
+    /// the task is dead at once, since a bug of the worker would only repeat.
+    pub fn internal_failure(shared: &Shared, queue: crate::parse::QueueName, seq: u64, token: u64, attempt: u32, message: &str) -> Self {
+        let outcome = Outcome::not_run(Failure::new(FailureKind::Internal, message));
+        completion(shared, queue, seq, token, outcome, attempt, attempt, false)
+    }
+}
+
 /// The limits a task runs under: its own requests where it made them, the worker's defaults
 /// elsewhere, never above the worker's caps.
 pub fn resolve_limits(spec: &TaskSpec, config: &WorkerConfig) -> Limits {
@@ -71,19 +85,19 @@ pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
 /// Runs a claimed task to its completion record. `cancel` is the token the heartbeat trips when
 /// the task is cancelled or its lease is lost; `shutting_down` tells a release from a cancel.
 pub async fn execute(shared: &Shared, task: Claimed, cancel: CancelToken) -> Completion {
-    let Claimed { queue, seq, token, fields } = task;
+    let Claimed { queue, seq, token, fields, oversized_input } = task;
     let config = &shared.config;
     let spec = TaskSpec::from_fields(&fields);
+    let too_large = |len: u64| {
+        Outcome::not_run(Failure::new(
+            FailureKind::InvalidTask,
+            format!("the input is {len} bytes, more than this worker's limit of {} bytes", config.max_input_size),
+        ))
+    };
     let (outcome, attempts, max_attempts) = match &spec {
         Err(e) => (Outcome::not_run(Failure::new(FailureKind::InvalidTask, e.to_string())), 1, 1),
-        Ok(spec) if spec.input.len() as u64 > config.max_input_size => (
-            Outcome::not_run(Failure::new(
-                FailureKind::InvalidTask,
-                format!("the input is {} bytes, more than this worker's limit of {} bytes", spec.input.len(), config.max_input_size),
-            )),
-            spec.attempts,
-            spec.attempts,
-        ),
+        Ok(spec) if oversized_input.is_some() => (too_large(oversized_input.unwrap_or(0)), spec.attempts, spec.attempts),
+        Ok(spec) if spec.input.len() as u64 > config.max_input_size => (too_large(spec.input.len() as u64), spec.attempts, spec.attempts),
         Ok(spec) => {
             let max = spec.max_attempts.unwrap_or(config.max_attempts);
             let outcome = match shared.modules.get(&spec.module).await {

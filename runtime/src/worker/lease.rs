@@ -1,5 +1,5 @@
-//! Leases: the heartbeat that extends the leases of the tasks this worker holds (and learns of
-//! cancellations and lost leases), and the reaper that returns other workers' expired leases to
+//! Leases: the heartbeat that extends the leases of the tasks this worker holds (records which
+//! have started running, and learns of cancellations and lost leases), and the reaper that returns other workers' expired leases to
 //! the queue.
 
 use std::collections::BTreeMap;
@@ -19,17 +19,17 @@ pub async fn heartbeat(shared: Arc<Shared>, interval: Duration) {
     loop {
         tick.tick().await;
         let held = shared.held();
-        let mut by_queue: BTreeMap<QueueName, Vec<(u64, u64)>> = BTreeMap::new();
-        for (q, seq, token) in held {
-            by_queue.entry(q).or_default().push((seq, token));
+        let mut by_queue: BTreeMap<QueueName, Vec<(u64, u64, u64)>> = BTreeMap::new();
+        for (q, seq, token, started) in held {
+            by_queue.entry(q).or_default().push((seq, token, started));
         }
         for (queue, tasks) in by_queue {
             for chunk in tasks.chunks(500) {
                 let k = shared.keys.queue(&queue);
                 let mut inv = scripts::HEARTBEAT.prepare_invoke();
                 inv.key(k.active()).arg(k.base()).arg(parse::now_ms()).arg(shared.config.lease.as_millis() as u64);
-                for (seq, token) in chunk {
-                    inv.arg(*seq).arg(*token);
+                for (seq, token, started) in chunk {
+                    inv.arg(*seq).arg(*token).arg(*started);
                 }
                 match inv.invoke_async::<(Vec<u64>, Vec<u64>, Vec<u64>)>(&mut conn).await {
                     Ok((cancelled, lost, finished)) => {
@@ -77,6 +77,7 @@ pub async fn reaper(shared: Arc<Shared>, interval: Duration) {
                     .arg(shared.config.retention.as_millis() as u64)
                     .arg(100)
                     .arg(shared.config.max_attempts)
+                    .arg(shared.config.max_stalls)
                     .invoke_async(&mut conn)
                     .await;
                 match reply {

@@ -84,6 +84,8 @@ pub struct WorkerConfig {
     pub retention: Duration,
     /// Attempts of tasks that did not set their own.
     pub max_attempts: u32,
+    /// Expired leases of a task never seen running (not attempts) before it is dead.
+    pub max_stalls: u32,
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
     /// Limits of tasks that did not set their own.
@@ -117,6 +119,7 @@ impl Default for WorkerConfig {
             reap_interval: Duration::from_secs(5),
             retention: crate::client::DEFAULT_RETENTION,
             max_attempts: 3,
+            max_stalls: 5,
             backoff_base: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(300),
             default_limits: Limits::default(),
@@ -157,6 +160,14 @@ pub struct WorkerReport {
 struct Held {
     token: u64,
     cancel: CancelToken,
+    /// Unix ms when the task started running; 0 while it waits for a run slot.
+    started: Arc<AtomicU64>,
+}
+
+/// What the run of one held task shares with the heartbeat.
+pub(crate) struct HeldHandle {
+    pub cancel: CancelToken,
+    pub started: Arc<AtomicU64>,
 }
 
 /// State shared by the worker's loops.
@@ -181,10 +192,11 @@ impl Shared {
         self.config.queues.iter().map(|q| q.queue.clone()).collect()
     }
 
-    fn hold(&self, queue: &QueueName, seq: u64, token: u64) -> CancelToken {
+    fn hold(&self, queue: &QueueName, seq: u64, token: u64) -> HeldHandle {
         let cancel = CancelToken::new();
-        self.held.lock().expect("held lock").insert((queue.clone(), seq), Held { token, cancel: cancel.clone() });
-        cancel
+        let started = Arc::new(AtomicU64::new(0));
+        self.held.lock().expect("held lock").insert((queue.clone(), seq), Held { token, cancel: cancel.clone(), started: started.clone() });
+        HeldHandle { cancel, started }
     }
 
     fn forget(&self, queue: &QueueName, seq: u64) {
@@ -215,8 +227,9 @@ impl Shared {
         c + prefetch
     }
 
-    fn held(&self) -> Vec<(QueueName, u64, u64)> {
-        self.held.lock().expect("held lock").iter().map(|((q, s), h)| (q.clone(), *s, h.token)).collect()
+    /// (queue, seq, token, started ms or 0) of every held task.
+    fn held(&self) -> Vec<(QueueName, u64, u64, u64)> {
+        self.held.lock().expect("held lock").iter().map(|((q, s), h)| (q.clone(), *s, h.token, h.started.load(Ordering::Relaxed))).collect()
     }
 
     fn held_count(&self) -> usize {
@@ -304,6 +317,63 @@ fn claim_order(queues: &[QueueWeight], strict: bool) -> Vec<usize> {
         order.push(idx.remove(pos));
     }
     order
+}
+
+/// Runs one held task once a run slot is free, and sends its completion to the completer: its
+/// outcome, or a hand-back (`release`) when the worker stops before the task started, or an
+/// `internal` failure if running it panicked (so that the task is reported, not stuck as held).
+async fn run_one(
+    shared: Arc<Shared>,
+    task: claim::Claimed,
+    handle: HeldHandle,
+    run_slots: Arc<Semaphore>,
+    stopping: CancelToken,
+    done_tx: mpsc::UnboundedSender<complete::Pending>,
+) {
+    use futures_util::FutureExt;
+    let (queue, seq, token) = (task.queue.clone(), task.seq, task.token);
+    let attempt = task.fields.uint(crate::task::field::ATTEMPTS, u32::MAX as u64).ok().flatten().unwrap_or(1) as u32;
+    let release = |queue: QueueName| execute::Completion::release(queue, seq, token);
+    let slot = tokio::select! {
+        biased;
+        _ = stopping.cancelled() => None,
+        slot = run_slots.acquire_owned() => slot.ok(),
+    };
+    let completion = match slot {
+        // Shutting down before it started: hand it back untouched.
+        None => release(queue),
+        Some(slot) if stopping.is_cancelled() => {
+            drop(slot);
+            release(queue)
+        }
+        Some(slot) => {
+            let started_ms = parse::now_ms();
+            handle.started.store(started_ms, Ordering::Relaxed);
+            let started = std::time::Instant::now();
+            // Boxed: the run's state machine is large, and an unboxed one would be copied into
+            // every spawned task.
+            let run = Box::pin(execute::execute(&shared, task, handle.cancel));
+            let mut completion = match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+                Ok(c) => c,
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".into());
+                    tracing::error!(task = %format!("{queue}:{seq}"), panic = %what, "running the task panicked");
+                    execute::Completion::internal_failure(&shared, queue, seq, token, attempt, &format!("the worker panicked running the task: {what}"))
+                }
+            };
+            drop(slot);
+            shared.observe_task(started.elapsed());
+            if completion.action != Action::Release {
+                completion.fields.push((crate::task::field::STARTED, started_ms.to_string().into_bytes()));
+            }
+            completion
+        }
+    };
+    let _ = done_tx.send(complete::Pending { completion });
 }
 
 /// Runs a worker until `shutdown` resolves (or, with `exit_when_idle`, until there is no work
@@ -416,7 +486,8 @@ async fn run_inner(
         .collect();
 
     let run_slots = Arc::new(Semaphore::new(config.concurrency));
-    let shutdown_flag = Arc::new(AtomicBool::new(false));
+    // Tripped on shutdown: tasks still waiting for a run slot are handed back at once.
+    let stopping = CancelToken::new();
     let mut running = tokio::task::JoinSet::new();
 
     tokio::pin!(shutdown);
@@ -443,7 +514,14 @@ async fn run_inner(
             let queue = &config.queues[i].queue;
             let now = parse::now_ms();
             let t = std::time::Instant::now();
-            let batch = match claim::claim(&mut claim_conn, &keys, queue, want, config.lease.as_millis() as u64, &config.worker_id, now).await {
+            let request = claim::ClaimRequest {
+                n: want,
+                lease_ms: config.lease.as_millis() as u64,
+                worker: &config.worker_id,
+                now,
+                max_input: config.max_input_size,
+            };
+            let batch = match claim::claim(&mut claim_conn, &keys, queue, request).await {
                 Ok(b) => {
                     tracing::trace!(%queue, want, got = b.tasks.len(), us = t.elapsed().as_micros() as u64, "claimed");
                     b
@@ -463,37 +541,9 @@ async fn run_inner(
             for task in batch.tasks {
                 claimed_any = true;
                 want -= 1;
-                let cancel = shared.hold(&task.queue, task.seq, task.token);
-                let shared = shared.clone();
-                let run_slots = run_slots.clone();
-                let done_tx = done_tx.clone();
-                let shutdown_flag = shutdown_flag.clone();
-                running.spawn_on(
-                    async move {
-                        let slot = run_slots.acquire_owned().await.expect("never closed");
-                        let started = std::time::Instant::now();
-                        let completion = if shutdown_flag.load(Ordering::SeqCst) {
-                            // Shutting down before it started: hand it back untouched.
-                            execute::Completion {
-                                queue: task.queue.clone(),
-                                seq: task.seq,
-                                token: task.token,
-                                action: Action::Release,
-                                due_ms: 0,
-                                error_json: String::new(),
-                                fields: Vec::new(),
-                            }
-                        } else {
-                            // Boxed: the run's state machine is large, and an unboxed one would be
-                            // copied into every spawned task.
-                            Box::pin(execute::execute(&shared, task, cancel)).await
-                        };
-                        drop(slot);
-                        shared.observe_task(started.elapsed());
-                        let _ = done_tx.send(complete::Pending { completion });
-                    },
-                    exec_rt.handle(),
-                );
+                let handle = shared.hold(&task.queue, task.seq, task.token);
+                let run = run_one(shared.clone(), task, handle, run_slots.clone(), stopping.clone(), done_tx.clone());
+                running.spawn_on(run, exec_rt.handle());
             }
         }
         while running.try_join_next().is_some() {}
@@ -530,7 +580,7 @@ async fn run_inner(
     }
 
     // Shutdown: stop listening, release what has not started, give running tasks the grace period.
-    shutdown_flag.store(true, Ordering::SeqCst);
+    stopping.cancel();
     stop_listeners.notify_waiters();
     for l in &listeners {
         l.abort();

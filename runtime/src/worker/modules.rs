@@ -1,7 +1,8 @@
 //! Modules as a worker needs them: fetched from Redis once per process, verified against their
 //! hash, compiled (or loaded from the local artifact) on a blocking thread, then kept in memory.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use crate::sandbox::{Failure, FailureKind, LoadedModule, Sandbox};
 use crate::store::{ModuleStore, StoreError};
@@ -10,15 +11,22 @@ pub struct ModuleLoader {
     store: ModuleStore,
     sandbox: Sandbox,
     /// A name of each loaded module (the task's argv[0]); tasks store only the hash.
-    names: std::sync::Mutex<std::collections::HashMap<String, String>>,
-    /// Serializes slow-path loads: a burst of tasks for a new module compiles it once (Cranelift
-    /// compiles one module on all cores already).
-    loading: tokio::sync::Mutex<()>,
+    names: Mutex<HashMap<String, String>>,
+    /// One lock per module being loaded: a burst of tasks for a new module fetches and compiles
+    /// it once, while loads of other modules go on.
+    loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Modules that do not compile. Their bytes match their hash, so they never will: tasks that
+    /// reference one fail at once instead of each fetching and compiling it again.
+    invalid: Mutex<HashMap<String, Failure>>,
 }
+
+/// Most invalid modules remembered (a bound on memory, not on correctness: a forgotten one is
+/// just compiled again).
+const INVALID_REMEMBERED: usize = 1024;
 
 impl ModuleLoader {
     pub fn new(store: ModuleStore, sandbox: Sandbox) -> Self {
-        Self { store, sandbox, names: Default::default(), loading: tokio::sync::Mutex::new(()) }
+        Self { store, sandbox, names: Default::default(), loading: Default::default(), invalid: Default::default() }
     }
 
     /// The name a loaded module runs under (`task` when it has none).
@@ -37,9 +45,21 @@ impl ModuleLoader {
         if let Some(m) = self.sandbox.cached(sha) {
             return Ok(m);
         }
-        let _one_at_a_time = self.loading.lock().await;
-        if let Some(m) = self.sandbox.cached(sha) {
-            return Ok(m);
+        let lock = self.loading.lock().expect("loading lock").entry(sha.to_string()).or_default().clone();
+        let loaded = {
+            let _one_at_a_time = lock.lock().await;
+            match self.sandbox.cached(sha) {
+                Some(m) => Ok(m),
+                None => self.load(sha).await,
+            }
+        };
+        self.loading.lock().expect("loading lock").remove(sha);
+        loaded
+    }
+
+    async fn load(&self, sha: &str) -> Result<Arc<LoadedModule>, Failure> {
+        if let Some(f) = self.invalid.lock().expect("invalid lock").get(sha) {
+            return Err(f.clone());
         }
         let bytes = self.store.fetch(sha).await.map_err(|e| match e {
             StoreError::Unknown(_) => Failure::new(FailureKind::UnknownModule, format!("module {sha} is not in the module store")),
@@ -52,7 +72,17 @@ impl ModuleLoader {
         let loaded = tokio::task::spawn_blocking(move || sandbox.load(&sha_owned, &bytes))
             .await
             .map_err(|e| Failure::new(FailureKind::Internal, format!("module loading panicked: {e}")))?;
-        let module = loaded.map_err(|e| e.failure())?;
+        let module = loaded.map_err(|e| {
+            let failure = e.failure();
+            if failure.kind == FailureKind::InvalidModule {
+                let mut invalid = self.invalid.lock().expect("invalid lock");
+                if invalid.len() >= INVALID_REMEMBERED {
+                    invalid.clear();
+                }
+                invalid.insert(sha.to_string(), failure.clone());
+            }
+            failure
+        })?;
         let name = self.store.names_of(sha).await.ok().and_then(|n| n.into_iter().next()).unwrap_or_else(|| "task".into());
         self.names.lock().expect("names lock").insert(sha.to_string(), name);
         tracing::info!(sha, source = ?module.source, ms = %format!("{:.2}", module.load_time.as_secs_f64() * 1e3), "module loaded");

@@ -22,6 +22,7 @@ pub async fn run(shared: Arc<Shared>) {
                 Ok(d) => d,
                 Err(e) => {
                     tracing::warn!(%queue, error = %e, "could not read schedules");
+                    wait = wait.min(Duration::from_secs(1));
                     continue;
                 }
             };
@@ -43,7 +44,12 @@ pub async fn run(shared: Arc<Shared>) {
                         }
                     }
                 }
-                Err(e) => tracing::warn!(%queue, error = %e, "could not fire schedules"),
+                Err(e) => {
+                    // Not the 10 ms of a busy tick: a lasting error would turn into a hot loop.
+                    tracing::warn!(%queue, error = %e, "could not fire schedules");
+                    wait = wait.min(Duration::from_secs(1));
+                    continue;
+                }
             }
             wait = Duration::from_millis(10);
         }
