@@ -350,19 +350,26 @@ impl Bench {
         Ok(out)
     }
 
-    /// A paced load into idle workers; latency is submit -> result sent, per task.
-    async fn latency(&mut self) -> anyhow::Result<()> {
+    /// Two worker processes of concurrency 1 on `q`, started, warmed up (the no-op module loaded,
+    /// four tasks run) and idle again. The caller's tasks come after the four warm-up ones.
+    async fn idle_workers(&self, q: &QueueName) -> anyhow::Result<Vec<WorkerProc>> {
         self.push("bench-noop", NOOP_WAT.as_bytes()).await?;
-        let q = self.queue("latency");
         let cache = self.cache_dir.path().join("warm");
-        let mut procs: Vec<WorkerProc> = (0..2).map(|_| self.spawn_worker(&q, &["--concurrency", "1"], &cache)).collect::<anyhow::Result<_>>()?;
-        // Let the workers start, load the module once (a warm-up task each) and go idle.
+        let procs: Vec<WorkerProc> = (0..2).map(|_| self.spawn_worker(q, &["--concurrency", "1"], &cache)).collect::<anyhow::Result<_>>()?;
         let opts = EnqueueOptions { queue: q.clone(), ..Default::default() };
         for _ in 0..4 {
             self.client.enqueue("bench-noop", b"", &opts).await?;
         }
-        self.wait_until_done(&q, 4, Duration::from_secs(60)).await?;
+        self.wait_until_done(q, 4, Duration::from_secs(60)).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok(procs)
+    }
+
+    /// A paced load into idle workers; latency is submit -> result sent, per task.
+    async fn latency(&mut self) -> anyhow::Result<()> {
+        let q = self.queue("latency");
+        let mut procs = self.idle_workers(&q).await?;
+        let opts = EnqueueOptions { queue: q.clone(), ..Default::default() };
         let rate = self.config.rate.max(1);
         let total = (rate as f64 * self.config.duration.as_secs_f64()) as usize;
         let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
@@ -395,16 +402,9 @@ impl Bench {
     /// its due time (the promotion happens inside the claim; idle workers sleep until the
     /// earliest due time).
     async fn delayed(&mut self) -> anyhow::Result<()> {
-        self.push("bench-noop", NOOP_WAT.as_bytes()).await?;
         let q = self.queue("delayed");
-        let cache = self.cache_dir.path().join("warm");
-        let mut procs: Vec<WorkerProc> = (0..2).map(|_| self.spawn_worker(&q, &["--concurrency", "1"], &cache)).collect::<anyhow::Result<_>>()?;
+        let mut procs = self.idle_workers(&q).await?;
         let opts = EnqueueOptions { queue: q.clone(), ..Default::default() };
-        for _ in 0..4 {
-            self.client.enqueue("bench-noop", b"", &opts).await?;
-        }
-        self.wait_until_done(&q, 4, Duration::from_secs(60)).await?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
         let n = 200;
         let base = std::time::SystemTime::now() + Duration::from_secs(1);
         let mut ids = Vec::with_capacity(n);
