@@ -21,11 +21,18 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A free loopback port at most 55535: a cluster node also listens on port + 10000 (its bus).
+free_port() {
+  python3 -c '
+import socket
+for _ in range(100):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close()
+    if p <= 55535 and p != 6379:
+        print(p); break'
+}
 ports=()
 for i in 1 2 3; do
   port=$(free_port)
-  [ "$port" != 6379 ] || port=$(free_port)
   mkdir -p "$dir/$i"
   redis-server --port "$port" --bind 127.0.0.1 --dir "$dir/$i" --save "" --appendonly no \
     --cluster-enabled yes --cluster-config-file nodes.conf --logfile "$dir/$i/log" &
@@ -43,7 +50,19 @@ for _ in $(seq 200); do
 done
 url="redis+cluster://127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}"
 echo "cluster: $url"
+# CPU seconds (user + sys) each master has used so far.
+cpu() {
+  for p in "${ports[@]}"; do
+    redis-cli -p "$p" info cpu | awk -F: '/^used_cpu_(user|sys):/ {s += $2} END {printf "%.2f ", s}'
+  done
+}
 for q in 1 3; do
   echo "== tasks on $q shard(s)"
+  before=($(cpu))
   "$WASMQ_BIN" bench --redis-url "$url" --scenario throughput --tasks "$N" --queues "$q" 2>/dev/null | grep throughput
+  after=($(cpu))
+  # Redis CPU per node over the six runs (3 with one worker process, 3 with two).
+  line="   Redis CPU seconds per node:"
+  for i in 0 1 2; do line+=" $(awk -v a="${after[$i]}" -v b="${before[$i]}" 'BEGIN {printf "%.2f", a - b}')"; done
+  echo "$line"
 done

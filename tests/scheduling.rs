@@ -285,3 +285,28 @@ fn ticks_missed_while_no_worker_ran_fire_once() {
     worker.signal(libc::SIGTERM);
     assert_eq!(worker.wait(Duration::from_secs(10)), Some(0));
 }
+
+#[test]
+fn a_tick_more_than_a_minute_late_is_dropped_under_the_skip_policy() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&common::fixture("echo.wat"), "echo");
+    // Two yearly schedules whose tick is made two minutes overdue, as if no worker had run.
+    w.ok(&["schedule", "add", "late-skip", "echo", "--cron", "0 0 1 1 *", "--missed", "skip"]);
+    w.ok(&["schedule", "add", "late-once", "echo", "--cron", "0 0 1 1 *", "--missed", "once"]);
+    let overdue = wasmq::parse::now_ms() - 120_000;
+    let mut c = common::redis_conn(&s);
+    for name in ["late-skip", "late-once"] {
+        let _: () = c.zadd("wasmq:{default}:schedule-due", name, overdue).unwrap();
+    }
+    let worker = w.spawn_worker(&[]);
+    // Both move on to their next tick (next year); only `once` enqueued a catch-up run.
+    let moved = eventually(Duration::from_secs(20), || {
+        let dues: Vec<(String, u64)> = c.zrange_withscores("wasmq:{default}:schedule-due", 0, -1).unwrap();
+        (dues.len() == 2 && dues.iter().all(|(_, d)| *d > wasmq::parse::now_ms())).then_some(())
+    });
+    assert!(moved.is_some(), "the overdue schedules never moved on: {}", worker.log());
+    let once = eventually(Duration::from_secs(10), || Some(scheduled(&s, "late-once")).filter(|r| !r.is_empty())).expect("no catch-up run");
+    assert_eq!(once.len(), 1, "{once:?}");
+    assert!(scheduled(&s, "late-skip").is_empty(), "a tick more than a minute late ran under --missed skip");
+}

@@ -253,8 +253,17 @@ impl Drop for RedisServer {
 }
 
 /// A port that was free on 127.0.0.1 a moment ago.
+/// A free loopback port, never 6379 (a shared Redis may be there), and at most 55535, so that a
+/// Cluster node's bus port (port + 10000) exists too.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    let mut last = 0;
+    for _ in 0..100 {
+        last = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if last != 6379 && last <= 55535 {
+            return Ok(last);
+        }
+    }
+    Err(std::io::Error::other(format!("no free loopback port at or below 55535 (the last offered was {last})")))
 }
 
 /// True when a Redis server answers PING (or asks for authentication) at `addr`.

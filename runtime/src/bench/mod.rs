@@ -252,6 +252,7 @@ impl Bench {
         let k = self.config.queues.max(1);
         for workers in [1usize, 2] {
             let mut rates = Vec::new();
+            let mut cpu_per_task = Vec::new();
             let mut peak = 0u64;
             for round in 0..3 {
                 let queues = self.spread_queues(&format!("{what}{workers}x{round}"), k).await?;
@@ -268,6 +269,8 @@ impl Bench {
                     args.push(q.to_string());
                 }
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let cpu_at = self.client.keys().queue(&queues[0]).pending();
+                let cpu_before = redis_cpu(&mut self.client.conn(), &cpu_at).await.ok();
                 let mut procs: Vec<WorkerProc> =
                     (0..workers).map(|_| self.spawn_worker(&queues[0], &args, &warm_cache)).collect::<anyhow::Result<_>>()?;
                 let deadline = Instant::now() + Duration::from_secs(600);
@@ -279,6 +282,10 @@ impl Bench {
                 }
                 peak = peak.max(procs.iter().map(|p| p.peak_rss).max().unwrap_or(0));
                 drop(procs);
+                // Redis CPU spent on claims and results (one shard: meaningful with one queue).
+                if let (1, Some(before), Ok(after)) = (k, cpu_before, redis_cpu(&mut self.client.conn(), &cpu_at).await) {
+                    cpu_per_task.push((after - before) / n as f64 * 1e6);
+                }
                 let mut first_start_ms = u64::MAX;
                 let mut last_finish_us = 0;
                 let mut done = 0;
@@ -301,6 +308,13 @@ impl Bench {
                     .note(&format!("median of 3 runs of {n}, first start to last result")),
             );
             self.report.push(Metric::new(what, &format!("worker peak RSS, {workers} process(es)"), peak as f64 / (1 << 20) as f64, "MiB"));
+            if cpu_per_task.len() == 3 {
+                cpu_per_task.sort_by(f64::total_cmp);
+                self.report.push(
+                    Metric::new(what, &format!("Redis CPU per task, {workers} process(es)"), cpu_per_task[1], "µs")
+                        .note("used_cpu_user + used_cpu_sys of the queue's Redis over the run, per task: claim and result"),
+                );
+            }
         }
         Ok(())
     }
@@ -518,6 +532,13 @@ impl Bench {
         let _: () = conn.srem(self.client.keys().queues(), q.as_str()).await?;
         Ok(())
     }
+}
+
+/// CPU seconds (user + system) the Redis node that holds `key` has used.
+async fn redis_cpu(conn: &mut Conn, key: &str) -> anyhow::Result<f64> {
+    let info: String = conn.query_at(key, redis::cmd("INFO").arg("cpu")).await?;
+    let field = |name: &str| info.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<f64>().ok());
+    Ok(field("used_cpu_user:").context("no used_cpu_user in INFO")? + field("used_cpu_sys:").context("no used_cpu_sys in INFO")?)
 }
 
 /// `used_memory` of the node that holds `key` (on a Cluster: that key's shard).
