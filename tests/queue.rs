@@ -304,3 +304,42 @@ fn a_bad_inputs_file_enqueues_nothing() {
     let pending: u64 = common::pending_count(&mut c, "default");
     assert_eq!(pending, 0);
 }
+
+#[test]
+fn limits_given_at_enqueue_reach_the_worker_and_size_caps_refuse_early() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&common::fixture("loop.wat"), "loop");
+    w.push(&common::fixture("grow.wat"), "grow");
+    w.push(&common::fixture("clock_random.wat"), "clock");
+    let once = ["--max-attempts", "1"];
+    let fuel = w.enqueue("loop", "", &[&once[..], &["--fuel", "100000"]].concat());
+    let timeout = w.enqueue("loop", "", &[&once[..], &["--timeout", "300ms"]].concat());
+    let memory = w.enqueue("grow", "", &[&once[..], &["--memory", "4MiB"]].concat());
+    let det: Vec<String> = (0..2).map(|_| w.enqueue("clock", "", &["--deterministic"])).collect();
+    let real = w.enqueue("clock", "", &[]);
+    let mut worker = w.spawn_worker(&["--exit-when-idle"]);
+    assert_eq!(worker.wait(Duration::from_secs(60)), Some(0), "{}", worker.log());
+    for (id, kind) in [(&fuel, "fuel_exhausted"), (&timeout, "timeout"), (&memory, "memory_limit")] {
+        let st = w.status(id).unwrap();
+        assert_eq!((st["state"].as_str(), st["error_kind"].as_str()), (Some("dead"), Some(kind)), "{id}: {st}");
+    }
+    let st = w.status(&fuel).unwrap();
+    assert!(st["fuel_used"].as_u64().is_some_and(|f| f >= 100_000), "fuel used is reported: {st}");
+    // Deterministic tasks see the same clock and randomness; a normal one does not.
+    let out = |id: &str| w.run(&["result", id]).stdout;
+    assert_eq!(out(&det[0]), out(&det[1]), "two deterministic runs differ");
+    assert_eq!(out(&det[0]).len(), 16);
+    assert_ne!(out(&det[0]), out(&real), "a normal task saw the fixed clock");
+
+    // Size caps refuse before anything is stored or queued.
+    let before: u64 = common::redis_conn(&s).get("wasmq:{default}:seq").unwrap();
+    let out = w.run(&["enqueue", "loop", "--input", "0123456789", "--max-input-size", "4B"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("limit"), "{}", String::from_utf8_lossy(&out.stderr));
+    let after: u64 = common::redis_conn(&s).get("wasmq:{default}:seq").unwrap();
+    assert_eq!(before, after, "an oversized input was queued");
+    let out = w.run(&["module", "push", common::fixture("echo.wat").to_str().unwrap(), "--max-module-size", "16B"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!w.ok(&["module", "list"]).contains("echo"), "an oversized module was stored");
+}

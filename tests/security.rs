@@ -354,3 +354,28 @@ fn bad_data_written_into_redis_by_hand_is_refused_and_touches_nothing_else() {
         assert_eq!(w.run(&["status", bad_id]).status.code(), Some(2), "{bad_id}");
     }
 }
+
+#[test]
+fn a_task_gets_its_name_as_only_argument_and_odd_exit_statuses_fail_cleanly() {
+    for target in [WasmTarget::P1, WasmTarget::P2] {
+        let file = adversary(target);
+        let run = |input: &str| {
+            std::process::Command::new(common::bin())
+                .arg("run")
+                .arg(&file)
+                .args(["--input", input])
+                .env("WASMQ_CACHE_DIR", common::cache_dir())
+                .output()
+                .unwrap()
+        };
+        let out = run("args");
+        assert!(out.status.success(), "{target:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), r#"["adversary"]"#, "{target:?}");
+        // 255 is out of WASI's range for preview 1 and becomes 1 in a component's libc: either
+        // way a failure with kind exit_code and a one-line reason, never a crash.
+        let out = run("exit 255");
+        assert_eq!(out.status.code(), Some(5), "{target:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("task failed: exit_code"), "{target:?}: {err}");
+    }
+}

@@ -18,11 +18,9 @@ pub struct ParseError {
 
 impl ParseError {
     fn new(what: &'static str, value: &str, reason: impl Into<String>) -> Self {
-        // Keep error messages one line and bounded, whatever the input was.
-        let mut value: String = value.chars().take(80).collect();
-        if value.len() < 80 && value.contains('\n') {
-            value = value.replace('\n', "\\n");
-        }
+        // Bounded, whatever the input was; the message shows the value with `{:?}`, which escapes
+        // newlines and control characters, so it stays one line.
+        let value: String = value.chars().take(80).collect();
         Self { what, value, reason: reason.into() }
     }
 }
@@ -275,6 +273,14 @@ pub fn priority(s: &str) -> Result<i64, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_are_one_bounded_line_whatever_the_value() {
+        let long = format!("1x\n2y\r{}", "z".repeat(10_000));
+        let msg = duration(&long).unwrap_err().to_string();
+        assert_eq!(msg.lines().count(), 1, "{msg}");
+        assert!(msg.len() < 300, "{} bytes", msg.len());
+    }
 
     #[test]
     fn durations() {
