@@ -364,6 +364,14 @@ impl Bench {
         Ok(out)
     }
 
+    /// Reports the p50, p99 and max of `values` (ms) as `<what> p50` and so on.
+    fn push_percentiles(&mut self, scenario: &str, what: &str, mut values: Vec<f64>, note: &str) {
+        values.sort_by(f64::total_cmp);
+        for (label, p) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
+            self.report.push(Metric::new(scenario, &format!("{what} {label}"), pct(&values, p), "ms").note(note));
+        }
+    }
+
     /// Two worker processes of concurrency 1 on `q`, started, warmed up (the no-op module loaded,
     /// four tasks run) and idle again. The caller's tasks come after the four warm-up ones.
     async fn idle_workers(&self, q: &QueueName) -> anyhow::Result<Vec<WorkerProc>> {
@@ -401,12 +409,9 @@ impl Bench {
         }
         let ids: Vec<TaskId> = sent.iter().map(|(id, _)| id.clone()).collect();
         let rows = self.task_fields(&ids, &[field::FINISHED_US]).await?;
-        let mut lat: Vec<f64> = rows.iter().zip(&sent).filter_map(|(r, (_, submit))| r[0].map(|f| f.saturating_sub(*submit) as f64 / 1000.0)).collect();
-        lat.sort_by(f64::total_cmp);
+        let lat: Vec<f64> = rows.iter().zip(&sent).filter_map(|(r, (_, submit))| r[0].map(|f| f.saturating_sub(*submit) as f64 / 1000.0)).collect();
         let note = format!("{total} no-op tasks at {rate}/s into 2 idle workers; submit -> result sent");
-        self.report.push(Metric::new("latency", "end-to-end p50", pct(&lat, 0.5), "ms").note(&note));
-        self.report.push(Metric::new("latency", "end-to-end p99", pct(&lat, 0.99), "ms").note(&note));
-        self.report.push(Metric::new("latency", "end-to-end max", pct(&lat, 1.0), "ms").note(&note));
+        self.push_percentiles("latency", "end-to-end", lat, &note);
         drop(procs);
         self.drop_queue(&q).await?;
         Ok(())
@@ -431,13 +436,10 @@ impl Bench {
             p.terminate();
         }
         let rows = self.task_fields(&ids, &[field::DUE, field::STARTED]).await?;
-        let mut late: Vec<f64> = rows.iter().filter_map(|r| Some(r[1]? as f64 - r[0]? as f64)).collect();
+        let late: Vec<f64> = rows.iter().filter_map(|r| Some(r[1]? as f64 - r[0]? as f64)).collect();
         anyhow::ensure!(late.len() == n, "{} of {n} delayed tasks have a due and a start time", late.len());
-        late.sort_by(f64::total_cmp);
         let note = format!("{n} tasks due every 20 ms, 2 idle workers; start - due (ms clock)");
-        self.report.push(Metric::new("delayed", "lateness p50", pct(&late, 0.5), "ms").note(&note));
-        self.report.push(Metric::new("delayed", "lateness p99", pct(&late, 0.99), "ms").note(&note));
-        self.report.push(Metric::new("delayed", "lateness max", pct(&late, 1.0), "ms").note(&note));
+        self.push_percentiles("delayed", "lateness", late, &note);
         drop(procs);
         self.drop_queue(&q).await?;
         Ok(())
