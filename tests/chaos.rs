@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{eventually, RedisServer, Wasmq};
+use common::{RedisServer, Wasmq, eventually};
 use redis::Commands;
 use wasmq::redis_server::ServerOptions;
 
@@ -121,7 +121,7 @@ fn producer(url: String, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<String>>>, 
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
-            if i % 50 == 0 {
+            if i.is_multiple_of(50) {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{eventually, RedisServer, Wasmq};
+use common::{RedisServer, Wasmq, eventually};
 use redis::Commands;
 use wasmq::redis_server::ServerOptions;
 
@@ -85,7 +85,7 @@ fn sentinel_failover_is_followed_by_workers_and_producers() {
                 let mut i = 0u64;
                 while !stop.load(Ordering::SeqCst) {
                     i += 1;
-                    let durable = i % 10 == 0;
+                    let durable = i.is_multiple_of(10);
                     let opts = wasmq::client::EnqueueOptions { durable, ..Default::default() };
                     match client.enqueue("echo", format!("{i}").as_bytes(), &opts).await {
                         Ok(e) => acked.lock().unwrap().push((e.id.to_string(), durable, Instant::now())),
@@ -114,10 +114,8 @@ fn sentinel_failover_is_followed_by_workers_and_producers() {
     })
     .expect("the replica was never promoted");
     // Producers and workers continue by themselves.
-    let resumed = eventually(Duration::from_secs(30), || {
-        acked.lock().unwrap().iter().find(|(_, _, at)| *at > killed_at).map(|(_, _, at)| *at - killed_at)
-    })
-    .expect("the producer never recovered");
+    let resumed = eventually(Duration::from_secs(30), || acked.lock().unwrap().iter().find(|(_, _, at)| *at > killed_at).map(|(_, _, at)| *at - killed_at))
+        .expect("the producer never recovered");
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::SeqCst);
     producer.join().unwrap();
@@ -128,11 +126,13 @@ fn sentinel_failover_is_followed_by_workers_and_producers() {
     };
     // Every durable task acknowledged before the kill, and every task acknowledged after it, finishes.
     let must_finish: Vec<&(String, bool, Instant)> = acked.iter().filter(|(_, durable, at)| *durable || *at > killed_at).collect();
-    let done = eventually(Duration::from_secs(60), || {
-        must_finish.iter().all(|(id, ..)| state(&mut c, id).as_deref() == Some("succeeded")).then_some(())
-    });
+    let done = eventually(Duration::from_secs(60), || must_finish.iter().all(|(id, ..)| state(&mut c, id).as_deref() == Some("succeeded")).then_some(()));
     let lost_async: Vec<&String> = acked.iter().filter(|(id, _, _)| state(&mut c, id).is_none()).map(|(id, ..)| id).collect();
-    assert!(done.is_some(), "tasks that must finish did not: {:?}", must_finish.iter().filter(|(id, ..)| state(&mut c, id).as_deref() != Some("succeeded")).take(5).collect::<Vec<_>>());
+    assert!(
+        done.is_some(),
+        "tasks that must finish did not: {:?}",
+        must_finish.iter().filter(|(id, ..)| state(&mut c, id).as_deref() != Some("succeeded")).take(5).collect::<Vec<_>>()
+    );
     for wk in &mut workers {
         assert!(wk.is_running(), "a worker died: {}", wk.log());
         wk.signal(libc::SIGTERM);
@@ -141,10 +141,8 @@ fn sentinel_failover_is_followed_by_workers_and_producers() {
     let durable_before = acked.iter().filter(|(_, d, at)| *d && *at < killed_at).count();
     assert!(durable_before > 0, "no durable enqueue was acknowledged before the kill: the test proves nothing");
     // Processing: results written before the kill, and the first one after it.
-    let finished: Vec<u64> = acked
-        .iter()
-        .filter_map(|(id, ..)| c.hget(format!("wasmq:{{default}}:task:{}", id.rsplit(':').next().unwrap()), "finished").ok().flatten())
-        .collect();
+    let finished: Vec<u64> =
+        acked.iter().filter_map(|(id, ..)| c.hget(format!("wasmq:{{default}}:task:{}", id.rsplit(':').next().unwrap()), "finished").ok().flatten()).collect();
     let done_before = finished.iter().filter(|f| **f < killed_ms).count();
     assert!(done_before > 0, "no task had finished before the kill: workers were not running");
     let first_after = finished.iter().filter(|f| **f >= killed_ms).min().map(|f| f - killed_ms).expect("no task finished after the kill");
@@ -172,10 +170,7 @@ impl Cluster {
         let nodes: Vec<RedisServer> = (0..masters)
             .map(|_| {
                 RedisServer::start_with(
-                    ServerOptions::default()
-                        .arg("cluster-enabled", "yes")
-                        .arg("cluster-config-file", "nodes.conf")
-                        .arg("cluster-node-timeout", "2000"),
+                    ServerOptions::default().arg("cluster-enabled", "yes").arg("cluster-config-file", "nodes.conf").arg("cluster-node-timeout", "2000"),
                 )
                 .unwrap()
             })

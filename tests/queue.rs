@@ -5,9 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{eventually, RedisServer, Wasmq};
+use common::{RedisServer, Wasmq, eventually};
 use redis::Commands;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use wasmq::examples::WasmTarget;
 
 fn server() -> RedisServer {

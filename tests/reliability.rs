@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{eventually, RedisServer, Wasmq};
+use common::{RedisServer, Wasmq, eventually};
 use redis::Commands;
 
 fn server() -> RedisServer {
@@ -69,9 +69,21 @@ fn a_stale_completion_is_refused_by_the_fencing_token() {
             let k = k.clone();
             async move {
                 let v: Vec<redis::Value> = wasmq::scripts::CLAIM
-                    .key(k.pending()).key(k.delayed()).key(k.active()).key(k.meta()).key(k.signal()).key(k.estimates())
-                    .arg(k.base()).arg(now).arg(1000).arg(1).arg(worker).arg(0)
-                    .invoke_async(&mut conn).await.unwrap();
+                    .key(k.pending())
+                    .key(k.delayed())
+                    .key(k.active())
+                    .key(k.meta())
+                    .key(k.signal())
+                    .key(k.estimates())
+                    .arg(k.base())
+                    .arg(now)
+                    .arg(1000)
+                    .arg(1)
+                    .arg(worker)
+                    .arg(0)
+                    .invoke_async(&mut conn)
+                    .await
+                    .unwrap();
                 v
             }
         };
@@ -81,10 +93,24 @@ fn a_stale_completion_is_refused_by_the_fencing_token() {
         let old_token: u64 = redis::from_redis_value(first[2].clone()).unwrap();
         // The lease (1 s) expires; the reaper puts the task back.
         let (requeued, _dead): (Vec<u64>, Vec<u64>) = wasmq::scripts::REAP
-            .key(k.active()).key(k.pending()).key(k.dead()).key(k.cancelled()).key(k.stats()).key(k.modrefs())
-            .key(k.meta()).key(k.estimates()).key(k.signal())
-            .arg(k.base()).arg(now + 5000).arg(0).arg(100).arg(3).arg(5)
-            .invoke_async(&mut conn.clone()).await.unwrap();
+            .key(k.active())
+            .key(k.pending())
+            .key(k.dead())
+            .key(k.cancelled())
+            .key(k.stats())
+            .key(k.modrefs())
+            .key(k.meta())
+            .key(k.estimates())
+            .key(k.signal())
+            .arg(k.base())
+            .arg(now + 5000)
+            .arg(0)
+            .arg(100)
+            .arg(3)
+            .arg(5)
+            .invoke_async(&mut conn.clone())
+            .await
+            .unwrap();
         assert_eq!(requeued.len(), 1);
         let second = claim("new", now + 5000).await;
         let new_token: u64 = redis::from_redis_value(second[2].clone()).unwrap();
@@ -95,11 +121,31 @@ fn a_stale_completion_is_refused_by_the_fencing_token() {
             let seq: u64 = seq(&id).parse().unwrap();
             async move {
                 let r: Vec<i64> = wasmq::scripts::COMPLETE
-                    .key(k.active()).key(k.pending()).key(k.delayed()).key(k.succeeded()).key(k.dead()).key(k.cancelled())
-                    .key(k.stats()).key(k.modrefs()).key(k.estimates()).key(k.meta()).key(k.signal())
-                    .arg(k.base()).arg(wasmq::parse::now_ms()).arg(0)
-                    .arg(seq).arg(token).arg("succeeded").arg(0).arg("").arg(1).arg("output").arg(output)
-                    .invoke_async(&mut conn).await.unwrap();
+                    .key(k.active())
+                    .key(k.pending())
+                    .key(k.delayed())
+                    .key(k.succeeded())
+                    .key(k.dead())
+                    .key(k.cancelled())
+                    .key(k.stats())
+                    .key(k.modrefs())
+                    .key(k.estimates())
+                    .key(k.meta())
+                    .key(k.signal())
+                    .arg(k.base())
+                    .arg(wasmq::parse::now_ms())
+                    .arg(0)
+                    .arg(seq)
+                    .arg(token)
+                    .arg("succeeded")
+                    .arg(0)
+                    .arg("")
+                    .arg(1)
+                    .arg("output")
+                    .arg(output)
+                    .invoke_async(&mut conn)
+                    .await
+                    .unwrap();
                 r
             }
         };
@@ -267,10 +313,7 @@ fn durable_enqueue_reports_what_it_can_guarantee() {
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert_eq!(w.status(&id).unwrap()["state"], "pending", "the task is queued all the same, and its id printed");
     // With appendfsync always it is.
-    let aof = RedisServer::start_with(
-        wasmq::redis_server::ServerOptions::default().arg("appendonly", "yes").arg("appendfsync", "always"),
-    )
-    .unwrap();
+    let aof = RedisServer::start_with(wasmq::redis_server::ServerOptions::default().arg("appendonly", "yes").arg("appendfsync", "always")).unwrap();
     let w = Wasmq::new(&aof);
     w.push(&common::fixture("echo.wat"), "echo");
     let out = w.run(&["enqueue", "echo", "--input", "x", "--durable"]);
@@ -296,9 +339,21 @@ impl Scripts {
     async fn claim(&self, now: u64) -> Option<u64> {
         let k = &self.k;
         let v: Vec<redis::Value> = wasmq::scripts::CLAIM
-            .key(k.pending()).key(k.delayed()).key(k.active()).key(k.meta()).key(k.signal()).key(k.estimates())
-            .arg(k.base()).arg(now).arg(1000).arg(1).arg("w").arg(0)
-            .invoke_async(&mut self.conn.clone()).await.unwrap();
+            .key(k.pending())
+            .key(k.delayed())
+            .key(k.active())
+            .key(k.meta())
+            .key(k.signal())
+            .key(k.estimates())
+            .arg(k.base())
+            .arg(now)
+            .arg(1000)
+            .arg(1)
+            .arg("w")
+            .arg(0)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .unwrap();
         v.get(2).map(|t| redis::from_redis_value(t.clone()).unwrap())
     }
 
@@ -306,29 +361,69 @@ impl Scripts {
     async fn heartbeat_running(&self, seq: u64, token: u64, now: u64) {
         let k = &self.k;
         let _: redis::Value = wasmq::scripts::HEARTBEAT
-            .key(k.active()).arg(k.base()).arg(now).arg(1000).arg(seq).arg(token).arg(now)
-            .invoke_async(&mut self.conn.clone()).await.unwrap();
+            .key(k.active())
+            .arg(k.base())
+            .arg(now)
+            .arg(1000)
+            .arg(seq)
+            .arg(token)
+            .arg(now)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .unwrap();
     }
 
     /// Reaps at `now` with a limit of `max_stalls`; returns (requeued, dead).
     async fn reap(&self, now: u64, max_stalls: u32) -> (Vec<u64>, Vec<u64>) {
         let k = &self.k;
         wasmq::scripts::REAP
-            .key(k.active()).key(k.pending()).key(k.dead()).key(k.cancelled()).key(k.stats()).key(k.modrefs())
-            .key(k.meta()).key(k.estimates()).key(k.signal())
-            .arg(k.base()).arg(now).arg(0).arg(100).arg(3).arg(max_stalls)
-            .invoke_async(&mut self.conn.clone()).await.unwrap()
+            .key(k.active())
+            .key(k.pending())
+            .key(k.dead())
+            .key(k.cancelled())
+            .key(k.stats())
+            .key(k.modrefs())
+            .key(k.meta())
+            .key(k.estimates())
+            .key(k.signal())
+            .arg(k.base())
+            .arg(now)
+            .arg(0)
+            .arg(100)
+            .arg(3)
+            .arg(max_stalls)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .unwrap()
     }
 
     /// Completes a task with `action`; returns 1 if applied.
     async fn complete(&self, seq: u64, token: u64, action: &str) -> i64 {
         let k = &self.k;
         let r: Vec<i64> = wasmq::scripts::COMPLETE
-            .key(k.active()).key(k.pending()).key(k.delayed()).key(k.succeeded()).key(k.dead()).key(k.cancelled())
-            .key(k.stats()).key(k.modrefs()).key(k.estimates()).key(k.meta()).key(k.signal())
-            .arg(k.base()).arg(wasmq::parse::now_ms()).arg(0)
-            .arg(seq).arg(token).arg(action).arg(wasmq::parse::now_ms()).arg("").arg(0)
-            .invoke_async(&mut self.conn.clone()).await.unwrap();
+            .key(k.active())
+            .key(k.pending())
+            .key(k.delayed())
+            .key(k.succeeded())
+            .key(k.dead())
+            .key(k.cancelled())
+            .key(k.stats())
+            .key(k.modrefs())
+            .key(k.estimates())
+            .key(k.meta())
+            .key(k.signal())
+            .arg(k.base())
+            .arg(wasmq::parse::now_ms())
+            .arg(0)
+            .arg(seq)
+            .arg(token)
+            .arg(action)
+            .arg(wasmq::parse::now_ms())
+            .arg("")
+            .arg(0)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .unwrap();
         r[0]
     }
 }

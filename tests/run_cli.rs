@@ -6,7 +6,7 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use wasmq::examples::WasmTarget;
 
 fn run(file: &std::path::Path, input: &str, extra: &[&str]) -> std::process::Output {
@@ -114,7 +114,8 @@ fn input_can_come_from_a_flag_or_a_file() {
     assert_eq!(out.stdout, b"ABC");
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), "from file").unwrap();
-    let out = Command::new(common::bin()).arg("run").arg(&wat).arg("--input-file").arg(file.path()).env("WASMQ_CACHE_DIR", common::cache_dir()).output().unwrap();
+    let out =
+        Command::new(common::bin()).arg("run").arg(&wat).arg("--input-file").arg(file.path()).env("WASMQ_CACHE_DIR", common::cache_dir()).output().unwrap();
     assert_eq!(out.stdout, b"FROM FILE");
 }
 
@@ -122,10 +123,7 @@ fn input_can_come_from_a_flag_or_a_file() {
 fn bad_files_give_one_line_errors() {
     let garbage = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(garbage.path(), b"\x00\x01\x02 not wasm").unwrap();
-    for (file, expect) in [
-        (garbage.path().to_path_buf(), "not a wasm binary"),
-        (std::path::PathBuf::from("/nonexistent/task.wasm"), "cannot read"),
-    ] {
+    for (file, expect) in [(garbage.path().to_path_buf(), "not a wasm binary"), (std::path::PathBuf::from("/nonexistent/task.wasm"), "cannot read")] {
         let out = wasmq_run().arg(&file).output().unwrap();
         assert_eq!(out.status.code(), Some(1));
         let err = String::from_utf8_lossy(&out.stderr);
@@ -175,12 +173,8 @@ fn repeat_prints_timing_statistics() {
 
 #[test]
 fn the_demo_runs_end_to_end() {
-    let out = Command::new(common::bin())
-        .args(["demo", "--fresh-redis"])
-        .env("WASMQ_CACHE_DIR", common::cache_dir())
-        .env_remove("WASMQ_REDIS_URL")
-        .output()
-        .unwrap();
+    let out =
+        Command::new(common::bin()).args(["demo", "--fresh-redis"]).env("WASMQ_CACHE_DIR", common::cache_dir()).env_remove("WASMQ_REDIS_URL").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}\n{}", stdout, String::from_utf8_lossy(&out.stderr));
     // Eight tasks: seven succeed, the one with a broken rule is retried once and ends dead.

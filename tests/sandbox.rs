@@ -5,8 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use wasmq::sandbox::{prepare, CancelToken, FailureKind, Limits, Outcome, Sandbox, SandboxConfig};
-use wasmq::store::{sha256_hex, ModuleKind};
+use wasmq::sandbox::{CancelToken, FailureKind, Limits, Outcome, Sandbox, SandboxConfig, prepare};
+use wasmq::store::{ModuleKind, sha256_hex};
 
 fn sandbox() -> Sandbox {
     Sandbox::new(SandboxConfig { max_concurrency: 4, cache_dir: Some(common::cache_dir().to_path_buf()), ..Default::default() }).unwrap()

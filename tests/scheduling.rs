@@ -6,7 +6,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use common::{eventually, RedisServer, Wasmq};
+use common::{RedisServer, Wasmq, eventually};
 use redis::Commands;
 
 fn server() -> RedisServer {
@@ -137,9 +137,8 @@ fn weighted_queues_share_a_worker_in_proportion() {
         let out = w.ok(&["enqueue", "echo", "--queue", q, "--inputs-file", file.path().to_str().unwrap()]);
         ids.insert(q.into(), out.lines().map(str::to_string).collect());
     }
-    let mut worker = w.spawn_worker(&[
-        "--queue", "critical=6", "--queue", "default=3", "--queue", "low=1", "--concurrency", "1", "--prefetch", "0", "--exit-when-idle",
-    ]);
+    let mut worker =
+        w.spawn_worker(&["--queue", "critical=6", "--queue", "default=3", "--queue", "low=1", "--concurrency", "1", "--prefetch", "0", "--exit-when-idle"]);
     assert_eq!(worker.wait(Duration::from_secs(120)), Some(0), "{}", worker.log());
     let mut all: Vec<(u64, String)> = Vec::new();
     for (q, list) in &ids {

@@ -17,9 +17,7 @@ fn adversary(target: WasmTarget) -> std::path::PathBuf {
     let mut g = BUILT.lock().unwrap();
     let map = g.get_or_insert_with(HashMap::new);
     let key = target.triple();
-    map.entry(key)
-        .or_insert_with(|| examples::build_packages(&["adversary"], target).unwrap_or_else(|e| panic!("{e}")).remove(0).1)
-        .clone()
+    map.entry(key).or_insert_with(|| examples::build_packages(&["adversary"], target).unwrap_or_else(|e| panic!("{e}")).remove(0).1).clone()
 }
 
 /// Peak resident memory of a process (VmHWM), in bytes.
@@ -63,7 +61,7 @@ fn a_hundred_bad_tasks_among_a_thousand_good_ones() {
             if i % 11 == 5 {
                 let (input, kind) = &bad[bad_ids.len() % bad.len()];
                 // Each behaviour alternates between the two kinds from one round to the next.
-                let module = if (bad_ids.len() / bad.len()) % 2 == 0 { "adv1" } else { "adv2" };
+                let module = if (bad_ids.len() / bad.len()).is_multiple_of(2) { "adv1" } else { "adv2" };
                 let id = client.enqueue(module, input.as_bytes(), &opts).await.unwrap().id;
                 bad_ids.push((id.to_string(), *kind, input.clone(), module));
             } else {
@@ -75,19 +73,8 @@ fn a_hundred_bad_tasks_among_a_thousand_good_ones() {
         (good, bad_ids)
     });
     assert_eq!((good_ids.len(), bad_ids.len()), (1000, 100));
-    let mut worker = w.spawn_worker(&[
-        "--exit-when-idle",
-        "--concurrency",
-        "2",
-        "--max-attempts",
-        "1",
-        "--timeout",
-        "1s",
-        "--memory",
-        "64MiB",
-        "--stdout-limit",
-        "1MiB",
-    ]);
+    let mut worker =
+        w.spawn_worker(&["--exit-when-idle", "--concurrency", "2", "--max-attempts", "1", "--timeout", "1s", "--memory", "64MiB", "--stdout-limit", "1MiB"]);
     let pid = worker.pid();
     let mut peak = 0;
     let started = std::time::Instant::now();

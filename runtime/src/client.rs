@@ -18,12 +18,12 @@ use std::time::{Duration, SystemTime};
 
 use redis::AsyncCommands;
 
-use crate::conn::{ConnError, Conn, Redis, RedisOptions};
+use crate::conn::{Conn, ConnError, Redis, RedisOptions};
 use crate::keys::Keys;
 use crate::parse::{self, ParseError, QueueName, TaskId};
 use crate::scripts;
-use crate::store::{ModuleStore, StoreError, DEFAULT_MAX_MODULE_SIZE};
-use crate::task::{field, Fields, TaskDataError, TaskRecord, TaskState};
+use crate::store::{DEFAULT_MAX_MODULE_SIZE, ModuleStore, StoreError};
+use crate::task::{Fields, TaskDataError, TaskRecord, TaskState, field};
 
 /// What went wrong in a client call.
 #[derive(Debug, thiserror::Error)]
@@ -482,9 +482,8 @@ impl Client {
         }
         // WAIT with no replica connected would just sit out its timeout.
         let info: Result<String, _> = c.query_at(&at, redis::cmd("INFO").arg("replication")).await;
-        let connected = info.as_deref().ok().and_then(|i| {
-            i.lines().find_map(|l| l.strip_prefix("connected_slaves:")).and_then(|n| n.trim().parse::<i64>().ok())
-        });
+        let connected =
+            info.as_deref().ok().and_then(|i| i.lines().find_map(|l| l.strip_prefix("connected_slaves:")).and_then(|n| n.trim().parse::<i64>().ok()));
         if connected.is_none_or(|n| n > 0) {
             let replicas: i64 = c.query_at(&at, redis::cmd("WAIT").arg(1).arg(timeout_ms)).await.map_err(|e| e.to_string())?;
             if replicas >= 1 {
@@ -588,8 +587,7 @@ impl Client {
     pub async fn queues(&self) -> Result<Vec<QueueName>, ClientError> {
         let names: Vec<Vec<u8>> = self.conn.clone().smembers(self.keys.queues()).await?;
         // Members that are not valid queue names (written by hand) are skipped.
-        let mut qs: Vec<QueueName> =
-            names.iter().filter_map(|n| std::str::from_utf8(n).ok().and_then(|n| QueueName::new(n).ok())).collect();
+        let mut qs: Vec<QueueName> = names.iter().filter_map(|n| std::str::from_utf8(n).ok().and_then(|n| QueueName::new(n).ok())).collect();
         qs.sort();
         Ok(qs)
     }
@@ -598,15 +596,8 @@ impl Client {
     pub async fn stats(&self, q: &QueueName) -> Result<QueueStats, ClientError> {
         let k = self.keys.queue(q);
         let pending = self.pending_count(q).await?;
-        let (delayed, active, succeeded, dead, cancelled, meta, counters): (
-            u64,
-            u64,
-            u64,
-            u64,
-            u64,
-            std::collections::HashMap<String, String>,
-            std::collections::HashMap<String, i64>,
-        ) = redis::pipe()
+        type Counts = (u64, u64, u64, u64, u64, std::collections::HashMap<String, String>, std::collections::HashMap<String, i64>);
+        let (delayed, active, succeeded, dead, cancelled, meta, counters): Counts = redis::pipe()
             .zcard(k.delayed())
             .zcard(k.active())
             .zcard(k.succeeded())
@@ -708,13 +699,7 @@ impl Client {
         )
         .await?;
         let k = self.keys.queue(q);
-        let moved: u64 = scripts::REPOLICY
-            .key(k.pending())
-            .key(k.meta())
-            .key(k.estimates())
-            .arg(k.base())
-            .invoke_async(&mut self.conn.clone())
-            .await?;
+        let moved: u64 = scripts::REPOLICY.key(k.pending()).key(k.meta()).key(k.estimates()).arg(k.base()).invoke_async(&mut self.conn.clone()).await?;
         Ok(moved)
     }
 

@@ -166,11 +166,7 @@ fn parse_url(url: &str) -> Result<ParsedUrl, ConnError> {
         },
     };
     let default_port = if kind == "sentinel" { 26379 } else { 6379 };
-    let nodes = hosts
-        .split(',')
-        .filter(|h| !h.is_empty())
-        .map(|h| parse_host_port(url, h, default_port))
-        .collect::<Result<Vec<_>, _>>()?;
+    let nodes = hosts.split(',').filter(|h| !h.is_empty()).map(|h| parse_host_port(url, h, default_port)).collect::<Result<Vec<_>, _>>()?;
     if nodes.is_empty() {
         return Err(invalid(url, "no host given"));
     }
@@ -212,6 +208,8 @@ pub struct Redis {
     options: Arc<RedisOptions>,
 }
 
+// One per `Redis` handle, behind an Arc: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Backend {
     Single(redis::Client),
     Cluster(ClusterClient),
@@ -230,12 +228,7 @@ fn read_tls(options: &RedisOptions) -> Result<Option<TlsCertificates>, ConnError
     let client_tls = match (&options.tls_cert, &options.tls_key) {
         (Some(c), Some(k)) => Some(redis::ClientTlsConfig { client_cert: read(c)?, client_key: read(k)? }),
         (None, None) => None,
-        _ => {
-            return Err(ConnError::InvalidUrl {
-                url: redact(&options.url),
-                reason: "a client certificate needs both --tls-cert and --tls-key".into(),
-            })
-        }
+        _ => return Err(ConnError::InvalidUrl { url: redact(&options.url), reason: "a client certificate needs both --tls-cert and --tls-key".into() }),
     };
     if root_cert.is_none() && client_tls.is_none() {
         return Ok(None);
@@ -300,9 +293,7 @@ impl Redis {
                         ConnectionAddr::Tcp(h.clone(), *p)
                     }
                 });
-                let mut b = SentinelClientBuilder::new(addrs, &master, SentinelServerType::Master)
-                    .map_err(redis_err)?
-                    .set_client_to_redis_db(db);
+                let mut b = SentinelClientBuilder::new(addrs, &master, SentinelServerType::Master).map_err(redis_err)?.set_client_to_redis_db(db);
                 if let Some(u) = &parsed.user {
                     b = b.set_client_to_redis_username(u);
                 }
@@ -316,19 +307,13 @@ impl Redis {
                     b = b.set_client_to_sentinel_password(p);
                 }
                 if parsed.tls {
-                    b = b
-                        .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
-                        .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
+                    b = b.set_client_to_redis_tls_mode(redis::TlsMode::Secure).set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
                     if let Some(c) = certs {
                         b = b.set_client_to_redis_certificates(c.clone()).set_client_to_sentinel_certificates(c);
                     }
                 }
                 let client = b.build().map_err(redis_err)?;
-                Backend::Sentinel(Arc::new(SentinelShared {
-                    client: tokio::sync::Mutex::new(client),
-                    master,
-                    generation: Default::default(),
-                }))
+                Backend::Sentinel(Arc::new(SentinelShared { client: tokio::sync::Mutex::new(client), master, generation: Default::default() }))
             }
         };
         Ok(Self { backend: Arc::new(backend), options: Arc::new(options) })
@@ -372,12 +357,7 @@ impl Redis {
                 Ok(Conn::Cluster(client.get_async_connection_with_config(cfg).await.map_err(err)?))
             }
             Backend::Sentinel(shared) => {
-                let conn = SentinelConn {
-                    shared: shared.clone(),
-                    options: self.options.clone(),
-                    response_timeout,
-                    current: Arc::new(RwLock::new(None)),
-                };
+                let conn = SentinelConn { shared: shared.clone(), options: self.options.clone(), response_timeout, current: Arc::new(RwLock::new(None)) };
                 conn.current().await.map_err(err)?;
                 Ok(Conn::Sentinel(conn))
             }
@@ -490,10 +470,7 @@ impl SentinelConn {
             || e.is_connection_dropped()
             || e.is_connection_refusal()
             || e.is_unrecoverable_error()
-            || matches!(
-                e.kind(),
-                redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly | redis::ServerErrorKind::MasterDown)
-            );
+            || matches!(e.kind(), redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly | redis::ServerErrorKind::MasterDown));
         if moved {
             let mut slot = self.current.write().expect("lock");
             if slot.as_ref().is_some_and(|(g, _)| *g == generation) {
@@ -553,7 +530,8 @@ mod tests {
         assert!(c.tls);
         assert_eq!(c.password.as_deref(), Some("p@ss"));
         assert_eq!(c.target, Target::Cluster { nodes: vec![("::1".into(), 7000), ("127.0.0.1".into(), 6379)] });
-        for bad in ["localhost:6379", "redis+sentinel://127.0.0.1:26379", "redis+cluster://", "redis+cluster://h:x", "http://x", "redis+sentinel://h/m?bogus=1"] {
+        for bad in ["localhost:6379", "redis+sentinel://127.0.0.1:26379", "redis+cluster://", "redis+cluster://h:x", "http://x", "redis+sentinel://h/m?bogus=1"]
+        {
             assert!(parse_url(bad).is_err(), "{bad} parsed");
         }
     }

@@ -19,9 +19,7 @@ pub enum BuildError {
     NoWorkspace,
     #[error("cannot run cargo: {0}")]
     Cargo(std::io::Error),
-    #[error(
-        "building the example tasks for {target} failed (is the target installed? `rustup target add {target}`):\n{stderr}"
-    )]
+    #[error("building the example tasks for {target} failed (is the target installed? `rustup target add {target}`):\n{stderr}")]
     Failed { target: String, stderr: String },
 }
 
@@ -69,10 +67,7 @@ pub fn build_packages(packages: &[&str], target: WasmTarget) -> Result<Vec<(Stri
     let target_dir = root.join("target").join("wasm-tasks");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(&root)
-        .args(["build", "--quiet", "--profile", "wasm", "--target", target.triple()])
-        .arg("--target-dir")
-        .arg(&target_dir);
+    cmd.current_dir(&root).args(["build", "--quiet", "--profile", "wasm", "--target", target.triple()]).arg("--target-dir").arg(&target_dir);
     for p in packages {
         cmd.args(["-p", p]);
     }
@@ -82,10 +77,7 @@ pub fn build_packages(packages: &[&str], target: WasmTarget) -> Result<Vec<(Stri
     if !out.status.success() {
         return Err(BuildError::Failed { target: target.triple().into(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() });
     }
-    Ok(packages
-        .iter()
-        .map(|t| (t.to_string(), target_dir.join(target.triple()).join("wasm").join(format!("{t}.wasm"))))
-        .collect())
+    Ok(packages.iter().map(|t| (t.to_string(), target_dir.join(target.triple()).join("wasm").join(format!("{t}.wasm")))).collect())
 }
 
 /// The path of the hand-written WAT example task.

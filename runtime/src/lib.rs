@@ -12,8 +12,8 @@
 //! - [`keys`] and `src/lua/`: the Redis data model and the scripts that change it.
 //! - [`conn`]: single-node, Sentinel and Cluster connections.
 
-pub mod cli;
 pub mod bench;
+pub mod cli;
 pub mod client;
 pub mod conn;
 pub mod examples;

@@ -39,8 +39,7 @@ pub fn duration(s: &str) -> Result<Duration, ParseError> {
         let secs: u64 = t.parse().map_err(|_| ParseError::new("duration", s, "number too large"))?;
         Duration::from_secs(secs)
     } else {
-        humantime::parse_duration(t)
-            .map_err(|e| ParseError::new("duration", s, format!("{e}; use e.g. 30s, 250ms, 5m or 2h")))?
+        humantime::parse_duration(t).map_err(|e| ParseError::new("duration", s, format!("{e}; use e.g. 30s, 250ms, 5m or 2h")))?
     };
     if d > MAX_DURATION {
         return Err(ParseError::new("duration", s, "longer than 10 years"));
@@ -99,9 +98,8 @@ pub fn time(s: &str) -> Result<SystemTime, ParseError> {
         return Ok(UNIX_EPOCH + Duration::from_secs(secs));
     }
     // humantime only reads UTC; apply a numeric offset ourselves.
-    let (base, offset_secs) = split_utc_offset(t).ok_or_else(|| {
-        ParseError::new("time", s, "expected RFC 3339 (2026-11-24T18:00:00Z or ...+01:00) or Unix seconds")
-    })?;
+    let (base, offset_secs) =
+        split_utc_offset(t).ok_or_else(|| ParseError::new("time", s, "expected RFC 3339 (2026-11-24T18:00:00Z or ...+01:00) or Unix seconds"))?;
     let utc = humantime::parse_rfc3339_weak(&format!("{base}Z"))
         .or_else(|_| humantime::parse_rfc3339_weak(base))
         .map_err(|e| ParseError::new("time", s, e.to_string()))?;
@@ -211,9 +209,7 @@ impl TaskId {
     }
 
     pub fn parse(s: &str) -> Result<Self, ParseError> {
-        let (q, n) = s
-            .rsplit_once(':')
-            .ok_or_else(|| ParseError::new("task id", s, "expected QUEUE:NUMBER, e.g. default:42"))?;
+        let (q, n) = s.rsplit_once(':').ok_or_else(|| ParseError::new("task id", s, "expected QUEUE:NUMBER, e.g. default:42"))?;
         let queue = QueueName::new(q).map_err(|e| ParseError::new("task id", s, e.reason))?;
         if n.is_empty() || n.len() > 19 || !n.bytes().all(|b| b.is_ascii_digit()) {
             return Err(ParseError::new("task id", s, "the part after ':' must be a number"));

@@ -129,22 +129,14 @@ pub async fn add(conn: &mut Conn, keys: &Keys, mut s: Schedule) -> Result<u64, S
     let json = serde_json::to_string(&s).expect("serializable");
     // The queue registry is a global key (another Cluster slot): written on its own.
     let _: () = conn.sadd(keys.queues(), queue.as_str()).await?;
-    let _: () = redis::pipe()
-        .atomic()
-        .hset(k.schedules(), &s.name, json)
-        .ignore()
-        .zadd(k.schedule_due(), &s.name, next)
-        .ignore()
-        .query_async(conn)
-        .await?;
+    let _: () = redis::pipe().atomic().hset(k.schedules(), &s.name, json).ignore().zadd(k.schedule_due(), &s.name, next).ignore().query_async(conn).await?;
     Ok(next)
 }
 
 /// Removes a schedule (tasks it already enqueued stay).
 pub async fn remove(conn: &mut Conn, keys: &Keys, queue: &QueueName, name: &str) -> Result<(), ScheduleError> {
     let k = keys.queue(queue);
-    let (removed, _): (u64, u64) =
-        redis::pipe().atomic().hdel(k.schedules(), name).zrem(k.schedule_due(), name).query_async(conn).await?;
+    let (removed, _): (u64, u64) = redis::pipe().atomic().hdel(k.schedules(), name).zrem(k.schedule_due(), name).query_async(conn).await?;
     if removed == 0 {
         return Err(ScheduleError::Unknown { name: name.to_string(), queue: queue.to_string() });
     }
@@ -194,16 +186,8 @@ where
     Fut: std::future::Future<Output = Option<String>>,
 {
     let k = keys.queue(queue);
-    let due: Vec<(Vec<u8>, f64)> = redis::cmd("ZRANGEBYSCORE")
-        .arg(k.schedule_due())
-        .arg("-inf")
-        .arg(now)
-        .arg("WITHSCORES")
-        .arg("LIMIT")
-        .arg(0)
-        .arg(100)
-        .query_async(conn)
-        .await?;
+    let due: Vec<(Vec<u8>, f64)> =
+        redis::cmd("ZRANGEBYSCORE").arg(k.schedule_due()).arg("-inf").arg(now).arg("WITHSCORES").arg("LIMIT").arg(0).arg(100).query_async(conn).await?;
     let mut out = Vec::new();
     for (raw_name, due_ms) in due {
         let due_ms = due_ms.max(0.0) as u64;

@@ -9,8 +9,7 @@ use redis::Script;
 macro_rules! script {
     ($name:ident, $file:literal) => {
         #[doc = concat!("`src/lua/", $file, "`")]
-        pub static $name: LazyLock<Script> =
-            LazyLock::new(|| Script::new(concat!(include_str!("lua/lib.lua"), "\n", include_str!(concat!("lua/", $file)))));
+        pub static $name: LazyLock<Script> = LazyLock::new(|| Script::new(concat!(include_str!("lua/lib.lua"), "\n", include_str!(concat!("lua/", $file)))));
     };
 }
 

@@ -121,8 +121,18 @@ impl ModuleStore {
         let stored: bool = redis::cmd("SET").arg(self.keys.module(&sha)).arg(bytes).arg("NX").query_async::<Option<String>>(&mut c).await?.is_some();
         let info_key = self.keys.module_info(&sha);
         let _: () = redis::pipe()
-            .cmd("HSET").arg(&info_key).arg("size").arg(bytes.len()).arg("kind").arg(kind.as_str()).ignore()
-            .cmd("HSETNX").arg(&info_key).arg("pushed").arg(now).ignore()
+            .cmd("HSET")
+            .arg(&info_key)
+            .arg("size")
+            .arg(bytes.len())
+            .arg("kind")
+            .arg(kind.as_str())
+            .ignore()
+            .cmd("HSETNX")
+            .arg(&info_key)
+            .arg("pushed")
+            .arg(now)
+            .ignore()
             .query_async(&mut c)
             .await?;
         let _: () = redis::cmd("ZADD").arg(self.keys.module_index()).arg("NX").arg(now).arg(&sha).query_async(&mut c).await?;
@@ -141,9 +151,7 @@ impl ModuleStore {
             name_or_hash.to_string()
         } else {
             parse::module_name(name_or_hash)?;
-            c.hget::<_, _, Option<String>>(self.keys.module_names(), name_or_hash)
-                .await?
-                .ok_or_else(|| StoreError::Unknown(name_or_hash.to_string()))?
+            c.hget::<_, _, Option<String>>(self.keys.module_names(), name_or_hash).await?.ok_or_else(|| StoreError::Unknown(name_or_hash.to_string()))?
         };
         if !c.exists::<_, bool>(self.keys.module(&sha)).await? {
             return Err(StoreError::Unknown(name_or_hash.to_string()));
@@ -179,10 +187,8 @@ impl ModuleStore {
             .filter_map(|(sha, ms)| String::from_utf8(sha).ok().filter(|s| parse::is_sha256_hex(s)).map(|s| (s, ms.max(0.0) as u64)))
             .collect();
         let raw_names: Vec<(Vec<u8>, Vec<u8>)> = c.hgetall(self.keys.module_names()).await?;
-        let names: Vec<(String, String)> = raw_names
-            .into_iter()
-            .map(|(n, s)| (String::from_utf8_lossy(&n).into_owned(), String::from_utf8_lossy(&s).into_owned()))
-            .collect();
+        let names: Vec<(String, String)> =
+            raw_names.into_iter().map(|(n, s)| (String::from_utf8_lossy(&n).into_owned(), String::from_utf8_lossy(&s).into_owned())).collect();
         let mut out = Vec::with_capacity(index.len());
         for (sha, pushed_ms) in index {
             let info: std::collections::HashMap<String, String> = c.hgetall(self.keys.module_info(&sha)).await.unwrap_or_default();
@@ -202,8 +208,7 @@ impl ModuleStore {
     /// The names pointing at a module, sorted (tasks store only the hash).
     pub async fn names_of(&self, sha: &str) -> Result<Vec<String>, StoreError> {
         let names: Vec<(Vec<u8>, Vec<u8>)> = self.conn.clone().hgetall(self.keys.module_names()).await?;
-        let mut out: Vec<String> =
-            names.into_iter().filter(|(_, s)| s == sha.as_bytes()).map(|(n, _)| String::from_utf8_lossy(&n).into_owned()).collect();
+        let mut out: Vec<String> = names.into_iter().filter(|(_, s)| s == sha.as_bytes()).map(|(n, _)| String::from_utf8_lossy(&n).into_owned()).collect();
         out.sort();
         Ok(out)
     }
@@ -236,9 +241,7 @@ impl ModuleStore {
             name_or_hash.to_string()
         } else {
             parse::module_name(name_or_hash)?;
-            c.hget::<_, _, Option<String>>(self.keys.module_names(), name_or_hash)
-                .await?
-                .ok_or_else(|| StoreError::Unknown(name_or_hash.to_string()))?
+            c.hget::<_, _, Option<String>>(self.keys.module_names(), name_or_hash).await?.ok_or_else(|| StoreError::Unknown(name_or_hash.to_string()))?
         };
         let refs = self.references(&sha).await?;
         if !refs.is_empty() && !force {

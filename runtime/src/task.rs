@@ -134,9 +134,7 @@ impl Fields {
     pub fn text(&self, name: &'static str) -> Result<Option<&str>, TaskDataError> {
         match self.0.get(name) {
             None => Ok(None),
-            Some(v) => std::str::from_utf8(v)
-                .map(Some)
-                .map_err(|_| TaskDataError::Invalid { field: name, reason: "not UTF-8 text".into() }),
+            Some(v) => std::str::from_utf8(v).map(Some).map_err(|_| TaskDataError::Invalid { field: name, reason: "not UTF-8 text".into() }),
         }
     }
 
@@ -157,10 +155,7 @@ impl Fields {
 
     pub fn int(&self, name: &'static str, min: i64, max: i64) -> Result<Option<i64>, TaskDataError> {
         let Some(t) = self.text(name)? else { return Ok(None) };
-        let v: i64 = t
-            .trim()
-            .parse()
-            .map_err(|_| TaskDataError::Invalid { field: name, reason: format!("expected an integer, got {:?}", clip(t)) })?;
+        let v: i64 = t.trim().parse().map_err(|_| TaskDataError::Invalid { field: name, reason: format!("expected an integer, got {:?}", clip(t)) })?;
         if !(min..=max).contains(&v) {
             return Err(TaskDataError::Invalid { field: name, reason: format!("must be between {min} and {max}, got {v}") });
         }
@@ -214,11 +209,7 @@ impl TaskSpec {
             priority: f.int(field::PRIORITY, parse::MIN_PRIORITY, parse::MAX_PRIORITY)?.unwrap_or(0),
             attempts: f.uint(field::ATTEMPTS, u32::MAX as u64)?.unwrap_or(1) as u32,
             max_attempts: f.uint(field::MAX_ATTEMPTS, 1000)?.map(|v| v as u32),
-            limits: RequestedLimits {
-                timeout,
-                memory: f.uint(field::MEMORY, 1 << 40)?,
-                fuel: f.uint(field::FUEL, u64::MAX)?,
-            },
+            limits: RequestedLimits { timeout, memory: f.uint(field::MEMORY, 1 << 40)?, fuel: f.uint(field::FUEL, u64::MAX)? },
             deterministic: f.text(field::DETERMINISTIC)? == Some("1"),
             created_ms: f.uint(field::CREATED, MAX_FIELD)?.unwrap_or(0),
         })
@@ -338,7 +329,15 @@ mod tests {
         assert_eq!(s.limits.memory, Some(1 << 20));
 
         assert_eq!(TaskSpec::from_fields(&fields(&[])).unwrap_err(), TaskDataError::Missing("module"));
-        for (k, v) in [("module", "xyz"), ("priority", "high"), ("priority", "9999999"), ("timeout_ms", "-1"), ("timeout_ms", "0"), ("memory", "1e9"), ("max_attempts", "99999")] {
+        for (k, v) in [
+            ("module", "xyz"),
+            ("priority", "high"),
+            ("priority", "9999999"),
+            ("timeout_ms", "-1"),
+            ("timeout_ms", "0"),
+            ("memory", "1e9"),
+            ("max_attempts", "99999"),
+        ] {
             let mut f = fields(&[("module", SHA)]);
             f.0.insert(k.into(), v.as_bytes().to_vec());
             assert!(TaskSpec::from_fields(&f).is_err(), "{k}={v} accepted");
@@ -367,9 +366,24 @@ mod properties {
     use proptest::prelude::*;
 
     const NAMES: &[&str] = &[
-        field::MODULE, field::INPUT, field::PRIORITY, field::CREATED, field::STATE, field::MAX_ATTEMPTS,
-        field::TIMEOUT_MS, field::MEMORY, field::FUEL, field::ATTEMPTS, field::ERRORS, field::DURATION_US,
-        field::EXIT_CODE, field::STARTED, field::FINISHED, field::DETERMINISTIC, field::LOG, field::OUTPUT,
+        field::MODULE,
+        field::INPUT,
+        field::PRIORITY,
+        field::CREATED,
+        field::STATE,
+        field::MAX_ATTEMPTS,
+        field::TIMEOUT_MS,
+        field::MEMORY,
+        field::FUEL,
+        field::ATTEMPTS,
+        field::ERRORS,
+        field::DURATION_US,
+        field::EXIT_CODE,
+        field::STARTED,
+        field::FINISHED,
+        field::DETERMINISTIC,
+        field::LOG,
+        field::OUTPUT,
     ];
 
     fn value() -> impl Strategy<Value = Vec<u8>> {

@@ -76,8 +76,7 @@ impl Encode<Vec<u8>> for BytesCodec {
 
 impl Decode<String> for TextCodec {
     fn decode(input: Vec<u8>) -> Result<String, DecodeError> {
-        String::from_utf8(input)
-            .map_err(|e| DecodeError::new::<String>(Format::Text, e.utf8_error().to_string()))
+        String::from_utf8(input).map_err(|e| DecodeError::new::<String>(Format::Text, e.utf8_error().to_string()))
     }
 }
 
@@ -92,20 +91,15 @@ impl<T: DeserializeOwned> Decode<T> for JsonCodec {
         // serde_json reports empty input as "EOF while parsing a value", which hides the
         // far more likely cause: the task was started without any input at all.
         if input.iter().all(u8::is_ascii_whitespace) {
-            return Err(DecodeError::new::<T>(
-                Format::Json,
-                "stdin is empty".to_owned(),
-            ));
+            return Err(DecodeError::new::<T>(Format::Json, "stdin is empty".to_owned()));
         }
-        serde_json::from_slice(&input)
-            .map_err(|e| DecodeError::new::<T>(Format::Json, e.to_string()))
+        serde_json::from_slice(&input).map_err(|e| DecodeError::new::<T>(Format::Json, e.to_string()))
     }
 }
 
 impl<T: Serialize> Encode<T> for JsonCodec {
     fn encode(value: T) -> Result<Vec<u8>, EncodeError> {
-        let mut out = serde_json::to_vec(&value)
-            .map_err(|e| EncodeError::new::<T>(Format::Json, e.to_string()))?;
+        let mut out = serde_json::to_vec(&value).map_err(|e| EncodeError::new::<T>(Format::Json, e.to_string()))?;
         out.push(b'\n');
         Ok(out)
     }
@@ -116,9 +110,7 @@ impl<T: Serialize> Encode<T> for JsonCodec {
 /// `Json<String>` reads a JSON string such as `"hello"` rather than raw text, and
 /// `Json<Vec<u8>>` writes a JSON array of numbers rather than raw bytes. On the wire
 /// the wrapper is invisible: it (de)serializes exactly as the value inside.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Json<T>(pub T);
 
@@ -176,21 +168,13 @@ pub struct DecodeError {
 
 impl DecodeError {
     fn new<T>(format: Format, detail: String) -> Self {
-        DecodeError {
-            format,
-            expected: type_name::<T>(),
-            detail,
-        }
+        DecodeError { format, expected: type_name::<T>(), detail }
     }
 }
 
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid input: expected {} for {}: {}",
-            self.format, self.expected, self.detail
-        )
+        write!(f, "invalid input: expected {} for {}: {}", self.format, self.expected, self.detail)
     }
 }
 
@@ -210,21 +194,13 @@ pub struct EncodeError {
 
 impl EncodeError {
     fn new<T>(format: Format, detail: String) -> Self {
-        EncodeError {
-            format,
-            type_name: type_name::<T>(),
-            detail,
-        }
+        EncodeError { format, type_name: type_name::<T>(), detail }
     }
 }
 
 impl fmt::Display for EncodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "cannot encode output {} as {}: {}",
-            self.type_name, self.format, self.detail
-        )
+        write!(f, "cannot encode output {} as {}: {}", self.type_name, self.format, self.detail)
     }
 }
 
@@ -277,30 +253,16 @@ mod tests {
     fn json_error_names_type_and_position() {
         let err = <JsonCodec as Decode<Point>>::decode(br#"{"x": 1}"#.to_vec()).unwrap_err();
         assert_eq!(err.expected, type_name::<Point>());
-        assert!(
-            err.expected.ends_with("codec::tests::Point"),
-            "{}",
-            err.expected
-        );
+        assert!(err.expected.ends_with("codec::tests::Point"), "{}", err.expected);
         let msg = err.to_string();
-        assert!(
-            msg.starts_with("invalid input: expected JSON for "),
-            "{msg}"
-        );
-        assert!(
-            msg.contains("Point: missing field `y` at line 1 column 8"),
-            "{msg}"
-        );
+        assert!(msg.starts_with("invalid input: expected JSON for "), "{msg}");
+        assert!(msg.contains("Point: missing field `y` at line 1 column 8"), "{msg}");
     }
 
     #[test]
     fn json_syntax_error_is_reported() {
         let err = <JsonCodec as Decode<Point>>::decode(b"{x: 1}".to_vec()).unwrap_err();
-        assert!(
-            err.detail.contains("key must be a string"),
-            "{}",
-            err.detail
-        );
+        assert!(err.detail.contains("key must be a string"), "{}", err.detail);
     }
 
     #[test]
@@ -323,15 +285,8 @@ mod tests {
         bad.insert(vec![1u8], 1);
         let err = JsonCodec::encode(bad).unwrap_err();
         assert!(err.type_name.contains("BTreeMap"), "{}", err.type_name);
-        assert!(
-            err.to_string()
-                .starts_with("cannot encode output alloc::collections::btree::map::BTreeMap")
-        );
-        assert!(
-            err.detail.contains("key must be a string"),
-            "{}",
-            err.detail
-        );
+        assert!(err.to_string().starts_with("cannot encode output alloc::collections::btree::map::BTreeMap"));
+        assert!(err.detail.contains("key must be a string"), "{}", err.detail);
     }
 
     #[test]
@@ -341,10 +296,6 @@ mod tests {
         assert_eq!(JsonCodec::encode(Json(vec![1u8, 2])).unwrap(), b"[1,2]\n");
         // Raw text is not a JSON string, and the error names the wrapper type.
         let err = <JsonCodec as Decode<Json<String>>>::decode(b"quoted".to_vec()).unwrap_err();
-        assert!(
-            err.expected.contains("Json<alloc::string::String>"),
-            "{}",
-            err.expected
-        );
+        assert!(err.expected.contains("Json<alloc::string::String>"), "{}", err.expected);
     }
 }

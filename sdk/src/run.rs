@@ -23,11 +23,7 @@ pub struct Outcome {
 
 impl Outcome {
     fn failure(code: i32, message: impl Display) -> Self {
-        Outcome {
-            stdout: Vec::new(),
-            stderr: format!("{message:#}\n"),
-            code,
-        }
+        Outcome { stdout: Vec::new(), stderr: format!("{message:#}\n"), code }
     }
 }
 
@@ -50,11 +46,7 @@ where
         Err(e) => return Outcome::failure(exit_code::FAILURE, e),
     };
     match EO::encode(output) {
-        Ok(stdout) => Outcome {
-            stdout,
-            stderr: String::new(),
-            code: exit_code::SUCCESS,
-        },
+        Ok(stdout) => Outcome { stdout, stderr: String::new(), code: exit_code::SUCCESS },
         Err(e) => Outcome::failure(exit_code::FAILURE, e),
     }
 }
@@ -119,14 +111,7 @@ mod tests {
     #[test]
     fn success_writes_output_and_exits_zero() {
         let out = execute::<JsonCodec, JsonCodec, _, _, _>(br#"{"n": 21}"#.to_vec(), double);
-        assert_eq!(
-            out,
-            Outcome {
-                stdout: b"{\"doubled\":42}\n".to_vec(),
-                stderr: String::new(),
-                code: 0
-            }
-        );
+        assert_eq!(out, Outcome { stdout: b"{\"doubled\":42}\n".to_vec(), stderr: String::new(), code: 0 });
     }
 
     #[test]
@@ -147,13 +132,7 @@ mod tests {
         assert!(!called, "task must not run on invalid input");
         assert_eq!(out.code, exit_code::INVALID_INPUT);
         assert!(out.stdout.is_empty());
-        assert_eq!(
-            out.stderr,
-            format!(
-                "invalid input: expected JSON for {}: missing field `n` at line 1 column 2\n",
-                std::any::type_name::<Req>()
-            )
-        );
+        assert_eq!(out.stderr, format!("invalid input: expected JSON for {}: missing field `n` at line 1 column 2\n", std::any::type_name::<Req>()));
     }
 
     #[test]
@@ -164,31 +143,19 @@ mod tests {
             Ok::<_, Infallible>(m)
         });
         assert_eq!(out.code, exit_code::FAILURE);
-        assert!(
-            out.stderr.starts_with("cannot encode output "),
-            "{}",
-            out.stderr
-        );
+        assert!(out.stderr.starts_with("cannot encode output "), "{}", out.stderr);
         assert!(out.stdout.is_empty());
     }
 
     #[test]
     fn text_and_bytes_codecs_compose() {
-        let out = execute::<TextCodec, BytesCodec, _, _, _>(b"abc".to_vec(), |s: String| {
-            Ok::<_, Infallible>(s.into_bytes().into_iter().rev().collect::<Vec<u8>>())
-        });
+        let out =
+            execute::<TextCodec, BytesCodec, _, _, _>(b"abc".to_vec(), |s: String| Ok::<_, Infallible>(s.into_bytes().into_iter().rev().collect::<Vec<u8>>()));
         assert_eq!((out.stdout.as_slice(), out.code), (&b"cba"[..], 0));
 
-        let out = execute::<TextCodec, TextCodec, _, _, _>(vec![0xc3], |s: String| {
-            Ok::<_, Infallible>(s)
-        });
+        let out = execute::<TextCodec, TextCodec, _, _, _>(vec![0xc3], |s: String| Ok::<_, Infallible>(s));
         assert_eq!(out.code, exit_code::INVALID_INPUT);
-        assert!(
-            out.stderr
-                .contains("expected UTF-8 text for alloc::string::String"),
-            "{}",
-            out.stderr
-        );
+        assert!(out.stderr.contains("expected UTF-8 text for alloc::string::String"), "{}", out.stderr);
     }
 
     #[test]
@@ -196,11 +163,7 @@ mod tests {
         struct Chain;
         impl Display for Chain {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                if f.alternate() {
-                    f.write_str("outer: inner cause")
-                } else {
-                    f.write_str("outer")
-                }
+                if f.alternate() { f.write_str("outer: inner cause") } else { f.write_str("outer") }
             }
         }
         let out = execute::<BytesCodec, BytesCodec, _, Vec<u8>, _>(vec![], |_: Vec<u8>| Err(Chain));

@@ -9,8 +9,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-pub use wasmq::redis_server::RedisServer;
 use wasmq::examples::{self, WasmTarget};
+pub use wasmq::redis_server::RedisServer;
 
 /// The `wasmq` binary under test.
 pub fn bin() -> &'static str {
@@ -59,11 +59,7 @@ impl Wasmq {
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(bin());
-        c.env("WASMQ_REDIS_URL", &self.url)
-            .env("WASMQ_PREFIX", &self.prefix)
-            .env("WASMQ_CACHE_DIR", cache_dir())
-            .env_remove("WASMQ_LOG")
-            .stdin(Stdio::null());
+        c.env("WASMQ_REDIS_URL", &self.url).env("WASMQ_PREFIX", &self.prefix).env("WASMQ_CACHE_DIR", cache_dir()).env_remove("WASMQ_LOG").stdin(Stdio::null());
         c
     }
 
@@ -95,14 +91,7 @@ impl Wasmq {
     /// Starts `wasmq worker ARGS` in the background.
     pub fn spawn_worker(&self, args: &[&str]) -> WorkerProcess {
         let log = tempfile::NamedTempFile::new().expect("log file");
-        let child = self
-            .cmd()
-            .arg("worker")
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(log.reopen().expect("log"))
-            .spawn()
-            .expect("spawn worker");
+        let child = self.cmd().arg("worker").args(args).stdout(Stdio::null()).stderr(log.reopen().expect("log")).spawn().expect("spawn worker");
         WorkerProcess { child: Some(child), log }
     }
 

@@ -65,16 +65,10 @@ impl fmt::Display for ColumnError {
         match self.problem {
             Problem::Empty => write!(f, "column `{column}` is empty"),
             Problem::NonFinite { index } => {
-                write!(
-                    f,
-                    "column `{column}` has a non-finite value (NaN or infinity) at index {index}"
-                )
+                write!(f, "column `{column}` has a non-finite value (NaN or infinity) at index {index}")
             }
             Problem::Overflow => {
-                write!(
-                    f,
-                    "column `{column}` has values too large to normalize: its statistics overflow"
-                )
+                write!(f, "column `{column}` has values too large to normalize: its statistics overflow")
             }
         }
     }
@@ -85,10 +79,7 @@ fn normalize(input: Input) -> Result<Output, ColumnError> {
     let mut columns = BTreeMap::new();
     let mut stats = BTreeMap::new();
     for (name, values) in input.columns {
-        let fail = |problem| ColumnError {
-            column: name.clone(),
-            problem,
-        };
+        let fail = |problem| ColumnError { column: name.clone(), problem };
         let column_stats = describe(&values).map_err(fail)?;
         let scaled = scale(values, &column_stats, input.method);
         if scaled.iter().any(|v| !v.is_finite()) {
@@ -97,11 +88,7 @@ fn normalize(input: Input) -> Result<Output, ColumnError> {
         stats.insert(name.clone(), column_stats);
         columns.insert(name, scaled);
     }
-    Ok(Output {
-        method: input.method,
-        columns,
-        stats,
-    })
+    Ok(Output { method: input.method, columns, stats })
 }
 
 /// Mean and population standard deviation by Welford's method, which neither overflows
@@ -126,12 +113,7 @@ fn describe(values: &[f64]) -> Result<Stats, Problem> {
     if !mean.is_finite() || !std.is_finite() {
         return Err(Problem::Overflow);
     }
-    Ok(Stats {
-        mean,
-        std,
-        min,
-        max,
-    })
+    Ok(Stats { mean, std, min, max })
 }
 
 /// Scales in place. A constant column has no spread to divide by, so it becomes all 0.0
@@ -153,13 +135,7 @@ mod tests {
     use super::*;
 
     fn input(method: Method, columns: &[(&str, &[f64])]) -> Input {
-        Input {
-            method,
-            columns: columns
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_vec()))
-                .collect(),
-        }
+        Input { method, columns: columns.iter().map(|(n, v)| (n.to_string(), v.to_vec())).collect() }
     }
 
     fn assert_close(actual: &[f64], expected: &[f64]) {
@@ -173,10 +149,7 @@ mod tests {
     fn zscore_uses_population_std() {
         let out = normalize(input(Method::Zscore, &[("x", &[1.0, 2.0, 3.0, 4.0, 5.0])])).unwrap();
         let r = std::f64::consts::SQRT_2;
-        assert_close(
-            &out.columns["x"],
-            &[-2.0 / r, -1.0 / r, 0.0, 1.0 / r, 2.0 / r],
-        );
+        assert_close(&out.columns["x"], &[-2.0 / r, -1.0 / r, 0.0, 1.0 / r, 2.0 / r]);
         assert_eq!(out.stats["x"].mean, 3.0);
         assert!((out.stats["x"].std - r).abs() < 1e-12);
         assert_eq!((out.stats["x"].min, out.stats["x"].max), (1.0, 5.0));
@@ -184,11 +157,7 @@ mod tests {
 
     #[test]
     fn minmax_maps_into_unit_interval() {
-        let out = normalize(input(
-            Method::Minmax,
-            &[("income", &[20_000.0, 50_000.0, 120_000.0])],
-        ))
-        .unwrap();
+        let out = normalize(input(Method::Minmax, &[("income", &[20_000.0, 50_000.0, 120_000.0])])).unwrap();
         assert_close(&out.columns["income"], &[0.0, 0.3, 1.0]);
         assert_eq!(out.method, Method::Minmax);
     }
@@ -196,8 +165,7 @@ mod tests {
     #[test]
     fn constant_column_becomes_zeros() {
         for method in [Method::Zscore, Method::Minmax] {
-            let out =
-                normalize(input(method, &[("c", &[0.1, 0.1, 0.1]), ("one", &[7.0])])).unwrap();
+            let out = normalize(input(method, &[("c", &[0.1, 0.1, 0.1]), ("one", &[7.0])])).unwrap();
             assert_eq!(out.columns["c"], [0.0, 0.0, 0.0]);
             assert_eq!(out.columns["one"], [0.0]);
             assert_eq!(out.stats["c"].std, 0.0);
@@ -206,11 +174,7 @@ mod tests {
 
     #[test]
     fn columns_are_sorted_and_independent() {
-        let out = normalize(input(
-            Method::Minmax,
-            &[("b", &[0.0, 2.0]), ("a", &[5.0, 10.0, 15.0])],
-        ))
-        .unwrap();
+        let out = normalize(input(Method::Minmax, &[("b", &[0.0, 2.0]), ("a", &[5.0, 10.0, 15.0])])).unwrap();
         assert_eq!(out.columns.keys().collect::<Vec<_>>(), ["a", "b"]);
         assert_close(&out.columns["a"], &[0.0, 0.5, 1.0]);
         assert_close(&out.columns["b"], &[0.0, 1.0]);
@@ -226,18 +190,8 @@ mod tests {
     fn rejects_non_finite_values_by_name_and_index() {
         for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
             let err = normalize(input(Method::Minmax, &[("temp", &[1.0, 2.0, bad])])).unwrap_err();
-            assert_eq!(
-                err,
-                ColumnError {
-                    column: "temp".into(),
-                    problem: Problem::NonFinite { index: 2 }
-                }
-            );
-            assert!(
-                err.to_string()
-                    .starts_with("column `temp` has a non-finite value"),
-                "{err}"
-            );
+            assert_eq!(err, ColumnError { column: "temp".into(), problem: Problem::NonFinite { index: 2 } });
+            assert!(err.to_string().starts_with("column `temp` has a non-finite value"), "{err}");
         }
     }
 
@@ -266,16 +220,9 @@ mod tests {
         let input: Input = serde_json::from_str(r#"{"columns": {"x": [2, 4]}}"#).unwrap();
         assert_eq!(input.method, Method::Zscore);
         let json = serde_json::to_string(&normalize(input).unwrap()).unwrap();
-        assert_eq!(
-            json,
-            r#"{"method":"zscore","columns":{"x":[-1.0,1.0]},"stats":{"x":{"mean":3.0,"std":1.0,"min":2.0,"max":4.0}}}"#
-        );
+        assert_eq!(json, r#"{"method":"zscore","columns":{"x":[-1.0,1.0]},"stats":{"x":{"mean":3.0,"std":1.0,"min":2.0,"max":4.0}}}"#);
         let err = serde_json::from_str::<Input>(r#"{"method": "l2", "columns": {}}"#).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("unknown variant `l2`, expected `zscore` or `minmax`"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("unknown variant `l2`, expected `zscore` or `minmax`"), "{err}");
     }
 
     #[test]

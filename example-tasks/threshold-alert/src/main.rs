@@ -78,10 +78,7 @@ impl fmt::Display for RuleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RuleError::NoThreshold { rule } => {
-                write!(
-                    f,
-                    "rule {rule} has neither `above` nor `below`: it could never fire"
-                )
+                write!(f, "rule {rule} has neither `above` nor `below`: it could never fire")
             }
             RuleError::ZeroFor { rule } => {
                 write!(f, "rule {rule} has `for` 0: it must be at least 1")
@@ -104,11 +101,7 @@ fn threshold_alert(input: Input) -> Result<Output, RuleError> {
     }
     // Stable sort: alerts at the same ts for the same sensor stay in rule order.
     alerts.sort_by(|a, b| a.ts.cmp(&b.ts).then_with(|| a.sensor.cmp(&b.sensor)));
-    Ok(Output {
-        alerts,
-        readings: input.readings.len(),
-        sensors: by_sensor.len(),
-    })
+    Ok(Output { alerts, readings: input.readings.len(), sensors: by_sensor.len() })
 }
 
 fn validate(rules: &[Rule]) -> Result<(), RuleError> {
@@ -182,10 +175,7 @@ fn message(rule: &Rule, reading: &Reading, breach: Breach) -> String {
     let value = reading.value;
     match rule.consecutive {
         1 => format!("{} = {value} is {direction} {limit}", reading.sensor),
-        n => format!(
-            "{} = {value} is {direction} {limit} for {n} consecutive readings",
-            reading.sensor
-        ),
+        n => format!("{} = {value} is {direction} {limit} for {n} consecutive readings", reading.sensor),
     }
 }
 
@@ -194,47 +184,24 @@ mod tests {
     use super::*;
 
     fn reading(sensor: &str, ts: i64, value: f64) -> Reading {
-        Reading {
-            sensor: sensor.to_owned(),
-            ts,
-            value,
-        }
+        Reading { sensor: sensor.to_owned(), ts, value }
     }
 
     fn rule(sensor: &str, above: Option<f64>, below: Option<f64>, consecutive: u32) -> Rule {
-        Rule {
-            sensor: sensor.to_owned(),
-            above,
-            below,
-            severity: default_severity(),
-            consecutive,
-        }
+        Rule { sensor: sensor.to_owned(), above, below, severity: default_severity(), consecutive }
     }
 
     fn fired(out: &Output) -> Vec<(&str, i64, usize)> {
-        out.alerts
-            .iter()
-            .map(|a| (a.sensor.as_str(), a.ts, a.rule))
-            .collect()
+        out.alerts.iter().map(|a| (a.sensor.as_str(), a.ts, a.rule)).collect()
     }
 
     #[test]
     fn single_breach_fires_with_message() {
-        let out = threshold_alert(Input {
-            readings: vec![reading("t1", 10, 79.0), reading("t1", 20, 81.5)],
-            rules: vec![rule("t1", Some(80.0), None, 1)],
-        })
-        .unwrap();
+        let out =
+            threshold_alert(Input { readings: vec![reading("t1", 10, 79.0), reading("t1", 20, 81.5)], rules: vec![rule("t1", Some(80.0), None, 1)] }).unwrap();
         assert_eq!(
             out.alerts,
-            [Alert {
-                sensor: "t1".into(),
-                ts: 20,
-                value: 81.5,
-                rule: 0,
-                severity: "warning".into(),
-                message: "t1 = 81.5 is above 80".into(),
-            }]
+            [Alert { sensor: "t1".into(), ts: 20, value: 81.5, rule: 0, severity: "warning".into(), message: "t1 = 81.5 is above 80".into() }]
         );
         assert_eq!((out.readings, out.sensors), (2, 1));
     }
@@ -242,89 +209,37 @@ mod tests {
     #[test]
     fn fires_once_per_run_and_again_after_recovery() {
         let values = [81.0, 82.0, 83.0, 84.0, 70.0, 85.0, 86.0, 87.0];
-        let readings = values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| reading("t1", i as i64, *v))
-            .collect();
-        let out = threshold_alert(Input {
-            readings,
-            rules: vec![rule("t1", Some(80.0), None, 2)],
-        })
-        .unwrap();
+        let readings = values.iter().enumerate().map(|(i, v)| reading("t1", i as i64, *v)).collect();
+        let out = threshold_alert(Input { readings, rules: vec![rule("t1", Some(80.0), None, 2)] }).unwrap();
         assert_eq!(fired(&out), [("t1", 1, 0), ("t1", 6, 0)]);
-        assert_eq!(
-            out.alerts[0].message,
-            "t1 = 82 is above 80 for 2 consecutive readings"
-        );
+        assert_eq!(out.alerts[0].message, "t1 = 82 is above 80 for 2 consecutive readings");
     }
 
     #[test]
     fn readings_are_ordered_by_ts_per_sensor() {
         // In input order t1 alternates breach/ok, but in ts order it breaches 3 times in a row.
-        let readings = vec![
-            reading("t1", 3, 90.0),
-            reading("t1", 5, 10.0),
-            reading("t2", 1, 95.0),
-            reading("t1", 1, 90.0),
-            reading("t1", 2, 90.0),
-        ];
-        let out = threshold_alert(Input {
-            readings,
-            rules: vec![rule("t1", Some(80.0), None, 3)],
-        })
-        .unwrap();
+        let readings = vec![reading("t1", 3, 90.0), reading("t1", 5, 10.0), reading("t2", 1, 95.0), reading("t1", 1, 90.0), reading("t1", 2, 90.0)];
+        let out = threshold_alert(Input { readings, rules: vec![rule("t1", Some(80.0), None, 3)] }).unwrap();
         assert_eq!(fired(&out), [("t1", 3, 0)]);
         assert_eq!(out.sensors, 2);
     }
 
     #[test]
     fn other_sensors_do_not_interrupt_a_run() {
-        let readings = vec![
-            reading("a", 1, 5.0),
-            reading("b", 2, 50.0),
-            reading("a", 3, 4.0),
-        ];
-        let out = threshold_alert(Input {
-            readings,
-            rules: vec![rule("a", None, Some(10.0), 2)],
-        })
-        .unwrap();
+        let readings = vec![reading("a", 1, 5.0), reading("b", 2, 50.0), reading("a", 3, 4.0)];
+        let out = threshold_alert(Input { readings, rules: vec![rule("a", None, Some(10.0), 2)] }).unwrap();
         assert_eq!(fired(&out), [("a", 3, 0)]);
-        assert!(
-            out.alerts[0].message.contains("is below 10"),
-            "{}",
-            out.alerts[0].message
-        );
+        assert!(out.alerts[0].message.contains("is below 10"), "{}", out.alerts[0].message);
     }
 
     #[test]
     fn wildcard_rule_applies_to_each_sensor_independently() {
-        let readings = vec![
-            reading("b", 1, 100.0),
-            reading("a", 1, 100.0),
-            reading("a", 2, 50.0),
-            reading("a", 3, 0.0),
-            reading("c", 0, 100.0),
-        ];
+        let readings = vec![reading("b", 1, 100.0), reading("a", 1, 100.0), reading("a", 2, 50.0), reading("a", 3, 0.0), reading("c", 0, 100.0)];
         let mut critical = rule("*", Some(90.0), Some(1.0), 1);
         critical.severity = "critical".into();
-        let out = threshold_alert(Input {
-            readings,
-            rules: vec![rule("a", Some(50.0), None, 1), critical],
-        })
-        .unwrap();
+        let out = threshold_alert(Input { readings, rules: vec![rule("a", Some(50.0), None, 1), critical] }).unwrap();
         // Sorted by ts, then sensor; same sensor and ts keep rule order.
-        assert_eq!(
-            fired(&out),
-            [
-                ("c", 0, 1),
-                ("a", 1, 0),
-                ("a", 1, 1),
-                ("b", 1, 1),
-                ("a", 3, 1)
-            ]
-        );
+        assert_eq!(fired(&out), [("c", 0, 1), ("a", 1, 0), ("a", 1, 1), ("b", 1, 1), ("a", 3, 1)]);
         assert_eq!(out.alerts[1].severity, "warning");
         assert_eq!(out.alerts[2].severity, "critical");
     }
@@ -332,36 +247,19 @@ mod tests {
     #[test]
     fn thresholds_are_strict() {
         let readings = vec![reading("s", 1, 80.0), reading("s", 2, 10.0)];
-        let out = threshold_alert(Input {
-            readings,
-            rules: vec![rule("s", Some(80.0), Some(10.0), 1)],
-        })
-        .unwrap();
+        let out = threshold_alert(Input { readings, rules: vec![rule("s", Some(80.0), Some(10.0), 1)] }).unwrap();
         assert!(out.alerts.is_empty());
     }
 
     #[test]
     fn rejects_rule_without_threshold_or_with_zero_for() {
         let rules = vec![rule("s", Some(1.0), None, 1), rule("s", None, None, 1)];
-        let err = threshold_alert(Input {
-            readings: vec![],
-            rules,
-        })
-        .unwrap_err();
+        let err = threshold_alert(Input { readings: vec![], rules }).unwrap_err();
         assert_eq!(err, RuleError::NoThreshold { rule: 1 });
-        assert_eq!(
-            err.to_string(),
-            "rule 1 has neither `above` nor `below`: it could never fire"
-        );
+        assert_eq!(err.to_string(), "rule 1 has neither `above` nor `below`: it could never fire");
 
-        let err = threshold_alert(Input {
-            readings: vec![],
-            rules: vec![rule("s", Some(1.0), None, 0)],
-        });
-        assert_eq!(
-            err.unwrap_err().to_string(),
-            "rule 0 has `for` 0: it must be at least 1"
-        );
+        let err = threshold_alert(Input { readings: vec![], rules: vec![rule("s", Some(1.0), None, 0)] });
+        assert_eq!(err.unwrap_err().to_string(), "rule 0 has `for` 0: it must be at least 1");
     }
 
     #[test]
@@ -371,10 +269,7 @@ mod tests {
                 "rules": [{"sensor": "t1", "above": 80.0}]}"#,
         )
         .unwrap();
-        assert_eq!(
-            (input.rules[0].severity.as_str(), input.rules[0].consecutive),
-            ("warning", 1)
-        );
+        assert_eq!((input.rules[0].severity.as_str(), input.rules[0].consecutive), ("warning", 1));
         let json = serde_json::to_string(&threshold_alert(input).unwrap()).unwrap();
         assert_eq!(
             json,
@@ -387,10 +282,6 @@ mod tests {
         let input: Input = serde_json::from_str(include_str!("../sample-input.json")).unwrap();
         let out = threshold_alert(input).unwrap();
         assert!(!out.alerts.is_empty());
-        assert!(
-            out.alerts
-                .windows(2)
-                .all(|w| (w[0].ts, &w[0].sensor) <= (w[1].ts, &w[1].sensor))
-        );
+        assert!(out.alerts.windows(2).all(|w| (w[0].ts, &w[0].sensor) <= (w[1].ts, &w[1].sensor)));
     }
 }

@@ -43,11 +43,7 @@ fn wordcount(input: Input) -> Output {
     let counts = count_words(&input.text);
     let total_words = counts.values().sum();
     let distinct_words = counts.len() as u64;
-    Output {
-        total_words,
-        distinct_words,
-        top: most_frequent(counts, input.top),
-    }
+    Output { total_words, distinct_words, top: most_frequent(counts, input.top) }
 }
 
 /// Counts lowercased words.
@@ -66,9 +62,7 @@ fn count_words(text: &str) -> HashMap<String, u64> {
             word.extend(c.to_lowercase());
             continue;
         }
-        let inner_apostrophe = matches!(c, '\'' | '\u{2019}')
-            && !word.is_empty()
-            && chars.peek().is_some_and(|next| next.is_alphanumeric());
+        let inner_apostrophe = matches!(c, '\'' | '\u{2019}') && !word.is_empty() && chars.peek().is_some_and(|next| next.is_alphanumeric());
         if inner_apostrophe {
             word.push('\'');
         } else if !word.is_empty() {
@@ -93,13 +87,8 @@ fn add(counts: &mut HashMap<String, u64>, word: &str) {
 
 /// The `n` most frequent words, by count descending, then word ascending.
 fn most_frequent(counts: HashMap<String, u64>, n: usize) -> Vec<WordCount> {
-    let mut all: Vec<WordCount> = counts
-        .into_iter()
-        .map(|(word, count)| WordCount { word, count })
-        .collect();
-    let order = |a: &WordCount, b: &WordCount| -> Ordering {
-        b.count.cmp(&a.count).then_with(|| a.word.cmp(&b.word))
-    };
+    let mut all: Vec<WordCount> = counts.into_iter().map(|(word, count)| WordCount { word, count }).collect();
+    let order = |a: &WordCount, b: &WordCount| -> Ordering { b.count.cmp(&a.count).then_with(|| a.word.cmp(&b.word)) };
     // With many distinct words and a small `n`, selecting first avoids sorting them all.
     if n < all.len() {
         if n == 0 {
@@ -117,10 +106,7 @@ mod tests {
     use super::*;
 
     fn run(text: &str, top: usize) -> Output {
-        wordcount(Input {
-            text: text.to_owned(),
-            top,
-        })
+        wordcount(Input { text: text.to_owned(), top })
     }
 
     fn pairs(out: &Output) -> Vec<(&str, u64)> {
@@ -132,10 +118,7 @@ mod tests {
         let out = run("The cat saw the dog. THE END", 10);
         assert_eq!(out.total_words, 7);
         assert_eq!(out.distinct_words, 5);
-        assert_eq!(
-            pairs(&out),
-            [("the", 3), ("cat", 1), ("dog", 1), ("end", 1), ("saw", 1)]
-        );
+        assert_eq!(pairs(&out), [("the", 3), ("cat", 1), ("dog", 1), ("end", 1), ("saw", 1)]);
     }
 
     #[test]
@@ -143,40 +126,13 @@ mod tests {
         let counts = count_words("don't stop—can’t 'quoted' it's-fine rock'n'roll o' x'");
         let mut words: Vec<_> = counts.keys().map(String::as_str).collect();
         words.sort();
-        assert_eq!(
-            words,
-            [
-                "can't",
-                "don't",
-                "fine",
-                "it's",
-                "o",
-                "quoted",
-                "rock'n'roll",
-                "stop",
-                "x"
-            ]
-        );
+        assert_eq!(words, ["can't", "don't", "fine", "it's", "o", "quoted", "rock'n'roll", "stop", "x"]);
     }
 
     #[test]
     fn is_unicode_aware() {
-        let out = run(
-            "Straße STRASSE straße Ünïcode ünïcode 東京 東京 42 x86_64",
-            10,
-        );
-        assert_eq!(
-            pairs(&out),
-            [
-                ("straße", 2),
-                ("ünïcode", 2),
-                ("東京", 2),
-                ("42", 1),
-                ("64", 1),
-                ("strasse", 1),
-                ("x86", 1)
-            ]
-        );
+        let out = run("Straße STRASSE straße Ünïcode ünïcode 東京 東京 42 x86_64", 10);
+        assert_eq!(pairs(&out), [("straße", 2), ("ünïcode", 2), ("東京", 2), ("42", 1), ("64", 1), ("strasse", 1), ("x86", 1)]);
     }
 
     #[test]
@@ -195,14 +151,7 @@ mod tests {
 
     #[test]
     fn empty_text_has_no_words() {
-        assert_eq!(
-            run(" \n\t-- ", 5),
-            Output {
-                total_words: 0,
-                distinct_words: 0,
-                top: vec![]
-            }
-        );
+        assert_eq!(run(" \n\t-- ", 5), Output { total_words: 0, distinct_words: 0, top: vec![] });
     }
 
     #[test]

@@ -138,7 +138,8 @@ impl Bench {
 
     async fn push(&self, name: &str, wasm: &[u8]) -> anyhow::Result<String> {
         let (binary, kind) = crate::sandbox::prepare(wasm)?;
-        let sandbox = crate::sandbox::Sandbox::new(crate::sandbox::SandboxConfig { max_concurrency: 1, cache_dir: None, pooling: false, ..Default::default() })?;
+        let sandbox =
+            crate::sandbox::Sandbox::new(crate::sandbox::SandboxConfig { max_concurrency: 1, cache_dir: None, pooling: false, ..Default::default() })?;
         sandbox.validate(&binary)?;
         Ok(self.client.store().push(&binary, kind, Some(name)).await?.sha256)
     }
@@ -271,8 +272,7 @@ impl Bench {
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 let cpu_at = self.client.keys().queue(&queues[0]).pending();
                 let cpu_before = redis_cpu(&mut self.client.conn(), &cpu_at).await.ok();
-                let mut procs: Vec<WorkerProc> =
-                    (0..workers).map(|_| self.spawn_worker(&queues[0], &args, &warm_cache)).collect::<anyhow::Result<_>>()?;
+                let mut procs: Vec<WorkerProc> = (0..workers).map(|_| self.spawn_worker(&queues[0], &args, &warm_cache)).collect::<anyhow::Result<_>>()?;
                 let deadline = Instant::now() + Duration::from_secs(600);
                 while procs.iter_mut().any(|p| p.running()) && Instant::now() < deadline {
                     for p in procs.iter_mut() {
@@ -528,7 +528,21 @@ impl Bench {
             }
         }
         let levels: Vec<String> = conn.zrange(k.levels(), 0, -1).await?;
-        let mut keys = vec![k.seq(), k.pending(), k.levels(), k.delayed(), k.active(), k.meta(), k.stats(), k.modrefs(), k.signal(), k.estimates(), k.succeeded(), k.dead(), k.cancelled()];
+        let mut keys = vec![
+            k.seq(),
+            k.pending(),
+            k.levels(),
+            k.delayed(),
+            k.active(),
+            k.meta(),
+            k.stats(),
+            k.modrefs(),
+            k.signal(),
+            k.estimates(),
+            k.succeeded(),
+            k.dead(),
+            k.cancelled(),
+        ];
         keys.extend(levels.iter().map(|l| k.level(l)));
         let _: () = conn.del(&keys).await?;
         let _: () = conn.srem(self.client.keys().queues(), q.as_str()).await?;

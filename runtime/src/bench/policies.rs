@@ -132,14 +132,9 @@ async fn stream(bench: &Bench, label: &str, policy: Policy, wsjf: WsjfSettings) 
     let long_us = calibrate(bench, &q, true, 8).await?;
     let done_before = bench.client.stats(&q).await?.succeeded;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(crate::worker::run(
-        bench.client.redis().clone(),
-        bench.client.keys().clone(),
-        worker_config(bench, &q, false),
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
+    let worker = tokio::spawn(crate::worker::run(bench.client.redis().clone(), bench.client.keys().clone(), worker_config(bench, &q, false), async move {
+        let _ = stop_rx.await;
+    }));
     // Each cycle: one long task and as many short ones as make 90% of the cycle; the long task
     // adds 20% more, so a backlog builds up.
     let cycle_us = long_us / 0.2;
@@ -183,11 +178,9 @@ pub async fn run(bench: &mut Bench) -> anyhow::Result<()> {
         bench.report.push(Metric::new("policies", &format!("batch, {label}: worst wait"), f.worst_wait, "ms"));
     }
     let stream_note = "3 s of arrivals: short tasks (priority 2-5) at 90% load plus long priority-1 tasks at 20%";
-    for (label, policy, wsjf) in [
-        ("priority", Policy::Priority, no_aging),
-        ("wsjf without aging", Policy::Wsjf, no_aging),
-        ("wsjf, max wait 300ms", Policy::Wsjf, aging),
-    ] {
+    for (label, policy, wsjf) in
+        [("priority", Policy::Priority, no_aging), ("wsjf without aging", Policy::Wsjf, no_aging), ("wsjf, max wait 300ms", Policy::Wsjf, aging)]
+    {
         let slug: String = label.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
         let f = stream(bench, &slug, policy, wsjf).await?;
         bench.report.push(Metric::new("policies", &format!("stream, {label}: weighted mean completion"), f.weighted_completion, "ms").note(stream_note));

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use super::{exit, value, Global, Outcome};
+use super::{Global, Outcome, exit, value};
 use crate::bench::{Bench, BenchConfig, Scenario};
 
 #[derive(Debug, Args)]

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 
 use super::table::Table;
-use super::{exit, Global, Outcome};
+use super::{Global, Outcome, exit};
 use crate::client::{Client, EnqueueOptions};
 use crate::examples::{self, WasmTarget};
 use crate::parse::{QueueName, TaskId};
@@ -135,8 +135,7 @@ async fn clear_namespace(client: &Client) -> anyhow::Result<()> {
     let mut cursor: u64 = 0;
     // Bounded: a demo namespace holds a few dozen keys.
     for _ in 0..10_000 {
-        let (next, keys): (u64, Vec<String>) =
-            redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(500).query_async(&mut conn).await?;
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(500).query_async(&mut conn).await?;
         for k in keys {
             let _: () = redis::cmd("DEL").arg(k).query_async(&mut conn).await?;
         }

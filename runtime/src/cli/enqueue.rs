@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use clap::Args;
 
-use super::{exit, value, Global, Outcome};
+use super::{Global, Outcome, exit, value};
 use crate::client::{ClientError, EnqueueOptions};
 use crate::parse::QueueName;
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use super::table::Table;
-use super::{exit, value, Global, Outcome};
+use super::{Global, Outcome, exit, value};
 use crate::client::{Policy, WsjfSettings};
 use crate::parse::{self, QueueName, TaskId};
 use crate::task::TaskState;

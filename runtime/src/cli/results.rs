@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{exit, value, Global, Outcome};
+use super::{Global, Outcome, exit, value};
 use crate::client::CancelOutcome;
 use crate::parse::{self, TaskId};
 use crate::task::{TaskRecord, TaskState};

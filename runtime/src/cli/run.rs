@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 
-use super::{exit, Outcome};
+use super::{Outcome, exit};
 use crate::sandbox::{CancelToken, Sandbox, SandboxConfig};
 use crate::store::sha256_hex;
 
@@ -144,12 +144,5 @@ fn timing_summary(samples: &mut [Duration]) -> String {
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     let pct = |p: f64| us(body[((body.len() - 1) as f64 * p).round() as usize]);
     let mean = body.iter().map(|d| us(*d)).sum::<f64>() / body.len() as f64;
-    format!(
-        "{total} runs: median {:.1} µs, p90 {:.1} µs, p99 {:.1} µs, min {:.1} µs, mean {:.1} µs",
-        pct(0.5),
-        pct(0.9),
-        pct(0.99),
-        us(body[0]),
-        mean
-    )
+    format!("{total} runs: median {:.1} µs, p90 {:.1} µs, p99 {:.1} µs, min {:.1} µs, mean {:.1} µs", pct(0.5), pct(0.9), pct(0.99), us(body[0]), mean)
 }

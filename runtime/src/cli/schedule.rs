@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use super::table::Table;
-use super::{exit, value, Global, Outcome};
+use super::{Global, Outcome, exit, value};
 use crate::parse::{self, QueueName};
 use crate::schedule::{self, Missed, Schedule};
 

@@ -28,12 +28,8 @@ impl Table {
         }
         let mut out = String::new();
         for r in std::iter::once(&self.header).chain(&self.rows) {
-            let line: Vec<String> = r
-                .iter()
-                .enumerate()
-                .take(cols)
-                .map(|(i, c)| if i + 1 == cols { c.clone() } else { format!("{c:<w$}", w = width[i]) })
-                .collect();
+            let line: Vec<String> =
+                r.iter().enumerate().take(cols).map(|(i, c)| if i + 1 == cols { c.clone() } else { format!("{c:<w$}", w = width[i]) }).collect();
             out.push_str(line.join("  ").trim_end());
             out.push('\n');
         }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{exit, value, Global, Outcome};
+use super::{Global, Outcome, exit, value};
 use crate::sandbox::SandboxConfig;
 use crate::worker::{QueueWeight, WorkerConfig};
 
@@ -140,7 +140,7 @@ impl WorkerArgs {
 
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).ok();
     let term_fut = async {
         match term.as_mut() {

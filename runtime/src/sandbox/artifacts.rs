@@ -47,11 +47,7 @@ impl ArtifactDir {
     /// process owns it and that nobody else can write to it.
     pub fn open(cache_dir: &Path, fingerprint: &str) -> Result<Self, ArtifactDirError> {
         let dir = cache_dir.join("artifacts").join(fingerprint);
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|source| ArtifactDirError::Create { path: dir.clone(), source })?;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|source| ArtifactDirError::Create { path: dir.clone(), source })?;
         for p in [cache_dir, &cache_dir.join("artifacts"), &dir] {
             check_private(p)?;
         }

@@ -1,8 +1,8 @@
 //! A cancellation flag that both the epoch callback (polled every tick while wasm runs) and async
 //! code (awaiting it while the guest blocks in a host call such as a sleep) can observe.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::Notify;
 

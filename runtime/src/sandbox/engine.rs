@@ -109,9 +109,7 @@ pub fn build(config: &SandboxConfig) -> wasmtime::Result<Engine> {
         // zero only the pages the task dirtied (found with the PAGEMAP_SCAN ioctl where the kernel
         // has it, Linux 6.7+). Measured: a small Rust preview-1 task 32 µs -> 10 µs, a component
         // 55 µs -> 24 µs (see docs/performance.md).
-        pool.linear_memory_keep_resident(KEEP_RESIDENT)
-            .table_keep_resident(KEEP_RESIDENT)
-            .pagemap_scan(wasmtime::Enabled::Auto);
+        pool.linear_memory_keep_resident(KEEP_RESIDENT).table_keep_resident(KEEP_RESIDENT).pagemap_scan(wasmtime::Enabled::Auto);
         cfg.allocation_strategy(pool);
     }
     Engine::new(&cfg)

@@ -105,16 +105,15 @@ impl Linkers {
                     None => {
                         return Err(SandboxError::InvalidModule(
                             "not a WASI command: the module exports no `_start` function (build a binary, not a library)".into(),
-                        ))
+                        ));
                     }
                 }
                 Ok(Pre::Module(self.core.instantiate_pre(&m).map_err(invalid)?))
             }
             Code::Component(c) => {
                 let pre = self.component.instantiate_pre(&c).map_err(invalid)?;
-                let cmd = CommandPre::new(pre).map_err(|e| {
-                    SandboxError::InvalidModule(format!("not a WASI command component (no wasi:cli/run export): {e:#}"))
-                })?;
+                let cmd =
+                    CommandPre::new(pre).map_err(|e| SandboxError::InvalidModule(format!("not a WASI command component (no wasi:cli/run export): {e:#}")))?;
                 Ok(Pre::Component(cmd))
             }
         }
@@ -167,15 +166,7 @@ enum Ended {
     Error(wasmtime::Error),
 }
 
-pub(crate) async fn run(
-    engine: &Engine,
-    module: &LoadedModule,
-    name: &str,
-    input: Vec<u8>,
-    limits: &Limits,
-    cancel: &CancelToken,
-    metering: bool,
-) -> Outcome {
+pub(crate) async fn run(engine: &Engine, module: &LoadedModule, name: &str, input: Vec<u8>, limits: &Limits, cancel: &CancelToken, metering: bool) -> Outcome {
     // One byte over the cap is what tells a flood from output of exactly the cap.
     let stdout = CappedPipe::strict(limits.stdout);
     let stderr = CappedPipe::truncating(limits.stderr);
@@ -276,7 +267,7 @@ fn exit_or_error(e: wasmtime::Error) -> Ended {
 }
 
 /// Finds an error of type `E` anywhere in the chain (wasmtime wraps host errors in context).
-fn find<'a, E: std::error::Error + Send + Sync + 'static>(e: &'a wasmtime::Error) -> Option<&'a E> {
+fn find<E: std::error::Error + Send + Sync + 'static>(e: &wasmtime::Error) -> Option<&E> {
     e.downcast_ref::<E>().or_else(|| e.chain().find_map(|c| c.downcast_ref::<E>()))
 }
 
@@ -295,10 +286,9 @@ fn classify(e: &wasmtime::Error, limits: &Limits) -> Failure {
     }
     if let Some(t) = find::<Trap>(e) {
         return match t {
-            Trap::OutOfFuel => Failure::new(
-                FailureKind::FuelExhausted,
-                format!("the task used up its fuel budget of {}", limits.fuel.map_or("?".into(), |f| f.to_string())),
-            ),
+            Trap::OutOfFuel => {
+                Failure::new(FailureKind::FuelExhausted, format!("the task used up its fuel budget of {}", limits.fuel.map_or("?".into(), |f| f.to_string())))
+            }
             Trap::StackOverflow => Failure::new(FailureKind::Trap, "wasm trap: call stack exhausted (stack overflow)"),
             Trap::AllocationTooLarge => Failure::new(FailureKind::MemoryLimit, "wasm trap: allocation too large"),
             other => Failure::new(FailureKind::Trap, other.to_string()),

@@ -30,8 +30,8 @@ use wasmtime::{Engine, Module};
 
 pub use artifacts::{ArtifactDir, ArtifactDirError};
 pub use cancel::CancelToken;
-pub use engine::{default_cache_dir, SandboxConfig, DEFAULT_MAX_MEMORY, DEFAULT_MAX_STACK, DEFAULT_MAX_TABLE_ELEMENTS, EPOCH_TICK};
-pub use limits::{Limits, ResourceLimitExceeded, DEFAULT_MEMORY, DEFAULT_STDERR, DEFAULT_STDOUT, DEFAULT_TABLE_ELEMENTS, DEFAULT_TIMEOUT};
+pub use engine::{DEFAULT_MAX_MEMORY, DEFAULT_MAX_STACK, DEFAULT_MAX_TABLE_ELEMENTS, EPOCH_TICK, SandboxConfig, default_cache_dir};
+pub use limits::{DEFAULT_MEMORY, DEFAULT_STDERR, DEFAULT_STDOUT, DEFAULT_TABLE_ELEMENTS, DEFAULT_TIMEOUT, Limits, ResourceLimitExceeded};
 pub use outcome::{Failure, FailureKind, Outcome};
 pub use stdio::OutputLimitExceeded;
 
@@ -83,6 +83,13 @@ impl std::fmt::Debug for LoadedModule {
 /// Most modules kept loaded in memory; the least recently loaded is dropped first.
 const MEMORY_CACHE_MODULES: usize = 256;
 
+/// Loaded modules by SHA-256, and their load order (the oldest is evicted first).
+#[derive(Default)]
+struct MemoryCache {
+    modules: HashMap<String, Arc<LoadedModule>>,
+    order: VecDeque<String>,
+}
+
 struct Inner {
     engine: Engine,
     linkers: exec::Linkers,
@@ -90,7 +97,7 @@ struct Inner {
     artifact_warning: Option<String>,
     fingerprint: String,
     config: SandboxConfig,
-    loaded: Mutex<(HashMap<String, Arc<LoadedModule>>, VecDeque<String>)>,
+    loaded: Mutex<MemoryCache>,
 }
 
 /// The per-process sandbox. Cheap to clone.
@@ -148,17 +155,7 @@ impl Sandbox {
             },
         };
         let linkers = exec::Linkers::new(&engine).map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                engine,
-                linkers,
-                artifacts,
-                artifact_warning,
-                fingerprint,
-                config,
-                loaded: Mutex::new((HashMap::new(), VecDeque::new())),
-            }),
-        })
+        Ok(Self { inner: Arc::new(Inner { engine, linkers, artifacts, artifact_warning, fingerprint, config, loaded: Mutex::new(MemoryCache::default()) }) })
     }
 
     pub fn config(&self) -> &SandboxConfig {
@@ -182,14 +179,12 @@ impl Sandbox {
 
     /// A module already loaded in this process.
     pub fn cached(&self, sha: &str) -> Option<Arc<LoadedModule>> {
-        self.inner.loaded.lock().expect("cache lock").0.get(sha).cloned()
+        self.inner.loaded.lock().expect("cache lock").modules.get(sha).cloned()
     }
 
     /// Drops every loaded module from memory (artifacts on disk stay); for cold-start benchmarks.
     pub fn clear_memory_cache(&self) {
-        let mut g = self.inner.loaded.lock().expect("cache lock");
-        g.0.clear();
-        g.1.clear();
+        *self.inner.loaded.lock().expect("cache lock") = MemoryCache::default();
     }
 
     /// Loads binary wasm whose SHA-256 is `sha` (the caller has verified it): from memory, from
@@ -205,12 +200,12 @@ impl Sandbox {
         let pre = self.inner.linkers.pre(code)?;
         let module = Arc::new(LoadedModule { sha256: sha.to_string(), kind, source, load_time: started.elapsed(), pre });
         let mut g = self.inner.loaded.lock().expect("cache lock");
-        if g.0.insert(sha.to_string(), module.clone()).is_none() {
-            g.1.push_back(sha.to_string());
+        if g.modules.insert(sha.to_string(), module.clone()).is_none() {
+            g.order.push_back(sha.to_string());
         }
-        while g.1.len() > MEMORY_CACHE_MODULES {
-            if let Some(old) = g.1.pop_front() {
-                g.0.remove(&old);
+        while g.order.len() > MEMORY_CACHE_MODULES {
+            if let Some(old) = g.order.pop_front() {
+                g.modules.remove(&old);
             }
         }
         Ok(module)
@@ -273,7 +268,10 @@ impl Sandbox {
     /// [`Outcome`] with a failure kind. `name` is the task's only argument (`argv[0]`).
     pub async fn run(&self, module: &LoadedModule, name: &str, input: Vec<u8>, limits: &Limits, cancel: &CancelToken) -> Outcome {
         if limits.fuel.is_some() && !self.inner.config.metering {
-            return Outcome::not_run(Failure::new(FailureKind::Internal, "this worker runs without fuel metering (--no-metering); the task asks for a fuel budget"));
+            return Outcome::not_run(Failure::new(
+                FailureKind::Internal,
+                "this worker runs without fuel metering (--no-metering); the task asks for a fuel budget",
+            ));
         }
         exec::run(&self.inner.engine, module, name, input, limits, cancel, self.inner.config.metering).await
     }

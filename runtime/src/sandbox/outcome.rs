@@ -57,10 +57,7 @@ impl FailureKind {
     /// Whether another attempt could succeed. A bad module, a tampered module, a missing module or
     /// malformed task data will fail the same way every time.
     pub fn retryable(self) -> bool {
-        !matches!(
-            self,
-            Self::InvalidModule | Self::Integrity | Self::UnknownModule | Self::InvalidTask | Self::Cancelled
-        )
+        !matches!(self, Self::InvalidModule | Self::Integrity | Self::UnknownModule | Self::InvalidTask | Self::Cancelled)
     }
 }
 
@@ -122,15 +119,7 @@ pub struct Outcome {
 impl Outcome {
     /// An outcome for a task that never ran (bad module, bad task data, ...).
     pub fn not_run(failure: Failure) -> Self {
-        Self {
-            result: Err(failure),
-            output: Vec::new(),
-            log: Vec::new(),
-            log_truncated: false,
-            exit_code: None,
-            duration: Duration::ZERO,
-            fuel_used: None,
-        }
+        Self { result: Err(failure), output: Vec::new(), log: Vec::new(), log_truncated: false, exit_code: None, duration: Duration::ZERO, fuel_used: None }
     }
 
     pub fn is_success(&self) -> bool {

@@ -6,7 +6,7 @@ use crate::conn::Conn;
 use crate::keys::Keys;
 use crate::parse::QueueName;
 use crate::scripts;
-use crate::task::{field, Fields};
+use crate::task::{Fields, field};
 
 /// A task leased to this worker.
 #[derive(Debug)]

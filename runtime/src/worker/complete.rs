@@ -12,8 +12,8 @@ use crate::parse::{self, QueueName};
 use crate::scripts;
 use crate::task::field;
 
-use super::execute::{Action, Completion};
 use super::Shared;
+use super::execute::{Action, Completion};
 
 /// A completion waiting to be written (its task stays held until then).
 pub struct Pending {
@@ -106,13 +106,32 @@ fn refused_by_server(e: &redis::RedisError) -> bool {
     }
     if matches!(
         e.code(),
-        Some("OOM" | "NOPERM" | "NOAUTH" | "WRONGPASS" | "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN" | "READONLY" | "MOVED" | "ASK" | "NOSCRIPT" | "MISCONF" | "NOREPLICAS")
+        Some(
+            "OOM"
+                | "NOPERM"
+                | "NOAUTH"
+                | "WRONGPASS"
+                | "LOADING"
+                | "BUSY"
+                | "TRYAGAIN"
+                | "MASTERDOWN"
+                | "CLUSTERDOWN"
+                | "READONLY"
+                | "MOVED"
+                | "ASK"
+                | "NOSCRIPT"
+                | "MISCONF"
+                | "NOREPLICAS"
+        )
     ) {
         return false;
     }
     matches!(
         e.kind(),
-        redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) | redis::ErrorKind::Extension | redis::ErrorKind::UnexpectedReturnType | redis::ErrorKind::Parse
+        redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
+            | redis::ErrorKind::Extension
+            | redis::ErrorKind::UnexpectedReturnType
+            | redis::ErrorKind::Parse
     )
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::parse;
 use crate::sandbox::{CancelToken, Failure, FailureKind, Limits, Outcome};
-use crate::task::{field, TaskSpec};
+use crate::task::{TaskSpec, field};
 
 use super::claim::Claimed;
 use super::{Shared, WorkerConfig};

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, mpsc};
 
 use crate::conn::{Conn, ConnError, Redis};
 use crate::keys::Keys;
@@ -35,7 +35,7 @@ use crate::parse::{self, QueueName};
 use crate::sandbox::{CancelToken, Limits, Sandbox, SandboxConfig};
 use crate::store::ModuleStore;
 
-pub use execute::{backoff, resolve_limits, Action};
+pub use execute::{Action, backoff, resolve_limits};
 
 /// Upper bound of the adaptive prefetch.
 pub const MAX_PREFETCH: usize = 1000;
@@ -136,11 +136,8 @@ impl Default for WorkerConfig {
 
 /// `host-pid-xxxx`: unique per process, readable in task hashes.
 pub fn default_worker_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".into());
+    let host =
+        std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()).filter(|h| !h.is_empty()).unwrap_or_else(|| "host".into());
     format!("{host}-{}-{:04x}", std::process::id(), fastrand::u16(..))
 }
 
@@ -378,12 +375,7 @@ async fn run_one(
 
 /// Runs a worker until `shutdown` resolves (or, with `exit_when_idle`, until there is no work
 /// left). Returns what it did.
-pub async fn run(
-    redis: Redis,
-    keys: Keys,
-    config: WorkerConfig,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<WorkerReport, WorkerError> {
+pub async fn run(redis: Redis, keys: Keys, config: WorkerConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<WorkerReport, WorkerError> {
     if config.queues.is_empty() {
         return Err(WorkerError::Config("no queue to consume".into()));
     }
@@ -403,17 +395,13 @@ pub async fn run(
 
 /// Connects, retrying with backoff while Redis is unreachable (a worker may start before its
 /// Redis does). Bad credentials fail at once. None if shutdown came first.
-async fn connect_with_retry(
-    redis: &Redis,
-    shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
-) -> Result<Option<Conn>, WorkerError> {
+async fn connect_with_retry(redis: &Redis, shutdown: &mut (impl std::future::Future<Output = ()> + Unpin)) -> Result<Option<Conn>, WorkerError> {
     let mut delay = Duration::from_millis(200);
     loop {
         match redis.connect().await {
             Ok(c) => return Ok(Some(c)),
             Err(ConnError::Connect { source, .. })
-                if source.kind() == redis::ErrorKind::AuthenticationFailed
-                    || matches!(source.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM")) =>
+                if source.kind() == redis::ErrorKind::AuthenticationFailed || matches!(source.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM")) =>
             {
                 return Err(WorkerError::Config(format!("Redis refused the credentials: {source}")));
             }
@@ -479,11 +467,8 @@ async fn run_inner(
     let periodic = tokio::spawn(periodic::run(shared.clone()));
     let wake = wake::Wake::new();
     let stop_listeners = Arc::new(Notify::new());
-    let listeners: Vec<_> = shared
-        .queues()
-        .into_iter()
-        .map(|q| tokio::spawn(wake::listen(redis.clone(), keys.clone(), q, wake.clone(), stop_listeners.clone())))
-        .collect();
+    let listeners: Vec<_> =
+        shared.queues().into_iter().map(|q| tokio::spawn(wake::listen(redis.clone(), keys.clone(), q, wake.clone(), stop_listeners.clone()))).collect();
 
     let run_slots = Arc::new(Semaphore::new(config.concurrency));
     // Tripped on shutdown: tasks still waiting for a run slot are handed back at once.
@@ -514,13 +499,8 @@ async fn run_inner(
             let queue = &config.queues[i].queue;
             let now = parse::now_ms();
             let t = std::time::Instant::now();
-            let request = claim::ClaimRequest {
-                n: want,
-                lease_ms: config.lease.as_millis() as u64,
-                worker: &config.worker_id,
-                now,
-                max_input: config.max_input_size,
-            };
+            let request =
+                claim::ClaimRequest { n: want, lease_ms: config.lease.as_millis() as u64, worker: &config.worker_id, now, max_input: config.max_input_size };
             let batch = match claim::claim(&mut claim_conn, &keys, queue, request).await {
                 Ok(b) => {
                     tracing::trace!(%queue, want, got = b.tasks.len(), us = t.elapsed().as_micros() as u64, "claimed");

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::{Notify, watch};
 
 use crate::conn::{Conn, Redis};
 use crate::keys::Keys;
@@ -52,11 +52,7 @@ pub async fn listen(redis: Redis, keys: Keys, queue: QueueName, wake: Arc<Wake>,
             }
         }
         let c = conn.as_mut().expect("connected above");
-        let popped = tokio::time::timeout(
-            Duration::from_secs(4),
-            redis::cmd("BLPOP").arg(&signal).arg(1).query_async::<Option<(String, String)>>(c),
-        )
-        .await;
+        let popped = tokio::time::timeout(Duration::from_secs(4), redis::cmd("BLPOP").arg(&signal).arg(1).query_async::<Option<(String, String)>>(c)).await;
         match popped {
             Ok(Ok(Some(_))) => {
                 backoff = Duration::from_millis(100);

@@ -26,8 +26,7 @@ pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// only the signature problem instead of also "`main` function not found" and errors
 /// from code that uses the function.
 fn with_error(error: syn::Error, item: TokenStream2) -> TokenStream2 {
-    let defines_main =
-        matches!(syn::parse2::<syn::ItemFn>(item.clone()), Ok(f) if f.sig.ident == "main");
+    let defines_main = matches!(syn::parse2::<syn::ItemFn>(item.clone()), Ok(f) if f.sig.ident == "main");
     let placeholder = (!defines_main).then(|| {
         quote!(
             fn main() {}
@@ -43,10 +42,7 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     }
     let item: syn::Item = syn::parse2(item)?;
     let syn::Item::Fn(function) = item else {
-        return Err(syn::Error::new(
-            item.span(),
-            "#[task] must be applied to a function: `fn name(input: In) -> Result<Out, E>`",
-        ));
+        return Err(syn::Error::new(item.span(), "#[task] must be applied to a function: `fn name(input: In) -> Result<Out, E>`"));
     };
     let sig = TaskSignature::parse(&function.sig)?;
 
@@ -108,10 +104,7 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(out.contains("fn t (i : Input)"), "{out}");
-        assert!(
-            out.contains("JsonCodec , :: wasmq_sdk :: __private :: JsonCodec"),
-            "{out}"
-        );
+        assert!(out.contains("JsonCodec , :: wasmq_sdk :: __private :: JsonCodec"), "{out}");
         assert!(out.contains("_ , _ , Error > (t)"), "{out}");
         assert!(out.contains("allow (dead_code)"), "{out}");
     }
@@ -128,10 +121,7 @@ mod tests {
         )
         .unwrap()
         .to_string();
-        assert!(
-            out.contains("TextCodec , :: wasmq_sdk :: __private :: BytesCodec"),
-            "{out}"
-        );
+        assert!(out.contains("TextCodec , :: wasmq_sdk :: __private :: BytesCodec"), "{out}");
         assert!(out.contains("Infallible"), "{out}");
     }
 
@@ -167,20 +157,14 @@ mod tests {
                 struct S;
             ),
         );
-        assert_eq!(
-            out.to_string(),
-            quote!(::core::compile_error! { "bad" } struct S; fn main() {}).to_string()
-        );
+        assert_eq!(out.to_string(), quote!(::core::compile_error! { "bad" } struct S; fn main() {}).to_string());
         let out = with_error(
             syn::Error::new(proc_macro2::Span::call_site(), "bad"),
             quote!(
                 fn main() {}
             ),
         );
-        assert!(
-            !out.to_string().ends_with("fn main () { } fn main () { }"),
-            "{out}"
-        );
+        assert!(!out.to_string().ends_with("fn main () { } fn main () { }"), "{out}");
     }
 
     #[test]

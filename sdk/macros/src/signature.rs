@@ -29,43 +29,27 @@ pub struct TaskSignature<'a> {
     pub error: Option<&'a Type>,
 }
 
-const SHAPE: &str =
-    "expected `fn name(input: In) -> Result<Out, E>` or `fn name(input: In) -> Out`";
+const SHAPE: &str = "expected `fn name(input: In) -> Result<Out, E>` or `fn name(input: In) -> Out`";
 
 impl<'a> TaskSignature<'a> {
     pub fn parse(sig: &'a Signature) -> syn::Result<Self> {
         if let Some(token) = &sig.asyncness {
-            return Err(syn::Error::new(
-                token.span(),
-                "a task function cannot be `async`: a task is a plain program that runs to completion",
-            ));
+            return Err(syn::Error::new(token.span(), "a task function cannot be `async`: a task is a plain program that runs to completion"));
         }
         if let Some(token) = &sig.unsafety {
-            return Err(syn::Error::new(
-                token.span(),
-                "a task function cannot be `unsafe`",
-            ));
+            return Err(syn::Error::new(token.span(), "a task function cannot be `unsafe`"));
         }
         if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-            return Err(syn::Error::new(
-                sig.generics.span(),
-                "a task function cannot be generic: its input and output types must be concrete",
-            ));
+            return Err(syn::Error::new(sig.generics.span(), "a task function cannot be generic: its input and output types must be concrete"));
         }
         if sig.ident == "main" {
-            return Err(syn::Error::new(
-                sig.ident.span(),
-                "a task function cannot be named `main`: #[task] generates `main` itself",
-            ));
+            return Err(syn::Error::new(sig.ident.span(), "a task function cannot be named `main`: #[task] generates `main` itself"));
         }
         let input = single_input(sig)?;
         let output = match &sig.output {
             ReturnType::Type(_, ty) => ty.as_ref(),
             ReturnType::Default => {
-                return Err(syn::Error::new(
-                    sig.paren_token.span.close(),
-                    format!("a task function needs a return type; {SHAPE}"),
-                ));
+                return Err(syn::Error::new(sig.paren_token.span.close(), format!("a task function needs a return type; {SHAPE}")));
             }
         };
         let (output, fallible, error) = match result_types(output) {
@@ -73,14 +57,7 @@ impl<'a> TaskSignature<'a> {
             None => (output, false, None),
         };
         reject_borrowed(output, "output", "return")?;
-        Ok(TaskSignature {
-            input,
-            output,
-            input_codec: codec_for(input),
-            output_codec: codec_for(output),
-            fallible,
-            error,
-        })
+        Ok(TaskSignature { input, output, input_codec: codec_for(input), output_codec: codec_for(output), fallible, error })
     }
 }
 
@@ -90,26 +67,17 @@ fn single_input(sig: &Signature) -> syn::Result<&Type> {
     let arg = match (first, rest) {
         (Some(arg), None) => arg,
         (None, _) => {
-            return Err(syn::Error::new(
-                sig.paren_token.span.join(),
-                format!("a task function takes exactly one argument, the task input; {SHAPE}"),
-            ));
+            return Err(syn::Error::new(sig.paren_token.span.join(), format!("a task function takes exactly one argument, the task input; {SHAPE}")));
         }
         (Some(_), Some(extra)) => {
             return Err(syn::Error::new(
                 extra.span(),
-                format!(
-                    "a task function takes exactly one argument, found {}; bundle several values in one struct",
-                    sig.inputs.len()
-                ),
+                format!("a task function takes exactly one argument, found {}; bundle several values in one struct", sig.inputs.len()),
             ));
         }
     };
     match arg {
-        FnArg::Receiver(receiver) => Err(syn::Error::new(
-            receiver.span(),
-            "a task function cannot take `self`",
-        )),
+        FnArg::Receiver(receiver) => Err(syn::Error::new(receiver.span(), "a task function cannot take `self`")),
         FnArg::Typed(pat) => {
             reject_borrowed(&pat.ty, "input", "take")?;
             Ok(&pat.ty)
@@ -120,16 +88,10 @@ fn single_input(sig: &Signature) -> syn::Result<&Type> {
 /// References and `impl Trait` cannot be produced from stdin or named in `main`.
 fn reject_borrowed(ty: &Type, what: &str, verb: &str) -> syn::Result<()> {
     match unwrap_group(ty) {
-        Type::Reference(_) => Err(syn::Error::new(
-            ty.span(),
-            format!(
-                "the task {what} must be owned: {verb} `String` or `Vec<u8>` or a struct, not a reference"
-            ),
-        )),
-        Type::ImplTrait(_) if what == "input" => Err(syn::Error::new(
-            ty.span(),
-            "the task input must be a concrete type, not `impl Trait`",
-        )),
+        Type::Reference(_) => {
+            Err(syn::Error::new(ty.span(), format!("the task {what} must be owned: {verb} `String` or `Vec<u8>` or a struct, not a reference")))
+        }
+        Type::ImplTrait(_) if what == "input" => Err(syn::Error::new(ty.span(), "the task input must be a concrete type, not `impl Trait`")),
         _ => Ok(()),
     }
 }
@@ -169,8 +131,7 @@ pub fn codec_for(ty: &Type) -> Codec {
     };
     match (last.ident.to_string().as_str(), &last.arguments) {
         ("String", PathArguments::None) => Codec::Text,
-        ("Vec", PathArguments::AngleBracketed(args)) if args.args.len() == 1 => match &args.args[0]
-        {
+        ("Vec", PathArguments::AngleBracketed(args)) if args.args.len() == 1 => match &args.args[0] {
             GenericArgument::Type(elem) if is_u8(elem) => Codec::Bytes,
             _ => Codec::Json,
         },
@@ -180,13 +141,7 @@ pub fn codec_for(ty: &Type) -> Codec {
 
 fn is_u8(ty: &Type) -> bool {
     match unwrap_group(ty) {
-        Type::Path(p) => {
-            p.qself.is_none()
-                && p.path
-                    .segments
-                    .last()
-                    .is_some_and(|s| s.ident == "u8" && s.arguments.is_none())
-        }
+        Type::Path(p) => p.qself.is_none() && p.path.segments.last().is_some_and(|s| s.ident == "u8" && s.arguments.is_none()),
         _ => false,
     }
 }
@@ -209,9 +164,7 @@ mod tests {
     }
 
     fn parse(sig: Signature) -> Result<(Codec, Codec, bool), String> {
-        TaskSignature::parse(&sig)
-            .map(|s| (s.input_codec, s.output_codec, s.fallible))
-            .map_err(|e| e.to_string())
+        TaskSignature::parse(&sig).map(|s| (s.input_codec, s.output_codec, s.fallible)).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -233,63 +186,30 @@ mod tests {
 
     #[test]
     fn detects_result_return() {
-        assert_eq!(
-            parse(parse_quote!(fn t(i: Vec<u8>) -> Result<String, E>)),
-            Ok((Codec::Bytes, Codec::Text, true))
-        );
-        assert_eq!(
-            parse(parse_quote!(fn t(i: In) -> anyhow::Result<Out>)),
-            Ok((Codec::Json, Codec::Json, true))
-        );
-        assert_eq!(
-            parse(parse_quote!(fn t(i: String) -> Out)),
-            Ok((Codec::Text, Codec::Json, false))
-        );
-        assert_eq!(
-            parse(parse_quote!(fn t(i: String) -> Option<Vec<u8>>)),
-            Ok((Codec::Text, Codec::Json, false))
-        );
+        assert_eq!(parse(parse_quote!(fn t(i: Vec<u8>) -> Result<String, E>)), Ok((Codec::Bytes, Codec::Text, true)));
+        assert_eq!(parse(parse_quote!(fn t(i: In) -> anyhow::Result<Out>)), Ok((Codec::Json, Codec::Json, true)));
+        assert_eq!(parse(parse_quote!(fn t(i: String) -> Out)), Ok((Codec::Text, Codec::Json, false)));
+        assert_eq!(parse(parse_quote!(fn t(i: String) -> Option<Vec<u8>>)), Ok((Codec::Text, Codec::Json, false)));
     }
 
     #[test]
     fn rejects_bad_signatures() {
         let cases: [(Signature, &str); 11] = [
             (parse_quote!(async fn t(i: In) -> Out), "cannot be `async`"),
-            (
-                parse_quote!(unsafe fn t(i: In) -> Out),
-                "cannot be `unsafe`",
-            ),
+            (parse_quote!(unsafe fn t(i: In) -> Out), "cannot be `unsafe`"),
             (parse_quote!(fn t<T>(i: T) -> Out), "cannot be generic"),
             (parse_quote!(fn t<'a>(i: In) -> Out), "cannot be generic"),
-            (
-                parse_quote!(fn t(i: In) -> Out where In: Copy),
-                "cannot be generic",
-            ),
-            (
-                parse_quote!(fn t() -> Out),
-                "exactly one argument, the task input",
-            ),
-            (
-                parse_quote!(fn t(a: In, b: In) -> Out),
-                "exactly one argument, found 2",
-            ),
+            (parse_quote!(fn t(i: In) -> Out where In: Copy), "cannot be generic"),
+            (parse_quote!(fn t() -> Out), "exactly one argument, the task input"),
+            (parse_quote!(fn t(a: In, b: In) -> Out), "exactly one argument, found 2"),
             (parse_quote!(fn t(i: In)), "needs a return type"),
             (parse_quote!(fn t(i: &str) -> String), "input must be owned"),
-            (
-                parse_quote!(fn t(i: impl Read) -> String),
-                "not `impl Trait`",
-            ),
-            (
-                parse_quote!(fn t(i: String) -> Result<&'static str, E>),
-                "output must be owned",
-            ),
+            (parse_quote!(fn t(i: impl Read) -> String), "not `impl Trait`"),
+            (parse_quote!(fn t(i: String) -> Result<&'static str, E>), "output must be owned"),
         ];
         for (sig, expected) in cases {
             let err = parse(sig).unwrap_err();
-            assert!(
-                err.contains(expected),
-                "{err:?} should contain {expected:?}"
-            );
+            assert!(err.contains(expected), "{err:?} should contain {expected:?}");
         }
     }
 }
