@@ -59,99 +59,23 @@ fn a_stale_completion_is_refused_by_the_fencing_token() {
     let id = w.enqueue("echo", "x", &[]);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let redis = wasmq::conn::Redis::open(wasmq::conn::RedisOptions::new(s.url())).unwrap();
-        let conn = redis.connect().await.unwrap();
-        let keys = wasmq::keys::Keys::default();
-        let q = wasmq::parse::QueueName::new("default").unwrap();
-        let k = keys.queue(&q);
-        let claim = |worker: &'static str, now: u64| {
-            let mut conn = conn.clone();
-            let k = k.clone();
-            async move {
-                let v: Vec<redis::Value> = wasmq::scripts::CLAIM
-                    .key(k.pending())
-                    .key(k.delayed())
-                    .key(k.active())
-                    .key(k.meta())
-                    .key(k.signal())
-                    .key(k.estimates())
-                    .arg(k.base())
-                    .arg(now)
-                    .arg(1000)
-                    .arg(1)
-                    .arg(worker)
-                    .arg(0)
-                    .invoke_async(&mut conn)
-                    .await
-                    .unwrap();
-                v
-            }
-        };
+        let sc = Scripts::new(&s).await;
+        let seq: u64 = seq(&id).parse().unwrap();
         let now = wasmq::parse::now_ms();
-        let first = claim("old", now).await;
+        let first = sc.claim_reply("old", now).await;
         assert_eq!(first.len(), 11, "claimed one task (head, seq, token, 8 fields): {first:?}");
         let old_token: u64 = redis::from_redis_value(first[2].clone()).unwrap();
         // The lease (1 s) expires; the reaper puts the task back.
-        let (requeued, _dead): (Vec<u64>, Vec<u64>) = wasmq::scripts::REAP
-            .key(k.active())
-            .key(k.pending())
-            .key(k.dead())
-            .key(k.cancelled())
-            .key(k.stats())
-            .key(k.modrefs())
-            .key(k.meta())
-            .key(k.estimates())
-            .key(k.signal())
-            .arg(k.base())
-            .arg(now + 5000)
-            .arg(0)
-            .arg(100)
-            .arg(3)
-            .arg(5)
-            .invoke_async(&mut conn.clone())
-            .await
-            .unwrap();
+        let (requeued, _dead) = sc.reap(now + 5000, 5).await;
         assert_eq!(requeued.len(), 1);
-        let second = claim("new", now + 5000).await;
+        let second = sc.claim_reply("new", now + 5000).await;
         let new_token: u64 = redis::from_redis_value(second[2].clone()).unwrap();
         assert!(new_token > old_token);
-        let complete = |token: u64, output: &'static str| {
-            let mut conn = conn.clone();
-            let k = k.clone();
-            let seq: u64 = seq(&id).parse().unwrap();
-            async move {
-                let r: Vec<i64> = wasmq::scripts::COMPLETE
-                    .key(k.active())
-                    .key(k.pending())
-                    .key(k.delayed())
-                    .key(k.succeeded())
-                    .key(k.dead())
-                    .key(k.cancelled())
-                    .key(k.stats())
-                    .key(k.modrefs())
-                    .key(k.estimates())
-                    .key(k.meta())
-                    .key(k.signal())
-                    .arg(k.base())
-                    .arg(wasmq::parse::now_ms())
-                    .arg(0)
-                    .arg(seq)
-                    .arg(token)
-                    .arg("succeeded")
-                    .arg(0)
-                    .arg("")
-                    .arg(1)
-                    .arg("output")
-                    .arg(output)
-                    .invoke_async(&mut conn)
-                    .await
-                    .unwrap();
-                r
-            }
-        };
-        assert_eq!(complete(old_token, "from the old holder").await, vec![0], "a stale completion was accepted");
-        assert_eq!(complete(new_token, "from the new holder").await, vec![1]);
-        assert_eq!(complete(new_token, "twice").await, vec![0], "a second completion was accepted");
+        let stale = sc.complete(seq, old_token, "succeeded", &[("output", "from the old holder")]).await;
+        assert_eq!(stale, 0, "a stale completion was accepted");
+        assert_eq!(sc.complete(seq, new_token, "succeeded", &[("output", "from the new holder")]).await, 1);
+        let twice = sc.complete(seq, new_token, "succeeded", &[("output", "twice")]).await;
+        assert_eq!(twice, 0, "a second completion was accepted");
     });
     let h = task_hash(&s, &id);
     assert_eq!(h["output"], "from the new holder");
@@ -335,26 +259,24 @@ impl Scripts {
         Self { conn, k }
     }
 
-    /// Claims one task with a 1 s lease at `now`; returns its lease token.
-    async fn claim(&self, now: u64) -> Option<u64> {
+    /// Claims one task for `worker` with a 1 s lease at `now`; returns the script's reply.
+    async fn claim_reply(&self, worker: &str, now: u64) -> Vec<redis::Value> {
         let k = &self.k;
-        let v: Vec<redis::Value> = wasmq::scripts::CLAIM
-            .key(k.pending())
-            .key(k.delayed())
-            .key(k.active())
-            .key(k.meta())
-            .key(k.signal())
-            .key(k.estimates())
+        wasmq::scripts::invocation(&wasmq::scripts::CLAIM, wasmq::scripts::keys::claim(k))
             .arg(k.base())
             .arg(now)
             .arg(1000)
             .arg(1)
-            .arg("w")
+            .arg(worker)
             .arg(0)
             .invoke_async(&mut self.conn.clone())
             .await
-            .unwrap();
-        v.get(2).map(|t| redis::from_redis_value(t.clone()).unwrap())
+            .unwrap()
+    }
+
+    /// Claims one task with a 1 s lease at `now`; returns its lease token.
+    async fn claim(&self, now: u64) -> Option<u64> {
+        self.claim_reply("w", now).await.get(2).map(|t| redis::from_redis_value(t.clone()).unwrap())
     }
 
     /// A heartbeat that reports the task as running since `now`.
@@ -376,16 +298,7 @@ impl Scripts {
     /// Reaps at `now` with a limit of `max_stalls`; returns (requeued, dead).
     async fn reap(&self, now: u64, max_stalls: u32) -> (Vec<u64>, Vec<u64>) {
         let k = &self.k;
-        wasmq::scripts::REAP
-            .key(k.active())
-            .key(k.pending())
-            .key(k.dead())
-            .key(k.cancelled())
-            .key(k.stats())
-            .key(k.modrefs())
-            .key(k.meta())
-            .key(k.estimates())
-            .key(k.signal())
+        wasmq::scripts::invocation(&wasmq::scripts::REAP, wasmq::scripts::keys::reap(k))
             .arg(k.base())
             .arg(now)
             .arg(0)
@@ -397,33 +310,17 @@ impl Scripts {
             .unwrap()
     }
 
-    /// Completes a task with `action`; returns 1 if applied.
-    async fn complete(&self, seq: u64, token: u64, action: &str) -> i64 {
+    /// Completes a task with `action` and result `fields`; returns 1 if applied, 0 if refused.
+    async fn complete(&self, seq: u64, token: u64, action: &str, fields: &[(&str, &str)]) -> i64 {
         let k = &self.k;
-        let r: Vec<i64> = wasmq::scripts::COMPLETE
-            .key(k.active())
-            .key(k.pending())
-            .key(k.delayed())
-            .key(k.succeeded())
-            .key(k.dead())
-            .key(k.cancelled())
-            .key(k.stats())
-            .key(k.modrefs())
-            .key(k.estimates())
-            .key(k.meta())
-            .key(k.signal())
-            .arg(k.base())
-            .arg(wasmq::parse::now_ms())
-            .arg(0)
-            .arg(seq)
-            .arg(token)
-            .arg(action)
-            .arg(wasmq::parse::now_ms())
-            .arg("")
-            .arg(0)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .unwrap();
+        let mut inv = wasmq::scripts::invocation(&wasmq::scripts::COMPLETE, wasmq::scripts::keys::complete(k));
+        let now = wasmq::parse::now_ms();
+        inv.arg(k.base()).arg(now).arg(0).arg(seq).arg(token).arg(action).arg(now).arg("").arg(fields.len());
+        for (name, value) in fields {
+            inv.arg(*name).arg(*value);
+        }
+        let r: Vec<i64> = inv.invoke_async(&mut self.conn.clone()).await.unwrap();
+        assert_eq!(r.len(), 1, "one answer per record: {r:?}");
         r[0]
     }
 }
@@ -515,7 +412,7 @@ fn a_cancel_wins_over_a_retry_or_a_hand_back() {
             // Cancel requested while it runs; then its attempt fails (retry) or its worker shuts
             // down (release): either way it must end cancelled, not run again.
             assert!(w.ok(&["cancel", id]).contains("will stop it"));
-            assert_eq!(sc.complete(seq(id).parse().unwrap(), token, action).await, 1);
+            assert_eq!(sc.complete(seq(id).parse().unwrap(), token, action, &[]).await, 1);
             let h = task_hash(&s, id);
             assert_eq!(h["state"], "cancelled", "{action}: {h:?}");
         }

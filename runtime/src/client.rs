@@ -299,14 +299,6 @@ impl Client {
         Ok(())
     }
 
-    /// The queue keys both enqueue scripts take, in their order.
-    fn enqueue_keys(&self, q: &QueueName, inv: &mut redis::ScriptInvocation<'_>) {
-        let qk = self.keys.queue(q);
-        for key in [qk.seq(), qk.pending(), qk.delayed(), qk.meta(), qk.stats(), qk.modrefs(), qk.signal(), qk.estimates()] {
-            inv.key(key);
-        }
-    }
-
     /// The task fields that options set (defaults are not stored).
     fn option_fields(o: &EnqueueOptions, due: u64, now: u64) -> Vec<(&'static str, String)> {
         let mut f = Vec::new();
@@ -335,8 +327,8 @@ impl Client {
     }
 
     /// One task for `enqueue.lua`.
-    fn invocation(&self, sha: &str, input: &[u8], o: &EnqueueOptions, now: u64, inv: &mut redis::ScriptInvocation<'_>) {
-        self.enqueue_keys(&o.queue, inv);
+    fn invocation(&self, sha: &str, input: &[u8], o: &EnqueueOptions, now: u64) -> redis::ScriptInvocation<'static> {
+        let mut inv = scripts::invocation(&scripts::ENQUEUE, scripts::keys::enqueue(&self.keys.queue(&o.queue)));
         let due = o.due.map(parse::unix_ms).unwrap_or(0);
         inv.arg(self.keys.queue_base(&o.queue))
             .arg(now)
@@ -351,11 +343,12 @@ impl Client {
         for (k, v) in Self::option_fields(o, due, now) {
             inv.arg(k).arg(v);
         }
+        inv
     }
 
     /// Many tasks with the same options for `enqueue_bulk.lua`.
-    fn bulk_invocation(&self, sha: &str, inputs: &[Vec<u8>], o: &EnqueueOptions, now: u64, inv: &mut redis::ScriptInvocation<'_>) {
-        self.enqueue_keys(&o.queue, inv);
+    fn bulk_invocation(&self, sha: &str, inputs: &[Vec<u8>], o: &EnqueueOptions, now: u64) -> redis::ScriptInvocation<'static> {
+        let mut inv = scripts::invocation(&scripts::ENQUEUE_BULK, scripts::keys::enqueue(&self.keys.queue(&o.queue)));
         let due = o.due.map(parse::unix_ms).unwrap_or(0);
         let shared = Self::option_fields(o, due, now);
         inv.arg(self.keys.queue_base(&o.queue)).arg(now).arg(due).arg(sha).arg(o.priority).arg(shared.len());
@@ -365,6 +358,7 @@ impl Client {
         for input in inputs {
             inv.arg(input.as_slice());
         }
+        inv
     }
 
     fn validate_options(o: &EnqueueOptions) -> Result<(), ClientError> {
@@ -391,8 +385,7 @@ impl Client {
         self.check_input(input)?;
         let sha = self.store.resolve(module).await?;
         self.register_queue(&o.queue).await?;
-        let mut inv = scripts::ENQUEUE.prepare_invoke();
-        self.invocation(&sha, input, o, parse::now_ms(), &mut inv);
+        let inv = self.invocation(&sha, input, o, parse::now_ms());
         let (seq, new): (u64, i64) = inv.invoke_async(&mut self.conn.clone()).await?;
         let id = TaskId::new(o.queue.clone(), seq);
         if o.durable
@@ -446,9 +439,7 @@ impl Client {
         let now = parse::now_ms();
         let mut pipe = redis::pipe();
         for chunk in chunks {
-            let mut inv = scripts::ENQUEUE_BULK.prepare_invoke();
-            self.bulk_invocation(sha, chunk, o, now, &mut inv);
-            pipe.invoke_script(&inv);
+            pipe.invoke_script(&self.bulk_invocation(sha, chunk, o, now));
         }
         let firsts: Vec<u64> = match pipe.query_async(conn).await {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {

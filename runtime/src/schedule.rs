@@ -222,10 +222,7 @@ where
         if fire && sha.is_none() {
             tracing::warn!(%queue, schedule = %name, module = %s.module, "skipping a tick: the module is not in the store");
         }
-        let mut inv = scripts::SCHEDULE_FIRE.prepare_invoke();
-        for key in [k.seq(), k.pending(), k.delayed(), k.meta(), k.stats(), k.modrefs(), k.signal(), k.estimates(), k.schedule_due()] {
-            inv.key(key);
-        }
+        let mut inv = scripts::invocation(&scripts::SCHEDULE_FIRE, scripts::keys::enqueue(&k).into_iter().chain([k.schedule_due()]));
         inv.arg(k.base()).arg(now).arg(&name).arg(due_ms).arg(next).arg(if sha.is_some() { 1 } else { 0 });
         inv.arg(sha.as_deref().unwrap_or("")).arg(s.priority);
         inv.arg(field::INPUT).arg(s.input.as_bytes());

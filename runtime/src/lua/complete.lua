@@ -49,7 +49,8 @@ while i <= #ARGV do
   if not valid then off_active[#off_active + 1] = seq end
   -- A cancel requested while the task ran wins over a retry or a hand-back.
   if valid and cur[7] == '1' and (action == 'retry' or action == 'release') then action = 'cancelled' end
-  if not valid or cur[1] ~= 'active' or cur[2] ~= token or not finished_set[action] and action ~= 'retry' and action ~= 'release' then
+  local known = finished_set[action] ~= nil or action == 'retry' or action == 'release'
+  if not valid or not known or cur[1] ~= 'active' or cur[2] ~= token then
     results[#results + 1] = 0
   else
     results[#results + 1] = 1

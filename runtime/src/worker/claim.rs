@@ -43,13 +43,7 @@ pub struct ClaimRequest<'a> {
 /// Leases up to `r.n` tasks of `queue`.
 pub async fn claim(conn: &mut Conn, keys: &Keys, queue: &QueueName, r: ClaimRequest<'_>) -> redis::RedisResult<ClaimBatch> {
     let k = keys.queue(queue);
-    let reply: Vec<Value> = scripts::CLAIM
-        .key(k.pending())
-        .key(k.delayed())
-        .key(k.active())
-        .key(k.meta())
-        .key(k.signal())
-        .key(k.estimates())
+    let reply: Vec<Value> = scripts::invocation(&scripts::CLAIM, scripts::keys::claim(&k))
         .arg(k.base())
         .arg(r.now)
         .arg(r.lease_ms)

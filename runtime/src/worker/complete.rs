@@ -137,18 +137,7 @@ fn refused_by_server(e: &redis::RedisError) -> bool {
 
 async fn write(shared: &Shared, conn: &mut crate::conn::Conn, queue: &QueueName, records: &[Pending]) -> redis::RedisResult<Vec<i64>> {
     let k = shared.keys.queue(queue);
-    let mut inv = scripts::COMPLETE.prepare_invoke();
-    inv.key(k.active())
-        .key(k.pending())
-        .key(k.delayed())
-        .key(k.succeeded())
-        .key(k.dead())
-        .key(k.cancelled())
-        .key(k.stats())
-        .key(k.modrefs())
-        .key(k.estimates())
-        .key(k.meta())
-        .key(k.signal());
+    let mut inv = scripts::invocation(&scripts::COMPLETE, scripts::keys::complete(&k));
     inv.arg(k.base()).arg(parse::now_ms()).arg(shared.config.retention.as_millis() as u64);
     // When the result was sent, in µs: end-to-end latency is measured against it.
     let sent_us = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);

@@ -88,16 +88,19 @@ pub async fn execute(shared: &Shared, task: Claimed, cancel: CancelToken) -> Com
     let Claimed { queue, seq, token, fields, oversized_input } = task;
     let config = &shared.config;
     let spec = TaskSpec::from_fields(&fields);
-    let too_large = |len: u64| {
-        Outcome::not_run(Failure::new(
-            FailureKind::InvalidTask,
-            format!("the input is {len} bytes, more than this worker's limit of {} bytes", config.max_input_size),
-        ))
-    };
+    // The claim sends the length instead of an input over the limit; a shorter one is checked
+    // again here, since the limit is this worker's.
+    let input_len = |spec: &TaskSpec| oversized_input.unwrap_or(spec.input.len() as u64);
     let (outcome, attempts, max_attempts) = match &spec {
         Err(e) => (Outcome::not_run(Failure::new(FailureKind::InvalidTask, e.to_string())), 1, 1),
-        Ok(spec) if oversized_input.is_some() => (too_large(oversized_input.unwrap_or(0)), spec.attempts, spec.attempts),
-        Ok(spec) if spec.input.len() as u64 > config.max_input_size => (too_large(spec.input.len() as u64), spec.attempts, spec.attempts),
+        Ok(spec) if input_len(spec) > config.max_input_size => (
+            Outcome::not_run(Failure::new(
+                FailureKind::InvalidTask,
+                format!("the input is {} bytes, more than this worker's limit of {} bytes", input_len(spec), config.max_input_size),
+            )),
+            spec.attempts,
+            spec.attempts,
+        ),
         Ok(spec) => {
             let max = spec.max_attempts.unwrap_or(config.max_attempts);
             let outcome = match shared.modules.get(&spec.module).await {

@@ -1,6 +1,6 @@
-//! Leases: the heartbeat that extends the leases of the tasks this worker holds (records which
-//! have started running, and learns of cancellations and lost leases), and the reaper that returns other workers' expired leases to
-//! the queue.
+//! Leases: the heartbeat that extends the leases of the tasks this worker holds (it also records
+//! which have started running, and learns of cancellations and lost leases), and the reaper that
+//! returns other workers' expired leases to the queue.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -62,16 +62,7 @@ pub async fn reaper(shared: Arc<Shared>, interval: Duration) {
             let k = shared.keys.queue(&queue);
             // Bounded: at most 20 batches per round; the rest waits for the next round.
             for _ in 0..20 {
-                let reply: redis::RedisResult<(Vec<u64>, Vec<u64>)> = scripts::REAP
-                    .key(k.active())
-                    .key(k.pending())
-                    .key(k.dead())
-                    .key(k.cancelled())
-                    .key(k.stats())
-                    .key(k.modrefs())
-                    .key(k.meta())
-                    .key(k.estimates())
-                    .key(k.signal())
+                let reply: redis::RedisResult<(Vec<u64>, Vec<u64>)> = scripts::invocation(&scripts::REAP, scripts::keys::reap(&k))
                     .arg(k.base())
                     .arg(parse::now_ms())
                     .arg(shared.config.retention.as_millis() as u64)

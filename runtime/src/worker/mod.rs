@@ -156,14 +156,14 @@ pub struct WorkerReport {
 /// A task this worker holds (claimed and not yet reported).
 struct Held {
     token: u64,
-    cancel: CancelToken,
-    /// Unix ms when the task started running; 0 while it waits for a run slot.
-    started: Arc<AtomicU64>,
+    run: HeldHandle,
 }
 
 /// What the run of one held task shares with the heartbeat.
+#[derive(Clone, Default)]
 pub(crate) struct HeldHandle {
     pub cancel: CancelToken,
+    /// Unix ms when the task started running; 0 while it waits for a run slot.
     pub started: Arc<AtomicU64>,
 }
 
@@ -190,10 +190,9 @@ impl Shared {
     }
 
     fn hold(&self, queue: &QueueName, seq: u64, token: u64) -> HeldHandle {
-        let cancel = CancelToken::new();
-        let started = Arc::new(AtomicU64::new(0));
-        self.held.lock().expect("held lock").insert((queue.clone(), seq), Held { token, cancel: cancel.clone(), started: started.clone() });
-        HeldHandle { cancel, started }
+        let run = HeldHandle::default();
+        self.held.lock().expect("held lock").insert((queue.clone(), seq), Held { token, run: run.clone() });
+        run
     }
 
     fn forget(&self, queue: &QueueName, seq: u64) {
@@ -226,7 +225,7 @@ impl Shared {
 
     /// (queue, seq, token, started ms or 0) of every held task.
     fn held(&self) -> Vec<(QueueName, u64, u64, u64)> {
-        self.held.lock().expect("held lock").iter().map(|((q, s), h)| (q.clone(), *s, h.token, h.started.load(Ordering::Relaxed))).collect()
+        self.held.lock().expect("held lock").iter().map(|((q, s), h)| (q.clone(), *s, h.token, h.run.started.load(Ordering::Relaxed))).collect()
     }
 
     fn held_count(&self) -> usize {
@@ -235,7 +234,7 @@ impl Shared {
 
     fn cancel(&self, queue: &QueueName, seq: u64) {
         if let Some(h) = self.held.lock().expect("held lock").get(&(queue.clone(), seq)) {
-            h.cancel.cancel();
+            h.run.cancel.cancel();
         }
     }
 
@@ -330,7 +329,7 @@ async fn run_one(
     use futures_util::FutureExt;
     let (queue, seq, token) = (task.queue.clone(), task.seq, task.token);
     let attempt = task.fields.uint(crate::task::field::ATTEMPTS, u32::MAX as u64).ok().flatten().unwrap_or(1) as u32;
-    let release = |queue: QueueName| execute::Completion::release(queue, seq, token);
+    // Biased: when a slot frees up as the worker stops, the stop wins.
     let slot = tokio::select! {
         biased;
         _ = stopping.cancelled() => None,
@@ -338,11 +337,7 @@ async fn run_one(
     };
     let completion = match slot {
         // Shutting down before it started: hand it back untouched.
-        None => release(queue),
-        Some(slot) if stopping.is_cancelled() => {
-            drop(slot);
-            release(queue)
-        }
+        None => execute::Completion::release(queue, seq, token),
         Some(slot) => {
             let started_ms = parse::now_ms();
             handle.started.store(started_ms, Ordering::Relaxed);
@@ -572,7 +567,7 @@ async fn run_inner(
     let drained = tokio::time::timeout(config.grace, async { while running.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         shared.releasing.store(true, Ordering::SeqCst);
-        let left: Vec<_> = shared.held.lock().expect("held lock").values().map(|h| h.cancel.clone()).collect();
+        let left: Vec<_> = shared.held.lock().expect("held lock").values().map(|h| h.run.cancel.clone()).collect();
         tracing::warn!(tasks = left.len(), "grace period over: stopping the remaining tasks and handing them back");
         for c in left {
             c.cancel();
