@@ -12,14 +12,10 @@
 //! - [`keys`] and `src/lua/`: the Redis data model and the scripts that change it.
 //! - [`conn`]: single-node, Sentinel and Cluster connections.
 
-pub mod bench;
-pub mod cli;
 pub mod client;
 pub mod conn;
-pub mod examples;
 pub mod keys;
 pub mod parse;
-pub mod redis_server;
 pub mod sandbox;
 pub mod schedule;
 pub mod scripts;

@@ -30,8 +30,7 @@ pub struct ArtifactDir {
 
 fn check_private(path: &Path) -> Result<(), ArtifactDirError> {
     let meta = std::fs::metadata(path).map_err(|source| ArtifactDirError::Create { path: path.into(), source })?;
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let me = rustix::process::geteuid().as_raw();
     if meta.uid() != me {
         return Err(ArtifactDirError::NotOwned { path: path.into(), owner: meta.uid(), me });
     }

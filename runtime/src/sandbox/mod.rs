@@ -219,6 +219,7 @@ impl Sandbox {
                 // SAFETY: the artifact was written by this program with this engine fingerprint into a
                 // directory only this user can write (checked in ArtifactDir::open); wasmtime also
                 // checks the artifact's header against the engine before using it.
+                #[allow(unsafe_code)]
                 let loaded = unsafe {
                     match kind {
                         ModuleKind::Module => Module::deserialize_file(engine, &path).map(exec::Code::Module),

@@ -14,10 +14,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::client::{EnqueueOptions, Policy, WsjfSettings};
-use crate::parse::{QueueName, TaskId};
-use crate::task::field;
-use crate::worker::{QueueWeight, WorkerConfig};
+use wasmq::client::{EnqueueOptions, Policy, WsjfSettings};
+use wasmq::parse::{QueueName, TaskId};
+use wasmq::task::field;
+use wasmq::worker::{QueueWeight, WorkerConfig};
 
 use super::{Bench, Metric, SPIN_WAT};
 
@@ -43,7 +43,7 @@ fn worker_config(bench: &Bench, q: &QueueName, exit_when_idle: bool) -> WorkerCo
         concurrency: 1,
         prefetch: Some(0),
         exit_when_idle,
-        sandbox: crate::sandbox::SandboxConfig { max_concurrency: 1, cache_dir: Some(bench.cache_dir.path().join("warm")), ..Default::default() },
+        sandbox: wasmq::sandbox::SandboxConfig { max_concurrency: 1, cache_dir: Some(bench.cache_dir.path().join("warm")), ..Default::default() },
         ..WorkerConfig::default()
     }
 }
@@ -63,7 +63,7 @@ async fn prepared_queue(bench: &Bench, label: &str, policy: Policy, wsjf: WsjfSe
             enqueue(bench, &q, Job { long, priority: 1 }).await?;
         }
     }
-    crate::worker::run(bench.client.redis().clone(), bench.client.keys().clone(), worker_config(bench, &q, true), std::future::pending()).await?;
+    wasmq::worker::run(bench.client.redis().clone(), bench.client.keys().clone(), worker_config(bench, &q, true), std::future::pending()).await?;
     Ok(q)
 }
 
@@ -103,7 +103,7 @@ async fn batch(bench: &Bench, label: &str, policy: Policy, wsjf: WsjfSettings) -
     for j in jobs {
         ids.push((enqueue(bench, &q, j).await?, j));
     }
-    crate::worker::run(bench.client.redis().clone(), bench.client.keys().clone(), worker_config(bench, &q, true), std::future::pending()).await?;
+    wasmq::worker::run(bench.client.redis().clone(), bench.client.keys().clone(), worker_config(bench, &q, true), std::future::pending()).await?;
     let f = figures(bench, &ids).await?;
     bench.drop_queue(&q).await?;
     Ok(f)
@@ -115,7 +115,7 @@ async fn calibrate(bench: &Bench, q: &QueueName, long: bool, n: usize) -> anyhow
     for _ in 0..n {
         ids.push((enqueue(bench, q, Job { long, priority: 1 }).await?, Job { long, priority: 1 }));
     }
-    crate::worker::run(bench.client.redis().clone(), bench.client.keys().clone(), worker_config(bench, q, true), std::future::pending()).await?;
+    wasmq::worker::run(bench.client.redis().clone(), bench.client.keys().clone(), worker_config(bench, q, true), std::future::pending()).await?;
     let only: Vec<TaskId> = ids.into_iter().map(|(i, _)| i).collect();
     let rows = bench.task_fields(&only, &[field::STARTED, field::FINISHED_US]).await?;
     let first = rows.iter().filter_map(|r| r[0]).min().unwrap_or(0) as f64 * 1000.0;
@@ -132,7 +132,7 @@ async fn stream(bench: &Bench, label: &str, policy: Policy, wsjf: WsjfSettings) 
     let long_us = calibrate(bench, &q, true, 8).await?;
     let done_before = bench.client.stats(&q).await?.succeeded;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(crate::worker::run(bench.client.redis().clone(), bench.client.keys().clone(), worker_config(bench, &q, false), async move {
+    let worker = tokio::spawn(wasmq::worker::run(bench.client.redis().clone(), bench.client.keys().clone(), worker_config(bench, &q, false), async move {
         let _ = stop_rx.await;
     }));
     // Each cycle: one long task and as many short ones as make 90% of the cycle; the long task

@@ -1,14 +1,13 @@
 //! The module store, the priority queue, worker processes and result hashes, against real
 //! `redis-server` processes started by each test.
 
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{RedisServer, Wasmq, eventually};
+use crate::common::{RedisServer, Wasmq, eventually};
 use redis::Commands;
 use serde_json::{Value, json};
-use wasmq::examples::WasmTarget;
+use wasmq_testkit::examples::WasmTarget;
 
 fn server() -> RedisServer {
     RedisServer::start().expect("start redis-server")
@@ -27,11 +26,11 @@ fn every_example_task_runs_through_the_queue() {
     for (target, suffix) in [(WasmTarget::P1, "p1"), (WasmTarget::P2, "p2")] {
         for (task, input, _) in &inputs {
             let name = format!("{task}-{suffix}");
-            w.push(&common::example(target, task), &name);
+            w.push(&crate::common::example(target, task), &name);
             ids.push((w.enqueue(&name, &input.to_string(), &[]), task.to_string()));
         }
     }
-    w.push(&common::wat_example(), "upper");
+    w.push(&crate::common::wat_example(), "upper");
     let upper = w.enqueue("upper", "shout", &[]);
     let mut worker = w.spawn_worker(&["--exit-when-idle", "--concurrency", "2"]);
     assert_eq!(worker.wait(Duration::from_secs(60)), Some(0), "worker log:\n{}", worker.log());
@@ -57,7 +56,7 @@ fn every_example_task_runs_through_the_queue() {
 fn higher_priority_runs_first_and_fifo_within_a_priority() {
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("busy.wat"), "busy");
+    w.push(&crate::common::fixture("busy.wat"), "busy");
     let ids: Vec<String> = [0, 5, 9, 5].iter().map(|p| w.enqueue("busy", "", &["--priority", &p.to_string()])).collect();
     let mut worker = w.spawn_worker(&["--exit-when-idle", "--concurrency", "1", "--prefetch", "0"]);
     assert_eq!(worker.wait(Duration::from_secs(60)), Some(0), "{}", worker.log());
@@ -72,7 +71,7 @@ fn higher_priority_runs_first_and_fifo_within_a_priority() {
 fn two_workers_share_a_queue_without_running_a_task_twice() {
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("echo.wat"), "echo");
+    w.push(&crate::common::fixture("echo.wat"), "echo");
     let n = 1200;
     let lines: String = (0..n).map(|i| format!("{{\"n\":{i}}}\n")).collect();
     let file = tempfile::NamedTempFile::new().unwrap();
@@ -84,7 +83,7 @@ fn two_workers_share_a_queue_without_running_a_task_twice() {
     let mut b = w.spawn_worker(&["--exit-when-idle", "--concurrency", "2"]);
     assert_eq!(a.wait(Duration::from_secs(120)), Some(0), "{}", a.log());
     assert_eq!(b.wait(Duration::from_secs(120)), Some(0), "{}", b.log());
-    let mut c = common::redis_conn(&s);
+    let mut c = crate::common::redis_conn(&s);
     let mut workers = std::collections::HashSet::new();
     for (i, id) in ids.iter().enumerate() {
         let seq = id.rsplit(':').next().unwrap();
@@ -119,7 +118,7 @@ fn unknown_module_and_invalid_wasm_are_refused_and_store_nothing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("invalid module") && err.contains("not pushed"), "{err}");
 
-    let mut c = common::redis_conn(&s);
+    let mut c = crate::common::redis_conn(&s);
     let keys: Vec<String> = c.keys("*").unwrap();
     assert!(keys.is_empty(), "something was stored: {keys:?}");
 }
@@ -128,8 +127,8 @@ fn unknown_module_and_invalid_wasm_are_refused_and_store_nothing() {
 fn pushing_the_same_bytes_twice_stores_nothing_new() {
     let s = server();
     let w = Wasmq::new(&s);
-    let first = w.ok(&["module", "push", common::fixture("echo.wat").to_str().unwrap(), "--name", "a"]);
-    let second = w.ok(&["module", "push", common::fixture("echo.wat").to_str().unwrap(), "--name", "b"]);
+    let first = w.ok(&["module", "push", crate::common::fixture("echo.wat").to_str().unwrap(), "--name", "a"]);
+    let second = w.ok(&["module", "push", crate::common::fixture("echo.wat").to_str().unwrap(), "--name", "b"]);
     assert!(first.contains("stored") && !first.contains("already"));
     assert!(second.contains("already stored"));
     let list = w.ok(&["module", "list", "--json"]);
@@ -143,14 +142,14 @@ fn pushing_the_same_bytes_twice_stores_nothing_new() {
 fn module_rm_refuses_while_tasks_reference_it() {
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("echo.wat"), "echo");
+    w.push(&crate::common::fixture("echo.wat"), "echo");
     let id = w.enqueue("echo", "x", &[]);
     let out = w.run(&["module", "rm", "echo"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("still referenced"));
     // Forced: the task then fails as unknown_module, and the worker carries on.
     w.ok(&["module", "rm", "echo", "--force"]);
-    w.push(&common::fixture("counter.wat"), "counter");
+    w.push(&crate::common::fixture("counter.wat"), "counter");
     let good = w.enqueue("counter", "", &[]);
     let mut worker = w.spawn_worker(&["--exit-when-idle", "--max-attempts", "1"]);
     assert_eq!(worker.wait(Duration::from_secs(60)), Some(0), "{}", worker.log());
@@ -166,12 +165,12 @@ fn module_rm_refuses_while_tasks_reference_it() {
 fn tampered_module_bytes_fail_with_an_integrity_error_and_never_run() {
     let s = server();
     let w = Wasmq::new(&s);
-    let sha = w.push(&common::fixture("echo.wat"), "echo");
-    w.push(&common::fixture("counter.wat"), "counter");
+    let sha = w.push(&crate::common::fixture("echo.wat"), "echo");
+    w.push(&crate::common::fixture("counter.wat"), "counter");
     let tampered = w.enqueue("echo", "secret", &[]);
-    let mut c = common::redis_conn(&s);
+    let mut c = crate::common::redis_conn(&s);
     // Another valid module under the echo module's hash: it would run, and print "1".
-    let other = wat::parse_file(common::fixture("counter.wat")).unwrap();
+    let other = wat::parse_file(crate::common::fixture("counter.wat")).unwrap();
     let _: () = c.set(format!("wasmq:module:{sha}"), other).unwrap();
     let mut worker = w.spawn_worker(&[]);
     // It fails the tampered task, then runs a good one: the same process, still running.
@@ -183,7 +182,7 @@ fn tampered_module_bytes_fail_with_an_integrity_error_and_never_run() {
     let st = eventually(Duration::from_secs(30), || w.status(&good).filter(|s| s["state"] == "succeeded"));
     assert!(st.is_some(), "the good task did not run: {}", worker.log());
     assert!(worker.is_running(), "the worker died: {}", worker.log());
-    worker.signal(libc::SIGTERM);
+    worker.signal(crate::common::Signal::TERM);
     assert_eq!(worker.wait(Duration::from_secs(10)), Some(0));
 }
 
@@ -191,13 +190,13 @@ fn tampered_module_bytes_fail_with_an_integrity_error_and_never_run() {
 fn finished_tasks_expire_after_the_retention() {
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("echo.wat"), "echo");
+    w.push(&crate::common::fixture("echo.wat"), "echo");
     let id = w.enqueue("echo", "x", &[]);
-    let pending_ttl: i64 = common::redis_conn(&s).ttl(format!("wasmq:{{default}}:task:{}", id.rsplit(':').next().unwrap())).unwrap();
+    let pending_ttl: i64 = crate::common::redis_conn(&s).ttl(format!("wasmq:{{default}}:task:{}", id.rsplit(':').next().unwrap())).unwrap();
     assert_eq!(pending_ttl, -1, "an unfinished task must not expire");
     let mut worker = w.spawn_worker(&["--exit-when-idle", "--retention", "1h"]);
     assert_eq!(worker.wait(Duration::from_secs(60)), Some(0));
-    let ttl: i64 = common::redis_conn(&s).ttl(format!("wasmq:{{default}}:task:{}", id.rsplit(':').next().unwrap())).unwrap();
+    let ttl: i64 = crate::common::redis_conn(&s).ttl(format!("wasmq:{{default}}:task:{}", id.rsplit(':').next().unwrap())).unwrap();
     assert!((3500..=3600).contains(&ttl), "ttl {ttl}");
 }
 
@@ -205,8 +204,8 @@ fn finished_tasks_expire_after_the_retention() {
 fn result_exit_codes_and_wait() {
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("echo.wat"), "echo");
-    w.push(&common::fixture("exit3.wat"), "exit3");
+    w.push(&crate::common::fixture("echo.wat"), "echo");
+    w.push(&crate::common::fixture("exit3.wat"), "exit3");
     assert_eq!(w.run(&["result", "default:999"]).status.code(), Some(3), "unknown");
     assert_eq!(w.run(&["result", "not-an-id"]).status.code(), Some(2), "malformed id");
     let id = w.enqueue("echo", "waited for", &[]);
@@ -268,7 +267,7 @@ fn an_idle_worker_does_not_poll_and_stops_on_sigterm() {
     let per_second = seen.len() as f64 / window.as_secs_f64();
     assert!(per_second <= 8.0, "an idle worker with two queues sent {per_second} commands/s: {seen:#?}");
     assert!(!seen.is_empty(), "MONITOR saw nothing: the measurement is broken");
-    worker.signal(libc::SIGTERM);
+    worker.signal(crate::common::Signal::TERM);
     assert_eq!(worker.wait(Duration::from_secs(10)), Some(0), "{}", worker.log());
 }
 
@@ -276,16 +275,16 @@ fn an_idle_worker_does_not_poll_and_stops_on_sigterm() {
 fn sigterm_lets_the_running_task_finish() {
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("busy.wat"), "busy");
+    w.push(&crate::common::fixture("busy.wat"), "busy");
     let ids: Vec<String> = (0..3).map(|_| w.enqueue("busy", "", &[])).collect();
     let mut worker = w.spawn_worker(&["--concurrency", "1", "--prefetch", "0"]);
     eventually(Duration::from_secs(30), || w.status(&ids[0]).filter(|s| s["state"] != "pending")).expect("never claimed");
-    worker.signal(libc::SIGTERM);
+    worker.signal(crate::common::Signal::TERM);
     assert_eq!(worker.wait(Duration::from_secs(30)), Some(0), "{}", worker.log());
     let states: Vec<String> = ids.iter().map(|id| w.status(id).unwrap()["state"].as_str().unwrap().to_string()).collect();
     assert_eq!(states[0], "succeeded", "the running task was not finished: {states:?}");
     assert!(states.iter().all(|s| s == "succeeded" || s == "pending"), "{states:?}");
-    let mut c = common::redis_conn(&s);
+    let mut c = crate::common::redis_conn(&s);
     let active: u64 = c.zcard("wasmq:{default}:active").unwrap();
     assert_eq!(active, 0, "a lease was left behind");
 }
@@ -294,14 +293,14 @@ fn sigterm_lets_the_running_task_finish() {
 fn a_bad_inputs_file_enqueues_nothing() {
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("echo.wat"), "echo");
+    w.push(&crate::common::fixture("echo.wat"), "echo");
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), "{\"ok\":1}\n{broken\n").unwrap();
     let out = w.run(&["enqueue", "echo", "--inputs-file", file.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"));
-    let mut c = common::redis_conn(&s);
-    let pending: u64 = common::pending_count(&mut c, "default");
+    let mut c = crate::common::redis_conn(&s);
+    let pending: u64 = crate::common::pending_count(&mut c, "default");
     assert_eq!(pending, 0);
 }
 
@@ -309,9 +308,9 @@ fn a_bad_inputs_file_enqueues_nothing() {
 fn limits_given_at_enqueue_reach_the_worker_and_size_caps_refuse_early() {
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("loop.wat"), "loop");
-    w.push(&common::fixture("grow.wat"), "grow");
-    w.push(&common::fixture("clock_random.wat"), "clock");
+    w.push(&crate::common::fixture("loop.wat"), "loop");
+    w.push(&crate::common::fixture("grow.wat"), "grow");
+    w.push(&crate::common::fixture("clock_random.wat"), "clock");
     let once = ["--max-attempts", "1"];
     let fuel = w.enqueue("loop", "", &[&once[..], &["--fuel", "100000"]].concat());
     let timeout = w.enqueue("loop", "", &[&once[..], &["--timeout", "300ms"]].concat());
@@ -333,13 +332,13 @@ fn limits_given_at_enqueue_reach_the_worker_and_size_caps_refuse_early() {
     assert_ne!(out(&det[0]), out(&real), "a normal task saw the fixed clock");
 
     // Size caps refuse before anything is stored or queued.
-    let before: u64 = common::redis_conn(&s).get("wasmq:{default}:seq").unwrap();
+    let before: u64 = crate::common::redis_conn(&s).get("wasmq:{default}:seq").unwrap();
     let out = w.run(&["enqueue", "loop", "--input", "0123456789", "--max-input-size", "4B"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("limit"), "{}", String::from_utf8_lossy(&out.stderr));
-    let after: u64 = common::redis_conn(&s).get("wasmq:{default}:seq").unwrap();
+    let after: u64 = crate::common::redis_conn(&s).get("wasmq:{default}:seq").unwrap();
     assert_eq!(before, after, "an oversized input was queued");
-    let out = w.run(&["module", "push", common::fixture("echo.wat").to_str().unwrap(), "--max-module-size", "16B"]);
+    let out = w.run(&["module", "push", crate::common::fixture("echo.wat").to_str().unwrap(), "--max-module-size", "16B"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(!w.ok(&["module", "list"]).contains("echo"), "an oversized module was stored");
 }

@@ -1,7 +1,6 @@
 //! Real Redis deployments: a Sentinel-managed master/replica pair that fails over, and a
 //! three-master Cluster. Every server is a `redis-server` started by the test on loopback.
 
-mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
@@ -9,12 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{RedisServer, Wasmq, eventually};
+use crate::common::{RedisServer, Wasmq, eventually};
 use redis::Commands;
-use wasmq::redis_server::ServerOptions;
+use wasmq_testkit::redis_server::ServerOptions;
 
 fn conn(server: &RedisServer) -> redis::Connection {
-    common::redis_conn(server)
+    crate::common::redis_conn(server)
 }
 
 struct SentinelSetup {
@@ -68,7 +67,7 @@ impl SentinelSetup {
 fn sentinel_failover_is_followed_by_workers_and_producers() {
     let mut setup = SentinelSetup::start();
     let w = Wasmq { url: setup.url(), prefix: "wasmq".into() };
-    w.push(&common::fixture("echo.wat"), "echo");
+    w.push(&crate::common::fixture("echo.wat"), "echo");
     let mut workers: Vec<_> = (0..2).map(|_| w.spawn_worker(&["--lease", "3s", "--reap-interval", "1s"])).collect();
 
     // A producer that keeps enqueueing; every 10th task is --durable (on a replica before acked).
@@ -135,7 +134,7 @@ fn sentinel_failover_is_followed_by_workers_and_producers() {
     );
     for wk in &mut workers {
         assert!(wk.is_running(), "a worker died: {}", wk.log());
-        wk.signal(libc::SIGTERM);
+        wk.signal(crate::common::Signal::TERM);
         assert_eq!(wk.wait(Duration::from_secs(20)), Some(0), "{}", wk.log());
     }
     let durable_before = acked.iter().filter(|(_, d, at)| *d && *at < killed_at).count();
@@ -233,8 +232,8 @@ fn a_cluster_spreads_queues_over_shards_and_every_task_finishes_once() {
     }
     assert_eq!(queues.len(), 3);
     // Modules live wherever their hash puts them.
-    w.push(&common::fixture("echo.wat"), "echo");
-    w.push(&common::fixture("counter.wat"), "counter");
+    w.push(&crate::common::fixture("echo.wat"), "echo");
+    w.push(&crate::common::fixture("counter.wat"), "counter");
     let per_queue = 300;
     let mut ids: HashMap<String, Vec<String>> = HashMap::new();
     let file = tempfile::NamedTempFile::new().unwrap();

@@ -2,21 +2,20 @@
 //! while. Every run is bounded, on loopback, with real processes. The figures are printed to
 //! stderr (`cargo test --test chaos -- --nocapture` shows them).
 
-mod common;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{RedisServer, Wasmq, eventually};
+use crate::common::{RedisServer, Wasmq, eventually};
 use redis::Commands;
-use wasmq::redis_server::ServerOptions;
+use wasmq_testkit::redis_server::ServerOptions;
 
 fn counts(s: &RedisServer) -> (u64, u64, u64, u64) {
-    let mut c = common::redis_conn(s);
+    let mut c = crate::common::redis_conn(s);
     let z = |c: &mut redis::Connection, k: &str| -> u64 { c.zcard(format!("wasmq:{{default}}:{k}")).unwrap_or(0) };
-    (common::pending_count(&mut c, "default"), z(&mut c, "active"), z(&mut c, "succeeded"), z(&mut c, "delayed"))
+    (crate::common::pending_count(&mut c, "default"), z(&mut c, "active"), z(&mut c, "succeeded"), z(&mut c, "delayed"))
 }
 
 fn enqueue_file(w: &Wasmq, module: &str, n: usize) -> Vec<String> {
@@ -35,7 +34,7 @@ fn check_exactly_one_result(s: &RedisServer, ids: &[String]) -> (u64, u64) {
 /// Like [`check_exactly_one_result`], allowing up to `unacknowledged` more tasks: an enqueue whose
 /// reply was lost in a crash may or may not have been applied.
 fn check_results(s: &RedisServer, ids: &[String], unacknowledged: u64) -> (u64, u64) {
-    let mut c = common::redis_conn(s);
+    let mut c = crate::common::redis_conn(s);
     let (mut claims, mut attempts) = (0, 0);
     for id in ids {
         let seq = id.rsplit(':').next().unwrap();
@@ -63,7 +62,7 @@ fn workers_killed_with_sigkill_lose_no_task() {
     let w = Wasmq::new(&s);
     // busy.wat made about 7x longer (~10 ms a task): 2000 tasks keep 3 workers busy for longer
     // than the five kills take, so every kill hits a worker with work in hand.
-    let wat = std::fs::read_to_string(common::fixture("busy.wat")).unwrap().replace("3000000", "20000000");
+    let wat = std::fs::read_to_string(crate::common::fixture("busy.wat")).unwrap().replace("3000000", "20000000");
     let file = tempfile::Builder::new().suffix(".wat").tempfile().unwrap();
     std::fs::write(file.path(), wat).unwrap();
     w.push(file.path(), "busy");
@@ -78,7 +77,7 @@ fn workers_killed_with_sigkill_lose_no_task() {
         let (pending, active, ..) = counts(&s);
         assert!(pending + active > 0, "kill {} came after the work was done: the test proves nothing", kills + 1);
         let victim = fastrand::usize(0..workers.len());
-        workers[victim].signal(libc::SIGKILL);
+        workers[victim].signal(crate::common::Signal::KILL);
         workers[victim].wait(Duration::from_secs(5));
         workers[victim] = w.spawn_worker(&args);
         kills += 1;
@@ -88,7 +87,7 @@ fn workers_killed_with_sigkill_lose_no_task() {
     let elapsed = started.elapsed();
     for wk in &mut workers {
         assert!(wk.is_running(), "a worker died by itself: {}", wk.log());
-        wk.signal(libc::SIGTERM);
+        wk.signal(crate::common::Signal::TERM);
         assert_eq!(wk.wait(Duration::from_secs(20)), Some(0));
     }
     let (claims, attempts) = check_exactly_one_result(&s, &ids);
@@ -132,7 +131,7 @@ fn producer(url: String, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<String>>>, 
 fn an_aof_always_redis_crash_loses_no_acknowledged_enqueue() {
     let mut s = RedisServer::start_with(ServerOptions::default().arg("appendonly", "yes").arg("appendfsync", "always")).unwrap();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("echo.wat"), "echo");
+    w.push(&crate::common::fixture("echo.wat"), "echo");
     let mut workers: Vec<_> = (0..2).map(|_| w.spawn_worker(&["--lease", "3s", "--reap-interval", "1s"])).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Vec::new()));
@@ -154,7 +153,7 @@ fn an_aof_always_redis_crash_loses_no_acknowledged_enqueue() {
     let n = ids.len() as u64;
     let unacknowledged = *errors.lock().unwrap();
     // Done when every acknowledged task has succeeded (an unacknowledged enqueue may exist too).
-    let mut c = common::redis_conn(&s);
+    let mut c = crate::common::redis_conn(&s);
     let finished = |c: &mut redis::Connection| {
         ids.iter().all(|id| {
             let state: Option<String> = c.hget(format!("wasmq:{{default}}:task:{}", id.rsplit(':').next().unwrap()), "state").unwrap();
@@ -166,7 +165,7 @@ fn an_aof_always_redis_crash_loses_no_acknowledged_enqueue() {
     assert!(done.is_some(), "acknowledged tasks missing: {:?} of {n}\n{}", counts(&s), workers[0].log());
     for wk in &mut workers {
         assert!(wk.is_running(), "{}", wk.log());
-        wk.signal(libc::SIGTERM);
+        wk.signal(crate::common::Signal::TERM);
         assert_eq!(wk.wait(Duration::from_secs(20)), Some(0));
     }
     let (claims, _) = check_results(&s, &ids, unacknowledged);
@@ -182,7 +181,7 @@ fn an_aof_always_redis_crash_loses_no_acknowledged_enqueue() {
 fn workers_recover_by_themselves_after_redis_is_down_for_five_seconds() {
     let mut s = RedisServer::start_with(ServerOptions::default().arg("appendonly", "yes").arg("appendfsync", "everysec")).unwrap();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("busy.wat"), "busy");
+    w.push(&crate::common::fixture("busy.wat"), "busy");
     let n = 600;
     let ids = enqueue_file(&w, "busy", n);
     let mut workers: Vec<_> = (0..2).map(|_| w.spawn_worker(&["--concurrency", "1", "--lease", "10s"])).collect();
@@ -201,7 +200,7 @@ fn workers_recover_by_themselves_after_redis_is_down_for_five_seconds() {
     assert!(done.is_some(), "not all tasks finished: {:?}\n{}", counts(&s), workers[0].log());
     for wk in &mut workers {
         assert!(wk.is_running(), "a worker exited: {}", wk.log());
-        wk.signal(libc::SIGTERM);
+        wk.signal(crate::common::Signal::TERM);
         assert_eq!(wk.wait(Duration::from_secs(20)), Some(0));
     }
     let (claims, _) = check_exactly_one_result(&s, &ids);

@@ -7,8 +7,8 @@ use clap::{Args, Subcommand};
 
 use super::table::Table;
 use super::{Global, Outcome, exit, value};
-use crate::parse::{self, QueueName};
-use crate::schedule::{self, Missed, Schedule};
+use wasmq::parse::{self, QueueName};
+use wasmq::schedule::{self, Missed, Schedule};
 
 #[derive(Debug, Subcommand)]
 pub enum ScheduleCommand {

@@ -8,8 +8,8 @@ use anyhow::Context;
 use clap::Args;
 
 use super::{Outcome, exit};
-use crate::sandbox::{CancelToken, Sandbox, SandboxConfig};
-use crate::store::sha256_hex;
+use wasmq::sandbox::{CancelToken, Sandbox, SandboxConfig};
+use wasmq::store::sha256_hex;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -59,14 +59,14 @@ fn read_stdin() -> anyhow::Result<Vec<u8>> {
 pub async fn run(a: RunArgs) -> Outcome {
     let bytes = std::fs::read(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;
     let input = read_input(&a)?;
-    let (binary, _) = crate::sandbox::prepare(&bytes).with_context(|| format!("{} cannot be run", a.file.display()))?;
+    let (binary, _) = wasmq::sandbox::prepare(&bytes).with_context(|| format!("{} cannot be run", a.file.display()))?;
     let sha = sha256_hex(&binary);
     let config = SandboxConfig {
         max_concurrency: 1,
         max_memory: a.limits.memory.max(1 << 16),
         max_stack: a.limits.stack_size as usize,
         max_table_elements: a.limits.max_table_elements(),
-        cache_dir: if a.no_cache { None } else { a.cache_dir.clone().or_else(crate::sandbox::default_cache_dir) },
+        cache_dir: if a.no_cache { None } else { a.cache_dir.clone().or_else(wasmq::sandbox::default_cache_dir) },
         metering: true,
         pooling: true,
     };
@@ -87,8 +87,8 @@ pub async fn run(a: RunArgs) -> Outcome {
             &sha[..12],
             module.kind.as_str(),
             match module.source {
-                crate::sandbox::LoadSource::Compiled => "compiled",
-                crate::sandbox::LoadSource::Artifact => "loaded precompiled artifact",
+                wasmq::sandbox::LoadSource::Compiled => "compiled",
+                wasmq::sandbox::LoadSource::Artifact => "loaded precompiled artifact",
             },
             module.load_time.as_secs_f64() * 1e3
         );

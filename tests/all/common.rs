@@ -1,7 +1,7 @@
 //! Shared test harness: real `redis-server` processes on free loopback ports (started by the
 //! tests, stopped on drop), the real `wasmq` binary, and real wasm modules built from
 //! `example-tasks/` or WAT fixtures.
-#![allow(dead_code)]
+
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,8 +9,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use wasmq::examples::{self, WasmTarget};
-pub use wasmq::redis_server::RedisServer;
+use wasmq_testkit::examples::{self, WasmTarget};
+pub use wasmq_testkit::redis_server::{RedisServer, Signal};
 
 /// The `wasmq` binary under test.
 pub fn bin() -> &'static str {
@@ -116,10 +116,8 @@ impl WorkerProcess {
         self.child.as_ref().expect("running").id()
     }
 
-    pub fn signal(&self, sig: i32) {
-        unsafe {
-            libc::kill(self.pid() as i32, sig);
-        }
+    pub fn signal(&self, sig: Signal) {
+        wasmq_testkit::redis_server::signal(self.pid(), sig);
     }
 
     /// Waits for exit up to `timeout`; returns the exit code (None if it had to be killed).

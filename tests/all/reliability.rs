@@ -1,12 +1,11 @@
 //! Leases, fencing, retries, dead letters, cancellation, purge and graceful shutdown, against real
 //! `redis-server` processes and real worker processes.
 
-mod common;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{RedisServer, Wasmq, eventually};
+use crate::common::{RedisServer, Wasmq, eventually};
 use redis::Commands;
 
 fn server() -> RedisServer {
@@ -18,7 +17,7 @@ fn seq(id: &str) -> &str {
 }
 
 fn task_hash(s: &RedisServer, id: &str) -> HashMap<String, String> {
-    let mut c = common::redis_conn(s);
+    let mut c = crate::common::redis_conn(s);
     let raw: HashMap<String, Vec<u8>> = c.hgetall(format!("wasmq:{{default}}:task:{}", seq(id))).unwrap();
     raw.into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned())).collect()
 }
@@ -27,15 +26,15 @@ fn task_hash(s: &RedisServer, id: &str) -> HashMap<String, String> {
 fn a_killed_worker_loses_its_lease_and_another_worker_finishes_the_task() {
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("sleep.wat"), "sleep");
-    w.push(&common::fixture("echo.wat"), "echo");
+    w.push(&crate::common::fixture("sleep.wat"), "sleep");
+    w.push(&crate::common::fixture("echo.wat"), "echo");
     // sleep.wat sleeps 10 s: with a 20 s timeout it is still running when its worker is killed.
     let long = w.enqueue("sleep", "", &["--timeout", "20s"]);
     let mut a = w.spawn_worker(&["--lease", "2s", "--id", "worker-a"]);
     eventually(Duration::from_secs(20), || w.status(&long).filter(|s| s["state"] == "active")).expect("never claimed");
     // Killed once its heartbeat has reported the task running: the lost lease is an attempt.
     eventually(Duration::from_secs(10), || task_hash(&s, &long).get("running").cloned()).expect("never seen running");
-    a.signal(libc::SIGKILL);
+    a.signal(crate::common::Signal::KILL);
     a.wait(Duration::from_secs(5));
     let started = Instant::now();
     let b = w.spawn_worker(&["--lease", "2s", "--reap-interval", "1s", "--id", "worker-b"]);
@@ -55,7 +54,7 @@ fn a_stale_completion_is_refused_by_the_fencing_token() {
     // "new"; the old holder's completion must be refused and the new one's accepted.
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("echo.wat"), "echo");
+    w.push(&crate::common::fixture("echo.wat"), "echo");
     let id = w.enqueue("echo", "x", &[]);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
@@ -86,8 +85,8 @@ fn a_stale_completion_is_refused_by_the_fencing_token() {
 fn failures_are_retried_with_backoff_then_dead_with_every_error() {
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("exit3.wat"), "exit3");
-    w.push(&common::fixture("trap.wat"), "trap");
+    w.push(&crate::common::fixture("exit3.wat"), "exit3");
+    w.push(&crate::common::fixture("trap.wat"), "trap");
     let failing = w.enqueue("exit3", "", &[]);
     let once = w.enqueue("trap", "", &["--max-attempts", "1"]);
     let started = Instant::now();
@@ -114,10 +113,10 @@ fn failures_are_retried_with_backoff_then_dead_with_every_error() {
 fn malformed_task_data_fails_once_and_the_worker_carries_on() {
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("echo.wat"), "echo");
+    w.push(&crate::common::fixture("echo.wat"), "echo");
     let bad = w.enqueue("echo", "x", &[]);
     let good = w.enqueue("echo", "y", &[]);
-    let mut c = common::redis_conn(&s);
+    let mut c = crate::common::redis_conn(&s);
     let _: () = c.hset(format!("wasmq:{{default}}:task:{}", seq(&bad)), "timeout_ms", "soon").unwrap();
     let mut worker = w.spawn_worker(&["--exit-when-idle"]);
     assert_eq!(worker.wait(Duration::from_secs(60)), Some(0), "{}", worker.log());
@@ -133,7 +132,7 @@ fn malformed_task_data_fails_once_and_the_worker_carries_on() {
 fn dead_tasks_can_be_retried() {
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("trap.wat"), "trap");
+    w.push(&crate::common::fixture("trap.wat"), "trap");
     let ids: Vec<String> = (0..3).map(|_| w.enqueue("trap", "", &["--max-attempts", "1"])).collect();
     let mut worker = w.spawn_worker(&["--exit-when-idle"]);
     assert_eq!(worker.wait(Duration::from_secs(60)), Some(0));
@@ -145,8 +144,8 @@ fn dead_tasks_can_be_retried() {
     assert_eq!(out.status.code(), Some(1), "retrying a task that is not dead is an error");
     let out = w.ok(&["dead", "retry", "--all"]);
     assert_eq!(out.lines().count(), 2);
-    let mut c = common::redis_conn(&s);
-    let pending: u64 = common::pending_count(&mut c, "default");
+    let mut c = crate::common::redis_conn(&s);
+    let pending: u64 = crate::common::pending_count(&mut c, "default");
     let dead: u64 = c.zcard("wasmq:{default}:dead").unwrap();
     assert_eq!((pending, dead), (3, 0));
 }
@@ -155,8 +154,8 @@ fn dead_tasks_can_be_retried() {
 fn cancel_removes_waiting_tasks_and_stops_running_ones() {
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("loop.wat"), "loop");
-    w.push(&common::fixture("echo.wat"), "echo");
+    w.push(&crate::common::fixture("loop.wat"), "loop");
+    w.push(&crate::common::fixture("echo.wat"), "echo");
     let waiting = w.enqueue("echo", "x", &["--delay", "1h"]);
     assert_eq!(w.ok(&["cancel", &waiting]).trim(), format!("{waiting} cancelled"));
     assert_eq!(w.status(&waiting).unwrap()["state"], "cancelled");
@@ -184,8 +183,8 @@ fn cancel_removes_waiting_tasks_and_stops_running_ones() {
 fn purge_deletes_finished_tasks_of_one_state() {
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("echo.wat"), "echo");
-    w.push(&common::fixture("trap.wat"), "trap");
+    w.push(&crate::common::fixture("echo.wat"), "echo");
+    w.push(&crate::common::fixture("trap.wat"), "trap");
     let ok: Vec<String> = (0..5).map(|i| w.enqueue("echo", &i.to_string(), &[])).collect();
     let bad = w.enqueue("trap", "", &["--max-attempts", "1"]);
     let mut worker = w.spawn_worker(&["--exit-when-idle"]);
@@ -204,12 +203,12 @@ fn purge_deletes_finished_tasks_of_one_state() {
 fn shutdown_after_the_grace_period_hands_tasks_back_at_once() {
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("loop.wat"), "loop");
+    w.push(&crate::common::fixture("loop.wat"), "loop");
     let ids: Vec<String> = (0..3).map(|_| w.enqueue("loop", "", &["--timeout", "60s"])).collect();
     let mut worker = w.spawn_worker(&["--concurrency", "1", "--prefetch", "2", "--grace", "500ms", "--lease", "60s"]);
     eventually(Duration::from_secs(20), || w.status(&ids[0]).filter(|s| s["state"] == "active")).expect("never started");
     std::thread::sleep(Duration::from_millis(300));
-    worker.signal(libc::SIGTERM);
+    worker.signal(crate::common::Signal::TERM);
     let stopped = Instant::now();
     assert_eq!(worker.wait(Duration::from_secs(20)), Some(0), "{}", worker.log());
     assert!(stopped.elapsed() < Duration::from_secs(10));
@@ -219,7 +218,7 @@ fn shutdown_after_the_grace_period_hands_tasks_back_at_once() {
         assert_eq!(st["state"], "pending", "{id}: {st}");
         assert_eq!(st["attempts"], 0, "{id}: a released task counted an attempt");
     }
-    let mut c = common::redis_conn(&s);
+    let mut c = crate::common::redis_conn(&s);
     let active: u64 = c.zcard("wasmq:{default}:active").unwrap();
     assert_eq!(active, 0);
 }
@@ -230,16 +229,16 @@ fn durable_enqueue_reports_what_it_can_guarantee() {
     // command says so and fails.
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("echo.wat"), "echo");
+    w.push(&crate::common::fixture("echo.wat"), "echo");
     let out = w.run(&["enqueue", "echo", "--input", "x", "--durable"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not confirmed durable"), "{}", String::from_utf8_lossy(&out.stderr));
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert_eq!(w.status(&id).unwrap()["state"], "pending", "the task is queued all the same, and its id printed");
     // With appendfsync always it is.
-    let aof = RedisServer::start_with(wasmq::redis_server::ServerOptions::default().arg("appendonly", "yes").arg("appendfsync", "always")).unwrap();
+    let aof = RedisServer::start_with(wasmq_testkit::redis_server::ServerOptions::default().arg("appendonly", "yes").arg("appendfsync", "always")).unwrap();
     let w = Wasmq::new(&aof);
-    w.push(&common::fixture("echo.wat"), "echo");
+    w.push(&crate::common::fixture("echo.wat"), "echo");
     let out = w.run(&["enqueue", "echo", "--input", "x", "--durable"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
@@ -329,7 +328,7 @@ impl Scripts {
 fn an_expired_lease_counts_as_an_attempt_only_if_the_task_was_seen_running() {
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("echo.wat"), "echo");
+    w.push(&crate::common::fixture("echo.wat"), "echo");
     let id = w.enqueue("echo", "x", &["--max-attempts", "2"]);
     let seq: u64 = seq(&id).parse().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -372,8 +371,8 @@ fn an_expired_lease_counts_as_an_attempt_only_if_the_task_was_seen_running() {
 fn a_worker_killed_with_tasks_waiting_in_its_prefetch_costs_them_no_attempt() {
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("sleep.wat"), "sleep");
-    w.push(&common::fixture("echo.wat"), "echo");
+    w.push(&crate::common::fixture("sleep.wat"), "sleep");
+    w.push(&crate::common::fixture("echo.wat"), "echo");
     // The long task runs first; the three others wait in the worker's prefetch. With one attempt
     // each, counting the killed worker's lease against them would leave them dead.
     let long = w.enqueue("sleep", "", &["--timeout", "20s", "--priority", "5"]);
@@ -382,7 +381,7 @@ fn a_worker_killed_with_tasks_waiting_in_its_prefetch_costs_them_no_attempt() {
     eventually(Duration::from_secs(20), || w.status(&waiting[2]).filter(|s| s["state"] == "active")).expect("never prefetched");
     // The heartbeat (every second at this lease... at most 2s/3) marks the long task running.
     eventually(Duration::from_secs(10), || task_hash(&s, &long).get("running").cloned()).expect("never seen running");
-    a.signal(libc::SIGKILL);
+    a.signal(crate::common::Signal::KILL);
     a.wait(Duration::from_secs(5));
     let b = w.spawn_worker(&["--lease", "2s", "--reap-interval", "1s", "--id", "worker-b"]);
     for (i, id) in waiting.iter().enumerate() {
@@ -402,7 +401,7 @@ fn a_worker_killed_with_tasks_waiting_in_its_prefetch_costs_them_no_attempt() {
 fn a_cancel_wins_over_a_retry_or_a_hand_back() {
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("echo.wat"), "echo");
+    w.push(&crate::common::fixture("echo.wat"), "echo");
     let ids: Vec<String> = (0..2).map(|i| w.enqueue("echo", &i.to_string(), &[])).collect();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
@@ -417,8 +416,8 @@ fn a_cancel_wins_over_a_retry_or_a_hand_back() {
             assert_eq!(h["state"], "cancelled", "{action}: {h:?}");
         }
     });
-    let mut c = common::redis_conn(&s);
-    let (pending, delayed): (u64, u64) = (common::pending_count(&mut c, "default"), c.zcard("wasmq:{default}:delayed").unwrap());
+    let mut c = crate::common::redis_conn(&s);
+    let (pending, delayed): (u64, u64) = (crate::common::pending_count(&mut c, "default"), c.zcard("wasmq:{default}:delayed").unwrap());
     assert_eq!((pending, delayed), (0, 0));
 }
 
@@ -426,14 +425,14 @@ fn a_cancel_wins_over_a_retry_or_a_hand_back() {
 fn a_task_cancelled_while_it_waits_for_a_retry_never_runs_again() {
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("trap.wat"), "trap");
+    w.push(&crate::common::fixture("trap.wat"), "trap");
     let id = w.enqueue("trap", "", &["--max-attempts", "5"]);
     let worker = w.spawn_worker(&["--backoff-base", "1h", "--backoff-cap", "1h"]);
     eventually(Duration::from_secs(20), || w.status(&id).filter(|s| s["state"] == "delayed")).unwrap_or_else(|| panic!("{}", worker.log()));
     assert_eq!(w.ok(&["cancel", &id]).trim(), format!("{id} cancelled"));
     let st = w.status(&id).unwrap();
     assert_eq!((st["state"].as_str(), st["attempts"].as_u64()), (Some("cancelled"), Some(1)), "{st}");
-    let mut c = common::redis_conn(&s);
+    let mut c = crate::common::redis_conn(&s);
     let delayed: u64 = c.zcard("wasmq:{default}:delayed").unwrap();
     assert_eq!(delayed, 0);
 }
@@ -442,10 +441,10 @@ fn a_task_cancelled_while_it_waits_for_a_retry_never_runs_again() {
 fn an_oversized_input_written_around_enqueue_never_reaches_the_worker() {
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("echo.wat"), "echo");
+    w.push(&crate::common::fixture("echo.wat"), "echo");
     let big = w.enqueue("echo", "x", &[]);
     let good = w.enqueue("echo", "y", &[]);
-    let mut c = common::redis_conn(&s);
+    let mut c = crate::common::redis_conn(&s);
     let _: () = c.hset(format!("wasmq:{{default}}:task:{}", seq(&big)), "input", vec![b'a'; 3 << 20]).unwrap();
     let mut worker = w.spawn_worker(&["--exit-when-idle", "--max-input-size", "1MiB"]);
     assert_eq!(worker.wait(Duration::from_secs(60)), Some(0), "{}", worker.log());
@@ -459,12 +458,12 @@ fn an_oversized_input_written_around_enqueue_never_reaches_the_worker() {
 fn a_task_key_overwritten_while_it_runs_is_dropped_and_the_worker_carries_on() {
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("loop.wat"), "loop");
-    w.push(&common::fixture("echo.wat"), "echo");
+    w.push(&crate::common::fixture("loop.wat"), "loop");
+    w.push(&crate::common::fixture("echo.wat"), "echo");
     let victim = w.enqueue("loop", "", &["--timeout", "60s", "--priority", "5"]);
     let mut worker = w.spawn_worker(&["--concurrency", "1"]);
     eventually(Duration::from_secs(20), || w.status(&victim).filter(|s| s["state"] == "active")).expect("never started");
-    let mut c = common::redis_conn(&s);
+    let mut c = crate::common::redis_conn(&s);
     let _: () = c.set(format!("wasmq:{{default}}:task:{}", seq(&victim)), "not a hash any more").unwrap();
     // The heartbeat finds the task gone and stops it; its result is refused; the slot is free.
     let after = w.enqueue("echo", "after", &[]);

@@ -8,8 +8,8 @@ use anyhow::Context;
 use clap::Args;
 
 use super::{Global, Outcome, exit, value};
-use crate::client::{ClientError, EnqueueOptions};
-use crate::parse::QueueName;
+use wasmq::client::{ClientError, EnqueueOptions};
+use wasmq::parse::QueueName;
 
 #[derive(Debug, Args)]
 pub struct EnqueueArgs {
@@ -159,7 +159,7 @@ pub async fn run(g: &Global, a: EnqueueArgs) -> Outcome {
     Ok(exit::OK)
 }
 
-fn print_ids(ids: &[crate::parse::TaskId]) -> anyhow::Result<()> {
+fn print_ids(ids: &[wasmq::parse::TaskId]) -> anyhow::Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     for id in ids {
@@ -169,7 +169,7 @@ fn print_ids(ids: &[crate::parse::TaskId]) -> anyhow::Result<()> {
 }
 
 /// The tasks are queued (their ids go to stdout as usual), but the command fails.
-fn not_durable(ids: &[crate::parse::TaskId], reason: &str) -> Outcome {
+fn not_durable(ids: &[wasmq::parse::TaskId], reason: &str) -> Outcome {
     print_ids(ids)?;
     eprintln!("error: enqueued but not confirmed durable: {reason}");
     Ok(exit::ERROR)

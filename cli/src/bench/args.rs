@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use super::{Global, Outcome, exit, value};
-use crate::bench::{Bench, BenchConfig, Scenario};
+use crate::{Global, Outcome, exit, value};
+use super::{Bench, BenchConfig, Scenario};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -42,7 +42,7 @@ pub async fn run(g: &Global, a: BenchArgs) -> Outcome {
     if a.tasks == 0 || a.concurrency == 0 {
         anyhow::bail!("--tasks and --concurrency must be at least 1");
     }
-    let (g, _server) = super::redis_or_throwaway(g, a.fresh_redis).await?;
+    let (g, _server) = crate::redis_or_throwaway(g, a.fresh_redis).await?;
     let mut scenarios = a.scenario.clone();
     if scenarios.is_empty() {
         scenarios = vec![
@@ -59,7 +59,7 @@ pub async fn run(g: &Global, a: BenchArgs) -> Outcome {
     scenarios.dedup();
     let wordcount = if scenarios.iter().any(|s| matches!(s, Scenario::Wordcount | Scenario::ColdStart)) {
         eprintln!("==> building the example tasks");
-        match tokio::task::spawn_blocking(|| crate::examples::build(crate::examples::WasmTarget::P1)).await? {
+        match tokio::task::spawn_blocking(|| wasmq_testkit::examples::build(wasmq_testkit::examples::WasmTarget::P1)).await? {
             Ok(built) => built.into_iter().find(|(n, _)| n == "wordcount").and_then(|(_, p)| std::fs::read(p).ok()),
             Err(e) => {
                 eprintln!("    cannot build them ({e}); the wordcount scenario is skipped");

@@ -1,7 +1,6 @@
 //! The sandbox on WAT fixtures: every way a task can misbehave ends in the right failure kind,
 //! and what a task must not see, it does not see.
 
-mod common;
 
 use std::time::{Duration, Instant};
 
@@ -9,11 +8,11 @@ use wasmq::sandbox::{CancelToken, FailureKind, Limits, Outcome, Sandbox, Sandbox
 use wasmq::store::{ModuleKind, sha256_hex};
 
 fn sandbox() -> Sandbox {
-    Sandbox::new(SandboxConfig { max_concurrency: 4, cache_dir: Some(common::cache_dir().to_path_buf()), ..Default::default() }).unwrap()
+    Sandbox::new(SandboxConfig { max_concurrency: 4, cache_dir: Some(crate::common::cache_dir().to_path_buf()), ..Default::default() }).unwrap()
 }
 
 async fn run_fixture(sb: &Sandbox, name: &str, input: &[u8], limits: Limits) -> Outcome {
-    let bytes = std::fs::read(common::fixture(name)).unwrap();
+    let bytes = std::fs::read(crate::common::fixture(name)).unwrap();
     let (binary, _) = prepare(&bytes).unwrap();
     let module = sb.load(&sha256_hex(&binary), &binary).unwrap();
     sb.run(&module, name, input.to_vec(), &limits, &CancelToken::new()).await
@@ -115,7 +114,7 @@ async fn fuel_runs_out() {
 #[tokio::test]
 async fn a_running_task_can_be_cancelled() {
     let sb = sandbox();
-    let bytes = std::fs::read(common::fixture("loop.wat")).unwrap();
+    let bytes = std::fs::read(crate::common::fixture("loop.wat")).unwrap();
     let (binary, _) = prepare(&bytes).unwrap();
     let module = sb.load(&sha256_hex(&binary), &binary).unwrap();
     let cancel = CancelToken::new();
@@ -159,7 +158,7 @@ async fn a_fresh_store_per_run_shares_nothing() {
 async fn the_second_load_comes_from_the_artifact() {
     let cache = tempfile::tempdir().unwrap();
     let cfg = || SandboxConfig { max_concurrency: 1, cache_dir: Some(cache.path().to_path_buf()), ..Default::default() };
-    let text = std::fs::read(common::fixture("echo.wat")).unwrap();
+    let text = std::fs::read(crate::common::fixture("echo.wat")).unwrap();
     let (binary, _) = prepare(&text).unwrap();
     let sha = sha256_hex(&binary);
     let first = Sandbox::new(cfg()).unwrap().load(&sha, &binary).unwrap();

@@ -58,7 +58,7 @@ impl Report {
     }
 
     pub fn table(&self) -> String {
-        let mut t = crate::cli::Table::new(&["SCENARIO", "METRIC", "VALUE", "UNIT", "NOTE"]);
+        let mut t = crate::Table::new(&["SCENARIO", "METRIC", "VALUE", "UNIT", "NOTE"]);
         for m in &self.metrics {
             t.row(vec![m.scenario.clone(), m.name.clone(), fmt_value(m.value), m.unit.clone(), m.note.clone()]);
         }

@@ -10,12 +10,12 @@ use clap::Args;
 
 use super::table::Table;
 use super::{Global, Outcome, exit};
-use crate::client::{Client, EnqueueOptions};
-use crate::examples::{self, WasmTarget};
-use crate::parse::{QueueName, TaskId};
-use crate::sandbox::{Sandbox, SandboxConfig};
-use crate::task::TaskState;
-use crate::worker::{QueueWeight, WorkerConfig};
+use wasmq::client::{Client, EnqueueOptions};
+use wasmq_testkit::examples::{self, WasmTarget};
+use wasmq::parse::{QueueName, TaskId};
+use wasmq::sandbox::{Sandbox, SandboxConfig};
+use wasmq::task::TaskState;
+use wasmq::worker::{QueueWeight, WorkerConfig};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -60,7 +60,7 @@ pub async fn run(g: &Global, a: DemoArgs) -> Outcome {
         .chain(std::iter::once(("uppercase-wat".to_string(), wat.clone(), "wat")))
     {
         let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let (binary, _) = crate::sandbox::prepare(&bytes)?;
+        let (binary, _) = wasmq::sandbox::prepare(&bytes)?;
         let kind = sandbox.validate(&binary)?;
         let pushed = client.store().push(&binary, kind, Some(&name)).await?;
         eprintln!("    {name:<22} {} {:>7} bytes  {} ({target})", &pushed.sha256[..16], binary.len(), kind.as_str());
@@ -108,7 +108,7 @@ pub async fn run(g: &Global, a: DemoArgs) -> Outcome {
         sandbox: SandboxConfig { max_concurrency: a.concurrency.max(1), ..SandboxConfig::default() },
         ..WorkerConfig::default()
     };
-    let report = crate::worker::run(g.redis()?, g.keys()?, config, std::future::pending()).await?;
+    let report = wasmq::worker::run(g.redis()?, g.keys()?, config, std::future::pending()).await?;
 
     print_results(&client, &tasks).await?;
     let stats = client.stats(&queue).await?;

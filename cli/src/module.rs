@@ -7,9 +7,9 @@ use clap::{Args, Subcommand};
 
 use super::table::Table;
 use super::{Global, Outcome, exit, value};
-use crate::parse;
-use crate::sandbox::{Sandbox, SandboxConfig};
-use crate::store::ModuleStore;
+use wasmq::parse;
+use wasmq::sandbox::{Sandbox, SandboxConfig};
+use wasmq::store::ModuleStore;
 
 #[derive(Debug, Subcommand)]
 pub enum ModuleCommand {
@@ -78,14 +78,14 @@ async fn push(g: &Global, a: PushArgs) -> Outcome {
         parse::module_name(n).context("choose another name with --name")?;
     }
     // Compile before storing anything: what is in the store is known to be runnable.
-    let (binary, _) = crate::sandbox::prepare(&bytes).with_context(|| format!("{} was not pushed", a.file.display()))?;
+    let (binary, _) = wasmq::sandbox::prepare(&bytes).with_context(|| format!("{} was not pushed", a.file.display()))?;
     let binary = binary.into_owned();
     let kind = tokio::task::spawn_blocking(move || {
         // The engine a worker with default settings has (pooling allocator included), so that a
         // module that no default worker could instantiate is refused here, not at run time.
         let sandbox = Sandbox::new(SandboxConfig { max_concurrency: 1, cache_dir: None, ..SandboxConfig::default() })?;
         let kind = sandbox.validate(&binary)?;
-        Ok::<_, crate::sandbox::SandboxError>((kind, binary))
+        Ok::<_, wasmq::sandbox::SandboxError>((kind, binary))
     })
     .await?;
     let (kind, binary) = kind.with_context(|| format!("{} was not pushed", a.file.display()))?;

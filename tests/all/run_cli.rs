@@ -1,20 +1,19 @@
 //! `wasmq run` end to end: every example task, built for wasm32-wasip1 (core modules) and
 //! wasm32-wasip2 (components), plus the hand-written WAT task, through the real binary.
 
-mod common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
-use wasmq::examples::WasmTarget;
+use wasmq_testkit::examples::WasmTarget;
 
 fn run(file: &std::path::Path, input: &str, extra: &[&str]) -> std::process::Output {
-    let mut child = Command::new(common::bin())
+    let mut child = Command::new(crate::common::bin())
         .arg("run")
         .arg(file)
         .args(extra)
-        .env("WASMQ_CACHE_DIR", common::cache_dir())
+        .env("WASMQ_CACHE_DIR", crate::common::cache_dir())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -26,13 +25,13 @@ fn run(file: &std::path::Path, input: &str, extra: &[&str]) -> std::process::Out
 
 /// `wasmq run` with this test process's private artifact cache.
 fn wasmq_run() -> Command {
-    let mut c = Command::new(common::bin());
-    c.arg("run").env("WASMQ_CACHE_DIR", common::cache_dir());
+    let mut c = Command::new(crate::common::bin());
+    c.arg("run").env("WASMQ_CACHE_DIR", crate::common::cache_dir());
     c
 }
 
 fn run_json(target: WasmTarget, task: &str, input: Value) -> Value {
-    let out = run(&common::example(target, task), &input.to_string(), &[]);
+    let out = run(&crate::common::example(target, task), &input.to_string(), &[]);
     assert!(out.status.success(), "{task} ({target:?}) failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{task}: output is not JSON: {e}"))
 }
@@ -84,14 +83,14 @@ fn threshold_alert_fires_after_consecutive_breaches() {
 fn a_task_error_exits_non_zero_with_its_message() {
     for t in TARGETS {
         // A rule without a threshold is the task's own error (exit status 1, message on stderr).
-        let out = run(&common::example(t, "threshold-alert"), &json!({"readings": [], "rules": [{"sensor": "x"}]}).to_string(), &[]);
+        let out = run(&crate::common::example(t, "threshold-alert"), &json!({"readings": [], "rules": [{"sensor": "x"}]}).to_string(), &[]);
         assert_eq!(out.status.code(), Some(5), "{t:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("exit_code: the task exited with status 1"), "{t:?}: {err}");
         assert!(err.contains("rule 0 has neither"), "{t:?}: the task's own message is missing: {err}");
         // Input that does not decode names the expected type (exit status 2 from the SDK; a
         // component's libc reports every non-zero status as 1).
-        let out = run(&common::example(t, "wordcount"), "not json", &[]);
+        let out = run(&crate::common::example(t, "wordcount"), "not json", &[]);
         assert_eq!(out.status.code(), Some(5));
         let err = String::from_utf8_lossy(&out.stderr);
         let status = if t == WasmTarget::P1 { "status 2" } else { "status 1" };
@@ -102,20 +101,20 @@ fn a_task_error_exits_non_zero_with_its_message() {
 
 #[test]
 fn the_hand_written_wat_task_runs() {
-    let out = run(&common::wat_example(), "hello, World!", &[]);
+    let out = run(&crate::common::wat_example(), "hello, World!", &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.stdout, b"HELLO, WORLD!");
 }
 
 #[test]
 fn input_can_come_from_a_flag_or_a_file() {
-    let wat = common::wat_example();
-    let out = Command::new(common::bin()).arg("run").arg(&wat).args(["--input", "abc"]).env("WASMQ_CACHE_DIR", common::cache_dir()).output().unwrap();
+    let wat = crate::common::wat_example();
+    let out = Command::new(crate::common::bin()).arg("run").arg(&wat).args(["--input", "abc"]).env("WASMQ_CACHE_DIR", crate::common::cache_dir()).output().unwrap();
     assert_eq!(out.stdout, b"ABC");
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), "from file").unwrap();
     let out =
-        Command::new(common::bin()).arg("run").arg(&wat).arg("--input-file").arg(file.path()).env("WASMQ_CACHE_DIR", common::cache_dir()).output().unwrap();
+        Command::new(crate::common::bin()).arg("run").arg(&wat).arg("--input-file").arg(file.path()).env("WASMQ_CACHE_DIR", crate::common::cache_dir()).output().unwrap();
     assert_eq!(out.stdout, b"FROM FILE");
 }
 
@@ -135,7 +134,7 @@ fn bad_files_give_one_line_errors() {
 #[test]
 fn limits_are_flags() {
     let fails_with = |fixture: &str, args: &[&str], input: &str, kind: &str| {
-        let out = run(&common::fixture(fixture), input, args);
+        let out = run(&crate::common::fixture(fixture), input, args);
         assert_eq!(out.status.code(), Some(5), "{fixture} {args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(&format!("task failed: {kind}")), "{fixture} {args:?}: expected {kind}: {err}");
@@ -148,10 +147,10 @@ fn limits_are_flags() {
     // Output past --stdout-limit fails the task; a log past --stderr-limit is cut and marked.
     let out = fails_with("echo.wat", &["--stdout-limit", "10B"], "more than ten bytes", "output_limit");
     assert!(out.stdout.is_empty(), "a failed task's partial output is not printed");
-    let out = run(&common::fixture("echo.wat"), "0123456789", &["--stdout-limit", "10B"]);
+    let out = run(&crate::common::fixture("echo.wat"), "0123456789", &["--stdout-limit", "10B"]);
     assert!(out.status.success(), "exactly at the limit: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.stdout, b"0123456789");
-    let out = wasmq_run().arg(common::fixture("noop.wat")).args(["--timeout", "soon"]).output().unwrap();
+    let out = wasmq_run().arg(crate::common::fixture("noop.wat")).args(["--timeout", "soon"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "a bad flag value is a usage error");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--timeout"), "{err}");
@@ -159,11 +158,11 @@ fn limits_are_flags() {
 
 #[test]
 fn repeat_prints_timing_statistics() {
-    let out = Command::new(common::bin())
+    let out = Command::new(crate::common::bin())
         .arg("run")
-        .arg(common::fixture("noop.wat"))
+        .arg(crate::common::fixture("noop.wat"))
         .args(["--repeat", "50"])
-        .env("WASMQ_CACHE_DIR", common::cache_dir())
+        .env("WASMQ_CACHE_DIR", crate::common::cache_dir())
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -174,7 +173,7 @@ fn repeat_prints_timing_statistics() {
 #[test]
 fn the_demo_runs_end_to_end() {
     let out =
-        Command::new(common::bin()).args(["demo", "--fresh-redis"]).env("WASMQ_CACHE_DIR", common::cache_dir()).env_remove("WASMQ_REDIS_URL").output().unwrap();
+        Command::new(crate::common::bin()).args(["demo", "--fresh-redis"]).env("WASMQ_CACHE_DIR", crate::common::cache_dir()).env_remove("WASMQ_REDIS_URL").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}\n{}", stdout, String::from_utf8_lossy(&out.stderr));
     // Eight tasks: seven succeed, the one with a broken rule is retried once and ends dead.

@@ -6,9 +6,9 @@ use clap::{Args, Subcommand};
 
 use super::table::Table;
 use super::{Global, Outcome, exit, value};
-use crate::client::{Policy, WsjfSettings};
-use crate::parse::{self, QueueName, TaskId};
-use crate::task::TaskState;
+use wasmq::client::{Policy, WsjfSettings};
+use wasmq::parse::{self, QueueName, TaskId};
+use wasmq::task::TaskState;
 
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {

@@ -1,16 +1,15 @@
 //! The sandbox under attack (an adversarial mix of tasks run by one worker), least-privilege ACL
 //! users, and TLS with client certificates, against real `redis-server` processes.
 
-mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{RedisServer, Wasmq};
+use crate::common::{RedisServer, Wasmq};
 use redis::Commands;
-use wasmq::examples::{self, WasmTarget};
-use wasmq::redis_server::ServerOptions;
+use wasmq_testkit::examples::{self, WasmTarget};
+use wasmq_testkit::redis_server::ServerOptions;
 
 fn adversary(target: WasmTarget) -> std::path::PathBuf {
     static BUILT: std::sync::Mutex<Option<HashMap<&'static str, std::path::PathBuf>>> = std::sync::Mutex::new(None);
@@ -34,7 +33,7 @@ fn a_hundred_bad_tasks_among_a_thousand_good_ones() {
     let w = Wasmq::new(&s);
     w.push(&adversary(WasmTarget::P1), "adv1");
     w.push(&adversary(WasmTarget::P2), "adv2");
-    w.push(&common::fixture("loop.wat"), "loop");
+    w.push(&crate::common::fixture("loop.wat"), "loop");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let open_port = listener.local_addr().unwrap().to_string();
     // (input, expected error kind), ten of each, five as a preview-1 module and five as a
@@ -83,7 +82,7 @@ fn a_hundred_bad_tasks_among_a_thousand_good_ones() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(worker.wait(Duration::from_secs(5)), Some(0), "the worker did not finish cleanly:\n{}", worker.log());
-    let mut c = common::redis_conn(&s);
+    let mut c = crate::common::redis_conn(&s);
     let field = |c: &mut redis::Connection, id: &str, f: &str| -> Option<String> {
         let seq = id.rsplit(':').next().unwrap();
         c.hget(format!("wasmq:{{default}}:task:{seq}"), f).unwrap()
@@ -130,7 +129,7 @@ fn acl_from_docs(role: &str) -> String {
 #[test]
 fn the_documented_least_privilege_acl_users_can_do_their_jobs_and_no_more() {
     let s = RedisServer::start().unwrap();
-    let mut admin = common::redis_conn(&s);
+    let mut admin = crate::common::redis_conn(&s);
     for role in ["publisher", "producer", "worker"] {
         let acl = acl_from_docs(role);
         let args: Vec<&str> = acl.split_whitespace().skip(1).collect();
@@ -143,7 +142,7 @@ fn the_documented_least_privilege_acl_users_can_do_their_jobs_and_no_more() {
     let producer = as_user("wasmq-producer", "producer-secret");
     let worker_user = as_user("wasmq-worker", "worker-secret");
 
-    publisher.push(&common::fixture("echo.wat"), "echo");
+    publisher.push(&crate::common::fixture("echo.wat"), "echo");
     let id = producer.enqueue("echo", "least privilege", &[]);
     let mut worker = worker_user.spawn_worker(&["--exit-when-idle"]);
     assert_eq!(worker.wait(Duration::from_secs(60)), Some(0), "{}", worker.log());
@@ -156,7 +155,7 @@ fn the_documented_least_privilege_acl_users_can_do_their_jobs_and_no_more() {
     assert!(producer.ok(&["queue", "stats"]).contains("default"));
 
     // A producer cannot push modules; a worker cannot change them.
-    let out = producer.run(&["module", "push", common::fixture("counter.wat").to_str().unwrap()]);
+    let out = producer.run(&["module", "push", crate::common::fixture("counter.wat").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).to_uppercase().contains("NOPERM"), "{}", String::from_utf8_lossy(&out.stderr));
     let mut as_worker = redis::Client::open(worker_user.url.as_str()).unwrap().get_connection().unwrap();
@@ -207,7 +206,7 @@ impl Certs {
 #[test]
 fn tls_with_client_certificates() {
     let certs = Certs::generate();
-    let port = wasmq::redis_server::free_port().unwrap();
+    let port = wasmq_testkit::redis_server::free_port().unwrap();
     let _server = RedisServer::start_with(ServerOptions {
         tls_only: true,
         ..ServerOptions::default()
@@ -229,7 +228,7 @@ fn tls_with_client_certificates() {
     let cert = certs.path("client.crt");
     let key = certs.path("client.key");
     let good: Vec<&str> = vec!["--tls-ca", &ca, "--tls-cert", &cert, "--tls-key", &key];
-    let echo = common::fixture("echo.wat");
+    let echo = crate::common::fixture("echo.wat");
     let out = tls(&good, &["module", "push", echo.to_str().unwrap(), "--name", "echo"]);
     assert!(out.status.success(), "push over TLS: {}", String::from_utf8_lossy(&out.stderr));
     let out = tls(&good, &["enqueue", "echo", "--input", "over tls"]);
@@ -258,8 +257,8 @@ fn tls_with_client_certificates() {
 fn bad_data_written_into_redis_by_hand_is_refused_and_touches_nothing_else() {
     let s = RedisServer::start().unwrap();
     let w = Wasmq::new(&s);
-    let sha = w.push(&common::fixture("echo.wat"), "echo");
-    let mut c = common::redis_conn(&s);
+    let sha = w.push(&crate::common::fixture("echo.wat"), "echo");
+    let mut c = crate::common::redis_conn(&s);
     // Junk next to real data: a non-UTF-8 module name, a non-UTF-8 queue name, a queue name with
     // glob characters.
     let _: () = c.hset("wasmq:modules", b"\xff\xfe".as_slice(), sha.as_str()).unwrap();
@@ -329,7 +328,7 @@ fn bad_data_written_into_redis_by_hand_is_refused_and_touches_nothing_else() {
     assert_eq!((st["state"].as_str(), st["attempts"].as_u64()), (Some("succeeded"), Some(1)), "{st}");
     let junk: String = c.get(format!("wasmq:{{default}}:task:{}", wrong_type.rsplit(':').next().unwrap())).unwrap();
     assert_eq!(junk, "not a hash", "a key of another type was touched");
-    let (pending, active): (u64, u64) = (common::pending_count(&mut c, "default"), c.zcard("wasmq:{default}:active").unwrap());
+    let (pending, active): (u64, u64) = (crate::common::pending_count(&mut c, "default"), c.zcard("wasmq:{default}:active").unwrap());
     assert_eq!((pending, active), (0, 0));
     // Listings still work, skipping or showing what they cannot read.
     let list = w.ok(&["module", "list"]);
@@ -347,11 +346,11 @@ fn a_task_gets_its_name_as_only_argument_and_odd_exit_statuses_fail_cleanly() {
     for target in [WasmTarget::P1, WasmTarget::P2] {
         let file = adversary(target);
         let run = |input: &str| {
-            std::process::Command::new(common::bin())
+            std::process::Command::new(crate::common::bin())
                 .arg("run")
                 .arg(&file)
                 .args(["--input", input])
-                .env("WASMQ_CACHE_DIR", common::cache_dir())
+                .env("WASMQ_CACHE_DIR", crate::common::cache_dir())
                 .output()
                 .unwrap()
         };

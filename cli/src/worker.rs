@@ -6,8 +6,8 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{Global, Outcome, exit, value};
-use crate::sandbox::SandboxConfig;
-use crate::worker::{QueueWeight, WorkerConfig};
+use wasmq::sandbox::SandboxConfig;
+use wasmq::worker::{QueueWeight, WorkerConfig};
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
@@ -127,13 +127,13 @@ impl WorkerArgs {
                 max_memory: self.max_memory,
                 max_stack: self.limits.stack_size as usize,
                 max_table_elements: self.limits.max_table_elements(),
-                cache_dir: if self.no_cache { None } else { self.cache_dir.clone().or_else(crate::sandbox::default_cache_dir) },
+                cache_dir: if self.no_cache { None } else { self.cache_dir.clone().or_else(wasmq::sandbox::default_cache_dir) },
                 metering: !self.no_metering,
                 pooling: true,
             },
             grace: self.grace,
             exit_when_idle: self.exit_when_idle,
-            worker_id: self.id.clone().unwrap_or_else(crate::worker::default_worker_id),
+            worker_id: self.id.clone().unwrap_or_else(wasmq::worker::default_worker_id),
         })
     }
 }
@@ -159,7 +159,7 @@ pub async fn shutdown_signal() {
 pub async fn run(g: &Global, a: WorkerArgs) -> Outcome {
     let config = a.config()?;
     let redis = g.redis()?;
-    let report = crate::worker::run(redis, g.keys()?, config, shutdown_signal()).await?;
+    let report = wasmq::worker::run(redis, g.keys()?, config, shutdown_signal()).await?;
     tracing::debug!(?report, "done");
     Ok(exit::OK)
 }

@@ -1,12 +1,11 @@
 //! Delayed tasks, queue policies (priority, wsjf with aging, fifo), weighted and strict queues,
 //! pause/resume, unique tasks and periodic tasks, against real `redis-server` processes.
 
-mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use common::{RedisServer, Wasmq, eventually};
+use crate::common::{RedisServer, Wasmq, eventually};
 use redis::Commands;
 
 fn server() -> RedisServer {
@@ -21,7 +20,7 @@ fn u(v: &serde_json::Value) -> u64 {
 fn delayed_tasks_run_once_due_and_not_before() {
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("echo.wat"), "echo");
+    w.push(&crate::common::fixture("echo.wat"), "echo");
     let mut worker = w.spawn_worker(&[]);
     std::thread::sleep(Duration::from_millis(500));
     let at = humantime::format_rfc3339_millis(std::time::SystemTime::now() + Duration::from_millis(1500)).to_string();
@@ -43,7 +42,7 @@ fn delayed_tasks_run_once_due_and_not_before() {
     // Functional bound only (the benchmark measures lateness): a delayed task is not left waiting
     // for a poll interval of seconds.
     assert!(lateness[lateness.len() / 2] < 1000, "{lateness:?}");
-    worker.signal(libc::SIGTERM);
+    worker.signal(crate::common::Signal::TERM);
     assert_eq!(worker.wait(Duration::from_secs(10)), Some(0));
 }
 
@@ -59,7 +58,7 @@ fn start_order(w: &Wasmq, ids: &[String]) -> Vec<usize> {
 fn wsjf_runs_the_best_ratio_of_run_time_to_priority_first() {
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("busy.wat"), "busy");
+    w.push(&crate::common::fixture("busy.wat"), "busy");
     w.ok(&["queue", "policy", "default", "wsjf"]);
     // (estimate, priority): ratios 50, 10, 10, 5, 200 -> order 3, 1, 2, 0, 4.
     let tasks = [("50ms", "1"), ("10ms", "1"), ("100ms", "10"), ("5ms", "1"), ("200ms", "1")];
@@ -68,7 +67,7 @@ fn wsjf_runs_the_best_ratio_of_run_time_to_priority_first() {
     assert_eq!(worker.wait(Duration::from_secs(60)), Some(0), "{}", worker.log());
     assert_eq!(start_order(&w, &ids), vec![3, 1, 2, 0, 4]);
     // The learned run time of the module is kept for tasks without an estimate.
-    let mut c = common::redis_conn(&s);
+    let mut c = crate::common::redis_conn(&s);
     let learned: HashMap<String, u64> = c.hgetall("wasmq:{default}:estimates").unwrap();
     assert_eq!(learned.len(), 1);
     assert!(learned.values().all(|us| *us > 0));
@@ -78,7 +77,7 @@ fn wsjf_runs_the_best_ratio_of_run_time_to_priority_first() {
 fn changing_the_policy_reorders_pending_tasks() {
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("busy.wat"), "busy");
+    w.push(&crate::common::fixture("busy.wat"), "busy");
     let ids: Vec<String> = [0, 9, 5].iter().map(|p| w.enqueue("busy", "", &["--priority", &p.to_string()])).collect();
     let out = w.ok(&["queue", "policy", "default", "fifo"]);
     assert!(out.contains("3 pending"), "{out}");
@@ -92,7 +91,7 @@ fn changing_the_policy_reorders_pending_tasks() {
 fn wsjf_aging_keeps_a_long_task_from_starving() {
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("busy.wat"), "busy");
+    w.push(&crate::common::fixture("busy.wat"), "busy");
     w.ok(&["queue", "policy", "default", "wsjf", "--max-wait", "2s"]);
     // A backlog of short tasks, then one long task, then a stream of short tasks faster than the
     // worker can run them, for 6 s. By run time / priority alone the long task would wait for the
@@ -121,7 +120,7 @@ fn wsjf_aging_keeps_a_long_task_from_starving() {
     eprintln!("wsjf aging: the long task waited {waited} ms behind a stream of {} short tasks (max wait 2 s)", short.len());
     assert!(pending_after, "the long task only ran once the stream was over");
     assert!(waited < 5000, "waited {waited} ms");
-    worker.signal(libc::SIGTERM);
+    worker.signal(crate::common::Signal::TERM);
     worker.wait(Duration::from_secs(30));
 }
 
@@ -129,7 +128,7 @@ fn wsjf_aging_keeps_a_long_task_from_starving() {
 fn weighted_queues_share_a_worker_in_proportion() {
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("echo.wat"), "echo");
+    w.push(&crate::common::fixture("echo.wat"), "echo");
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), "\"x\"\n".repeat(200)).unwrap();
     let mut ids: HashMap<String, Vec<String>> = HashMap::new();
@@ -159,7 +158,7 @@ fn weighted_queues_share_a_worker_in_proportion() {
 fn strict_queues_drain_in_weight_order() {
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("echo.wat"), "echo");
+    w.push(&crate::common::fixture("echo.wat"), "echo");
     let critical: Vec<String> = (0..20).map(|_| w.enqueue("echo", "c", &["--queue", "critical"])).collect();
     let low: Vec<String> = (0..20).map(|_| w.enqueue("echo", "l", &["--queue", "low"])).collect();
     let mut worker = w.spawn_worker(&["--queue", "low=1", "--queue", "critical=5", "--strict", "--concurrency", "1", "--prefetch", "0", "--exit-when-idle"]);
@@ -173,7 +172,7 @@ fn strict_queues_drain_in_weight_order() {
 fn a_paused_queue_is_not_claimed_until_resumed() {
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("echo.wat"), "echo");
+    w.push(&crate::common::fixture("echo.wat"), "echo");
     w.ok(&["queue", "pause", "default"]);
     let ids: Vec<String> = (0..3).map(|i| w.enqueue("echo", &i.to_string(), &[])).collect();
     let mut worker = w.spawn_worker(&[]);
@@ -186,7 +185,7 @@ fn a_paused_queue_is_not_claimed_until_resumed() {
     for id in &ids {
         assert!(eventually(Duration::from_secs(20), || w.status(id).filter(|s| s["state"] == "succeeded")).is_some(), "{id}");
     }
-    worker.signal(libc::SIGTERM);
+    worker.signal(crate::common::Signal::TERM);
     assert_eq!(worker.wait(Duration::from_secs(10)), Some(0));
 }
 
@@ -194,7 +193,7 @@ fn a_paused_queue_is_not_claimed_until_resumed() {
 fn unique_keys_return_the_existing_task() {
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("echo.wat"), "echo");
+    w.push(&crate::common::fixture("echo.wat"), "echo");
     let first = w.enqueue("echo", "a", &["--unique-key", "report-42"]);
     let out = w.run(&["enqueue", "echo", "--input", "b", "--unique-key", "report-42"]);
     assert!(out.status.success());
@@ -216,7 +215,7 @@ fn unique_keys_return_the_existing_task() {
 
 fn scheduled(s: &RedisServer, name: &str) -> Vec<(u64, u64)> {
     // (scheduled_for, created) of every task fired by a schedule.
-    let mut c = common::redis_conn(s);
+    let mut c = crate::common::redis_conn(s);
     let n: u64 = c.get("wasmq:{default}:seq").unwrap_or(0);
     let mut out = Vec::new();
     for seq in 1..=n {
@@ -233,7 +232,7 @@ fn scheduled(s: &RedisServer, name: &str) -> Vec<(u64, u64)> {
 fn each_tick_of_a_periodic_task_fires_exactly_once_across_workers() {
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("echo.wat"), "echo");
+    w.push(&crate::common::fixture("echo.wat"), "echo");
     let out = w.ok(&["schedule", "add", "every-second", "echo", "--cron", "* * * * * *", "--input", "tick"]);
     assert!(out.contains("next run"), "{out}");
     assert!(w.ok(&["schedule", "list"]).contains("every-second"));
@@ -255,7 +254,7 @@ fn each_tick_of_a_periodic_task_fires_exactly_once_across_workers() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(scheduled(&s, "every-second").len(), after);
     for wk in &mut workers {
-        wk.signal(libc::SIGTERM);
+        wk.signal(crate::common::Signal::TERM);
         assert_eq!(wk.wait(Duration::from_secs(10)), Some(0));
     }
     assert_eq!(w.run(&["schedule", "add", "bad", "echo", "--cron", "every day"]).status.code(), Some(1));
@@ -266,7 +265,7 @@ fn each_tick_of_a_periodic_task_fires_exactly_once_across_workers() {
 fn ticks_missed_while_no_worker_ran_fire_once() {
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("echo.wat"), "echo");
+    w.push(&crate::common::fixture("echo.wat"), "echo");
     w.ok(&["schedule", "add", "missed", "echo", "--cron", "* * * * * *"]);
     let added = wasmq::parse::now_ms();
     // No worker for 3.5 s: three ticks pass.
@@ -281,7 +280,7 @@ fn ticks_missed_while_no_worker_ran_fire_once() {
     assert!(first.0 >= added + 2000, "the catch-up run is not for the latest missed tick: {first:?}, added at {added}");
     let ticks: HashSet<u64> = runs.iter().map(|(t, _)| *t).collect();
     assert_eq!(ticks.len(), runs.len(), "{runs:?}");
-    worker.signal(libc::SIGTERM);
+    worker.signal(crate::common::Signal::TERM);
     assert_eq!(worker.wait(Duration::from_secs(10)), Some(0));
 }
 
@@ -289,12 +288,12 @@ fn ticks_missed_while_no_worker_ran_fire_once() {
 fn a_tick_more_than_a_minute_late_is_dropped_under_the_skip_policy() {
     let s = server();
     let w = Wasmq::new(&s);
-    w.push(&common::fixture("echo.wat"), "echo");
+    w.push(&crate::common::fixture("echo.wat"), "echo");
     // Two yearly schedules whose tick is made two minutes overdue, as if no worker had run.
     w.ok(&["schedule", "add", "late-skip", "echo", "--cron", "0 0 1 1 *", "--missed", "skip"]);
     w.ok(&["schedule", "add", "late-once", "echo", "--cron", "0 0 1 1 *", "--missed", "once"]);
     let overdue = wasmq::parse::now_ms() - 120_000;
-    let mut c = common::redis_conn(&s);
+    let mut c = crate::common::redis_conn(&s);
     for name in ["late-skip", "late-once"] {
         let _: () = c.zadd("wasmq:{default}:schedule-due", name, overdue).unwrap();
     }

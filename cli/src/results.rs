@@ -6,9 +6,9 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{Global, Outcome, exit, value};
-use crate::client::CancelOutcome;
-use crate::parse::{self, TaskId};
-use crate::task::{TaskRecord, TaskState};
+use wasmq::client::CancelOutcome;
+use wasmq::parse::{self, TaskId};
+use wasmq::task::{TaskRecord, TaskState};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -78,7 +78,7 @@ fn describe(r: &TaskRecord) -> String {
     if let Some(d) = r.due_ms {
         line("due", parse::format_ms(d));
     }
-    if let Some(t) = r.claimed_ms.filter(|_| r.started_ms.is_none() && r.state == crate::task::TaskState::Active) {
+    if let Some(t) = r.claimed_ms.filter(|_| r.started_ms.is_none() && r.state == wasmq::task::TaskState::Active) {
         line("claimed", format!("{} (waiting for a run slot)", parse::format_ms(t)));
     }
     if let Some(t) = r.started_ms {

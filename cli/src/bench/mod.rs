@@ -2,7 +2,10 @@
 //! against a real Redis with real worker processes. Every scenario uses queues of its own
 //! (`bench-<scenario>-<pid>`), so a bench can run against a Redis that holds other data.
 
+mod args;
 mod policies;
+
+pub use args::{BenchArgs, run};
 mod report;
 
 use std::path::PathBuf;
@@ -12,10 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use redis::AsyncCommands;
 
-use crate::client::{Client, EnqueueOptions};
-use crate::conn::Conn;
-use crate::parse::{QueueName, TaskId};
-use crate::task::field;
+use wasmq::client::{Client, EnqueueOptions};
+use wasmq::conn::Conn;
+use wasmq::parse::{QueueName, TaskId};
+use wasmq::task::field;
 
 pub use report::{Machine, Metric, Report};
 
@@ -95,10 +98,7 @@ impl WorkerProc {
     }
 
     fn terminate(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
+        wasmq_testkit::redis_server::signal(self.child.id(), wasmq_testkit::redis_server::Signal::TERM);
     }
 }
 
@@ -137,9 +137,9 @@ impl Bench {
     }
 
     async fn push(&self, name: &str, wasm: &[u8]) -> anyhow::Result<String> {
-        let (binary, kind) = crate::sandbox::prepare(wasm)?;
+        let (binary, kind) = wasmq::sandbox::prepare(wasm)?;
         let sandbox =
-            crate::sandbox::Sandbox::new(crate::sandbox::SandboxConfig { max_concurrency: 1, cache_dir: None, pooling: false, ..Default::default() })?;
+            wasmq::sandbox::Sandbox::new(wasmq::sandbox::SandboxConfig { max_concurrency: 1, cache_dir: None, pooling: false, ..Default::default() })?;
         sandbox.validate(&binary)?;
         Ok(self.client.store().push(&binary, kind, Some(name)).await?.sha256)
     }

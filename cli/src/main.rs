@@ -19,8 +19,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::client::Client;
-use crate::conn::{Redis, RedisOptions};
+use wasmq::client::Client;
+use wasmq::conn::{Redis, RedisOptions};
 
 /// Exit codes, documented in the README.
 pub mod exit {
@@ -102,11 +102,11 @@ impl Global {
         Ok(Redis::open(self.redis_options())?)
     }
 
-    pub fn keys(&self) -> anyhow::Result<crate::keys::Keys> {
+    pub fn keys(&self) -> anyhow::Result<wasmq::keys::Keys> {
         if self.prefix.is_empty() || self.prefix.contains(['{', '}', ' ', '*', '?', '[', ']']) {
             anyhow::bail!("invalid --prefix {:?}: use letters, digits, ':', '-', '_' or '.'", self.prefix);
         }
-        Ok(crate::keys::Keys::new(&self.prefix))
+        Ok(wasmq::keys::Keys::new(&self.prefix))
     }
 
     pub async fn client(&self) -> anyhow::Result<Client> {
@@ -184,17 +184,17 @@ async fn redis_reachable(g: &Global) -> bool {
 
 /// The Redis to use for `demo` and `bench`: the one at --redis-url if it answers (and `fresh` is
 /// not set), else a throwaway `redis-server` that is stopped when the returned handle drops.
-async fn redis_or_throwaway(g: &Global, fresh: bool) -> anyhow::Result<(Global, Option<crate::redis_server::RedisServer>)> {
-    use crate::redis_server::RedisServer;
+async fn redis_or_throwaway(g: &Global, fresh: bool) -> anyhow::Result<(Global, Option<wasmq_testkit::redis_server::RedisServer>)> {
+    use wasmq_testkit::redis_server::RedisServer;
     let mut g = g.clone();
     if !fresh && redis_reachable(&g).await {
-        eprintln!("==> using the Redis at {}", crate::conn::redact(&g.redis_url));
+        eprintln!("==> using the Redis at {}", wasmq::conn::redact(&g.redis_url));
         return Ok((g, None));
     }
     if !RedisServer::installed() {
         anyhow::bail!(
             "no Redis answers at {} and redis-server is not installed; install it (Debian/Ubuntu: `sudo apt-get install redis-server`, macOS: `brew install redis`) or pass --redis-url",
-            crate::conn::redact(&g.redis_url)
+            wasmq::conn::redact(&g.redis_url)
         );
     }
     let server = anyhow::Context::context(RedisServer::start(), "cannot start a throwaway redis-server")?;
@@ -206,7 +206,7 @@ async fn redis_or_throwaway(g: &Global, fresh: bool) -> anyhow::Result<(Global, 
 /// A command's result: an exit code, or an error printed as one line (with its causes).
 pub type Outcome = anyhow::Result<u8>;
 
-pub fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -311,7 +311,7 @@ pub struct SandboxLimitArgs {
     #[arg(long, default_value = "512KiB", value_parser = value::stack_size)]
     pub stack_size: u64,
     /// Most elements per table (function tables grow with the code's indirect calls).
-    #[arg(long, default_value_t = crate::sandbox::DEFAULT_TABLE_ELEMENTS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000_000))]
+    #[arg(long, default_value_t = wasmq::sandbox::DEFAULT_TABLE_ELEMENTS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000_000))]
     pub table_elements: usize,
     /// Fixed clocks and seeded randomness, so that a run can be reproduced.
     #[arg(long)]
@@ -319,8 +319,8 @@ pub struct SandboxLimitArgs {
 }
 
 impl SandboxLimitArgs {
-    pub fn limits(&self) -> crate::sandbox::Limits {
-        crate::sandbox::Limits {
+    pub fn limits(&self) -> wasmq::sandbox::Limits {
+        wasmq::sandbox::Limits {
             timeout: self.timeout,
             memory: self.memory,
             stdout: self.stdout_limit.min(usize::MAX as u64) as usize,
@@ -333,7 +333,7 @@ impl SandboxLimitArgs {
 
     /// Table slots of the pooling allocator: room for the largest table a task may have.
     pub fn max_table_elements(&self) -> usize {
-        self.table_elements.max(crate::sandbox::DEFAULT_MAX_TABLE_ELEMENTS)
+        self.table_elements.max(wasmq::sandbox::DEFAULT_MAX_TABLE_ELEMENTS)
     }
 }
 
@@ -342,7 +342,7 @@ pub mod value {
     use std::time::{Duration, SystemTime};
 
     pub fn duration(s: &str) -> Result<Duration, String> {
-        crate::parse::duration(s).map_err(|e| e.to_string())
+        wasmq::parse::duration(s).map_err(|e| e.to_string())
     }
 
     pub fn positive_duration(s: &str) -> Result<Duration, String> {
@@ -354,7 +354,7 @@ pub mod value {
     }
 
     pub fn size(s: &str) -> Result<u64, String> {
-        crate::parse::size(s).map_err(|e| e.to_string())
+        wasmq::parse::size(s).map_err(|e| e.to_string())
     }
 
     /// A guest stack size between 16 KiB and 256 MiB.
@@ -367,19 +367,19 @@ pub mod value {
     }
 
     pub fn time(s: &str) -> Result<SystemTime, String> {
-        crate::parse::time(s).map_err(|e| e.to_string())
+        wasmq::parse::time(s).map_err(|e| e.to_string())
     }
 
     pub fn priority(s: &str) -> Result<i64, String> {
-        crate::parse::priority(s).map_err(|e| e.to_string())
+        wasmq::parse::priority(s).map_err(|e| e.to_string())
     }
 
-    pub fn queue(s: &str) -> Result<crate::parse::QueueName, String> {
-        crate::parse::QueueName::new(s).map_err(|e| e.to_string())
+    pub fn queue(s: &str) -> Result<wasmq::parse::QueueName, String> {
+        wasmq::parse::QueueName::new(s).map_err(|e| e.to_string())
     }
 
-    pub fn task_id(s: &str) -> Result<crate::parse::TaskId, String> {
-        crate::parse::TaskId::parse(s).map_err(|e| e.to_string())
+    pub fn task_id(s: &str) -> Result<wasmq::parse::TaskId, String> {
+        wasmq::parse::TaskId::parse(s).map_err(|e| e.to_string())
     }
 }
 

@@ -1,0 +1,6 @@
+//! What the demo, the benchmarks and the tests share, and the wasmq library does not need:
+//! throwaway `redis-server` processes on free loopback ports ([`redis_server`]) and builds of the
+//! example tasks of this repository ([`examples`]).
+
+pub mod examples;
+pub mod redis_server;
