@@ -11,11 +11,11 @@ use clap::Args;
 use super::table::Table;
 use super::{Global, Outcome, exit};
 use wasmq::client::{Client, EnqueueOptions};
-use wasmq_testkit::examples::{self, WasmTarget};
-use wasmq::parse::{QueueName, TaskId};
+use wasmq::queue::TaskState;
+use wasmq::queue::{QueueName, TaskId};
 use wasmq::sandbox::{Sandbox, SandboxConfig};
-use wasmq::task::TaskState;
 use wasmq::worker::{QueueWeight, WorkerConfig};
+use wasmq_testkit::examples::{self, WasmTarget};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -108,7 +108,7 @@ pub async fn run(g: &Global, a: DemoArgs) -> Outcome {
         sandbox: SandboxConfig { max_concurrency: a.concurrency.max(1), ..SandboxConfig::default() },
         ..WorkerConfig::default()
     };
-    let report = wasmq::worker::run(g.redis()?, g.keys()?, config, std::future::pending()).await?;
+    let report = wasmq::worker::run(g.redis()?, g.db()?, config, std::future::pending()).await?;
 
     print_results(&client, &tasks).await?;
     let stats = client.stats(&queue).await?;
@@ -131,7 +131,7 @@ pub async fn run(g: &Global, a: DemoArgs) -> Outcome {
 /// Deletes the keys of an earlier demo run (only keys under the demo's own prefix).
 async fn clear_namespace(client: &Client) -> anyhow::Result<()> {
     let mut conn = client.conn();
-    let pattern = format!("{}:*", client.keys().prefix());
+    let pattern = format!("{}:*", client.db().keys().prefix());
     let mut cursor: u64 = 0;
     // Bounded: a demo namespace holds a few dozen keys.
     for _ in 0..10_000 {

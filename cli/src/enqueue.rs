@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::{Global, Outcome, exit, value};
 use wasmq::client::{ClientError, EnqueueOptions};
-use wasmq::parse::QueueName;
+use wasmq::queue::QueueName;
 
 #[derive(Debug, Args)]
 pub struct EnqueueArgs {
@@ -71,9 +71,11 @@ fn read_limited(mut r: impl Read, max: u64, what: &str) -> anyhow::Result<Vec<u8
     Ok(buf)
 }
 
-/// Splits a JSON-lines file into inputs, checking that every non-blank line is JSON.
-pub fn json_lines(text: &[u8], source: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+/// Splits a JSON-lines file into inputs, checking that every non-blank line is JSON; with each
+/// input, its line index (0-based) in the file.
+fn json_lines(text: &[u8], source: &str) -> anyhow::Result<(Vec<Vec<u8>>, Vec<usize>)> {
     let mut out = Vec::new();
+    let mut lines = Vec::new();
     for (i, line) in text.split(|b| *b == b'\n').enumerate() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(|b| b.is_ascii_whitespace()) {
@@ -83,11 +85,18 @@ pub fn json_lines(text: &[u8], source: &str) -> anyhow::Result<Vec<Vec<u8>>> {
             anyhow::bail!("{source} line {}: not valid JSON ({e}); nothing was enqueued", i + 1);
         }
         out.push(line.to_vec());
+        lines.push(i);
     }
     if out.is_empty() {
         anyhow::bail!("{source} holds no input lines; nothing was enqueued");
     }
-    Ok(out)
+    Ok((out, lines))
+}
+
+/// Ranges of input positions as ranges of the file's line indices (blank lines between inputs of
+/// one range are inside it: they were never inputs).
+fn line_ranges(lines: &[usize], inputs: &[std::ops::Range<usize>]) -> Vec<std::ops::Range<usize>> {
+    inputs.iter().filter(|r| !r.is_empty()).map(|r| lines[r.start]..lines[r.end - 1] + 1).collect()
 }
 
 pub async fn run(g: &Global, a: EnqueueArgs) -> Outcome {
@@ -98,7 +107,8 @@ pub async fn run(g: &Global, a: EnqueueArgs) -> Outcome {
         timeout: a.limits.timeout,
         memory: a.limits.memory,
         fuel: a.limits.fuel,
-        due: a.at.or_else(|| a.delay.map(|d| SystemTime::now() + d)),
+        at: a.at,
+        delay: a.delay,
         unique_key: a.unique_key.clone(),
         unique_for: a.unique_for,
         estimate: a.estimate,
@@ -131,15 +141,21 @@ pub async fn run(g: &Global, a: EnqueueArgs) -> Outcome {
     };
     let mut client = g.client().await?;
     client.set_max_input_size(a.max_input_size);
-    if let Some(inputs) = bulk {
+    if let Some((inputs, lines)) = bulk {
         let ids = match client.enqueue_bulk(&a.module, &inputs, &options).await {
             Ok(ids) => ids.into_iter().map(|e| e.id).collect::<Vec<_>>(),
             Err(ClientError::NotDurable { enqueued, reason }) => return not_durable(&enqueued, &reason),
-            Err(ClientError::Partial { enqueued, source }) => {
-                // The ids of what did get queued go to stdout as usual, so that nothing is
-                // enqueued twice by a rerun of the whole file.
+            Err(ClientError::Partial { enqueued, missing, source }) => {
+                // Exactly what did get queued goes to stdout, in input order, and the input lines
+                // that did not are named, so that a rerun of just those lines enqueues nothing
+                // twice.
                 print_ids(&enqueued)?;
-                eprintln!("error: the bulk enqueue failed after {} task(s) (their ids are on stdout): {source}", enqueued.len());
+                eprintln!(
+                    "error: {} task(s) enqueued (ids on stdout); input lines {} were not enqueued: {}",
+                    enqueued.len(),
+                    wasmq::client::ranges(&line_ranges(&lines, &missing)),
+                    crate::one_line_error(&source)
+                );
                 return Ok(exit::ERROR);
             }
             Err(e) => return Err(e.into()),
@@ -159,7 +175,7 @@ pub async fn run(g: &Global, a: EnqueueArgs) -> Outcome {
     Ok(exit::OK)
 }
 
-fn print_ids(ids: &[wasmq::parse::TaskId]) -> anyhow::Result<()> {
+fn print_ids(ids: &[wasmq::queue::TaskId]) -> anyhow::Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     for id in ids {
@@ -169,7 +185,7 @@ fn print_ids(ids: &[wasmq::parse::TaskId]) -> anyhow::Result<()> {
 }
 
 /// The tasks are queued (their ids go to stdout as usual), but the command fails.
-fn not_durable(ids: &[wasmq::parse::TaskId], reason: &str) -> Outcome {
+fn not_durable(ids: &[wasmq::queue::TaskId], reason: &str) -> Outcome {
     print_ids(ids)?;
     eprintln!("error: enqueued but not confirmed durable: {reason}");
     Ok(exit::ERROR)
@@ -181,7 +197,9 @@ mod tests {
 
     #[test]
     fn json_lines_checks_every_line() {
-        let ok = json_lines(b"{\"a\":1}\n\n  \n[2]\r\n\"x\"", "f").unwrap();
+        let (ok, lines) = json_lines(b"{\"a\":1}\n\n  \n[2]\r\n\"x\"", "f").unwrap();
+        assert_eq!(lines, [0, 3, 4]);
+        assert_eq!(wasmq::client::ranges(&line_ranges(&lines, &[1..3, 0..1])), "4-5, 1");
         assert_eq!(ok, vec![b"{\"a\":1}".to_vec(), b"[2]".to_vec(), b"\"x\"".to_vec()]);
         let err = json_lines(b"{\"a\":1}\n{oops\n", "f").unwrap_err().to_string();
         assert!(err.contains("line 2"), "{err}");
@@ -191,7 +209,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn json_lines_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
-            if let Ok(lines) = json_lines(&bytes, "f") {
+            if let Ok((lines, _)) = json_lines(&bytes, "f") {
                 for l in lines {
                     proptest::prop_assert!(serde_json::from_slice::<serde::de::IgnoredAny>(&l).is_ok());
                 }

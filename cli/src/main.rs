@@ -102,17 +102,17 @@ impl Global {
         Ok(Redis::open(self.redis_options())?)
     }
 
-    pub fn keys(&self) -> anyhow::Result<wasmq::keys::Keys> {
+    pub fn db(&self) -> anyhow::Result<wasmq::queue::Db> {
         if self.prefix.is_empty() || self.prefix.contains(['{', '}', ' ', '*', '?', '[', ']']) {
             anyhow::bail!("invalid --prefix {:?}: use letters, digits, ':', '-', '_' or '.'", self.prefix);
         }
-        Ok(wasmq::keys::Keys::new(&self.prefix))
+        Ok(wasmq::queue::Db::new(&self.prefix))
     }
 
     pub async fn client(&self) -> anyhow::Result<Client> {
         let redis = self.redis()?;
         let conn = redis.connect().await?;
-        Ok(Client::with_conn(redis, conn, self.keys()?))
+        Ok(Client::with_conn(redis, conn, self.db()?))
     }
 }
 
@@ -238,8 +238,17 @@ fn main() -> ExitCode {
 
 /// `outer: inner: innermost`, skipping causes whose text the outer message already contains.
 fn one_line(e: &anyhow::Error) -> String {
+    one_line_chain(e.chain())
+}
+
+/// An error and its causes on one line.
+pub(crate) fn one_line_error(e: &(dyn std::error::Error + 'static)) -> String {
+    one_line_chain(anyhow::Chain::new(e))
+}
+
+fn one_line_chain<'a>(chain: impl Iterator<Item = &'a (dyn std::error::Error + 'static)>) -> String {
     let mut out = String::new();
-    for cause in e.chain() {
+    for cause in chain {
         let s = cause.to_string();
         if out.contains(&s) {
             continue;
@@ -374,12 +383,12 @@ pub mod value {
         wasmq::parse::priority(s).map_err(|e| e.to_string())
     }
 
-    pub fn queue(s: &str) -> Result<wasmq::parse::QueueName, String> {
-        wasmq::parse::QueueName::new(s).map_err(|e| e.to_string())
+    pub fn queue(s: &str) -> Result<wasmq::queue::QueueName, String> {
+        wasmq::queue::QueueName::new(s).map_err(|e| e.to_string())
     }
 
-    pub fn task_id(s: &str) -> Result<wasmq::parse::TaskId, String> {
-        wasmq::parse::TaskId::parse(s).map_err(|e| e.to_string())
+    pub fn task_id(s: &str) -> Result<wasmq::queue::TaskId, String> {
+        wasmq::queue::TaskId::parse(s).map_err(|e| e.to_string())
     }
 }
 

@@ -90,7 +90,7 @@ async fn push(g: &Global, a: PushArgs) -> Outcome {
     .await?;
     let (kind, binary) = kind.with_context(|| format!("{} was not pushed", a.file.display()))?;
     let client = g.client().await?;
-    let store = ModuleStore::new(client.conn(), client.keys().clone(), a.max_module_size);
+    let store = ModuleStore::new(client.conn(), client.db().keys().clone(), a.max_module_size);
     let pushed = store.push(&binary, kind, name.as_deref()).await?;
     let what = if pushed.stored { "stored" } else { "already stored" };
     match &pushed.name {

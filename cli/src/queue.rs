@@ -6,9 +6,8 @@ use clap::{Args, Subcommand};
 
 use super::table::Table;
 use super::{Global, Outcome, exit, value};
-use wasmq::client::{Policy, WsjfSettings};
-use wasmq::parse::{self, QueueName, TaskId};
-use wasmq::task::TaskState;
+use wasmq::parse;
+use wasmq::queue::{Policy, QueueName, TaskId, TaskState, WsjfSettings};
 
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {
@@ -31,7 +30,7 @@ pub enum QueueCommand {
         /// priority, wsjf or fifo.
         policy: Policy,
         /// wsjf: virtual waiting time per unit of expected run time / priority.
-        #[arg(long, default_value_t = 1000.0)]
+        #[arg(long, default_value_t = WsjfSettings::default().stretch)]
         stretch: f64,
         /// wsjf aging: no task is overtaken by tasks enqueued more than this long after it.
         #[arg(long, default_value = "10m", value_parser = value::duration)]
@@ -49,6 +48,29 @@ pub enum QueueCommand {
     Resume {
         #[arg(value_parser = value::queue)]
         queue: QueueName,
+    },
+    /// Show or set how long a queue keeps finished tasks, by age and by count (the newest N are
+    /// kept; 0 means no limit). Unset flags keep their current value (or the default). Enforced
+    /// as tasks finish and by every worker's reaper; workers' `--retention` applies only to
+    /// queues without these settings.
+    Retention {
+        #[arg(value_parser = value::queue)]
+        queue: QueueName,
+        #[arg(long, value_parser = value::duration)]
+        succeeded_age: Option<Duration>,
+        #[arg(long)]
+        succeeded_count: Option<u64>,
+        #[arg(long, value_parser = value::duration)]
+        dead_age: Option<Duration>,
+        #[arg(long)]
+        dead_count: Option<u64>,
+        #[arg(long, value_parser = value::duration)]
+        cancelled_age: Option<Duration>,
+        #[arg(long)]
+        cancelled_count: Option<u64>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -121,6 +143,9 @@ pub async fn run(g: &Global, c: QueueCommand) -> Outcome {
             } else {
                 print!("{}", t.render());
             }
+            if let Some(q) = queues.first() {
+                print_memory(&client, q).await?;
+            }
             Ok(exit::OK)
         }
         QueueCommand::List => {
@@ -135,17 +160,72 @@ pub async fn run(g: &Global, c: QueueCommand) -> Outcome {
             Ok(exit::OK)
         }
         QueueCommand::Pause { queue } => {
-            client.set_queue_meta(&queue, &[("paused", "1".into())]).await?;
+            client.set_paused(&queue, true).await?;
             println!("{queue} paused");
             Ok(exit::OK)
         }
         QueueCommand::Resume { queue } => {
-            client.set_queue_meta(&queue, &[("paused", "0".into())]).await?;
-            client.wake(&queue).await?;
+            client.set_paused(&queue, false).await?;
             println!("{queue} resumed");
             Ok(exit::OK)
         }
+        QueueCommand::Retention { queue, succeeded_age, succeeded_count, dead_age, dead_count, cancelled_age, cancelled_count, json } => {
+            let current = client.retention(&queue).await?;
+            let mut r = current.unwrap_or_default();
+            let changes = [
+                succeeded_age.is_some(),
+                succeeded_count.is_some(),
+                dead_age.is_some(),
+                dead_count.is_some(),
+                cancelled_age.is_some(),
+                cancelled_count.is_some(),
+            ];
+            r.succeeded_age = succeeded_age.unwrap_or(r.succeeded_age);
+            r.succeeded_count = succeeded_count.unwrap_or(r.succeeded_count);
+            r.dead_age = dead_age.unwrap_or(r.dead_age);
+            r.dead_count = dead_count.unwrap_or(r.dead_count);
+            r.cancelled_age = cancelled_age.unwrap_or(r.cancelled_age);
+            r.cancelled_count = cancelled_count.unwrap_or(r.cancelled_count);
+            let set = changes.iter().any(|c| *c);
+            if set {
+                client.set_retention(&queue, r).await?;
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+                return Ok(exit::OK);
+            }
+            let source = if set || current.is_some() { "queue settings" } else { "defaults: the queue has no settings; workers apply theirs" };
+            let age = |d: Duration| if d.is_zero() { "forever".to_string() } else { humantime::format_duration(d).to_string() };
+            let count = |n: u64| if n == 0 { "all".to_string() } else { n.to_string() };
+            let mut t = Table::new(&["STATE", "KEPT FOR", "KEPT AT MOST"]);
+            t.row(vec!["succeeded".into(), age(r.succeeded_age), count(r.succeeded_count)]);
+            t.row(vec!["dead".into(), age(r.dead_age), count(r.dead_count)]);
+            t.row(vec!["cancelled".into(), age(r.cancelled_age), count(r.cancelled_count)]);
+            println!("{queue} ({source})");
+            print!("{}", t.render());
+            Ok(exit::OK)
+        }
     }
+}
+
+/// Share of `maxmemory` from which `queue stats` warns.
+const MEMORY_WARNING: f64 = 0.9;
+
+/// Redis memory against its cap, with a warning near it: a full Redis refuses every enqueue.
+async fn print_memory(client: &wasmq::client::Client, q: &QueueName) -> anyhow::Result<()> {
+    let (used, max) = client.memory(q).await?;
+    if max == 0 {
+        println!("Redis memory: {} (no maxmemory)", parse::format_size(used));
+        return Ok(());
+    }
+    let share = used as f64 / max as f64;
+    println!("Redis memory: {} of maxmemory {} ({:.0}%)", parse::format_size(used), parse::format_size(max), share * 100.0);
+    if share >= MEMORY_WARNING {
+        eprintln!(
+            "warning: Redis is near its maxmemory; enqueues fail once it is reached. Free memory (`wasmq purge`, a lower `wasmq queue retention`) or raise maxmemory"
+        );
+    }
+    Ok(())
 }
 
 pub async fn dead(g: &Global, c: DeadCommand) -> Outcome {
@@ -169,29 +249,33 @@ pub async fn dead(g: &Global, c: DeadCommand) -> Outcome {
             Ok(exit::OK)
         }
         DeadCommand::Retry { ids, all, queue } => {
-            let retried = if all {
-                client.retry_dead(&queue, None).await?
+            let mut outcome = wasmq::client::RetryOutcome::default();
+            if all {
+                outcome = client.retry_dead(&queue, None).await?;
             } else {
-                let mut retried = Vec::new();
                 let mut by_queue: std::collections::BTreeMap<QueueName, Vec<u64>> = Default::default();
                 for id in &ids {
                     by_queue.entry(id.queue.clone()).or_default().push(id.seq);
                 }
                 for (q, seqs) in by_queue {
-                    retried.extend(client.retry_dead(&q, Some(&seqs)).await?);
+                    let o = client.retry_dead(&q, Some(&seqs)).await?;
+                    outcome.retried.extend(o.retried);
+                    outcome.blocked.extend(o.blocked);
+                    outcome.not_dead.extend(o.not_dead);
                 }
-                for id in &ids {
-                    if !retried.contains(id) {
-                        eprintln!("{id} is not dead; skipped");
-                    }
+                for id in &outcome.not_dead {
+                    eprintln!("{id} is not dead; skipped");
                 }
-                retried
-            };
-            for id in &retried {
+            }
+            for id in &outcome.blocked {
+                eprintln!("{id} stays dead: another unfinished task holds its unique key");
+            }
+            for id in &outcome.retried {
                 println!("{id}");
             }
-            eprintln!("{} task(s) requeued", retried.len());
-            Ok(if !all && retried.len() < ids.len() { exit::ERROR } else { exit::OK })
+            eprintln!("{} task(s) requeued", outcome.retried.len());
+            let missed = !outcome.blocked.is_empty() || (!all && outcome.retried.len() < ids.len());
+            Ok(if missed { exit::ERROR } else { exit::OK })
         }
     }
 }

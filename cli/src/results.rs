@@ -6,9 +6,10 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{Global, Outcome, exit, value};
-use wasmq::client::CancelOutcome;
-use wasmq::parse::{self, TaskId};
-use wasmq::task::{TaskRecord, TaskState};
+use wasmq::parse;
+use wasmq::queue::CancelOutcome;
+use wasmq::queue::TaskId;
+use wasmq::queue::{TaskRecord, TaskState};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -78,7 +79,7 @@ fn describe(r: &TaskRecord) -> String {
     if let Some(d) = r.due_ms {
         line("due", parse::format_ms(d));
     }
-    if let Some(t) = r.claimed_ms.filter(|_| r.started_ms.is_none() && r.state == wasmq::task::TaskState::Active) {
+    if let Some(t) = r.claimed_ms.filter(|_| r.started_ms.is_none() && r.state == wasmq::queue::task::TaskState::Active) {
         line("claimed", format!("{} (waiting for a run slot)", parse::format_ms(t)));
     }
     if let Some(t) = r.started_ms {
@@ -135,7 +136,7 @@ pub async fn result(g: &Global, a: ResultArgs) -> Outcome {
     match r.state {
         TaskState::Succeeded => {
             let mut out = std::io::stdout().lock();
-            out.write_all(r.output.as_deref().unwrap_or_default())?;
+            out.write_all(r.output_raw.as_deref().unwrap_or_default())?;
             out.flush()?;
         }
         TaskState::Dead => eprintln!(

@@ -7,7 +7,8 @@ use clap::{Args, Subcommand};
 
 use super::table::Table;
 use super::{Global, Outcome, exit, value};
-use wasmq::parse::{self, QueueName};
+use wasmq::parse;
+use wasmq::queue::QueueName;
 use wasmq::schedule::{self, Missed, Schedule};
 
 #[derive(Debug, Subcommand)]
@@ -84,7 +85,7 @@ pub async fn run(g: &Global, c: ScheduleCommand) -> Outcome {
                 missed: a.missed,
                 created_ms: 0,
             };
-            let next = schedule::add(&mut conn, client.keys(), s).await?;
+            let next = schedule::add(&mut conn, client.db(), s).await?;
             println!("{} on {}: next run {}", a.name, a.queue, parse::format_ms(next));
             Ok(exit::OK)
         }
@@ -95,7 +96,7 @@ pub async fn run(g: &Global, c: ScheduleCommand) -> Outcome {
             };
             let mut all = Vec::new();
             for q in &queues {
-                all.extend(schedule::list(&mut conn, client.keys(), q).await?);
+                all.extend(schedule::list(&mut conn, client.db(), q).await?);
             }
             if json {
                 println!("{}", serde_json::to_string_pretty(&all)?);
@@ -121,7 +122,7 @@ pub async fn run(g: &Global, c: ScheduleCommand) -> Outcome {
             Ok(exit::OK)
         }
         ScheduleCommand::Rm { name, queue } => {
-            schedule::remove(&mut conn, client.keys(), &queue, &name).await?;
+            schedule::remove(&mut conn, client.db(), &queue, &name).await?;
             println!("{name} removed from {queue}");
             Ok(exit::OK)
         }

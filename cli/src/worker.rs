@@ -6,8 +6,9 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{Global, Outcome, exit, value};
+use wasmq::queue::{MAX_ATTEMPTS, Retention};
 use wasmq::sandbox::SandboxConfig;
-use wasmq::worker::{QueueWeight, WorkerConfig};
+use wasmq::worker::{DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_STALLS, DEFAULT_PREFETCH_BYTES, MAX_CONCURRENCY, MAX_PREFETCH, QueueWeight, WorkerConfig};
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
@@ -23,23 +24,29 @@ pub struct WorkerArgs {
     pub concurrency: Option<usize>,
     /// Tasks claimed ahead of free run slots (default: adaptive, about 5 ms of work per slot,
     /// 1 to 1000; 0 claims only when a slot is free).
-    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=MAX_PREFETCH as u64))]
     pub prefetch: Option<u64>,
+    /// Most input bytes of the tasks held at once (running and prefetched); one task is always
+    /// taken, whatever its size.
+    #[arg(long, default_value_t = DEFAULT_PREFETCH_BYTES, value_parser = value::size)]
+    pub prefetch_bytes: u64,
     /// Lease of a claimed task; extended every second while the worker lives.
     #[arg(long, default_value = "30s", value_parser = value::positive_duration)]
     pub lease: Duration,
     /// How often expired leases of other workers are looked for.
     #[arg(long, default_value = "5s", value_parser = value::positive_duration)]
     pub reap_interval: Duration,
-    /// How long finished tasks are kept.
-    #[arg(long, default_value = "7days", value_parser = value::positive_duration)]
-    pub retention: Duration,
+    /// Deprecated: how long finished tasks are kept in queues without retention settings of
+    /// their own. Set it per queue with `wasmq queue retention` instead (default: 7 days, and at
+    /// most 100000 tasks per state).
+    #[arg(long, value_parser = value::positive_duration)]
+    pub retention: Option<Duration>,
     /// Attempts of tasks that did not set their own.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, default_value_t = DEFAULT_MAX_ATTEMPTS, value_parser = clap::value_parser!(u32).range(1..=MAX_ATTEMPTS as i64))]
     pub max_attempts: u32,
     /// Leases that may expire before a task was ever seen running (its worker died while it
     /// waited, or a claim reply was lost) before the task is dead. Not counted as attempts.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, default_value_t = DEFAULT_MAX_STALLS, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_stalls: u32,
     /// First retry delay; doubles with each attempt (with jitter).
     #[arg(long, default_value = "1s", value_parser = value::duration)]
@@ -85,35 +92,24 @@ pub struct WorkerArgs {
 impl WorkerArgs {
     pub fn config(&self) -> anyhow::Result<WorkerConfig> {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        let concurrency = self.concurrency.unwrap_or(cores);
-        if concurrency == 0 || concurrency > 4096 {
-            anyhow::bail!("--concurrency must be between 1 and 4096");
-        }
-        if self.limits.memory > self.max_memory {
-            anyhow::bail!("--memory ({}) is larger than --max-memory ({})", self.limits.memory, self.max_memory);
-        }
-        if self.lease < Duration::from_secs(2) {
-            anyhow::bail!("--lease must be at least 2s (leases are extended every second)");
-        }
+        let concurrency = self.concurrency.unwrap_or(cores).min(MAX_CONCURRENCY + 1);
         let mut queues = self.queue.clone();
         if queues.is_empty() {
             queues.push("default".parse().map_err(anyhow::Error::msg)?);
         }
-        let mut seen = std::collections::HashSet::new();
-        for q in &queues {
-            if !seen.insert(q.queue.clone()) {
-                anyhow::bail!("queue {} is given twice", q.queue);
-            }
+        if self.retention.is_some() {
+            tracing::warn!("--retention is deprecated: set retention per queue with `wasmq queue retention`; it applies only to queues without settings");
         }
-        Ok(WorkerConfig {
+        let config = WorkerConfig {
             queues,
             strict: self.strict,
             concurrency,
             prefetch: self.prefetch.map(|p| p as usize),
+            prefetch_bytes: self.prefetch_bytes,
             lease: self.lease,
             heartbeat: Duration::from_secs(1).min(self.lease / 3),
             reap_interval: self.reap_interval,
-            retention: self.retention,
+            retention: self.retention.map_or_else(Retention::default, Retention::with_age),
             max_attempts: self.max_attempts,
             max_stalls: self.max_stalls,
             backoff_base: self.backoff_base,
@@ -134,7 +130,9 @@ impl WorkerArgs {
             grace: self.grace,
             exit_when_idle: self.exit_when_idle,
             worker_id: self.id.clone().unwrap_or_else(wasmq::worker::default_worker_id),
-        })
+        };
+        config.validate().map_err(anyhow::Error::msg)?;
+        Ok(config)
     }
 }
 
@@ -159,7 +157,7 @@ pub async fn shutdown_signal() {
 pub async fn run(g: &Global, a: WorkerArgs) -> Outcome {
     let config = a.config()?;
     let redis = g.redis()?;
-    let report = wasmq::worker::run(redis, g.keys()?, config, shutdown_signal()).await?;
+    let report = wasmq::worker::run(redis, g.db()?, config, shutdown_signal()).await?;
     tracing::debug!(?report, "done");
     Ok(exit::OK)
 }

@@ -13,17 +13,18 @@
 //! ```
 
 use std::collections::HashSet;
+use std::ops::Range;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use redis::AsyncCommands;
-
 use crate::conn::{Conn, ConnError, Redis, RedisOptions};
-use crate::keys::Keys;
-use crate::parse::{self, ParseError, QueueName, TaskId};
-use crate::scripts;
+use crate::parse::{self, ParseError};
+use crate::queue::task::field;
+use crate::queue::{
+    CancelOutcome, Db, Due, MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, NewTask, NewTasks, Policy, QueueError, QueueName, QueueStats, Retention, RetrySelection,
+    TaskId, TaskRecord, TaskState, WaitRegistration, WsjfSettings,
+};
 use crate::store::{DEFAULT_MAX_MODULE_SIZE, ModuleStore, StoreError};
-use crate::task::{Fields, TaskDataError, TaskRecord, TaskState, field};
 
 /// What went wrong in a client call.
 #[derive(Debug, thiserror::Error)]
@@ -37,17 +38,36 @@ pub enum ClientError {
     #[error("input is {size} bytes, more than the limit of {max} bytes (--max-input-size)")]
     InputTooLarge { size: u64, max: u64 },
     #[error("task {id}: {source}")]
-    TaskData { id: String, source: TaskDataError },
+    TaskData { id: String, source: crate::queue::task::TaskDataError },
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// Redis refused a write because it reached its `maxmemory`.
+    #[error(
+        "Redis is out of memory (maxmemory reached): nothing more can be enqueued until memory is freed (finished tasks purged or retention lowered: `wasmq queue retention`, `wasmq purge`) or maxmemory raised"
+    )]
+    OutOfMemory,
     #[error("{0}")]
     Invalid(String),
     /// The tasks were enqueued, but their durability could not be confirmed.
     #[error("{} task(s) enqueued ({}) but not confirmed durable: {reason}", enqueued.len(), first_ids(enqueued))]
     NotDurable { enqueued: Vec<TaskId>, reason: String },
     #[error("Redis error: {0}")]
-    Redis(#[from] redis::RedisError),
-    /// A bulk enqueue failed part-way: these tasks were enqueued before it did.
-    #[error("{} task(s) enqueued ({}) before the bulk enqueue failed: {source}", enqueued.len(), first_ids(enqueued))]
-    Partial { enqueued: Vec<TaskId>, source: Box<ClientError> },
+    Redis(redis::RedisError),
+    /// A bulk enqueue failed part-way. `enqueued` are the ids of every task that was queued, in
+    /// input order; `missing` the ranges of input positions (0-based) that were not.
+    #[error("{} task(s) enqueued, inputs {} not enqueued: {source}", enqueued.len(), ranges(missing))]
+    Partial { enqueued: Vec<TaskId>, missing: Vec<Range<usize>>, source: Box<ClientError> },
+}
+
+impl From<redis::RedisError> for ClientError {
+    fn from(e: redis::RedisError) -> Self {
+        if e.code() == Some("OOM") { Self::OutOfMemory } else { Self::Redis(e) }
+    }
+}
+
+/// `1-1000, 3001-4000` (1-based, inclusive: what an input file's line numbers are).
+pub fn ranges(r: &[Range<usize>]) -> String {
+    r.iter().map(|r| if r.len() == 1 { format!("{}", r.start + 1) } else { format!("{}-{}", r.start + 1, r.end) }).collect::<Vec<_>>().join(", ")
 }
 
 /// Options of one enqueue; `Default` is a task on queue `default`, priority 0, due at once, with
@@ -60,8 +80,10 @@ pub struct EnqueueOptions {
     pub timeout: Option<Duration>,
     pub memory: Option<u64>,
     pub fuel: Option<u64>,
-    /// When the task becomes ready (None: at once).
-    pub due: Option<SystemTime>,
+    /// Not ready before this time (None: at once)...
+    pub at: Option<SystemTime>,
+    /// ...nor before this long after it is enqueued (by the Redis server's clock).
+    pub delay: Option<Duration>,
     pub unique_key: Option<String>,
     pub unique_for: Option<Duration>,
     /// The expected run time, for the `wsjf` policy (overrides the learned mean).
@@ -81,7 +103,8 @@ impl Default for EnqueueOptions {
             timeout: None,
             memory: None,
             fuel: None,
-            due: None,
+            at: None,
+            delay: None,
             unique_key: None,
             unique_for: None,
             estimate: None,
@@ -99,92 +122,7 @@ pub struct Enqueued {
     pub new: bool,
 }
 
-/// Counts of one queue.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct QueueStats {
-    pub queue: String,
-    pub pending: u64,
-    pub delayed: u64,
-    pub active: u64,
-    pub succeeded: u64,
-    pub dead: u64,
-    pub cancelled: u64,
-    pub paused: bool,
-    pub policy: String,
-    /// Cumulative counters since the queue was created.
-    pub enqueued_total: u64,
-    pub succeeded_total: u64,
-    pub dead_total: u64,
-    pub cancelled_total: u64,
-    pub retried_total: u64,
-    pub requeued_total: u64,
-}
-
-/// How a queue orders its pending tasks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Policy {
-    /// Higher priority first, FIFO within a priority (the default).
-    Priority,
-    /// Weighted shortest job first (expected run time / priority), with aging.
-    Wsjf,
-    /// Enqueue order; priorities ignored.
-    Fifo,
-}
-
-impl std::str::FromStr for Policy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "priority" => Ok(Self::Priority),
-            "wsjf" => Ok(Self::Wsjf),
-            "fifo" => Ok(Self::Fifo),
-            _ => Err(format!("unknown policy {s:?}: use priority, wsjf or fifo")),
-        }
-    }
-}
-
-impl Policy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Priority => "priority",
-            Self::Wsjf => "wsjf",
-            Self::Fifo => "fifo",
-        }
-    }
-}
-
-/// Settings of the wsjf policy (see docs/scheduling.md).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct WsjfSettings {
-    /// Virtual waiting time per unit of expected run time / weight: how strongly shorter and
-    /// weightier tasks are preferred over earlier ones.
-    pub stretch: f64,
-    /// Aging: no task is overtaken by tasks enqueued more than this long after it.
-    pub max_wait: Duration,
-    /// Expected run time of a module not seen yet (and without --estimate).
-    pub default_estimate: Duration,
-}
-
-impl Default for WsjfSettings {
-    fn default() -> Self {
-        Self { stretch: 1000.0, max_wait: Duration::from_secs(600), default_estimate: Duration::from_millis(100) }
-    }
-}
-
-/// What `cancel` did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CancelOutcome {
-    /// Removed from the queue and marked cancelled.
-    Cancelled,
-    /// Running: its worker was asked to stop it.
-    Requested,
-    /// Already finished in this state.
-    AlreadyFinished(TaskState),
-    Unknown,
-}
-
-fn first_ids(ids: &[TaskId]) -> String {
+pub(crate) fn first_ids(ids: &[TaskId]) -> String {
     let mut s: Vec<String> = ids.iter().take(3).map(|i| i.to_string()).collect();
     if ids.len() > 3 {
         s.push("...".into());
@@ -217,19 +155,34 @@ fn bulk_chunks(inputs: &[Vec<u8>]) -> Vec<&[Vec<u8>]> {
 
 /// Default largest task input accepted by `enqueue` (`--max-input-size`).
 pub const DEFAULT_MAX_INPUT_SIZE: u64 = 16 << 20;
-/// Default time finished tasks are kept (`--retention`).
-pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How a durable enqueue confirms its write, found once per client (see [`Client::enqueue`]).
+#[derive(Debug, Clone)]
+enum Durability {
+    /// The server fsyncs every write before replying (`appendfsync always`).
+    Fsynced,
+    /// `WAIT 1 <ms>` or `WAITAOF 1 0 <ms>` after the write, on the connection that wrote.
+    Wait(redis::Cmd),
+    /// Nothing can confirm it, and why.
+    Impossible(String),
+}
+
+/// How long a durable enqueue waits for its confirmation.
+const DURABLE_TIMEOUT_MS: u64 = 5000;
 
 /// A connection to a wasmq deployment.
 pub struct Client {
     redis: Redis,
     conn: Conn,
-    keys: Keys,
+    db: Db,
     store: ModuleStore,
     max_input_size: u64,
-    retention: Duration,
+    retention: Retention,
     registered: Mutex<HashSet<QueueName>>,
+    /// A connection of its own for `result --wait` (its BLPOP blocks it).
     blocking: tokio::sync::Mutex<Option<Conn>>,
+    /// A connection of its own for durable enqueues (their WAIT blocks it), and how they confirm.
+    durable: tokio::sync::Mutex<Option<(Conn, Durability)>>,
 }
 
 impl Client {
@@ -237,19 +190,20 @@ impl Client {
     pub async fn connect(options: RedisOptions, prefix: &str) -> Result<Self, ClientError> {
         let redis = Redis::open(options)?;
         let conn = redis.connect().await?;
-        Ok(Self::with_conn(redis, conn, Keys::new(prefix)))
+        Ok(Self::with_conn(redis, conn, Db::new(prefix)))
     }
 
-    pub fn with_conn(redis: Redis, conn: Conn, keys: Keys) -> Self {
+    pub fn with_conn(redis: Redis, conn: Conn, db: Db) -> Self {
         Self {
-            store: ModuleStore::new(conn.clone(), keys.clone(), DEFAULT_MAX_MODULE_SIZE),
+            store: ModuleStore::new(conn.clone(), db.keys().clone(), DEFAULT_MAX_MODULE_SIZE),
             redis,
             conn,
-            keys,
+            db,
             max_input_size: DEFAULT_MAX_INPUT_SIZE,
-            retention: DEFAULT_RETENTION,
+            retention: Retention::default(),
             registered: Mutex::new(HashSet::new()),
             blocking: tokio::sync::Mutex::new(None),
+            durable: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -258,11 +212,12 @@ impl Client {
     }
 
     pub fn set_max_module_size(&mut self, max: u64) {
-        self.store = ModuleStore::new(self.conn.clone(), self.keys.clone(), max);
+        self.store = ModuleStore::new(self.conn.clone(), self.db.keys().clone(), max);
     }
 
-    /// How long finished tasks are kept (used by cancel, which finishes tasks itself).
-    pub fn set_retention(&mut self, retention: Duration) {
+    /// The retention applied by cancels (which finish tasks themselves) in queues without
+    /// retention settings of their own.
+    pub fn set_default_retention(&mut self, retention: Retention) {
         self.retention = retention;
     }
 
@@ -270,8 +225,8 @@ impl Client {
         &self.store
     }
 
-    pub fn keys(&self) -> &Keys {
-        &self.keys
+    pub fn db(&self) -> &Db {
+        &self.db
     }
 
     pub fn conn(&self) -> Conn {
@@ -287,7 +242,7 @@ impl Client {
         if self.registered.lock().expect("lock").contains(q) {
             return Ok(());
         }
-        let _: () = self.conn.clone().sadd(self.keys.queues(), q.as_str()).await?;
+        self.db.register_queue(&mut self.conn.clone(), q).await?;
         self.registered.lock().expect("lock").insert(q.clone());
         Ok(())
     }
@@ -299,12 +254,9 @@ impl Client {
         Ok(())
     }
 
-    /// The task fields that options set (defaults are not stored).
-    fn option_fields(o: &EnqueueOptions, due: u64, now: u64) -> Vec<(&'static str, String)> {
-        let mut f = Vec::new();
-        if due > now {
-            f.push((field::DUE, due.to_string()));
-        }
+    /// The task fields that options set (defaults are not stored: a pending task stays small).
+    fn option_fields(o: &EnqueueOptions) -> Vec<(&'static str, Vec<u8>)> {
+        let mut f: Vec<(&'static str, String)> = Vec::new();
         if let Some(v) = o.max_attempts {
             f.push((field::MAX_ATTEMPTS, v.to_string()));
         }
@@ -323,50 +275,19 @@ impl Client {
         if o.deterministic {
             f.push((field::DETERMINISTIC, "1".into()));
         }
-        f
+        f.into_iter().map(|(k, v)| (k, v.into_bytes())).collect()
     }
 
-    /// One task for `enqueue.lua`.
-    fn invocation(&self, sha: &str, input: &[u8], o: &EnqueueOptions, now: u64) -> redis::ScriptInvocation<'static> {
-        let mut inv = scripts::invocation(&scripts::ENQUEUE, scripts::keys::enqueue(&self.keys.queue(&o.queue)));
-        let due = o.due.map(parse::unix_ms).unwrap_or(0);
-        inv.arg(self.keys.queue_base(&o.queue))
-            .arg(now)
-            .arg(due)
-            .arg(sha)
-            .arg(o.priority)
-            .arg(o.unique_key.as_deref().unwrap_or(""))
-            .arg(o.unique_for.map_or(0, |d| d.as_millis() as u64));
-        if !input.is_empty() {
-            inv.arg(field::INPUT).arg(input);
-        }
-        for (k, v) in Self::option_fields(o, due, now) {
-            inv.arg(k).arg(v);
-        }
-        inv
-    }
-
-    /// Many tasks with the same options for `enqueue_bulk.lua`.
-    fn bulk_invocation(&self, sha: &str, inputs: &[Vec<u8>], o: &EnqueueOptions, now: u64) -> redis::ScriptInvocation<'static> {
-        let mut inv = scripts::invocation(&scripts::ENQUEUE_BULK, scripts::keys::enqueue(&self.keys.queue(&o.queue)));
-        let due = o.due.map(parse::unix_ms).unwrap_or(0);
-        let shared = Self::option_fields(o, due, now);
-        inv.arg(self.keys.queue_base(&o.queue)).arg(now).arg(due).arg(sha).arg(o.priority).arg(shared.len());
-        for (k, v) in shared {
-            inv.arg(k).arg(v);
-        }
-        for input in inputs {
-            inv.arg(input.as_slice());
-        }
-        inv
+    fn due(o: &EnqueueOptions) -> Due {
+        Due { at_ms: o.at.map(parse::unix_ms).unwrap_or(0), delay: o.delay.unwrap_or_default() }
     }
 
     fn validate_options(o: &EnqueueOptions) -> Result<(), ClientError> {
-        if !(parse::MIN_PRIORITY..=parse::MAX_PRIORITY).contains(&o.priority) {
-            return Err(ClientError::Invalid(format!("priority {} is outside -1000000..=1000000", o.priority)));
+        if !(MIN_PRIORITY..=MAX_PRIORITY).contains(&o.priority) {
+            return Err(ClientError::Invalid(format!("priority {} is outside {MIN_PRIORITY}..={MAX_PRIORITY}", o.priority)));
         }
-        if o.max_attempts == Some(0) || o.max_attempts.is_some_and(|m| m > 1000) {
-            return Err(ClientError::Invalid("max attempts must be between 1 and 1000".into()));
+        if o.max_attempts == Some(0) || o.max_attempts.is_some_and(|m| m > MAX_ATTEMPTS) {
+            return Err(ClientError::Invalid(format!("max attempts must be between 1 and {MAX_ATTEMPTS}")));
         }
         if o.timeout == Some(Duration::ZERO) {
             return Err(ClientError::Invalid("timeout must be positive".into()));
@@ -379,26 +300,104 @@ impl Client {
         Ok(())
     }
 
-    /// Enqueues one task for a module given by name or hash.
+    /// Enqueues one task for a module given by name or hash. With `durable`, the write is
+    /// confirmed (fsynced or replicated) on the connection that made it, or the error says the
+    /// task was enqueued without that confirmation.
     pub async fn enqueue(&self, module: &str, input: &[u8], o: &EnqueueOptions) -> Result<Enqueued, ClientError> {
         Self::validate_options(o)?;
         self.check_input(input)?;
         let sha = self.store.resolve(module).await?;
         self.register_queue(&o.queue).await?;
-        let inv = self.invocation(&sha, input, o, parse::now_ms());
-        let (seq, new): (u64, i64) = inv.invoke_async(&mut self.conn.clone()).await?;
-        let id = TaskId::new(o.queue.clone(), seq);
-        if o.durable
-            && let Err(reason) = self.ensure_durable(&o.queue).await
-        {
+        let mut fields = Self::option_fields(o);
+        if !input.is_empty() {
+            fields.push((field::INPUT, input.to_vec()));
+        }
+        let task = NewTask { module: &sha, priority: o.priority, due: Self::due(o), unique_key: o.unique_key.as_deref(), unique_for: o.unique_for, fields };
+        let (reply, durable) = if o.durable {
+            let mut guard = self.durable_conn(&o.queue).await?;
+            let (conn, how) = guard.as_mut().expect("set by durable_conn");
+            let wait = match how {
+                Durability::Wait(cmd) => Some(cmd.clone()),
+                _ => None,
+            };
+            let (reply, waited) = self.db.enqueue_and_wait(conn, &o.queue, &task, wait.as_ref()).await?;
+            let durable = match (how, waited) {
+                (Durability::Fsynced, _) => Ok(()),
+                (Durability::Impossible(why), _) => Err(why.clone()),
+                (Durability::Wait(_), Some(Ok(n))) if n >= 1 => Ok(()),
+                (Durability::Wait(_), Some(Ok(_))) => Err(format!("no replica or AOF fsync acknowledged the write within {DURABLE_TIMEOUT_MS} ms")),
+                (Durability::Wait(_), Some(Err(e))) => Err(format!("the confirmation failed: {e}")),
+                (Durability::Wait(_), None) => Err("the confirmation was not sent".into()),
+            };
+            (reply, durable)
+        } else {
+            (self.db.enqueue(&mut self.conn.clone(), &o.queue, &task).await?, Ok(()))
+        };
+        let id = TaskId::new(o.queue.clone(), reply.seq);
+        if reply.new {
+            self.undo_if_module_removing(&sha, std::slice::from_ref(&id)).await?;
+        }
+        if let Err(reason) = durable {
             return Err(ClientError::NotDurable { enqueued: vec![id], reason });
         }
-        Ok(Enqueued { id, new: new == 1 })
+        Ok(Enqueued { id, new: reply.new })
+    }
+
+    /// After tasks of module `sha` were written: if `module rm` is removing the module, cancels
+    /// them and fails (see `ModuleStore::remove`).
+    async fn undo_if_module_removing(&self, sha: &str, ids: &[TaskId]) -> Result<(), ClientError> {
+        if !self.store.is_removing(sha).await? {
+            return Ok(());
+        }
+        for id in ids {
+            self.cancel(id).await?;
+        }
+        Err(StoreError::Removing(sha.to_string()).into())
+    }
+
+    /// The durable-enqueue connection, opened (and its way of confirming found) on first use.
+    async fn durable_conn(&self, q: &QueueName) -> Result<tokio::sync::MutexGuard<'_, Option<(Conn, Durability)>>, ClientError> {
+        let mut guard = self.durable.lock().await;
+        if guard.is_none() {
+            let mut conn = self.redis.connect_blocking().await?;
+            let how = self.durability(&mut conn, q).await;
+            *guard = Some((conn, how));
+        }
+        Ok(guard)
+    }
+
+    /// How writes to `q`'s node can be confirmed: `appendfsync always`; WAITAOF (Redis 7.2+,
+    /// with the AOF on); WAIT for a replica; or not at all.
+    async fn durability(&self, conn: &mut Conn, q: &QueueName) -> Durability {
+        let at = self.db.keys().queue(q).meta();
+        let cfg: Result<Vec<String>, _> = conn.query_at(&at, redis::cmd("CONFIG").arg("GET").arg("append*")).await;
+        let cfg = cfg.unwrap_or_default();
+        let get = |k: &str| cfg.chunks_exact(2).find(|p| p[0] == k).map(|p| p[1].as_str());
+        let aof = get("appendonly") == Some("yes");
+        if aof && get("appendfsync") == Some("always") {
+            return Durability::Fsynced;
+        }
+        let info: String = conn.query_at(&at, redis::cmd("INFO").arg("server").arg("replication")).await.unwrap_or_default();
+        let field = |name: &str| info.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+        let version: Vec<u32> = field("redis_version:").unwrap_or("0").split('.').filter_map(|p| p.parse().ok()).collect();
+        if aof && version.as_slice() >= [7, 2].as_slice() {
+            let mut c = redis::cmd("WAITAOF");
+            c.arg(1).arg(0).arg(DURABLE_TIMEOUT_MS);
+            return Durability::Wait(c);
+        }
+        if field("connected_slaves:").and_then(|n| n.parse::<u64>().ok()).unwrap_or(0) > 0 {
+            let mut c = redis::cmd("WAIT");
+            c.arg(1).arg(DURABLE_TIMEOUT_MS);
+            return Durability::Wait(c);
+        }
+        Durability::Impossible("no replica is connected, and the server neither runs with appendfsync always nor can confirm an AOF fsync (WAITAOF)".into())
     }
 
     /// Enqueues one task per input: one `enqueue_bulk.lua` call per chunk of up to 1000 tasks, four
     /// calls per round trip. Every input is checked before anything is written, so a bad input
-    /// enqueues nothing; a failure part-way is [`ClientError::Partial`], listing what was queued.
+    /// enqueues nothing. A failure part-way is [`ClientError::Partial`], which lists exactly the
+    /// tasks that were queued (in input order) and the inputs that were not; nothing more is sent
+    /// after a round trip with a failure.
     pub async fn enqueue_bulk(&self, module: &str, inputs: &[Vec<u8>], o: &EnqueueOptions) -> Result<Vec<Enqueued>, ClientError> {
         Self::validate_options(o)?;
         if o.unique_key.is_some() {
@@ -413,92 +412,79 @@ impl Client {
         }
         let sha = self.store.resolve(module).await?;
         self.register_queue(&o.queue).await?;
-        let mut conn = self.conn.clone();
-        // Pipelined EVALSHA does not reload a missing script by itself.
-        scripts::ENQUEUE_BULK.load_async(&mut conn).await?;
+        let tasks = NewTasks { module: &sha, priority: o.priority, due: Self::due(o), shared: Self::option_fields(o) };
+        let mut durable_guard = if o.durable { Some(self.durable_conn(&o.queue).await?) } else { None };
+        let mut shared_conn = self.conn.clone();
         let mut out = Vec::with_capacity(inputs.len());
-        // A few script calls per round trip, each adding up to BULK_CHUNK tasks. Should a round
-        // trip fail, the tasks of the earlier ones stay queued, and the error lists them.
-        for group in bulk_chunks(inputs).chunks(4) {
-            match self.enqueue_bulk_round(&mut conn, &sha, group, o).await {
-                Ok(ids) => out.extend(ids),
-                Err(e) if out.is_empty() => return Err(e),
-                Err(e) => return Err(ClientError::Partial { enqueued: out.into_iter().map(|e| e.id).collect(), source: Box::new(e) }),
+        let mut missing: Vec<Range<usize>> = Vec::new();
+        let mut first_error: Option<ClientError> = None;
+        let mut not_durable: Option<String> = None;
+        let chunks = bulk_chunks(inputs);
+        let mut start = 0;
+        for group in chunks.chunks(4) {
+            let group_len: usize = group.iter().map(|c| c.len()).sum();
+            if first_error.is_some() {
+                push_range(&mut missing, start..start + group_len);
+                start += group_len;
+                continue;
+            }
+            let (conn, wait) = match durable_guard.as_mut().and_then(|g| g.as_mut()) {
+                Some((conn, Durability::Wait(cmd))) => (conn, Some(cmd.clone())),
+                Some((conn, _)) => (conn, None),
+                None => (&mut shared_conn, None),
+            };
+            let round = self.db.enqueue_bulk_round(conn, &o.queue, &tasks, group, wait.as_ref()).await;
+            let (replies, waited) = match round {
+                Ok(r) => r,
+                Err(e) => {
+                    push_range(&mut missing, start..start + group_len);
+                    start += group_len;
+                    first_error = Some(e.into());
+                    continue;
+                }
+            };
+            for (reply, chunk) in replies.into_iter().zip(group) {
+                match reply {
+                    Ok(first) => out.extend((0..chunk.len() as u64).map(|i| Enqueued { id: TaskId::new(o.queue.clone(), first + i), new: true })),
+                    Err(e) => {
+                        push_range(&mut missing, start..start + chunk.len());
+                        first_error.get_or_insert(e.into());
+                    }
+                }
+                start += chunk.len();
+            }
+            if o.durable && not_durable.is_none() {
+                let how = durable_guard.as_ref().and_then(|g| g.as_ref()).map(|(_, h)| h.clone());
+                not_durable = match (how, waited) {
+                    (Some(Durability::Impossible(why)), _) => Some(why),
+                    (Some(Durability::Wait(_)), Some(Ok(n))) if n < 1 => {
+                        Some(format!("no replica or AOF fsync acknowledged the write within {DURABLE_TIMEOUT_MS} ms"))
+                    }
+                    (Some(Durability::Wait(_)), Some(Err(e))) => Some(format!("the confirmation failed: {e}")),
+                    _ => None,
+                };
             }
         }
-        if o.durable
-            && let Err(reason) = self.ensure_durable(&o.queue).await
-        {
-            return Err(ClientError::NotDurable { enqueued: out.into_iter().map(|e| e.id).collect(), reason });
+        drop(durable_guard);
+        let ids: Vec<TaskId> = out.iter().map(|e| e.id.clone()).collect();
+        if !ids.is_empty() {
+            self.undo_if_module_removing(&sha, &ids).await?;
+        }
+        if let Some(source) = first_error {
+            if out.is_empty() {
+                return Err(source);
+            }
+            return Err(ClientError::Partial { enqueued: ids, missing, source: Box::new(source) });
+        }
+        if let Some(reason) = not_durable {
+            return Err(ClientError::NotDurable { enqueued: ids, reason });
         }
         Ok(out)
-    }
-
-    /// One round trip of a bulk enqueue: one `enqueue_bulk.lua` call per chunk, pipelined.
-    async fn enqueue_bulk_round(&self, conn: &mut Conn, sha: &str, chunks: &[&[Vec<u8>]], o: &EnqueueOptions) -> Result<Vec<Enqueued>, ClientError> {
-        let now = parse::now_ms();
-        let mut pipe = redis::pipe();
-        for chunk in chunks {
-            pipe.invoke_script(&self.bulk_invocation(sha, chunk, o, now));
-        }
-        let firsts: Vec<u64> = match pipe.query_async(conn).await {
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                // The server lost its script cache (a restart) since the load: every call of this
-                // round trip was refused before running. Load and resend.
-                scripts::ENQUEUE_BULK.load_async(conn).await?;
-                pipe.query_async(conn).await?
-            }
-            r => r?,
-        };
-        let mut out = Vec::new();
-        for (first, chunk) in firsts.into_iter().zip(chunks) {
-            out.extend((0..chunk.len() as u64).map(|i| Enqueued { id: TaskId::new(o.queue.clone(), first + i), new: true }));
-        }
-        Ok(out)
-    }
-
-    /// Waits until the writes made so far on this connection are durable: fsynced to the AOF
-    /// (WAITAOF, Redis 7.2+) or acknowledged by at least one replica (WAIT), or written by a server
-    /// that fsyncs every write before replying (`appendfsync always`). Returns why not otherwise.
-    pub async fn ensure_durable(&self, queue: &QueueName) -> Result<(), String> {
-        let mut c = self.conn.clone();
-        // In a Cluster these go to the queue's shard, where the writes were made.
-        let at = self.keys.queue(queue).pending();
-        let timeout_ms = 5000;
-        let waitaof: Result<Vec<i64>, _> = c.query_at(&at, redis::cmd("WAITAOF").arg(1).arg(0).arg(timeout_ms)).await;
-        if let Ok(v) = &waitaof
-            && v.first().copied().unwrap_or(0) >= 1
-        {
-            return Ok(());
-        }
-        // WAIT with no replica connected would just sit out its timeout.
-        let info: Result<String, _> = c.query_at(&at, redis::cmd("INFO").arg("replication")).await;
-        let connected =
-            info.as_deref().ok().and_then(|i| i.lines().find_map(|l| l.strip_prefix("connected_slaves:")).and_then(|n| n.trim().parse::<i64>().ok()));
-        if connected.is_none_or(|n| n > 0) {
-            let replicas: i64 = c.query_at(&at, redis::cmd("WAIT").arg(1).arg(timeout_ms)).await.map_err(|e| e.to_string())?;
-            if replicas >= 1 {
-                return Ok(());
-            }
-        }
-        let cfg: Result<Vec<String>, _> = c.query_at(&at, redis::cmd("CONFIG").arg("GET").arg("append*")).await;
-        if let Ok(cfg) = cfg {
-            let get = |k: &str| cfg.chunks_exact(2).find(|p| p[0] == k).map(|p| p[1].clone());
-            if get("appendonly").as_deref() == Some("yes") && get("appendfsync").as_deref() == Some("always") {
-                return Ok(());
-            }
-        }
-        Err("no replica acknowledged the write (within 5 s), and the server neither confirmed an AOF fsync (WAITAOF) nor runs with appendfsync always".into())
-    }
-
-    async fn fields(&self, id: &TaskId) -> Result<Option<Fields>, ClientError> {
-        let flat: Vec<Vec<u8>> = self.conn.clone().hgetall(self.keys.task(id)).await?;
-        Ok((!flat.is_empty()).then(|| Fields::from_flat(flat)))
     }
 
     /// The task's spec, state and (once finished) result; None for an unknown id.
     pub async fn status(&self, id: &TaskId) -> Result<Option<TaskRecord>, ClientError> {
-        let Some(f) = self.fields(id).await? else { return Ok(None) };
+        let Some(f) = self.db.task_fields(&mut self.conn.clone(), id).await? else { return Ok(None) };
         let mut record = TaskRecord::from_fields(id, &f).map_err(|source| ClientError::TaskData { id: id.to_string(), source })?;
         record.module_names = self.store.names_of(&record.module).await?;
         Ok(Some(record))
@@ -507,148 +493,98 @@ impl Client {
     /// Waits up to `timeout` for the task to finish; returns its record (finished or not), or
     /// None for an unknown id. Waiting blocks on Redis (no polling loop faster than 1/s).
     pub async fn wait(&self, id: &TaskId, timeout: Duration) -> Result<Option<TaskRecord>, ClientError> {
-        let task_key = self.keys.task(id);
-        let reg: i64 = scripts::WAIT.key(&task_key).invoke_async(&mut self.conn.clone()).await?;
-        if reg == -1 {
-            return Ok(None);
+        match self.db.register_waiter(&mut self.conn.clone(), id).await? {
+            WaitRegistration::Unknown => return Ok(None),
+            WaitRegistration::Finished => return self.status(id).await,
+            WaitRegistration::Registered => {}
         }
-        if reg == 0 {
-            let deadline = tokio::time::Instant::now() + timeout;
-            let done_key = self.keys.queue(&id.queue).done(id.seq);
-            let mut blocking = self.blocking.lock().await;
-            loop {
-                let now = tokio::time::Instant::now();
-                if now >= deadline {
-                    break;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut blocking = self.blocking.lock().await;
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let wait = (deadline - now).min(Duration::from_secs(1));
+            if blocking.is_none() {
+                *blocking = Some(self.redis.connect_blocking().await?);
+            }
+            let conn = blocking.as_mut().expect("set above");
+            match tokio::time::timeout(wait + Duration::from_secs(2), self.db.wait_done(conn, id, wait)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    *blocking = None;
+                    return Err(e.into());
                 }
-                let wait = (deadline - now).min(Duration::from_secs(1));
-                if blocking.is_none() {
-                    *blocking = Some(self.redis.connect_blocking().await?);
-                }
-                let conn = blocking.as_mut().expect("set above");
-                let secs = (wait.as_secs_f64() * 1000.0).ceil() / 1000.0;
-                let popped = tokio::time::timeout(
-                    wait + Duration::from_secs(2),
-                    redis::cmd("BLPOP").arg(&done_key).arg(secs.max(0.01)).query_async::<Option<(String, String)>>(conn),
-                )
-                .await;
-                match popped {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => {
-                        *blocking = None;
-                        return Err(e.into());
-                    }
-                    Err(_) => *blocking = None,
-                }
-                let state: Option<String> = self.conn.clone().hget(&task_key, field::STATE).await?;
-                match state.as_deref().and_then(TaskState::parse) {
-                    None if state.is_none() => return Ok(None),
-                    Some(s) if s.is_finished() => break,
-                    _ => {}
-                }
+                Err(_) => *blocking = None,
+            }
+            let state = self.db.task_state(&mut self.conn.clone(), id).await?;
+            match state.as_deref().map(TaskState::parse) {
+                None => return Ok(None),
+                Some(Some(s)) if s.is_finished() => break,
+                _ => {}
             }
         }
+        drop(blocking);
         self.status(id).await
     }
 
     /// Cancels a task: removed at once if it waits, stopped by its worker if it runs.
     pub async fn cancel(&self, id: &TaskId) -> Result<CancelOutcome, ClientError> {
-        let qk = self.keys.queue(&id.queue);
-        let (state, what): (String, String) = scripts::CANCEL
-            .key(qk.pending())
-            .key(qk.delayed())
-            .key(qk.cancelled())
-            .key(qk.stats())
-            .key(qk.modrefs())
-            .arg(qk.base())
-            .arg(parse::now_ms())
-            .arg(id.seq)
-            .arg(self.retention.as_millis() as u64)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(match what.as_str() {
-            "cancelled" => CancelOutcome::Cancelled,
-            "cancelling" => CancelOutcome::Requested,
-            "finished" => CancelOutcome::AlreadyFinished(TaskState::parse(&state).unwrap_or(TaskState::Succeeded)),
-            _ => CancelOutcome::Unknown,
-        })
+        Ok(self.db.cancel(&mut self.conn.clone(), id, self.retention).await?)
     }
 
     /// Every queue that ever had a task, sorted.
     pub async fn queues(&self) -> Result<Vec<QueueName>, ClientError> {
-        let names: Vec<Vec<u8>> = self.conn.clone().smembers(self.keys.queues()).await?;
-        // Members that are not valid queue names (written by hand) are skipped.
-        let mut qs: Vec<QueueName> = names.iter().filter_map(|n| std::str::from_utf8(n).ok().and_then(|n| QueueName::new(n).ok())).collect();
-        qs.sort();
-        Ok(qs)
+        Ok(self.db.queues(&mut self.conn.clone()).await?)
     }
 
-    /// Counts of one queue, read in one pipeline (one slot).
+    /// Counts of one queue.
     pub async fn stats(&self, q: &QueueName) -> Result<QueueStats, ClientError> {
-        let k = self.keys.queue(q);
-        let pending = self.pending_count(q).await?;
-        type Counts = (u64, u64, u64, u64, u64, std::collections::HashMap<String, String>, std::collections::HashMap<String, i64>);
-        let (delayed, active, succeeded, dead, cancelled, meta, counters): Counts = redis::pipe()
-            .zcard(k.delayed())
-            .zcard(k.active())
-            .zcard(k.succeeded())
-            .zcard(k.dead())
-            .zcard(k.cancelled())
-            .hgetall(k.meta())
-            .hgetall(k.stats())
-            .query_async(&mut self.conn.clone())
-            .await?;
-        let c = |n: &str| counters.get(n).copied().unwrap_or(0).max(0) as u64;
-        Ok(QueueStats {
-            queue: q.to_string(),
-            pending,
-            delayed,
-            active,
-            succeeded,
-            dead,
-            cancelled,
-            paused: meta.get("paused").is_some_and(|v| v == "1"),
-            policy: meta.get("policy").cloned().unwrap_or_else(|| "priority".into()),
-            enqueued_total: c("enqueued"),
-            succeeded_total: c("succeeded"),
-            dead_total: c("dead"),
-            cancelled_total: c("cancelled"),
-            retried_total: c("retried"),
-            requeued_total: c("requeued"),
-        })
+        Ok(self.db.stats(&mut self.conn.clone(), q).await?)
     }
 
-    /// Dead tasks of a queue, oldest first, at most `limit`.
+    /// Redis memory use and its cap (`maxmemory`, 0: none), in bytes, from the node of `q`.
+    pub async fn memory(&self, q: &QueueName) -> Result<(u64, u64), ClientError> {
+        let info: String = self.conn.clone().query_at(&self.db.keys().queue(q).meta(), redis::cmd("INFO").arg("memory")).await?;
+        let field = |name: &str| info.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
+        Ok((field("used_memory:"), field("maxmemory:")))
+    }
+
+    /// Dead tasks of a queue, oldest first, at most `limit`. An index entry whose task is gone
+    /// is removed and skipped.
     pub async fn dead(&self, q: &QueueName, limit: usize) -> Result<Vec<TaskRecord>, ClientError> {
-        let seqs: Vec<u64> = self.conn.clone().zrange(self.keys.queue(q).dead(), 0, limit as isize - 1).await?;
+        let mut conn = self.conn.clone();
+        let seqs = self.db.finished_seqs(&mut conn, q, TaskState::Dead, limit).await?;
         let mut out = Vec::with_capacity(seqs.len());
         for seq in seqs {
-            if let Some(r) = self.status(&TaskId::new(q.clone(), seq)).await? {
-                out.push(r);
+            let id = TaskId::new(q.clone(), seq);
+            match self.status(&id).await? {
+                Some(r) => out.push(r),
+                None => self.db.forget_finished(&mut conn, &id, TaskState::Dead).await?,
             }
         }
         Ok(out)
     }
 
     /// Puts dead tasks back in their queue with fresh attempts: the given ones, or all of them.
-    pub async fn retry_dead(&self, q: &QueueName, seqs: Option<&[u64]>) -> Result<Vec<TaskId>, ClientError> {
-        let k = self.keys.queue(q);
+    /// A dead task whose unique key another unfinished task holds stays dead; it is reported.
+    pub async fn retry_dead(&self, q: &QueueName, seqs: Option<&[u64]>) -> Result<RetryOutcome, ClientError> {
         let mut conn = self.conn.clone();
-        let mut retried = Vec::new();
+        let mut outcome = RetryOutcome::default();
+        let mut skip = 0;
         loop {
-            let mut inv = scripts::RETRY_DEAD.prepare_invoke();
-            inv.key(k.dead()).key(k.pending()).key(k.modrefs()).key(k.meta()).key(k.estimates()).key(k.signal());
-            inv.arg(k.base()).arg(1000);
-            if let Some(s) = seqs {
-                for seq in s {
-                    inv.arg(*seq);
-                }
-            }
-            let done: Vec<u64> = inv.invoke_async(&mut conn).await?;
-            let n = done.len();
-            retried.extend(done.into_iter().map(|s| TaskId::new(q.clone(), s)));
-            if seqs.is_some() || n == 0 {
-                return Ok(retried);
+            let which = match seqs {
+                Some(s) => RetrySelection::Seqs(s),
+                None => RetrySelection::Oldest { limit: 1000, skip },
+            };
+            let r = self.db.retry_dead(&mut conn, q, which).await?;
+            skip += r.blocked.len();
+            outcome.retried.extend(r.retried.into_iter().map(|s| TaskId::new(q.clone(), s)));
+            outcome.blocked.extend(r.blocked.into_iter().map(|s| TaskId::new(q.clone(), s)));
+            outcome.not_dead.extend(r.gone.into_iter().map(|s| TaskId::new(q.clone(), s)));
+            if seqs.is_some() || r.scanned == 0 {
+                return Ok(outcome);
             }
         }
     }
@@ -656,17 +592,9 @@ impl Client {
     /// Deletes finished tasks of one state that finished at least `older_than` ago; returns how
     /// many were deleted.
     pub async fn purge(&self, q: &QueueName, state: TaskState, older_than: Duration) -> Result<u64, ClientError> {
-        let k = self.keys.queue(q);
-        let set = match state {
-            TaskState::Succeeded => k.succeeded(),
-            TaskState::Dead => k.dead(),
-            TaskState::Cancelled => k.cancelled(),
-            other => return Err(ClientError::Invalid(format!("cannot purge {other} tasks; use succeeded, dead or cancelled"))),
-        };
-        let cutoff = parse::now_ms().saturating_sub(older_than.as_millis() as u64);
         let mut total = 0;
         loop {
-            let n: u64 = scripts::PURGE.key(&set).arg(k.base()).arg(cutoff).arg(1000).invoke_async(&mut self.conn.clone()).await?;
+            let n = self.db.purge(&mut self.conn.clone(), q, state, older_than, 1000).await?;
             total += n;
             if n == 0 {
                 return Ok(total);
@@ -679,51 +607,45 @@ impl Client {
         if !(wsjf.stretch.is_finite() && wsjf.stretch > 0.0) {
             return Err(ClientError::Invalid("--stretch must be a positive number".into()));
         }
-        self.set_queue_meta(
-            q,
-            &[
-                ("policy", policy.as_str().to_string()),
-                ("stretch", wsjf.stretch.to_string()),
-                ("max_wait_ms", (wsjf.max_wait.as_millis() as u64).to_string()),
-                ("default_estimate_us", (wsjf.default_estimate.as_micros() as u64).to_string()),
-            ],
-        )
-        .await?;
-        let k = self.keys.queue(q);
-        let moved: u64 = scripts::REPOLICY.key(k.pending()).key(k.meta()).key(k.estimates()).arg(k.base()).invoke_async(&mut self.conn.clone()).await?;
-        Ok(moved)
+        Ok(self.db.set_policy(&mut self.conn.clone(), q, policy, wsjf).await?)
     }
 
-    /// Tasks pending in a queue (in whichever structure its policy keeps them).
+    /// Pauses or resumes a queue.
+    pub async fn set_paused(&self, q: &QueueName, paused: bool) -> Result<(), ClientError> {
+        Ok(self.db.set_paused(&mut self.conn.clone(), q, paused).await?)
+    }
+
+    /// A queue's retention settings (None: workers apply their defaults).
+    pub async fn retention(&self, q: &QueueName) -> Result<Option<Retention>, ClientError> {
+        Ok(self.db.retention(&mut self.conn.clone(), q).await?)
+    }
+
+    /// Stores a queue's retention settings.
+    pub async fn set_retention(&self, q: &QueueName, r: Retention) -> Result<(), ClientError> {
+        Ok(self.db.set_retention(&mut self.conn.clone(), q, r).await?)
+    }
+
+    /// Tasks pending in a queue.
     pub async fn pending_count(&self, q: &QueueName) -> Result<u64, ClientError> {
-        let k = self.keys.queue(q);
-        let mut conn = self.conn.clone();
-        let levels: Vec<String> = conn.zrange(k.levels(), 0, -1).await?;
-        let mut pipe = redis::pipe();
-        pipe.zcard(k.pending());
-        for l in &levels {
-            pipe.llen(k.level(l));
-        }
-        let counts: Vec<u64> = pipe.query_async(&mut conn).await?;
-        Ok(counts.iter().sum())
+        Ok(self.db.pending_count(&mut self.conn.clone(), q).await?)
     }
+}
 
-    /// Wakes idle workers of a queue (after a resume, say).
-    pub async fn wake(&self, q: &QueueName) -> Result<(), ClientError> {
-        let _: () = self.conn.clone().rpush(self.keys.queue(q).signal(), 1).await?;
-        Ok(())
-    }
+/// What `retry_dead` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetryOutcome {
+    pub retried: Vec<TaskId>,
+    /// Left dead: another unfinished task holds their unique key.
+    pub blocked: Vec<TaskId>,
+    /// Given ids that are not dead tasks.
+    pub not_dead: Vec<TaskId>,
+}
 
-    /// Sets a queue setting in its meta hash (policy, paused, ...).
-    pub async fn set_queue_meta(&self, q: &QueueName, pairs: &[(&str, String)]) -> Result<(), ClientError> {
-        self.register_queue(q).await?;
-        let mut cmd = redis::cmd("HSET");
-        cmd.arg(self.keys.queue(q).meta());
-        for (k, v) in pairs {
-            cmd.arg(*k).arg(v);
-        }
-        let _: () = cmd.query_async(&mut self.conn.clone()).await?;
-        Ok(())
+/// Appends a range, merging it with the last one when they touch.
+fn push_range(v: &mut Vec<Range<usize>>, r: Range<usize>) {
+    match v.last_mut() {
+        Some(last) if last.end == r.start => last.end = r.end,
+        _ => v.push(r),
     }
 }
 

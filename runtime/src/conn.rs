@@ -400,6 +400,20 @@ impl Conn {
             other => cmd.query_async(other).await,
         }
     }
+
+    /// Sends a pipeline as one batch on one connection to the node that holds `key` (in a
+    /// Cluster, the shard of its slot), so that keyless commands in it (WAIT, WAITAOF) apply to
+    /// the writes before them. Replies come raw, one per command, errors included.
+    pub async fn pipeline_at(&mut self, key: &str, pipe: &Pipeline) -> redis::RedisResult<Vec<Value>> {
+        match self {
+            Conn::Cluster(c) => {
+                use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
+                let n = pipe.len();
+                c.route_pipeline(pipe.clone(), 0, n, SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master))).await
+            }
+            other => other.req_packed_commands(pipe, 0, pipe.len()).await,
+        }
+    }
 }
 
 impl ConnectionLike for Conn {

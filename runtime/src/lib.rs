@@ -14,11 +14,9 @@
 
 pub mod client;
 pub mod conn;
-pub mod keys;
 pub mod parse;
+pub mod queue;
 pub mod sandbox;
 pub mod schedule;
-pub mod scripts;
 pub mod store;
-pub mod task;
 pub mod worker;

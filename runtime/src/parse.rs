@@ -4,7 +4,6 @@
 //! Every value that ends up in a Redis key or a Lua argument passes through here first, so that a
 //! malformed value is refused with a message that names it instead of reaching a script.
 
-use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A value that could not be parsed; the message says what was expected.
@@ -17,11 +16,16 @@ pub struct ParseError {
 }
 
 impl ParseError {
-    fn new(what: &'static str, value: &str, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(what: &'static str, value: &str, reason: impl Into<String>) -> Self {
         // Bounded, whatever the input was; the message shows the value with `{:?}`, which escapes
         // newlines and control characters, so it stays one line.
         let value: String = value.chars().take(80).collect();
         Self { what, value, reason: reason.into() }
+    }
+
+    /// Why the value was refused, without the value.
+    pub fn reason(&self) -> &str {
+        &self.reason
     }
 }
 
@@ -97,48 +101,13 @@ pub fn time(s: &str) -> Result<SystemTime, ParseError> {
         }
         return Ok(UNIX_EPOCH + Duration::from_secs(secs));
     }
-    // humantime only reads UTC; apply a numeric offset ourselves.
-    let (base, offset_secs) =
-        split_utc_offset(t).ok_or_else(|| ParseError::new("time", s, "expected RFC 3339 (2026-11-24T18:00:00Z or ...+01:00) or Unix seconds"))?;
-    let utc = humantime::parse_rfc3339_weak(&format!("{base}Z"))
-        .or_else(|_| humantime::parse_rfc3339_weak(base))
-        .map_err(|e| ParseError::new("time", s, e.to_string()))?;
-    let shifted = if offset_secs >= 0 {
-        utc.checked_sub(Duration::from_secs(offset_secs as u64))
-    } else {
-        utc.checked_add(Duration::from_secs(offset_secs.unsigned_abs()))
-    };
-    shifted.ok_or_else(|| ParseError::new("time", s, "out of range"))
-}
-
-/// Splits `2026-11-24T19:00:00+01:00` into the local part and its offset east of UTC in seconds;
-/// a trailing `Z` is offset 0. Returns `None` when there is neither.
-fn split_utc_offset(t: &str) -> Option<(&str, i64)> {
-    if let Some(base) = t.strip_suffix('Z').or_else(|| t.strip_suffix('z')) {
-        return Some((base, 0));
+    let parsed = chrono::DateTime::parse_from_rfc3339(t)
+        .map_err(|e| ParseError::new("time", s, format!("{e}; expected RFC 3339 (2026-11-24T18:00:00Z or ...+01:00) or Unix seconds")))?;
+    let ms = parsed.timestamp_millis();
+    if ms < 0 {
+        return Err(ParseError::new("time", s, "before 1970"));
     }
-    if t.len() < 6 || !t.is_char_boundary(t.len() - 6) {
-        return None;
-    }
-    let (base, off) = t.split_at(t.len() - 6);
-    if !off.is_ascii() {
-        return None;
-    }
-    let b = off.as_bytes();
-    let sign = match b[0] {
-        b'+' => 1,
-        b'-' => -1,
-        _ => return None,
-    };
-    if b[3] != b':' || !base.contains('T') && !base.contains(' ') {
-        return None;
-    }
-    let hh: i64 = off[1..3].parse().ok()?;
-    let mm: i64 = off[4..6].parse().ok()?;
-    if hh > 23 || mm > 59 {
-        return None;
-    }
-    Some((base, sign * (hh * 3600 + mm * 60)))
+    Ok(UNIX_EPOCH + Duration::from_millis(ms as u64))
 }
 
 /// Milliseconds since the Unix epoch of a point in time (0 for times before it).
@@ -151,85 +120,14 @@ pub fn now_ms() -> u64 {
     unix_ms(SystemTime::now())
 }
 
+/// The current time in microseconds since the Unix epoch.
+pub fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
 /// Formats a Unix millisecond timestamp as RFC 3339 UTC with milliseconds.
 pub fn format_ms(ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-}
-
-/// A queue name: 1 to 64 characters from `A-Z a-z 0-9 _ - .`.
-///
-/// Queue names become part of Redis keys and of the `{hash tag}` that keeps a queue on one
-/// Cluster slot, so braces, colons, glob characters and whitespace are all refused.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct QueueName(String);
-
-impl QueueName {
-    pub fn new(s: &str) -> Result<Self, ParseError> {
-        if s.is_empty() || s.len() > 64 {
-            return Err(ParseError::new("queue name", s, "must be 1 to 64 characters"));
-        }
-        if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))) {
-            return Err(ParseError::new("queue name", s, format!("character {c:?} not allowed; use A-Z a-z 0-9 _ - .")));
-        }
-        Ok(Self(s.to_string()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for QueueName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::str::FromStr for QueueName {
-    type Err = ParseError;
-    fn from_str(s: &str) -> Result<Self, ParseError> {
-        Self::new(s)
-    }
-}
-
-/// A task id: `QUEUE:SEQ`, for example `default:42`.
-///
-/// The queue is part of the id so that the id alone finds the task (and its Cluster slot); the
-/// sequence number is the queue's counter at enqueue time, which also orders tasks FIFO within a
-/// priority.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TaskId {
-    pub queue: QueueName,
-    pub seq: u64,
-}
-
-impl TaskId {
-    pub fn new(queue: QueueName, seq: u64) -> Self {
-        Self { queue, seq }
-    }
-
-    pub fn parse(s: &str) -> Result<Self, ParseError> {
-        let (q, n) = s.rsplit_once(':').ok_or_else(|| ParseError::new("task id", s, "expected QUEUE:NUMBER, e.g. default:42"))?;
-        let queue = QueueName::new(q).map_err(|e| ParseError::new("task id", s, e.reason))?;
-        if n.is_empty() || n.len() > 19 || !n.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ParseError::new("task id", s, "the part after ':' must be a number"));
-        }
-        let seq = n.parse().map_err(|_| ParseError::new("task id", s, "number too large"))?;
-        Ok(Self { queue, seq })
-    }
-}
-
-impl fmt::Display for TaskId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.queue, self.seq)
-    }
-}
-
-impl std::str::FromStr for TaskId {
-    type Err = ParseError;
-    fn from_str(s: &str) -> Result<Self, ParseError> {
-        Self::parse(s)
-    }
 }
 
 /// A module name (an alias that points at a module hash): 1 to 128 characters from
@@ -252,13 +150,9 @@ pub fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// Lowest and highest task priority. Together with a 32-bit sequence number the pending score
-/// stays below 2^53, where a Redis score (a double) is still exact.
-pub const MIN_PRIORITY: i64 = -1_000_000;
-pub const MAX_PRIORITY: i64 = 1_000_000;
-
 /// Parses a priority: an integer from -1000000 to 1000000; higher runs first.
 pub fn priority(s: &str) -> Result<i64, ParseError> {
+    use crate::queue::{MAX_PRIORITY, MIN_PRIORITY};
     let p: i64 = s.trim().parse().map_err(|_| ParseError::new("priority", s, "expected an integer"))?;
     if !(MIN_PRIORITY..=MAX_PRIORITY).contains(&p) {
         return Err(ParseError::new("priority", s, "must be between -1000000 and 1000000"));
@@ -269,6 +163,7 @@ pub fn priority(s: &str) -> Result<i64, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::{QueueName, TaskId};
 
     #[test]
     fn errors_are_one_bounded_line_whatever_the_value() {
@@ -340,6 +235,7 @@ mod tests {
 #[cfg(test)]
 mod properties {
     use super::*;
+    use crate::queue::{MAX_PRIORITY, MIN_PRIORITY, QueueName, TaskId};
     use proptest::prelude::*;
 
     const GLOB_AND_KEY_CHARS: &[char] = &['*', '?', '[', ']', '{', '}', ':', ' ', '\n', '\\'];

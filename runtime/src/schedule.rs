@@ -11,14 +11,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use croner::Cron;
-use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
 use crate::conn::Conn;
-use crate::keys::Keys;
-use crate::parse::{self, QueueName};
-use crate::scripts;
-use crate::task::field;
+use crate::queue::task::field;
+use crate::queue::{Db, FireReply, NewTask, QueueName, Tick};
+use crate::store::{ModuleStore, StoreError};
 
 /// A tick counts as missed, for the `skip` policy, when it is this late.
 pub const LATE_LIMIT: Duration = Duration::from_secs(60);
@@ -36,6 +34,8 @@ pub enum ScheduleError {
     Unknown { name: String, queue: String },
     #[error("Redis error: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Store(StoreError),
 }
 
 /// What to do with ticks that passed while no worker ran.
@@ -117,38 +117,32 @@ fn check_name(name: &str) -> Result<(), ScheduleError> {
     if ok { Ok(()) } else { Err(ScheduleError::Name(name.to_string())) }
 }
 
-/// Stores (or replaces) a schedule; its first tick is the first one after now. Returns it.
-pub async fn add(conn: &mut Conn, keys: &Keys, mut s: Schedule) -> Result<u64, ScheduleError> {
+/// Stores (or replaces) a schedule; its first tick is the first one after now (the Redis
+/// server's clock). Returns it.
+pub async fn add(conn: &mut Conn, db: &Db, mut s: Schedule) -> Result<u64, ScheduleError> {
     check_name(&s.name)?;
     let cron = parse_cron(&s.cron)?;
     let queue = QueueName::new(&s.queue).map_err(|e| ScheduleError::Stored { name: s.name.clone(), reason: e.to_string() })?;
-    let now = parse::now_ms();
+    let now = db.now_ms(conn, &queue).await?;
     let next = next_tick(&cron, now).ok_or_else(|| ScheduleError::Cron { expr: s.cron.clone(), reason: "it never fires".into() })?;
     s.created_ms = now;
-    let k = keys.queue(&queue);
     let json = serde_json::to_string(&s).expect("serializable");
-    // The queue registry is a global key (another Cluster slot): written on its own.
-    let _: () = conn.sadd(keys.queues(), queue.as_str()).await?;
-    let _: () = redis::pipe().atomic().hset(k.schedules(), &s.name, json).ignore().zadd(k.schedule_due(), &s.name, next).ignore().query_async(conn).await?;
+    db.put_schedule(conn, &queue, &s.name, &json, next).await?;
     Ok(next)
 }
 
 /// Removes a schedule (tasks it already enqueued stay).
-pub async fn remove(conn: &mut Conn, keys: &Keys, queue: &QueueName, name: &str) -> Result<(), ScheduleError> {
-    let k = keys.queue(queue);
-    let (removed, _): (u64, u64) = redis::pipe().atomic().hdel(k.schedules(), name).zrem(k.schedule_due(), name).query_async(conn).await?;
-    if removed == 0 {
+pub async fn remove(conn: &mut Conn, db: &Db, queue: &QueueName, name: &str) -> Result<(), ScheduleError> {
+    if !db.remove_schedule(conn, queue, name.as_bytes()).await? {
         return Err(ScheduleError::Unknown { name: name.to_string(), queue: queue.to_string() });
     }
     Ok(())
 }
 
 /// The schedules of one queue, by name.
-pub async fn list(conn: &mut Conn, keys: &Keys, queue: &QueueName) -> Result<Vec<Listed>, ScheduleError> {
-    let k = keys.queue(queue);
+pub async fn list(conn: &mut Conn, db: &Db, queue: &QueueName) -> Result<Vec<Listed>, ScheduleError> {
     // Bytes, not strings: an entry written by hand with junk in it is skipped, not fatal.
-    let defs: Vec<(Vec<u8>, Vec<u8>)> = conn.hgetall(k.schedules()).await?;
-    let dues: Vec<(Vec<u8>, f64)> = conn.zrange_withscores(k.schedule_due(), 0, -1).await?;
+    let (defs, dues) = db.schedules(conn, queue).await?;
     let mut out: Vec<Listed> = defs
         .into_iter()
         .filter_map(|(name, json)| {
@@ -161,55 +155,43 @@ pub async fn list(conn: &mut Conn, keys: &Keys, queue: &QueueName) -> Result<Vec
     Ok(out)
 }
 
-/// The earliest next due time of a queue's schedules.
-pub async fn earliest(conn: &mut Conn, keys: &Keys, queue: &QueueName) -> Result<Option<u64>, ScheduleError> {
-    let first: Vec<(Vec<u8>, f64)> = conn.zrange_withscores(keys.queue(queue).schedule_due(), 0, 0).await?;
-    Ok(first.first().map(|(_, d)| d.max(0.0) as u64))
-}
-
 /// What one firing attempt did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fired {
     /// A task was enqueued for the tick.
     Enqueued { seq: u64, tick_ms: u64 },
-    /// The tick was dropped (missed-tick policy `skip`).
+    /// The tick was dropped (missed-tick policy `skip`, or its module is not in the store).
     Skipped,
     /// Another worker fired it first.
     Lost,
 }
 
-/// Fires the due ticks of a queue's schedules; `resolve` turns a module name into its hash.
-/// Returns what happened per schedule.
-pub async fn fire_due<F, Fut>(conn: &mut Conn, keys: &Keys, queue: &QueueName, now: u64, resolve: F) -> Result<Vec<(String, Fired)>, ScheduleError>
-where
-    F: Fn(String) -> Fut,
-    Fut: std::future::Future<Output = Option<String>>,
-{
-    let k = keys.queue(queue);
-    let due: Vec<(Vec<u8>, f64)> =
-        redis::cmd("ZRANGEBYSCORE").arg(k.schedule_due()).arg("-inf").arg(now).arg("WITHSCORES").arg("LIMIT").arg(0).arg(100).query_async(conn).await?;
+/// Fires the due ticks of a queue's schedules at `now` (server clock). Returns what happened per
+/// schedule. An error (reading a definition, resolving its module, firing) ends the call with
+/// that tick still due, so that it fires exactly once, later.
+pub async fn fire_due(conn: &mut Conn, db: &Db, store: &ModuleStore, queue: &QueueName, now: u64) -> Result<Vec<(String, Fired)>, ScheduleError> {
     let mut out = Vec::new();
-    for (raw_name, due_ms) in due {
+    for (raw_name, due_ms) in db.due_schedules(conn, queue, now, 100).await? {
         let due_ms = due_ms.max(0.0) as u64;
         let Ok(name) = String::from_utf8(raw_name.clone()) else {
             tracing::warn!(%queue, schedule = %String::from_utf8_lossy(&raw_name), "dropping a schedule whose name is not UTF-8");
-            let _: () = conn.zrem(k.schedule_due(), &raw_name).await?;
+            db.drop_schedule_tick(conn, queue, &raw_name).await?;
             continue;
         };
-        let json: Option<Vec<u8>> = conn.hget(k.schedules(), &name).await?;
+        let json = db.schedule(conn, queue, &name).await?;
         let Some(s) = json.and_then(|j| serde_json::from_slice::<Schedule>(&j).ok()) else {
             tracing::warn!(%queue, schedule = %name, "dropping a schedule without a readable definition");
-            let _: () = conn.zrem(k.schedule_due(), &name).await?;
+            db.drop_schedule_tick(conn, queue, name.as_bytes()).await?;
             continue;
         };
         let Ok(cron) = parse_cron(&s.cron) else {
             tracing::warn!(%queue, schedule = %name, cron = %s.cron, "dropping a schedule with an invalid cron expression");
-            let _: () = conn.zrem(k.schedule_due(), &name).await?;
+            db.drop_schedule_tick(conn, queue, name.as_bytes()).await?;
             continue;
         };
         let Some(next) = next_tick(&cron, now) else {
             tracing::info!(%queue, schedule = %name, "the schedule has no future tick; it stops here");
-            let _: () = conn.zrem(k.schedule_due(), &name).await?;
+            db.drop_schedule_tick(conn, queue, name.as_bytes()).await?;
             continue;
         };
         // The tick this run stands for: the due one, or with missed ticks the latest of them.
@@ -218,32 +200,43 @@ where
             Missed::Once => true,
             Missed::Skip => now.saturating_sub(due_ms) <= LATE_LIMIT.as_millis() as u64,
         };
-        let sha = if fire { resolve(s.module.clone()).await } else { None };
-        if fire && sha.is_none() {
-            tracing::warn!(%queue, schedule = %name, module = %s.module, "skipping a tick: the module is not in the store");
+        let sha = if fire {
+            match store.resolve(&s.module).await {
+                Ok(sha) => Some(sha),
+                Err(StoreError::Unknown(_) | StoreError::Removing(_)) => {
+                    tracing::warn!(%queue, schedule = %name, module = %s.module, "skipping a tick: the module is not in the store");
+                    None
+                }
+                // Redis could not be asked: the tick stays due.
+                Err(e) => return Err(ScheduleError::Store(e)),
+            }
+        } else {
+            None
+        };
+        let mut fields: Vec<(&'static str, Vec<u8>)> = vec![
+            (field::INPUT, s.input.as_bytes().to_vec()),
+            (field::SCHEDULE, name.as_bytes().to_vec()),
+            (field::SCHEDULED_FOR, tick.to_string().into_bytes()),
+        ];
+        for (f, v) in
+            [(field::MAX_ATTEMPTS, s.max_attempts.map(u64::from)), (field::TIMEOUT_MS, s.timeout_ms), (field::MEMORY, s.memory), (field::FUEL, s.fuel)]
+        {
+            if let Some(v) = v {
+                fields.push((f, v.to_string().into_bytes()));
+            }
         }
-        let mut inv = scripts::invocation(&scripts::SCHEDULE_FIRE, scripts::keys::enqueue(&k).into_iter().chain([k.schedule_due()]));
-        inv.arg(k.base()).arg(now).arg(&name).arg(due_ms).arg(next).arg(if sha.is_some() { 1 } else { 0 });
-        inv.arg(sha.as_deref().unwrap_or("")).arg(s.priority);
-        inv.arg(field::INPUT).arg(s.input.as_bytes());
-        inv.arg(field::SCHEDULE).arg(&name).arg(field::SCHEDULED_FOR).arg(tick);
-        if let Some(v) = s.max_attempts {
-            inv.arg(field::MAX_ATTEMPTS).arg(v);
-        }
-        if let Some(v) = s.timeout_ms {
-            inv.arg(field::TIMEOUT_MS).arg(v);
-        }
-        if let Some(v) = s.memory {
-            inv.arg(field::MEMORY).arg(v);
-        }
-        if let Some(v) = s.fuel {
-            inv.arg(field::FUEL).arg(v);
-        }
-        let r: i64 = inv.invoke_async(conn).await?;
-        let fired = match r {
-            -1 => Fired::Lost,
-            0 => Fired::Skipped,
-            seq => Fired::Enqueued { seq: seq as u64, tick_ms: tick },
+        let task = sha.as_deref().map(|sha| NewTask {
+            module: sha,
+            priority: s.priority,
+            due: Default::default(),
+            unique_key: None,
+            unique_for: None,
+            fields: fields.clone(),
+        });
+        let fired = match db.fire_schedule(conn, queue, &Tick { name: &name, expected_ms: due_ms, next_ms: next, task }).await? {
+            FireReply::Lost => Fired::Lost,
+            FireReply::Skipped => Fired::Skipped,
+            FireReply::Enqueued(seq) => Fired::Enqueued { seq, tick_ms: tick },
         };
         out.push((name, fired));
     }

@@ -13,8 +13,8 @@ use redis::AsyncCommands;
 use sha2::{Digest, Sha256};
 
 use crate::conn::Conn;
-use crate::keys::Keys;
-use crate::parse::{self, ParseError, QueueName};
+use crate::parse::{self, ParseError};
+use crate::queue::{Db, Keys, QueueName};
 
 /// What went wrong with a module store operation.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +23,8 @@ pub enum StoreError {
     TooLarge { size: u64, max: u64 },
     #[error("unknown module {0:?}: no module has that name or hash (see `wasmq module list`)")]
     Unknown(String),
+    #[error("module {0:?} is being removed (`wasmq module rm`); push it again to use it")]
+    Removing(String),
     #[error("module {sha} failed its integrity check: the stored bytes hash to {actual}")]
     Integrity { sha: String, actual: String },
     #[error("module {sha} is still referenced by {tasks} unfinished task(s) in queue(s) {queues}; use --force to remove it anyway")]
@@ -95,6 +97,9 @@ pub struct ModuleStore {
 /// Default largest module accepted by `push` (`--max-module-size`).
 pub const DEFAULT_MAX_MODULE_SIZE: u64 = 64 << 20;
 
+/// The module-info field `module rm` sets while it removes the module.
+const REMOVING: &str = "removing";
+
 impl ModuleStore {
     pub fn new(conn: Conn, keys: Keys, max_size: u64) -> Self {
         Self { conn, keys, max_size }
@@ -133,6 +138,11 @@ impl ModuleStore {
             .arg("pushed")
             .arg(now)
             .ignore()
+            // A push brings back a module that a `module rm` was removing (or died removing).
+            .cmd("HDEL")
+            .arg(&info_key)
+            .arg(REMOVING)
+            .ignore()
             .query_async(&mut c)
             .await?;
         let _: () = redis::cmd("ZADD").arg(self.keys.module_index()).arg("NX").arg(now).arg(&sha).query_async(&mut c).await?;
@@ -153,10 +163,22 @@ impl ModuleStore {
             parse::module_name(name_or_hash)?;
             c.hget::<_, _, Option<String>>(self.keys.module_names(), name_or_hash).await?.ok_or_else(|| StoreError::Unknown(name_or_hash.to_string()))?
         };
-        if !c.exists::<_, bool>(self.keys.module(&sha)).await? {
+        // Two commands, not a pipeline: on a Cluster the two keys live on different slots.
+        let exists: bool = c.exists(self.keys.module(&sha)).await?;
+        let removing: bool = c.hexists(self.keys.module_info(&sha), REMOVING).await?;
+        if !exists {
             return Err(StoreError::Unknown(name_or_hash.to_string()));
         }
+        if removing {
+            return Err(StoreError::Removing(name_or_hash.to_string()));
+        }
         Ok(sha)
+    }
+
+    /// True while `module rm` is removing the module: an enqueue that sees this after writing its
+    /// task cancels the task (see `remove`).
+    pub async fn is_removing(&self, sha: &str) -> Result<bool, StoreError> {
+        Ok(self.conn.clone().hexists(self.keys.module_info(sha), REMOVING).await?)
     }
 
     /// Fetches a module's bytes and checks that they hash to `sha`.
@@ -216,12 +238,11 @@ impl ModuleStore {
     /// Unfinished tasks that reference `sha`, per queue.
     pub async fn references(&self, sha: &str) -> Result<Vec<(QueueName, u64)>, StoreError> {
         let mut c = self.conn.clone();
-        let queues: Vec<Vec<u8>> = c.smembers(self.keys.queues()).await?;
+        let db = Db::new(self.keys.prefix());
         let mut refs = Vec::new();
-        for q in queues {
-            let Some(q) = std::str::from_utf8(&q).ok().and_then(|q| QueueName::new(q).ok()) else { continue };
-            let n: Option<u64> = c.hget(self.keys.queue(&q).modrefs(), sha).await?;
-            if let Some(n) = n.filter(|n| *n > 0) {
+        for q in db.queues(&mut c).await? {
+            let n = db.module_references(&mut c, &q, sha).await?;
+            if n > 0 {
                 refs.push((q, n));
             }
         }
@@ -243,8 +264,19 @@ impl ModuleStore {
             parse::module_name(name_or_hash)?;
             c.hget::<_, _, Option<String>>(self.keys.module_names(), name_or_hash).await?.ok_or_else(|| StoreError::Unknown(name_or_hash.to_string()))?
         };
-        let refs = self.references(&sha).await?;
+        // Mark first, then look for references: an enqueue writes its task first and then looks
+        // for the mark (cancelling its task when it finds it). Whichever of the two looks last
+        // sees the other's write, so no task is left referencing a removed module.
+        let _: () = c.hset(self.keys.module_info(&sha), REMOVING, 1).await?;
+        let refs = match self.references(&sha).await {
+            Ok(r) => r,
+            Err(e) => {
+                let _: redis::RedisResult<()> = c.hdel(self.keys.module_info(&sha), REMOVING).await;
+                return Err(e);
+            }
+        };
         if !refs.is_empty() && !force {
+            let _: () = c.hdel(self.keys.module_info(&sha), REMOVING).await?;
             let tasks = refs.iter().map(|(_, n)| n).sum();
             let queues = refs.iter().map(|(q, _)| q.as_str()).collect::<Vec<_>>().join(", ");
             return Err(StoreError::InUse { sha, tasks, queues });

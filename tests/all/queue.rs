@@ -1,7 +1,6 @@
 //! The module store, the priority queue, worker processes and result hashes, against real
 //! `redis-server` processes started by each test.
 
-
 use std::time::{Duration, Instant};
 
 use crate::common::{RedisServer, Wasmq, eventually};
@@ -186,18 +185,38 @@ fn tampered_module_bytes_fail_with_an_integrity_error_and_never_run() {
     assert_eq!(worker.wait(Duration::from_secs(10)), Some(0));
 }
 
+/// A queue's retention bounds its finished tasks by count as results are written, and by age
+/// through every worker's reaper; a task hash and its index entry go together; unfinished tasks
+/// are never touched. The worker's deprecated `--retention` gives way to the queue's settings.
 #[test]
-fn finished_tasks_expire_after_the_retention() {
+fn finished_tasks_are_kept_by_the_queues_retention() {
     let s = server();
     let w = Wasmq::new(&s);
     w.push(&crate::common::fixture("echo.wat"), "echo");
-    let id = w.enqueue("echo", "x", &[]);
-    let pending_ttl: i64 = crate::common::redis_conn(&s).ttl(format!("wasmq:{{default}}:task:{}", id.rsplit(':').next().unwrap())).unwrap();
-    assert_eq!(pending_ttl, -1, "an unfinished task must not expire");
-    let mut worker = w.spawn_worker(&["--exit-when-idle", "--retention", "1h"]);
-    assert_eq!(worker.wait(Duration::from_secs(60)), Some(0));
-    let ttl: i64 = crate::common::redis_conn(&s).ttl(format!("wasmq:{{default}}:task:{}", id.rsplit(':').next().unwrap())).unwrap();
-    assert!((3500..=3600).contains(&ttl), "ttl {ttl}");
+    let out = w.ok(&["queue", "retention", "default", "--succeeded-count", "5", "--succeeded-age", "3s"]);
+    assert!(out.contains("queue settings") && out.contains("succeeded"), "{out}");
+    let waiting = w.enqueue("echo", "later", &["--delay", "1h"]);
+    let ids: Vec<String> = (0..12).map(|i| w.enqueue("echo", &i.to_string(), &[])).collect();
+    let mut worker = w.spawn_worker(&["--retention", "30days", "--reap-interval", "1s"]);
+    let db = wasmq::queue::Db::new("wasmq");
+    let mut c = crate::common::redis_conn(&s);
+    let task_keys = |c: &mut redis::Connection| -> usize {
+        ids.iter().filter(|id| c.exists::<_, bool>(db.keys().task(&wasmq::queue::TaskId::parse(id).unwrap())).unwrap()).count()
+    };
+    let st = eventually(Duration::from_secs(30), || w.status(&ids[11]).filter(|s| s["state"] == "succeeded")).expect("the last task never ran");
+    assert_eq!(st["output_text"], "11");
+    // Count: at most 5 are kept, the newest; every index entry has its hash and no more.
+    let kept: Vec<u64> = c.zrange(db.keys().queue(&wasmq::queue::QueueName::new("default").unwrap()).succeeded(), 0, -1).unwrap();
+    assert_eq!(kept.len(), 5, "{kept:?}");
+    assert_eq!(task_keys(&mut c), 5);
+    assert!(w.status(&ids[0]).is_none(), "the oldest result outlived the count");
+    // Age: after 3 s the reaper deletes the rest, though nothing finishes any more.
+    eventually(Duration::from_secs(20), || (task_keys(&mut c) == 0).then_some(())).expect("results outlived their age");
+    assert_eq!(w.status(&waiting).expect("an unfinished task was deleted")["state"], "delayed");
+    worker.signal(crate::common::Signal::TERM);
+    assert_eq!(worker.wait(Duration::from_secs(10)), Some(0));
+    let json: serde_json::Value = serde_json::from_str(&w.ok(&["queue", "retention", "default", "--json"])).unwrap();
+    assert_eq!((json["succeeded_count"].as_u64(), json["succeeded_age"].as_u64()), (Some(5), Some(3000)), "{json}");
 }
 
 #[test]

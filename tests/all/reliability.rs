@@ -1,7 +1,6 @@
 //! Leases, fencing, retries, dead letters, cancellation, purge and graceful shutdown, against real
 //! `redis-server` processes and real worker processes.
 
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -60,21 +59,22 @@ fn a_stale_completion_is_refused_by_the_fencing_token() {
     rt.block_on(async {
         let sc = Scripts::new(&s).await;
         let seq: u64 = seq(&id).parse().unwrap();
-        let now = wasmq::parse::now_ms();
-        let first = sc.claim_reply("old", now).await;
-        assert_eq!(first.len(), 11, "claimed one task (head, seq, token, 8 fields): {first:?}");
-        let old_token: u64 = redis::from_redis_value(first[2].clone()).unwrap();
+        use wasmq::queue::Action::Succeeded;
+        let first = sc.claim_batch("old", 0).await;
+        assert_eq!(first.tasks.len(), 1, "claimed one task: {first:?}");
+        let old_token = first.tasks[0].token;
+        assert_eq!(first.tasks[0].spec.as_ref().unwrap().input, b"x");
         // The lease (1 s) expires; the reaper puts the task back.
-        let (requeued, _dead) = sc.reap(now + 5000, 5).await;
+        let (requeued, _dead) = sc.reap(5000, 5).await;
         assert_eq!(requeued.len(), 1);
-        let second = sc.claim_reply("new", now + 5000).await;
-        let new_token: u64 = redis::from_redis_value(second[2].clone()).unwrap();
+        let second = sc.claim_batch("new", 5000).await;
+        let new_token = second.tasks[0].token;
         assert!(new_token > old_token);
-        let stale = sc.complete(seq, old_token, "succeeded", &[("output", "from the old holder")]).await;
-        assert_eq!(stale, 0, "a stale completion was accepted");
-        assert_eq!(sc.complete(seq, new_token, "succeeded", &[("output", "from the new holder")]).await, 1);
-        let twice = sc.complete(seq, new_token, "succeeded", &[("output", "twice")]).await;
-        assert_eq!(twice, 0, "a second completion was accepted");
+        let stale = sc.complete(seq, old_token, Succeeded, &[("output", "from the old holder")]).await;
+        assert!(!stale, "a stale completion was accepted");
+        assert!(sc.complete(seq, new_token, Succeeded, &[("output", "from the new holder")]).await);
+        let twice = sc.complete(seq, new_token, Succeeded, &[("output", "twice")]).await;
+        assert!(!twice, "a second completion was accepted");
     });
     let h = task_hash(&s, &id);
     assert_eq!(h["output"], "from the new holder");
@@ -244,82 +244,59 @@ fn durable_enqueue_reports_what_it_can_guarantee() {
 }
 
 /// The scripts a worker runs, driven by hand against one queue (`default`) so that a test can
-/// place a worker's death exactly.
+/// place a worker's death exactly. Times are offsets (ms) from the Redis server's clock, which the
+/// scripts read: a test moves time forward instead of sleeping.
 struct Scripts {
     conn: wasmq::conn::Conn,
-    k: wasmq::keys::QueueKeys,
+    q: wasmq::queue::QueueName,
 }
 
 impl Scripts {
     async fn new(s: &RedisServer) -> Self {
         let redis = wasmq::conn::Redis::open(wasmq::conn::RedisOptions::new(s.url())).unwrap();
         let conn = redis.connect().await.unwrap();
-        let k = wasmq::keys::Keys::default().queue(&wasmq::parse::QueueName::new("default").unwrap());
-        Self { conn, k }
+        Self { conn, q: wasmq::queue::QueueName::new("default").unwrap() }
     }
 
-    /// Claims one task for `worker` with a 1 s lease at `now`; returns the script's reply.
-    async fn claim_reply(&self, worker: &str, now: u64) -> Vec<redis::Value> {
-        let k = &self.k;
-        wasmq::scripts::invocation(&wasmq::scripts::CLAIM, wasmq::scripts::keys::claim(k))
-            .arg(k.base())
-            .arg(now)
-            .arg(1000)
-            .arg(1)
-            .arg(worker)
-            .arg(0)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .unwrap()
+    fn db(at: i64) -> wasmq::queue::Db {
+        wasmq::queue::Db::new("wasmq").with_clock_offset(at)
     }
 
-    /// Claims one task with a 1 s lease at `now`; returns its lease token.
-    async fn claim(&self, now: u64) -> Option<u64> {
-        self.claim_reply("w", now).await.get(2).map(|t| redis::from_redis_value(t.clone()).unwrap())
+    /// Claims one task for `worker` with a 1 s lease at `at`.
+    async fn claim_batch(&self, worker: &str, at: i64) -> wasmq::queue::ClaimBatch {
+        let r = wasmq::queue::ClaimRequest { n: 1, max_bytes: 0, lease: Duration::from_secs(1), worker, max_input: 0 };
+        Self::db(at).claim(&mut self.conn.clone(), &self.q, r).await.unwrap()
     }
 
-    /// A heartbeat that reports the task as running since `now`.
-    async fn heartbeat_running(&self, seq: u64, token: u64, now: u64) {
-        let k = &self.k;
-        let _: redis::Value = wasmq::scripts::HEARTBEAT
-            .key(k.active())
-            .arg(k.base())
-            .arg(now)
-            .arg(1000)
-            .arg(seq)
-            .arg(token)
-            .arg(now)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .unwrap();
+    /// Claims one task with a 1 s lease at `at`; returns its lease token.
+    async fn claim(&self, at: i64) -> Option<u64> {
+        self.claim_batch("w", at).await.tasks.first().map(|t| t.token)
     }
 
-    /// Reaps at `now` with a limit of `max_stalls`; returns (requeued, dead).
-    async fn reap(&self, now: u64, max_stalls: u32) -> (Vec<u64>, Vec<u64>) {
-        let k = &self.k;
-        wasmq::scripts::invocation(&wasmq::scripts::REAP, wasmq::scripts::keys::reap(k))
-            .arg(k.base())
-            .arg(now)
-            .arg(0)
-            .arg(100)
-            .arg(3)
-            .arg(max_stalls)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .unwrap()
+    /// A heartbeat at `at` that reports the task as running.
+    async fn heartbeat_running(&self, seq: u64, token: u64, at: i64) {
+        let held = [wasmq::queue::HeldLease { seq, token, started_ms: 1 }];
+        Self::db(at).heartbeat(&mut self.conn.clone(), &self.q, Duration::from_secs(1), &held).await.unwrap();
     }
 
-    /// Completes a task with `action` and result `fields`; returns 1 if applied, 0 if refused.
-    async fn complete(&self, seq: u64, token: u64, action: &str, fields: &[(&str, &str)]) -> i64 {
-        let k = &self.k;
-        let mut inv = wasmq::scripts::invocation(&wasmq::scripts::COMPLETE, wasmq::scripts::keys::complete(k));
-        let now = wasmq::parse::now_ms();
-        inv.arg(k.base()).arg(now).arg(0).arg(seq).arg(token).arg(action).arg(now).arg("").arg(fields.len());
-        for (name, value) in fields {
-            inv.arg(*name).arg(*value);
-        }
-        let r: Vec<i64> = inv.invoke_async(&mut self.conn.clone()).await.unwrap();
-        assert_eq!(r.len(), 1, "one answer per record: {r:?}");
+    /// Reaps at `at` with a limit of `max_stalls`; returns (requeued, dead).
+    async fn reap(&self, at: i64, max_stalls: u32) -> (Vec<u64>, Vec<u64>) {
+        let r = wasmq::queue::ReapRequest { limit: 100, max_attempts: 3, max_stalls, retention: Default::default() };
+        let reply = Self::db(at).reap(&mut self.conn.clone(), &self.q, r).await.unwrap();
+        (reply.requeued, reply.dead)
+    }
+
+    /// Completes a task with `action` and result `fields`; returns whether it was applied.
+    async fn complete(&self, seq: u64, token: u64, action: wasmq::queue::Action, fields: &[(&'static str, &str)]) -> bool {
+        let c = wasmq::queue::Completion {
+            seq,
+            token,
+            action,
+            delay: Duration::ZERO,
+            error: None,
+            fields: fields.iter().map(|(k, v)| (*k, v.as_bytes().to_vec())).collect(),
+        };
+        let r = Self::db(0).complete(&mut self.conn.clone(), &self.q, "w", Default::default(), &[&c]).await.unwrap();
         r[0]
     }
 }
@@ -334,7 +311,7 @@ fn an_expired_lease_counts_as_an_attempt_only_if_the_task_was_seen_running() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let sc = Scripts::new(&s).await;
-        let mut now = wasmq::parse::now_ms();
+        let mut now = 0;
         // Claimed, never run (a prefetched task of a worker that died): not an attempt, a stall.
         sc.claim(now).await.expect("claimed");
         now += 5000;
@@ -406,14 +383,14 @@ fn a_cancel_wins_over_a_retry_or_a_hand_back() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let sc = Scripts::new(&s).await;
-        for (id, action) in ids.iter().zip(["retry", "release"]) {
-            let token = sc.claim(wasmq::parse::now_ms()).await.expect("claimed");
+        for (id, action) in ids.iter().zip([wasmq::queue::Action::Retry, wasmq::queue::Action::Release]) {
+            let token = sc.claim(0).await.expect("claimed");
             // Cancel requested while it runs; then its attempt fails (retry) or its worker shuts
             // down (release): either way it must end cancelled, not run again.
             assert!(w.ok(&["cancel", id]).contains("will stop it"));
-            assert_eq!(sc.complete(seq(id).parse().unwrap(), token, action, &[]).await, 1);
+            assert!(sc.complete(seq(id).parse().unwrap(), token, action, &[]).await);
             let h = task_hash(&s, id);
-            assert_eq!(h["state"], "cancelled", "{action}: {h:?}");
+            assert_eq!(h["state"], "cancelled", "{action:?}: {h:?}");
         }
     });
     let mut c = crate::common::redis_conn(&s);

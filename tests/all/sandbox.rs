@@ -1,7 +1,6 @@
 //! The sandbox on WAT fixtures: every way a task can misbehave ends in the right failure kind,
 //! and what a task must not see, it does not see.
 
-
 use std::time::{Duration, Instant};
 
 use wasmq::sandbox::{CancelToken, FailureKind, Limits, Outcome, Sandbox, SandboxConfig, prepare};
@@ -121,7 +120,7 @@ async fn a_running_task_can_be_cancelled() {
     let c2 = cancel.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        c2.cancel();
+        c2.cancel(wasmq::sandbox::CancelReason::Requested);
     });
     let started = Instant::now();
     let o = sb.run(&module, "loop", Vec::new(), &Limits::default(), &cancel).await;

@@ -13,12 +13,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use redis::AsyncCommands;
 
 use wasmq::client::{Client, EnqueueOptions};
 use wasmq::conn::Conn;
-use wasmq::parse::{QueueName, TaskId};
-use wasmq::task::field;
+use wasmq::queue::task::field;
+use wasmq::queue::{QueueName, TaskId};
 
 pub use report::{Machine, Metric, Report};
 
@@ -156,19 +155,9 @@ impl Bench {
         Ok(WorkerProc { child, peak_rss: 0 })
     }
 
-    /// Reads `fields` of many tasks, pipelined in batches (one slot: one queue).
+    /// Reads numeric `fields` of many tasks.
     async fn task_fields(&self, ids: &[TaskId], fields: &[&str]) -> anyhow::Result<Vec<Vec<Option<u64>>>> {
-        let mut conn = self.client.conn();
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(1000) {
-            let mut pipe = redis::pipe();
-            for id in chunk {
-                pipe.cmd("HMGET").arg(self.client.keys().task(id)).arg(fields);
-            }
-            let rows: Vec<Vec<Option<u64>>> = pipe.query_async(&mut conn).await?;
-            out.extend(rows);
-        }
-        Ok(out)
+        Ok(self.client.db().task_numbers(&mut self.client.conn(), ids, fields).await?)
     }
 
     async fn wait_until_done(&self, queue: &QueueName, n: u64, timeout: Duration) -> anyhow::Result<()> {
@@ -270,7 +259,7 @@ impl Bench {
                     args.push(q.to_string());
                 }
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                let cpu_at = self.client.keys().queue(&queues[0]).pending();
+                let cpu_at = self.client.db().anchor(&queues[0]);
                 let cpu_before = redis_cpu(&mut self.client.conn(), &cpu_at).await.ok();
                 let mut procs: Vec<WorkerProc> = (0..workers).map(|_| self.spawn_worker(&queues[0], &args, &warm_cache)).collect::<anyhow::Result<_>>()?;
                 let deadline = Instant::now() + Duration::from_secs(600);
@@ -349,7 +338,7 @@ impl Bench {
                 break;
             }
             let q = self.queue(&format!("{stem}s{i}"));
-            let key = self.client.keys().queue(&q).pending();
+            let key = self.client.db().anchor(&q);
             if ranges.is_empty() {
                 out.push(q);
                 continue;
@@ -428,7 +417,7 @@ impl Bench {
         let base = std::time::SystemTime::now() + Duration::from_secs(1);
         let mut ids = Vec::with_capacity(n);
         for i in 0..n {
-            let opts = EnqueueOptions { due: Some(base + Duration::from_millis(20 * i as u64)), ..opts.clone() };
+            let opts = EnqueueOptions { at: Some(base + Duration::from_millis(20 * i as u64)), ..opts.clone() };
             ids.push(self.client.enqueue("bench-noop", b"", &opts).await?.id);
         }
         self.wait_until_done(&q, 4 + n as u64, Duration::from_secs(60)).await?;
@@ -490,7 +479,7 @@ impl Bench {
         // The queue's fixed keys first, so that only per-task memory is counted.
         self.client.enqueue("bench-noop", b"", &opts).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let at = self.client.keys().queue(&q).pending();
+        let at = self.client.db().anchor(&q);
         let before = used_memory(&mut conn, &at).await?;
         self.client.enqueue_bulk("bench-noop", &vec![Vec::new(); n], &opts).await?;
         // Let Redis finish rehashing its key table (both tables exist meanwhile) and free the
@@ -498,8 +487,7 @@ impl Bench {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let after = used_memory(&mut conn, &at).await?;
         let per_task = (after.saturating_sub(before)) as f64 / n as f64;
-        let k = self.client.keys().queue(&q);
-        let hash: Option<u64> = redis::cmd("MEMORY").arg("USAGE").arg(k.task(2)).query_async(&mut conn).await.ok().flatten();
+        let hash: Option<u64> = self.client.db().task_memory(&mut conn, &TaskId::new(q.clone(), 2)).await.ok().flatten();
         // (MEMORY USAGE names its key, so it is routed to the right shard by itself.)
         self.report.push(
             Metric::new("memory", "Redis memory per pending no-op task", per_task, "bytes")
@@ -511,42 +499,7 @@ impl Bench {
 
     /// Deletes a bench queue's keys.
     async fn drop_queue(&self, q: &QueueName) -> anyhow::Result<()> {
-        let mut conn = self.client.conn();
-        let k = self.client.keys().queue(q);
-        for set in [k.succeeded(), k.dead(), k.cancelled()] {
-            loop {
-                let seqs: Vec<u64> = conn.zrange(&set, 0, 999).await?;
-                if seqs.is_empty() {
-                    break;
-                }
-                let mut pipe = redis::pipe();
-                for s in &seqs {
-                    pipe.del(k.task(*s)).ignore();
-                }
-                pipe.zrem(&set, &seqs).ignore();
-                let _: () = pipe.query_async(&mut conn).await?;
-            }
-        }
-        let levels: Vec<String> = conn.zrange(k.levels(), 0, -1).await?;
-        let mut keys = vec![
-            k.seq(),
-            k.pending(),
-            k.levels(),
-            k.delayed(),
-            k.active(),
-            k.meta(),
-            k.stats(),
-            k.modrefs(),
-            k.signal(),
-            k.estimates(),
-            k.succeeded(),
-            k.dead(),
-            k.cancelled(),
-        ];
-        keys.extend(levels.iter().map(|l| k.level(l)));
-        let _: () = conn.del(&keys).await?;
-        let _: () = conn.srem(self.client.keys().queues(), q.as_str()).await?;
-        Ok(())
+        Ok(self.client.db().delete_queue(&mut self.client.conn(), q).await?)
     }
 }
 

@@ -14,9 +14,10 @@
 
 use std::time::{Duration, Instant};
 
-use wasmq::client::{EnqueueOptions, Policy, WsjfSettings};
-use wasmq::parse::{QueueName, TaskId};
-use wasmq::task::field;
+use wasmq::client::EnqueueOptions;
+use wasmq::queue::task::field;
+use wasmq::queue::{Policy, WsjfSettings};
+use wasmq::queue::{QueueName, TaskId};
 use wasmq::worker::{QueueWeight, WorkerConfig};
 
 use super::{Bench, Metric, SPIN_WAT};
@@ -63,7 +64,7 @@ async fn prepared_queue(bench: &Bench, label: &str, policy: Policy, wsjf: WsjfSe
             enqueue(bench, &q, Job { long, priority: 1 }).await?;
         }
     }
-    wasmq::worker::run(bench.client.redis().clone(), bench.client.keys().clone(), worker_config(bench, &q, true), std::future::pending()).await?;
+    wasmq::worker::run(bench.client.redis().clone(), bench.client.db().clone(), worker_config(bench, &q, true), std::future::pending()).await?;
     Ok(q)
 }
 
@@ -103,7 +104,7 @@ async fn batch(bench: &Bench, label: &str, policy: Policy, wsjf: WsjfSettings) -
     for j in jobs {
         ids.push((enqueue(bench, &q, j).await?, j));
     }
-    wasmq::worker::run(bench.client.redis().clone(), bench.client.keys().clone(), worker_config(bench, &q, true), std::future::pending()).await?;
+    wasmq::worker::run(bench.client.redis().clone(), bench.client.db().clone(), worker_config(bench, &q, true), std::future::pending()).await?;
     let f = figures(bench, &ids).await?;
     bench.drop_queue(&q).await?;
     Ok(f)
@@ -115,7 +116,7 @@ async fn calibrate(bench: &Bench, q: &QueueName, long: bool, n: usize) -> anyhow
     for _ in 0..n {
         ids.push((enqueue(bench, q, Job { long, priority: 1 }).await?, Job { long, priority: 1 }));
     }
-    wasmq::worker::run(bench.client.redis().clone(), bench.client.keys().clone(), worker_config(bench, q, true), std::future::pending()).await?;
+    wasmq::worker::run(bench.client.redis().clone(), bench.client.db().clone(), worker_config(bench, q, true), std::future::pending()).await?;
     let only: Vec<TaskId> = ids.into_iter().map(|(i, _)| i).collect();
     let rows = bench.task_fields(&only, &[field::STARTED, field::FINISHED_US]).await?;
     let first = rows.iter().filter_map(|r| r[0]).min().unwrap_or(0) as f64 * 1000.0;
@@ -132,7 +133,7 @@ async fn stream(bench: &Bench, label: &str, policy: Policy, wsjf: WsjfSettings) 
     let long_us = calibrate(bench, &q, true, 8).await?;
     let done_before = bench.client.stats(&q).await?.succeeded;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(wasmq::worker::run(bench.client.redis().clone(), bench.client.keys().clone(), worker_config(bench, &q, false), async move {
+    let worker = tokio::spawn(wasmq::worker::run(bench.client.redis().clone(), bench.client.db().clone(), worker_config(bench, &q, false), async move {
         let _ = stop_rx.await;
     }));
     // Each cycle: one long task and as many short ones as make 90% of the cycle; the long task

@@ -167,6 +167,10 @@ enum Ended {
 }
 
 pub(crate) async fn run(engine: &Engine, module: &LoadedModule, name: &str, input: Vec<u8>, limits: &Limits, cancel: &CancelToken, metering: bool) -> Outcome {
+    // A run cancelled before it started never starts.
+    if cancel.is_cancelled() {
+        return Outcome::not_run(Failure::new(FailureKind::Cancelled, "the task was cancelled before it started"));
+    }
     // One byte over the cap is what tells a flood from output of exactly the cap.
     let stdout = CappedPipe::strict(limits.stdout);
     let stderr = CappedPipe::truncating(limits.stderr);
@@ -252,10 +256,12 @@ async fn watch<F, T>(fut: F, deadline: tokio::time::Instant, cancel: &CancelToke
 where
     F: std::future::Future<Output = wasmtime::Result<T>>,
 {
+    // Biased: a cancel that is already known wins over a guest that happens to be done too.
     tokio::select! {
-        r = fut => Ok(r),
-        _ = tokio::time::sleep_until(deadline) => Err(wasmtime::Error::new(Interrupted::Timeout)),
+        biased;
         _ = cancel.cancelled() => Err(wasmtime::Error::new(Interrupted::Cancelled)),
+        _ = tokio::time::sleep_until(deadline) => Err(wasmtime::Error::new(Interrupted::Timeout)),
+        r = fut => Ok(r),
     }
 }
 

@@ -31,6 +31,12 @@ pub const DEFAULT_MEMORY: u64 = 256 << 20;
 pub const DEFAULT_STDOUT: usize = 16 << 20;
 pub const DEFAULT_STDERR: usize = 1 << 20;
 pub const DEFAULT_TABLE_ELEMENTS: usize = 100_000;
+/// Largest output a task may be allowed: half of Redis's default `proto-max-bulk-len` (512 MB), so
+/// that a result is always a value Redis takes (workers lower it further against a server
+/// configured with a smaller bound).
+pub const MAX_STDOUT: usize = 256 << 20;
+/// Largest log kept of a task.
+pub const MAX_STDERR: usize = 64 << 20;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -43,6 +49,19 @@ impl Default for Limits {
             table_elements: DEFAULT_TABLE_ELEMENTS,
             deterministic: false,
         }
+    }
+}
+
+impl Limits {
+    /// Refuses limits no result could be written with, with a one-line reason.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.stdout > MAX_STDOUT {
+            return Err(format!("the stdout limit ({} bytes) is over the largest allowed, {MAX_STDOUT} bytes", self.stdout));
+        }
+        if self.stderr > MAX_STDERR {
+            return Err(format!("the stderr limit ({} bytes) is over the largest allowed, {MAX_STDERR} bytes", self.stderr));
+        }
+        Ok(())
     }
 }
 

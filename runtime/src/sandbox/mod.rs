@@ -29,9 +29,11 @@ use wasmtime::component::Component;
 use wasmtime::{Engine, Module};
 
 pub use artifacts::{ArtifactDir, ArtifactDirError};
-pub use cancel::CancelToken;
+pub use cancel::{CancelReason, CancelToken};
 pub use engine::{DEFAULT_MAX_MEMORY, DEFAULT_MAX_STACK, DEFAULT_MAX_TABLE_ELEMENTS, EPOCH_TICK, SandboxConfig, default_cache_dir};
-pub use limits::{DEFAULT_MEMORY, DEFAULT_STDERR, DEFAULT_STDOUT, DEFAULT_TABLE_ELEMENTS, DEFAULT_TIMEOUT, Limits, ResourceLimitExceeded};
+pub use limits::{
+    DEFAULT_MEMORY, DEFAULT_STDERR, DEFAULT_STDOUT, DEFAULT_TABLE_ELEMENTS, DEFAULT_TIMEOUT, Limits, MAX_STDERR, MAX_STDOUT, ResourceLimitExceeded,
+};
 pub use outcome::{Failure, FailureKind, Outcome};
 pub use stdio::OutputLimitExceeded;
 

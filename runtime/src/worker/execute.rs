@@ -1,134 +1,122 @@
-//! Running one claimed task and turning its outcome into a completion record: succeeded, retry
-//! (with backoff), dead, cancelled, or released back to the queue.
+//! Running one claimed task, and turning how it ended into the record `complete.lua` writes:
+//! succeeded, retry (with backoff), dead, cancelled, or released back to the queue. The record is
+//! built in one place, [`completion`], from the outcome and the reason the run was stopped.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use crate::parse;
-use crate::sandbox::{CancelToken, Failure, FailureKind, Limits, Outcome};
-use crate::task::{TaskSpec, field};
+use tokio::sync::Semaphore;
 
-use super::claim::Claimed;
+use crate::queue::task::field;
+use crate::queue::{Action, AttemptFailure, ClaimedTask, Completion, TaskId, TaskSpec};
+use crate::sandbox::{CancelReason, CancelToken, Failure, FailureKind, Limits, Outcome};
+
+use super::backoff::retry_delay;
+use super::held::HeldRun;
 use super::{Shared, WorkerConfig};
 
-/// What the completion script does with a task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Succeeded,
-    Retry,
-    Dead,
-    Cancelled,
-    /// Back to pending unfinished, not counted as an attempt (worker shutdown).
-    Release,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Succeeded => "succeeded",
-            Self::Retry => "retry",
-            Self::Dead => "dead",
-            Self::Cancelled => "cancelled",
-            Self::Release => "release",
-        }
-    }
-}
-
-/// One record for `complete.lua`.
+/// A finished run, waiting to be written.
 #[derive(Debug)]
-pub struct Completion {
-    pub queue: crate::parse::QueueName,
-    pub seq: u64,
-    pub token: u64,
-    pub action: Action,
-    /// For `Retry`: when the task is due again (Unix ms).
-    pub due_ms: u64,
-    /// This attempt's error as a JSON object (empty for success and release).
-    pub error_json: String,
-    pub fields: Vec<(&'static str, Vec<u8>)>,
-}
-
-impl Completion {
-    /// Hands a task back to the queue unfinished, not counted as an attempt.
-    pub fn release(queue: crate::parse::QueueName, seq: u64, token: u64) -> Self {
-        Self { queue, seq, token, action: Action::Release, due_ms: 0, error_json: String::new(), fields: Vec::new() }
-    }
-
-    /// A failure of the worker rather than of the task (`attempt` is the attempt that failed):
-    /// the task is dead at once, since a bug of the worker would only repeat.
-    pub fn internal_failure(shared: &Shared, queue: crate::parse::QueueName, seq: u64, token: u64, attempt: u32, message: &str) -> Self {
-        let outcome = Outcome::not_run(Failure::new(FailureKind::Internal, message));
-        completion(shared, queue, seq, token, outcome, attempt, attempt, false)
-    }
+pub struct Done {
+    pub id: TaskId,
+    pub completion: Completion,
 }
 
 /// The limits a task runs under: its own requests where it made them, the worker's defaults
-/// elsewhere, never above the worker's caps.
-pub fn resolve_limits(spec: &TaskSpec, config: &WorkerConfig) -> Limits {
+/// elsewhere, never above the worker's caps (the output cap also below what this worker's Redis
+/// takes as one value).
+pub fn resolve_limits(spec: &TaskSpec, config: &WorkerConfig, max_output: usize) -> Limits {
     let d = &config.default_limits;
     Limits {
         timeout: spec.limits.timeout.unwrap_or(d.timeout).min(config.max_timeout),
         memory: spec.limits.memory.unwrap_or(d.memory).min(config.sandbox.max_memory),
         fuel: spec.limits.fuel.or(d.fuel),
         deterministic: spec.deterministic || d.deterministic,
+        stdout: d.stdout.min(max_output),
         ..*d
     }
 }
 
-/// Exponential backoff with "equal jitter": half the delay fixed, half random, so that retries of
-/// many tasks that failed together spread out.
-pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
-    let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
-    let d = exp.min(cap);
-    d / 2 + d.mul_f64(fastrand::f64() / 2.0)
-}
-
-/// Runs a claimed task to its completion record. `cancel` is the token the heartbeat trips when
-/// the task is cancelled or its lease is lost; `shutting_down` tells a release from a cancel.
-pub async fn execute(shared: &Shared, task: Claimed, cancel: CancelToken) -> Completion {
-    let Claimed { queue, seq, token, fields, oversized_input } = task;
-    let config = &shared.config;
-    let spec = TaskSpec::from_fields(&fields);
-    // The claim sends the length instead of an input over the limit; a shorter one is checked
-    // again here, since the limit is this worker's.
-    let input_len = |spec: &TaskSpec| oversized_input.unwrap_or(spec.input.len() as u64);
-    let (outcome, attempts, max_attempts) = match &spec {
-        Err(e) => (Outcome::not_run(Failure::new(FailureKind::InvalidTask, e.to_string())), 1, 1),
-        Ok(spec) if input_len(spec) > config.max_input_size => (
-            Outcome::not_run(Failure::new(
-                FailureKind::InvalidTask,
-                format!("the input is {} bytes, more than this worker's limit of {} bytes", input_len(spec), config.max_input_size),
-            )),
-            spec.attempts,
-            spec.attempts,
-        ),
-        Ok(spec) => {
-            let max = spec.max_attempts.unwrap_or(config.max_attempts);
-            let outcome = match shared.modules.get(&spec.module).await {
-                Err(failure) => Outcome::not_run(failure),
-                Ok(module) => {
-                    let limits = resolve_limits(spec, config);
-                    let name = shared.modules.name(&spec.module);
-                    shared.sandbox.run(&module, &name, spec.input.clone(), &limits, &cancel).await
-                }
-            };
-            (outcome, spec.attempts, max)
+/// Runs one held task once a run slot is free and returns what to write: its outcome; a
+/// hand-back when the worker stops before it started; `cancelled` when its cancel arrives first;
+/// or an `internal` failure if running it panicked (so that the task is reported, not stuck).
+pub async fn run_held(shared: Arc<Shared>, task: ClaimedTask, run: HeldRun, slots: Arc<Semaphore>, stopping: CancelToken) -> Done {
+    use futures_util::FutureExt;
+    let (id, token, attempt) = (task.id.clone(), task.token, task.attempt);
+    // Biased: a stop or a cancel that is already known wins over a slot that frees up.
+    let slot = tokio::select! {
+        biased;
+        _ = stopping.cancelled() => None,
+        _ = run.cancel.cancelled() => None,
+        slot = slots.acquire_owned() => slot.ok(),
+    };
+    let Some(slot) = slot else {
+        let reason = run.cancel.reason().unwrap_or(CancelReason::Shutdown);
+        let outcome = Outcome::not_run(Failure::new(FailureKind::Cancelled, "the task was cancelled before it started"));
+        let completion = completion(&shared.config, id.seq, token, outcome, attempt, attempt, Some(reason));
+        return Done { id, completion };
+    };
+    let started_ms = crate::parse::now_ms();
+    run.started.store(started_ms, Ordering::Relaxed);
+    let clock = std::time::Instant::now();
+    // Boxed: the run's state machine is large, and an unboxed one would be copied into every
+    // spawned task.
+    let exec = Box::pin(execute(&shared, task, &run.cancel));
+    let mut completion = match std::panic::AssertUnwindSafe(exec).catch_unwind().await {
+        Ok(c) => c,
+        Err(panic) => {
+            let what =
+                panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_else(|| "a panic".into());
+            tracing::error!(task = %id, panic = ?what, "running the task panicked");
+            // A bug of the worker would only repeat: the task is dead at once.
+            let outcome = Outcome::not_run(Failure::new(FailureKind::Internal, format!("the worker panicked running the task: {what}")));
+            completion(&shared.config, id.seq, token, outcome, attempt, attempt, None)
         }
     };
-    completion(shared, queue, seq, token, outcome, attempts, max_attempts, cancel.is_cancelled())
+    drop(slot);
+    shared.observe_task(clock.elapsed());
+    if completion.action != Action::Release {
+        completion.fields.push((field::STARTED, started_ms.to_string().into_bytes()));
+    }
+    Done { id, completion }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn completion(
-    shared: &Shared,
-    queue: crate::parse::QueueName,
-    seq: u64,
-    token: u64,
-    outcome: Outcome,
-    attempts: u32,
-    max_attempts: u32,
-    cancelled: bool,
-) -> Completion {
+/// Runs a claimed task to its completion record. `cancel` is tripped (with its reason) when the
+/// task is cancelled, its lease is lost, or the worker stops.
+async fn execute(shared: &Shared, task: ClaimedTask, cancel: &CancelToken) -> Completion {
+    let ClaimedTask { id, token, attempt, spec, oversized_input } = task;
     let config = &shared.config;
+    let (outcome, max_attempts) = match &spec {
+        Err(e) => (Outcome::not_run(Failure::new(FailureKind::InvalidTask, e.to_string())), attempt),
+        Ok(spec) => {
+            // The claim sends the length instead of an input over the limit; a shorter one is
+            // checked again here, since the limit is this worker's.
+            let input_len = oversized_input.unwrap_or(spec.input.len() as u64);
+            let max = spec.max_attempts.unwrap_or(config.max_attempts);
+            if input_len > config.max_input_size {
+                let message = format!("the input is {input_len} bytes, more than this worker's limit of {} bytes", config.max_input_size);
+                (Outcome::not_run(Failure::new(FailureKind::InvalidTask, message)), max)
+            } else {
+                let outcome = match shared.modules.get(&spec.module).await {
+                    Err(failure) => Outcome::not_run(failure),
+                    Ok(module) => {
+                        let limits = resolve_limits(spec, config, shared.max_output);
+                        let name = shared.modules.name(&spec.module);
+                        shared.sandbox.run(&module, &name, spec.input.clone(), &limits, cancel).await
+                    }
+                };
+                (outcome, max)
+            }
+        }
+    };
+    completion(config, id.seq, token, outcome, attempt, max_attempts, cancel.reason())
+}
+
+/// The record for `complete.lua`, from how the run ended (`stopped`: why it was cancelled, if
+/// it was).
+#[allow(clippy::too_many_arguments)]
+pub fn completion(config: &WorkerConfig, seq: u64, token: u64, outcome: Outcome, attempt: u32, max_attempts: u32, stopped: Option<CancelReason>) -> Completion {
+    let release = Completion { seq, token, action: Action::Release, delay: Default::default(), error: None, fields: Vec::new() };
     let mut fields: Vec<(&'static str, Vec<u8>)> = vec![(field::DURATION_US, (outcome.duration.as_micros() as u64).to_string().into_bytes())];
     if let Some(f) = outcome.fuel_used {
         fields.push((field::FUEL_USED, f.to_string().into_bytes()));
@@ -143,51 +131,33 @@ fn completion(
     if outcome.log_truncated {
         fields.push((field::LOG_TRUNCATED, b"1".to_vec()));
     }
+    // When the result was sent, in µs (worker clock): end-to-end latency is measured against it.
+    fields.push((field::FINISHED_US, crate::parse::now_us().to_string().into_bytes()));
     let failure = match outcome.result {
         Ok(()) => {
             fields.push((field::OUTPUT, outcome.output));
-            return Completion { queue, seq, token, action: Action::Succeeded, due_ms: 0, error_json: String::new(), fields };
+            return Completion { action: Action::Succeeded, fields, ..release };
         }
         Err(f) => f,
     };
-    let now = parse::now_ms();
-    // A task stopped by this worker's shutdown goes back to the queue as if never claimed.
-    if cancelled && failure.kind == FailureKind::Cancelled && shared.is_releasing(&queue, seq) {
-        return Completion { queue, seq, token, action: Action::Release, due_ms: 0, error_json: String::new(), fields: Vec::new() };
+    if failure.kind == FailureKind::Cancelled {
+        match stopped {
+            // Stopped by this worker's shutdown: back to the queue as if never claimed.
+            Some(CancelReason::Shutdown) | None => return release,
+            // Its result would be refused anyway; a release is as good as any.
+            Some(CancelReason::LeaseLost) => return release,
+            Some(CancelReason::Requested) => {}
+        }
     }
     fields.push((field::ERROR_KIND, failure.kind.as_str().as_bytes().to_vec()));
     fields.push((field::ERROR, failure.message.clone().into_bytes()));
-    let error_json = serde_json::json!({
-        "attempt": attempts,
-        "kind": failure.kind.as_str(),
-        "message": failure.message,
-        "worker": shared.worker_id,
-        "at": now,
-    })
-    .to_string();
-    let (action, due_ms) = if failure.kind == FailureKind::Cancelled {
-        (Action::Cancelled, 0)
-    } else if failure.kind.retryable() && attempts < max_attempts {
-        (Action::Retry, now + backoff(attempts, config.backoff_base, config.backoff_cap).as_millis() as u64)
+    let error = Some(AttemptFailure { kind: failure.kind.as_str(), message: failure.message });
+    let (action, delay) = if failure.kind == FailureKind::Cancelled {
+        (Action::Cancelled, Default::default())
+    } else if failure.kind.retryable() && attempt < max_attempts {
+        (Action::Retry, retry_delay(attempt, config.backoff_base, config.backoff_cap))
     } else {
-        (Action::Dead, 0)
+        (Action::Dead, Default::default())
     };
-    Completion { queue, seq, token, action, due_ms, error_json, fields }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_exponentially_with_jitter_and_a_cap() {
-        let base = Duration::from_secs(1);
-        let cap = Duration::from_secs(60);
-        for attempt in 1..=10 {
-            let d = backoff(attempt, base, cap);
-            let full = (base * 2u32.pow(attempt - 1)).min(cap);
-            assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?} not in [{:?}, {full:?}]", full / 2);
-        }
-        assert!(backoff(1000, base, cap) <= cap);
-    }
+    Completion { action, delay, error, fields, ..release }
 }

@@ -1,15 +1,21 @@
 //! Leases: the heartbeat that extends the leases of the tasks this worker holds (it also records
 //! which have started running, and learns of cancellations and lost leases), and the reaper that
-//! returns other workers' expired leases to the queue.
+//! returns other workers' expired leases to the queue and applies each queue's retention.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::parse::{self, QueueName};
-use crate::scripts;
+use crate::queue::{ReapRequest, TaskId};
+use crate::sandbox::CancelReason;
 
 use super::Shared;
+
+/// Held claims per heartbeat call.
+const HEARTBEAT_CHUNK: usize = 500;
+/// Expired leases (and finished tasks per state, for retention) per reaper call.
+const REAP_LIMIT: usize = 500;
+/// Reaper calls per queue per round, at most.
+const REAP_CALLS: usize = 20;
 
 /// Every `interval`: one `heartbeat.lua` call per queue with held tasks.
 pub async fn heartbeat(shared: Arc<Shared>, interval: Duration) {
@@ -18,32 +24,24 @@ pub async fn heartbeat(shared: Arc<Shared>, interval: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let held = shared.held();
-        let mut by_queue: BTreeMap<QueueName, Vec<(u64, u64, u64)>> = BTreeMap::new();
-        for (q, seq, token, started) in held {
-            by_queue.entry(q).or_default().push((seq, token, started));
-        }
-        for (queue, tasks) in by_queue {
-            for chunk in tasks.chunks(500) {
-                let k = shared.keys.queue(&queue);
-                let mut inv = scripts::HEARTBEAT.prepare_invoke();
-                inv.key(k.active()).arg(k.base()).arg(parse::now_ms()).arg(shared.config.lease.as_millis() as u64);
-                for (seq, token, started) in chunk {
-                    inv.arg(*seq).arg(*token).arg(*started);
-                }
-                match inv.invoke_async::<(Vec<u64>, Vec<u64>, Vec<u64>)>(&mut conn).await {
-                    Ok((cancelled, lost, finished)) => {
-                        for seq in cancelled {
-                            tracing::info!(task = %format!("{queue}:{seq}"), "cancel requested; stopping the task");
-                            shared.cancel(&queue, seq);
+        for (queue, leases) in shared.held.leases() {
+            for chunk in leases.chunks(HEARTBEAT_CHUNK) {
+                match shared.db.heartbeat(&mut conn, &queue, shared.config.lease, chunk).await {
+                    Ok(r) => {
+                        for (seq, token) in r.cancelled {
+                            let id = TaskId::new(queue.clone(), seq);
+                            tracing::info!(task = %id, "cancel requested; stopping the task");
+                            shared.held.cancel(&id, token, CancelReason::Requested);
                         }
-                        for seq in lost {
-                            tracing::warn!(task = %format!("{queue}:{seq}"), "lease lost; stopping the task");
-                            shared.cancel(&queue, seq);
+                        for (seq, token) in r.lost {
+                            let id = TaskId::new(queue.clone(), seq);
+                            tracing::warn!(task = %id, token, "lease lost; stopping this claim of the task");
+                            shared.held.cancel(&id, token, CancelReason::LeaseLost);
                         }
-                        for seq in finished {
-                            tracing::debug!(task = %format!("{queue}:{seq}"), "finished meanwhile");
-                            shared.cancel(&queue, seq);
+                        for (seq, token) in r.finished {
+                            let id = TaskId::new(queue.clone(), seq);
+                            tracing::debug!(task = %id, "finished meanwhile");
+                            shared.held.cancel(&id, token, CancelReason::LeaseLost);
                         }
                     }
                     Err(e) => tracing::warn!(%queue, error = %e, "heartbeat failed"),
@@ -54,29 +52,24 @@ pub async fn heartbeat(shared: Arc<Shared>, interval: Duration) {
 }
 
 /// Every `interval` (with jitter, so that many workers do not reap in lockstep): returns expired
-/// leases of every queue to the queue, or to the dead set when their attempts are used up.
+/// leases of every queue to the queue, or to the dead set when their attempts are used up, and
+/// deletes finished tasks past their queue's retention.
 pub async fn reaper(shared: Arc<Shared>, interval: Duration) {
     let mut conn = shared.conn.clone();
+    let request =
+        ReapRequest { limit: REAP_LIMIT, max_attempts: shared.config.max_attempts, max_stalls: shared.config.max_stalls, retention: shared.config.retention };
     loop {
         for queue in shared.queues() {
-            let k = shared.keys.queue(&queue);
-            // Bounded: at most 20 batches per round; the rest waits for the next round.
-            for _ in 0..20 {
-                let reply: redis::RedisResult<(Vec<u64>, Vec<u64>)> = scripts::invocation(&scripts::REAP, scripts::keys::reap(&k))
-                    .arg(k.base())
-                    .arg(parse::now_ms())
-                    .arg(shared.config.retention.as_millis() as u64)
-                    .arg(100)
-                    .arg(shared.config.max_attempts)
-                    .arg(shared.config.max_stalls)
-                    .invoke_async(&mut conn)
-                    .await;
-                match reply {
-                    Ok((requeued, dead)) => {
-                        if !requeued.is_empty() || !dead.is_empty() {
-                            tracing::info!(%queue, requeued = requeued.len(), dead = dead.len(), "returned expired leases");
+            for _ in 0..REAP_CALLS {
+                match shared.db.reap(&mut conn, &queue, request).await {
+                    Ok(r) => {
+                        if !r.requeued.is_empty() || !r.dead.is_empty() {
+                            tracing::info!(%queue, requeued = r.requeued.len(), dead = r.dead.len(), "returned expired leases");
                         }
-                        if requeued.len() + dead.len() < 100 {
+                        if r.trimmed > 0 {
+                            tracing::debug!(%queue, deleted = r.trimmed, "finished tasks past their retention deleted");
+                        }
+                        if r.requeued.len() + r.dead.len() < REAP_LIMIT && (r.trimmed as usize) < REAP_LIMIT {
                             break;
                         }
                     }
@@ -87,7 +80,6 @@ pub async fn reaper(shared: Arc<Shared>, interval: Duration) {
                 }
             }
         }
-        let jitter = interval.mul_f64(0.5 + fastrand::f64());
-        tokio::time::sleep(jitter).await;
+        tokio::time::sleep(interval.mul_f64(0.5 + fastrand::f64())).await;
     }
 }

@@ -5,21 +5,25 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::parse;
 use crate::schedule::{self, Fired};
 
 use super::Shared;
 
 /// Sleeps until the earliest due tick of any consumed queue (at most 1 s while schedules exist,
-/// 2 s while none do), then fires what is due.
+/// 2 s while none do), then fires what is due. A tick that meets an error stays due and is fired
+/// on a later round.
 pub async fn run(shared: Arc<Shared>) {
     let mut conn = shared.conn.clone();
     loop {
         let mut wait = Duration::from_secs(2);
         for queue in shared.queues() {
-            let now = parse::now_ms();
-            let due = match schedule::earliest(&mut conn, &shared.keys, &queue).await {
-                Ok(d) => d,
+            let times = async {
+                let now = shared.db.now_ms(&mut conn.clone(), &queue).await?;
+                let due = shared.db.earliest_schedule(&mut conn.clone(), &queue).await?;
+                Ok::<_, redis::RedisError>((now, due))
+            };
+            let (now, due) = match times.await {
+                Ok(t) => t,
                 Err(e) => {
                     tracing::warn!(%queue, error = %e, "could not read schedules");
                     wait = wait.min(Duration::from_secs(1));
@@ -31,22 +35,17 @@ pub async fn run(shared: Arc<Shared>) {
                 wait = wait.min(Duration::from_millis(due - now)).min(Duration::from_secs(1));
                 continue;
             }
-            let store = shared.modules.store().clone();
-            let resolve = |name: String| {
-                let store = store.clone();
-                async move { store.resolve(&name).await.ok() }
-            };
-            match schedule::fire_due(&mut conn, &shared.keys, &queue, now, resolve).await {
+            match schedule::fire_due(&mut conn, &shared.db, shared.modules.store(), &queue, now).await {
                 Ok(fired) => {
                     for (name, f) in fired {
                         if let Fired::Enqueued { seq, tick_ms } = f {
-                            tracing::info!(task = %format!("{queue}:{seq}"), schedule = %name, tick = %parse::format_ms(tick_ms), "periodic task enqueued");
+                            tracing::info!(task = %format!("{queue}:{seq}"), schedule = %name, tick = %crate::parse::format_ms(tick_ms), "periodic task enqueued");
                         }
                     }
                 }
                 Err(e) => {
                     // Not the 10 ms of a busy tick: a lasting error would turn into a hot loop.
-                    tracing::warn!(%queue, error = %e, "could not fire schedules");
+                    tracing::warn!(%queue, error = %e, "could not fire schedules; the due ticks stay due");
                     wait = wait.min(Duration::from_secs(1));
                     continue;
                 }

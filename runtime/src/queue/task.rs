@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::parse::{self, TaskId};
+use super::ids::{self, TaskId};
+use crate::parse;
 
 /// Field names of the task hash.
 pub mod field {
@@ -37,7 +38,14 @@ pub mod field {
     pub const EXIT_CODE: &str = "exit_code";
     pub const ERROR_KIND: &str = "error_kind";
     pub const ERROR: &str = "error";
-    pub const ERRORS: &str = "errors";
+    /// How many attempt errors were ever recorded; each is in a field `err:<n>` (JSON), the last
+    /// few kept (see `lib.lua`).
+    pub const ERRN: &str = "errn";
+    pub const ERR_PREFIX: &str = "err:";
+    /// Why a cancelled task was cancelled (`requested`, ...).
+    pub const CANCEL_REASON: &str = "cancel_reason";
+    /// Set while a `result --wait` client waits for the task.
+    pub const WAITERS: &str = "waiters";
     pub const DURATION_US: &str = "duration_us";
     pub const FUEL_USED: &str = "fuel_used";
     pub const UNIQUE_KEY: &str = "unique_key";
@@ -181,17 +189,13 @@ pub struct RequestedLimits {
 pub struct TaskSpec {
     pub module: String,
     pub input: Vec<u8>,
-    pub priority: i64,
-    pub attempts: u32,
     pub max_attempts: Option<u32>,
     pub limits: RequestedLimits,
     pub deterministic: bool,
-    pub created_ms: u64,
 }
 
-/// Upper bound on numeric task fields that hold milliseconds or counts: keeps arithmetic on them
-/// far from overflow.
-const MAX_FIELD: u64 = 1 << 53;
+/// The task fields a worker needs to run a task: what a claim returns of each task.
+pub const SPEC_FIELDS: [&str; 7] = [field::MODULE, field::INPUT, field::MAX_ATTEMPTS, field::TIMEOUT_MS, field::MEMORY, field::FUEL, field::DETERMINISTIC];
 
 impl TaskSpec {
     pub fn from_fields(f: &Fields) -> Result<Self, TaskDataError> {
@@ -206,12 +210,9 @@ impl TaskSpec {
         Ok(Self {
             module: module.to_string(),
             input: f.bytes(field::INPUT).unwrap_or_default().to_vec(),
-            priority: f.int(field::PRIORITY, parse::MIN_PRIORITY, parse::MAX_PRIORITY)?.unwrap_or(0),
-            attempts: f.uint(field::ATTEMPTS, u32::MAX as u64)?.unwrap_or(1) as u32,
-            max_attempts: f.uint(field::MAX_ATTEMPTS, 1000)?.map(|v| v as u32),
+            max_attempts: f.uint(field::MAX_ATTEMPTS, ids::MAX_ATTEMPTS as u64)?.map(|v| v as u32),
             limits: RequestedLimits { timeout, memory: f.uint(field::MEMORY, 1 << 40)?, fuel: f.uint(field::FUEL, u64::MAX)? },
             deterministic: f.text(field::DETERMINISTIC)? == Some("1"),
-            created_ms: f.uint(field::CREATED, MAX_FIELD)?.unwrap_or(0),
         })
     }
 }
@@ -224,7 +225,39 @@ pub struct AttemptError {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
+    /// Unix ms; scripts write it as a string (64-bit values travel as strings in Lua's JSON).
+    #[serde(deserialize_with = "u64_from_string_or_number")]
     pub at: u64,
+}
+
+fn u64_from_string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum N {
+        S(String),
+        N(u64),
+    }
+    match N::deserialize(d)? {
+        N::N(n) => Ok(n),
+        N::S(s) => s.parse().map_err(serde::de::Error::custom),
+    }
+}
+
+use serde::Deserialize as _;
+
+/// A task output (or any task-provided bytes) as it travels inside JSON: valid JSON is embedded
+/// as JSON, other UTF-8 as a JSON string, anything else as `{"base64": "..."}`.
+pub fn embed_output(bytes: &[u8]) -> serde_json::Value {
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) {
+        return v;
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(s) => serde_json::Value::String(s.to_string()),
+        Err(_) => {
+            use base64::Engine as _;
+            serde_json::json!({ "base64": base64::engine::general_purpose::STANDARD.encode(bytes) })
+        }
+    }
 }
 
 /// Everything known about a task, for `status` and `result`.
@@ -255,10 +288,15 @@ pub struct TaskRecord {
     /// Leases that expired before the task was seen running (not counted as attempts).
     pub stalls: u64,
     pub cancel_requested: bool,
+    /// Why the task was cancelled (for a cancelled task).
+    pub cancel_reason: Option<String>,
     pub input_bytes: usize,
+    /// The output's bytes, exactly (`wasmq result`).
     #[serde(skip)]
-    pub output: Option<Vec<u8>>,
-    /// The output as text when it is UTF-8 (for `status --json`).
+    pub output_raw: Option<Vec<u8>>,
+    /// The output as embedded in JSON (see [`embed_output`]).
+    pub output: Option<serde_json::Value>,
+    /// The output as text when it is UTF-8.
     pub output_text: Option<String>,
     pub output_bytes: Option<usize>,
     pub log: Option<String>,
@@ -275,7 +313,7 @@ impl TaskRecord {
             .ok_or_else(|| TaskDataError::Invalid { field: field::STATE, reason: format!("unknown state {:?}", clip(state_text)) })?;
         let lossy = |name: &str| f.bytes(name).map(|b| String::from_utf8_lossy(b).into_owned());
         let uint = |name: &'static str| f.uint(name, u64::MAX).ok().flatten();
-        let errors = f.text(field::ERRORS).ok().flatten().and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default();
+        let errors = attempt_errors(f);
         let output = f.bytes(field::OUTPUT).map(|b| b.to_vec());
         Ok(Self {
             id: id.to_string(),
@@ -299,14 +337,29 @@ impl TaskRecord {
             fuel_used: uint(field::FUEL_USED),
             stalls: uint(field::STALLS).unwrap_or(0),
             cancel_requested: f.bytes(field::CANCEL) == Some(b"1"),
+            cancel_reason: lossy(field::CANCEL_REASON),
             input_bytes: f.bytes(field::INPUT).map_or(0, |b| b.len()),
             output_text: output.as_ref().and_then(|o| std::str::from_utf8(o).ok().map(str::to_string)),
             output_bytes: output.as_ref().map(|o| o.len()),
-            output,
+            output: output.as_deref().map(embed_output),
+            output_raw: output,
             log: lossy(field::LOG),
             log_truncated: f.bytes(field::LOG_TRUNCATED) == Some(b"1"),
         })
     }
+}
+
+/// The attempt errors kept in a task's `err:<n>` fields, oldest first; unreadable ones are skipped.
+fn attempt_errors(f: &Fields) -> Vec<AttemptError> {
+    let mut numbered: Vec<(u64, AttemptError)> =
+        f.0.iter()
+            .filter_map(|(k, v)| {
+                let n: u64 = k.strip_prefix(field::ERR_PREFIX)?.parse().ok()?;
+                Some((n, serde_json::from_slice(v).ok()?))
+            })
+            .collect();
+    numbered.sort_by_key(|(n, _)| *n);
+    numbered.into_iter().map(|(_, e)| e).collect()
 }
 
 #[cfg(test)]
@@ -324,36 +377,36 @@ mod tests {
         let f = fields(&[("module", SHA), ("input", "hi"), ("priority", "5"), ("timeout_ms", "1500"), ("memory", "1048576")]);
         let s = TaskSpec::from_fields(&f).unwrap();
         assert_eq!(s.input, b"hi");
-        assert_eq!(s.priority, 5);
         assert_eq!(s.limits.timeout, Some(Duration::from_millis(1500)));
         assert_eq!(s.limits.memory, Some(1 << 20));
 
         assert_eq!(TaskSpec::from_fields(&fields(&[])).unwrap_err(), TaskDataError::Missing("module"));
-        for (k, v) in [
-            ("module", "xyz"),
-            ("priority", "high"),
-            ("priority", "9999999"),
-            ("timeout_ms", "-1"),
-            ("timeout_ms", "0"),
-            ("memory", "1e9"),
-            ("max_attempts", "99999"),
-        ] {
+        for (k, v) in [("module", "xyz"), ("timeout_ms", "-1"), ("timeout_ms", "0"), ("memory", "1e9"), ("max_attempts", "99999")] {
             let mut f = fields(&[("module", SHA)]);
             f.0.insert(k.into(), v.as_bytes().to_vec());
             assert!(TaskSpec::from_fields(&f).is_err(), "{k}={v} accepted");
         }
         let mut f = fields(&[("module", SHA)]);
-        f.0.insert("priority".into(), vec![0xff, 0xfe]);
-        assert!(matches!(TaskSpec::from_fields(&f), Err(TaskDataError::Invalid { field: "priority", .. })));
+        f.0.insert("memory".into(), vec![0xff, 0xfe]);
+        assert!(matches!(TaskSpec::from_fields(&f), Err(TaskDataError::Invalid { field: "memory", .. })));
     }
 
     #[test]
     fn record_parses_errors_array() {
         let id = TaskId::parse("q:1").unwrap();
-        let f = fields(&[("state", "dead"), ("module", SHA), ("errors", r#"[{"attempt":1,"kind":"trap","message":"boom","at":5}]"#)]);
+        let f = fields(&[
+            ("state", "dead"),
+            ("module", SHA),
+            ("err:10", r#"{"attempt":2,"kind":"timeout","message":"slow","at":"1735689600000"}"#),
+            ("err:9", r#"{"attempt":1,"kind":"trap","message":"boom","at":5}"#),
+            ("err:x", "junk"),
+        ]);
         let r = TaskRecord::from_fields(&id, &f).unwrap();
         assert_eq!(r.state, TaskState::Dead);
-        assert_eq!(r.errors[0].kind, "trap");
+        let kinds: Vec<_> = r.errors.iter().map(|e| (e.kind.as_str(), e.at)).collect();
+        assert_eq!(kinds, [("trap", 5), ("timeout", 1_735_689_600_000)]);
+        let none = TaskRecord::from_fields(&id, &fields(&[("state", "pending"), ("module", SHA)])).unwrap();
+        assert_eq!(serde_json::to_value(&none).unwrap()["errors"], serde_json::json!([]));
         assert!(TaskRecord::from_fields(&id, &fields(&[("state", "weird")])).is_err());
     }
 }
@@ -376,7 +429,7 @@ mod properties {
         field::MEMORY,
         field::FUEL,
         field::ATTEMPTS,
-        field::ERRORS,
+        "err:1",
         field::DURATION_US,
         field::EXIT_CODE,
         field::STARTED,
@@ -406,7 +459,7 @@ mod properties {
             if let Ok(spec) = TaskSpec::from_fields(&fields) {
                 prop_assert!(crate::parse::is_sha256_hex(&spec.module));
                 prop_assert!(spec.limits.timeout.is_none_or(|t| !t.is_zero() && t <= crate::parse::MAX_DURATION));
-                prop_assert!((crate::parse::MIN_PRIORITY..=crate::parse::MAX_PRIORITY).contains(&spec.priority));
+                prop_assert!(spec.max_attempts.is_none_or(|m| m as u64 <= crate::queue::MAX_ATTEMPTS as u64));
             }
             let id = TaskId::parse("q:1").unwrap();
             let _ = TaskRecord::from_fields(&id, &fields);
@@ -414,7 +467,15 @@ mod properties {
 
         #[test]
         fn flat_field_lists_of_any_shape_are_read(flat in proptest::collection::vec(any::<Vec<u8>>(), 0..9)) {
-            let _ = Fields::from_flat(flat);
+            let fields = Fields::from_flat(flat.clone());
+            // Every pair with a UTF-8 name is kept (the last value wins), a trailing odd name is not.
+            let mut expected = HashMap::new();
+            for pair in flat.chunks_exact(2) {
+                if let Ok(name) = String::from_utf8(pair[0].clone()) {
+                    expected.insert(name, pair[1].clone());
+                }
+            }
+            prop_assert_eq!(fields.0, expected);
         }
     }
 }

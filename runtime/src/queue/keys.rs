@@ -33,7 +33,7 @@
 //! | `P:{Q}:schedules`                 | hash   | periodic task name → JSON schedule                     |
 //! | `P:{Q}:schedule-due`              | zset   | periodic task name → next fire time ms                 |
 
-use crate::parse::{QueueName, TaskId};
+use super::ids::{QueueName, TaskId};
 
 /// Builds key names for one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 --            signal, estimates
 -- KEYS[9]    schedule-due  P:{Q}:schedule-due (zset: name -> next due ms)
 -- ARGV[1]    base          P:{Q}:
--- ARGV[2]    now           Unix ms
+-- ARGV[2]    clock         clock offset ms (0 outside tests)
 -- ARGV[3]    name          the schedule
 -- ARGV[4]    expected      the due time the caller read (Unix ms)
 -- ARGV[5]    next          the schedule's next due time (Unix ms)
@@ -16,7 +16,9 @@
 -- ARGV[9..]  further task fields as name, value pairs
 -- Returns the new task's seq, 0 when the tick was skipped, or -1 when another caller got there
 -- first (or the schedule was removed).
-local base, now, name = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local K = {seq = KEYS[1], pending = KEYS[2], delayed = KEYS[3], meta = KEYS[4], stats = KEYS[5], modrefs = KEYS[6],
+  signal = KEYS[7], estimates = KEYS[8]}
+local name = ARGV[3]
 local current = redis.call('ZSCORE', KEYS[9], name)
 if not current or tonumber(current) ~= tonumber(ARGV[4]) then
   return -1
@@ -27,6 +29,5 @@ if ARGV[6] ~= '1' then
 end
 local extra = {}
 for i = 9, #ARGV do extra[#extra + 1] = ARGV[i] end
-local k = {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]}
-local seq = add_task(k, base, now, 0, ARGV[7], tonumber(ARGV[8]), '', 0, extra)
+local seq = add_task(K, 0, ARGV[7], tonumber(ARGV[8]), '', 0, extra)
 return seq

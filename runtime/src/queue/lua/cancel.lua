@@ -1,0 +1,35 @@
+-- cancel: cancels one task. A pending or delayed task is taken out of the queue and finished as
+-- cancelled at once (O(1) or O(log n): a task in a priority list leaves a tombstone, see
+-- lib.lua); an active one is flagged, and its worker stops it and finishes it (heartbeat.lua
+-- reports the flag).
+--
+-- KEYS[1] pending    P:{Q}:pending    (zset)
+-- KEYS[2] delayed    P:{Q}:delayed    (zset)
+-- KEYS[3] cancelled  P:{Q}:cancelled  (zset)
+-- KEYS[4] stats      P:{Q}:stats      (hash)
+-- KEYS[5] modrefs    P:{Q}:modrefs    (hash)
+-- KEYS[6] meta       P:{Q}:meta       (hash)
+-- KEYS[7] signal     P:{Q}:signal     (list)
+-- ARGV[1] base       P:{Q}:
+-- ARGV[2] clock      clock offset ms (0 outside tests)
+-- ARGV[3] retention  the caller's default retention (see lib.lua `retention`)
+-- ARGV[4] seq        the task
+-- Returns {state before, what happened}: what is 'cancelled', 'cancelling', 'finished' or
+-- 'unknown' (state '').
+local K = {pending = KEYS[1], delayed = KEYS[2], cancelled = KEYS[3], stats = KEYS[4], modrefs = KEYS[5], meta = KEYS[6],
+  signal = KEYS[7]}
+local seq = ARGV[4]
+local tkey = task_key(seq)
+local state = redis.call('HGET', tkey, 'state')
+if not state then return {'', 'unknown'} end
+if state == 'pending' or state == 'delayed' then
+  if state == 'pending' then remove_pending(K.pending, K.stats, seq) else redis.call('ZREM', K.delayed, seq) end
+  local b = new_batch(K, ARGV[3])
+  finish(b, seq, tkey, 'cancelled', {'cancel_reason', 'requested'}, finish_info(tkey))
+  flush(b)
+  return {state, 'cancelled'}
+elseif state == 'active' then
+  redis.call('HSET', tkey, 'cancel', '1')
+  return {state, 'cancelling'}
+end
+return {state, 'finished'}

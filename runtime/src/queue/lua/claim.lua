@@ -1,0 +1,104 @@
+-- claim: promotes due delayed tasks, then leases up to N ready tasks to one worker.
+--
+-- KEYS[1] pending    P:{Q}:pending    (zset; with P:{Q}:levels and P:{Q}:p:<level> lists, see lib.lua)
+-- KEYS[2] delayed    P:{Q}:delayed    (zset: due ms)
+-- KEYS[3] active     P:{Q}:active     (zset: lease deadline ms)
+-- KEYS[4] meta       P:{Q}:meta       (hash: paused flag, policy)
+-- KEYS[5] signal     P:{Q}:signal     (list)
+-- KEYS[6] estimates  P:{Q}:estimates  (hash)
+-- KEYS[7] stats      P:{Q}:stats      (hash: the tombstones counter)
+-- ARGV[1] base       P:{Q}:
+-- ARGV[2] clock      clock offset ms (0 outside tests)
+-- ARGV[3] lease_ms   lease length
+-- ARGV[4] n          most tasks to claim
+-- ARGV[5] max_bytes  most input bytes in all (0: no limit); the first task is claimed whatever its size
+-- ARGV[6] worker     worker id (recorded in the task)
+-- ARGV[7] max_input  largest input the worker takes, bytes (0: any); a larger input is not sent:
+--                    its length (an integer) stands in its place, and the worker fails the task
+-- ARGV[8..]          the task fields to return for each task, `input` among them
+-- Returns {next_due, then per task: seq, token, attempts, then the requested fields} (flat,
+-- missing fields nil), where next_due is how many ms from now the earliest delayed task is due
+-- (-1 if none, -2 if the queue is paused) and token is the lease token (fencing: a completion must carry it).
+local K = {pending = KEYS[1], delayed = KEYS[2], active = KEYS[3], meta = KEYS[4], signal = KEYS[5], estimates = KEYS[6],
+  stats = KEYS[7]}
+local lease_ms, n, max_bytes, worker = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]) or 0, ARGV[6]
+local max_input = tonumber(ARGV[7]) or 0
+local names = {}
+local input_at = nil
+for i = 8, #ARGV do
+  names[#names + 1] = ARGV[i]
+  if ARGV[i] == 'input' then input_at = #names end
+end
+
+if redis.call('HGET', K.meta, 'paused') == '1' then
+  return {-2}
+end
+
+local pol = queue_policy(K.meta)
+-- Promote due delayed tasks (bounded per call; the rest follow on the next claim).
+local due = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', NOW, 'LIMIT', 0, 1000)
+if #due > 0 then
+  redis.call('ZREM', K.delayed, unpack(due))
+  for _, seq in ipairs(due) do
+    -- A task whose hash is gone (purged) is dropped rather than resurrected as a stub.
+    if is_hash(task_key(seq)) then back_to_pending(pol, K.pending, K.estimates, seq, false) end
+  end
+end
+
+local out = {-1}
+local popped = pop_pending(pol, K.pending, n)
+local deadline_s = string.format('%d', NOW + lease_ms)
+local leased = {}
+local bytes, claimed, tombstones = 0, 0, 0
+for i, e in ipairs(popped) do
+  local seq = e.seq
+  local tkey = task_key(seq)
+  -- pcall: a key overwritten with another type counts as gone instead of failing the script
+  -- after the pop (which would lose the tasks popped with it).
+  local f = redis.pcall('HMGET', tkey, 'state', 'attempts', 'lease', unpack(names))
+  local ok = type(f) == 'table' and not f.err
+  -- A hash without a state (written by hand) is still claimed, so that the worker fails it with
+  -- a clear error instead of it vanishing; a task in another state (cancelled while it waited in
+  -- a list) or a missing one is a tombstone.
+  if not ok or (f[1] ~= 'pending' and (f[1] or not is_hash(tkey))) then
+    if e.level then tombstones = tombstones + 1 end
+  else
+    local input = input_at and f[3 + input_at]
+    local size = input and #input or 0
+    if claimed > 0 and max_bytes > 0 and bytes + size > max_bytes then
+      -- Over the byte budget: this task and the rest go back where they were.
+      unpop(K.pending, popped, i)
+      break
+    end
+    bytes = bytes + size
+    claimed = claimed + 1
+    local a = tostring((tonumber(f[2]) or 0) + 1)
+    local token = (tonumber(f[3]) or 0) + 1
+    -- `claimed`, not `started`: a prefetched task may wait in the worker before it runs; the
+    -- worker reports when it started (heartbeat.lua, complete.lua).
+    redis.call('HSET', tkey, 'attempts', a, 'lease', tostring(token), 'state', 'active', 'worker', worker, 'claimed', NOW_S)
+    leased[#leased + 1] = deadline_s
+    leased[#leased + 1] = seq
+    out[#out + 1] = tonumber(seq)
+    out[#out + 1] = token
+    out[#out + 1] = a
+    -- An oversized input (written around `enqueue`'s check) never travels to the worker.
+    if input and max_input > 0 and size > max_input then f[3 + input_at] = size end
+    for j = 1, #names do out[#out + 1] = f[3 + j] end
+  end
+end
+if #leased > 0 then
+  redis.call('ZADD', K.active, unpack(leased))
+end
+if tombstones > 0 and hincr(K.stats, 'tombstones', -tombstones) < 0 then
+  redis.call('HSET', K.stats, 'tombstones', 0)
+end
+
+-- More work left: pass the baton to another idle worker.
+if any_pending(K.pending) then
+  signal(K.signal)
+end
+
+local first = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
+if first[2] then out[1] = math.max(tonumber(first[2]) - NOW, 0) end
+return out

@@ -1,0 +1,69 @@
+-- enqueue_bulk: adds many tasks that share their options (bulk enqueue), in one call: the
+-- queue's counter, policy, counters and wake-up are touched once per call, not once per task.
+--
+-- KEYS[1..8]  as enqueue.lua: seq, pending, delayed, meta, stats, modrefs, signal, estimates
+-- ARGV[1] base       P:{Q}:
+-- ARGV[2] clock      clock offset ms (0 outside tests)
+-- ARGV[3] due_at     Unix ms when the tasks become ready (0: at once)
+-- ARGV[4] delay_ms   or this long from now, whichever is later (0: none)
+-- ARGV[5] module     sha256 of the module (hex)
+-- ARGV[6] priority   integer
+-- ARGV[7] nshared    number of shared field pairs that follow
+-- ARGV[8..]          the shared fields (name, value pairs), then one input per task ('' = empty)
+-- Returns the seq of the first task; the tasks have consecutive seqs in input order.
+local K = {seq = KEYS[1], pending = KEYS[2], delayed = KEYS[3], meta = KEYS[4], stats = KEYS[5], modrefs = KEYS[6],
+  signal = KEYS[7], estimates = KEYS[8]}
+local due, module, prio = due_time(ARGV[3], ARGV[4]), ARGV[5], tonumber(ARGV[6])
+local nshared = tonumber(ARGV[7])
+local first_input = 8 + 2 * nshared
+local n = #ARGV - first_input + 1
+if n <= 0 then return redis.error_reply('ERR enqueue_bulk needs at least one input') end
+local last = redis.call('INCRBY', K.seq, n)
+local first = last - n + 1
+
+local common = {'module', module, 'created', NOW_S}
+if prio ~= 0 then
+  common[#common + 1] = 'priority'
+  common[#common + 1] = ARGV[6]
+end
+for i = 8, first_input - 1 do common[#common + 1] = ARGV[i] end
+local delayed = due > NOW
+common[#common + 1] = 'state'
+common[#common + 1] = delayed and 'delayed' or 'pending'
+if delayed then
+  common[#common + 1] = 'due'
+  common[#common + 1] = string.format('%d', due)
+end
+
+local pol = queue_policy(K.meta)
+local seqs = {}
+for i = 0, n - 1 do
+  local seq = first + i
+  local fields = {unpack(common)}
+  local input = ARGV[first_input + i]
+  if input ~= '' then
+    fields[#fields + 1] = 'input'
+    fields[#fields + 1] = input
+  end
+  redis.call('HSET', task_key(seq), unpack(fields))
+  if delayed then
+    redis.call('ZADD', K.delayed, due, seq)
+  elseif pol.policy == 'wsjf' then
+    push_pending(pol, K.pending, K.estimates, seq, prio, false)
+  else
+    seqs[#seqs + 1] = seq
+  end
+end
+if #seqs > 0 then
+  local level = pending_level(pol, prio)
+  local list = BASE .. 'p:' .. level
+  -- RPUSH in slices: unpack has a limit on the number of values.
+  for s = 1, #seqs, 1000 do
+    redis.call('RPUSH', list, unpack(seqs, s, math.min(s + 999, #seqs)))
+  end
+  redis.call('ZADD', BASE .. 'levels', -level, level)
+end
+signal(K.signal)
+hincr(K.modrefs, module, n)
+hincr(K.stats, 'enqueued', n)
+return first

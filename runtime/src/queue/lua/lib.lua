@@ -1,0 +1,364 @@
+-- Shared helpers, prepended to every wasmq script (see src/queue/scripts.rs). Not a script by itself.
+--
+-- Conventions of all scripts:
+--   * ARGV[1] is the queue's key base `P:{Q}:` so that per-task keys (`task:<seq>`, `done:<seq>`,
+--     `unique:<key>`, `p:<level>`) are built on the same hash tag, hence the same Cluster slot, as
+--     the KEYS.
+--   * ARGV[2] is a clock offset in ms, 0 except in tests that drive scripts at a chosen time.
+--     Scripts read the time from the Redis server (TIME, before any write; Redis 7 replicates a
+--     script's effects, not the script), so leases and due times never depend on the clocks of
+--     the hosts that call them agreeing.
+--   * A task's `state` field is one of: pending, delayed, active, succeeded, dead, cancelled.
+--   * JSON is built with cjson; 64-bit values (ms and µs times) travel in it as strings, since
+--     cjson prints large numbers in exponent form.
+
+local BASE = ARGV[1]
+local NOW
+do
+  local t = redis.call('TIME')
+  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + (tonumber(ARGV[2]) or 0)
+end
+-- Passed to Redis as a string: a Lua number would be formatted with %.17g on every call.
+local NOW_S = string.format('%d', NOW)
+
+-- Most attempt errors a task keeps (`err:<n>` fields; older ones are dropped as new ones come).
+local MAX_ERRORS = 16
+
+local function task_key(seq) return BASE .. 'task:' .. seq end
+
+-- Adds `by` to a numeric hash field. Unlike HINCRBY it cannot fail on a field that was
+-- overwritten with junk (the junk counts as 0): a script that fails half-way leaves its earlier
+-- writes in place, so scripts must not fail on bad data.
+local function hincr(key, field, by)
+  local n = (tonumber(redis.call('HGET', key, field)) or 0) + by
+  redis.call('HSET', key, field, n)
+  return n
+end
+
+-- True when `key` holds a hash (a task key overwritten with another type is treated as gone).
+local function is_hash(key)
+  return redis.call('TYPE', key).ok == 'hash'
+end
+
+-- Pending score for the `wsjf` policy (weighted shortest job first, Smith's rule) with aging.
+-- A task's "virtual deadline" is its enqueue time plus its expected run time divided by its
+-- weight, scaled by `stretch` and capped at `max_wait_ms`: the lowest deadline runs first. Among
+-- tasks enqueued together the order is exactly Smith's rule (est / weight ascending); a task is
+-- never overtaken by tasks enqueued more than `max_wait_ms` after it, so nothing starves.
+-- The weight is max(prio, 1): priorities below 1 count as 1.
+local function wsjf_score(created_ms, est_us, prio, stretch, max_wait_ms)
+  local weight = prio
+  if weight < 1 then weight = 1 end
+  local wait = (est_us / 1000.0) * stretch / weight
+  if wait > max_wait_ms then wait = max_wait_ms end
+  return created_ms + math.floor(wait)
+end
+
+-- The queue's policy settings from its meta hash. No policy means `priority`; `wasmq queue policy`
+-- writes every wsjf setting along with the policy, so they are there whenever wsjf is (a field
+-- removed by hand counts as 0).
+local function queue_policy(meta_key)
+  local m = redis.call('HMGET', meta_key, 'policy', 'stretch', 'max_wait_ms', 'default_estimate_us')
+  return {
+    policy = m[1] or 'priority',
+    stretch = tonumber(m[2]) or 0,
+    max_wait_ms = tonumber(m[3]) or 0,
+    default_est_us = tonumber(m[4]) or 0,
+  }
+end
+
+-- The wsjf score of a task: its own estimate (given at enqueue) wins over the learned per-module
+-- mean in `estimates_key`, which wins over the queue's default.
+local function pending_score(pol, estimates_key, tkey)
+  local f = redis.call('HMGET', tkey, 'priority', 'created', 'estimate_us', 'module')
+  local est = tonumber(f[3])
+  if not est and f[4] then est = tonumber(redis.call('HGET', estimates_key, f[4])) end
+  return wsjf_score(tonumber(f[2]) or 0, est or pol.default_est_us, tonumber(f[1]) or 0, pol.stretch, pol.max_wait_ms)
+end
+
+-- Pending tasks live in one of two structures, by the queue's policy:
+--   priority, fifo: one list per priority level, P:{Q}:p:<level> (FIFO within the level), and
+--     the zset P:{Q}:levels of the non-empty levels (score -level: the highest first). fifo uses
+--     level 0 only. O(1) per task, and a list entry costs a few bytes.
+--   wsjf: the zset P:{Q}:pending, scored by virtual deadline.
+-- Tasks left in the other structure after a policy change (see repolicy.lua) are still found:
+-- they come after the current structure's.
+-- A task cancelled while it waits in a list stays there as a tombstone (removing it would scan
+-- the list): its state is no longer `pending`, claims skip it, and the `tombstones` counter of
+-- the queue's stats hash keeps the pending count exact.
+local function pending_level(pol, prio)
+  if pol.policy == 'fifo' then return 0 end
+  return prio
+end
+
+-- Adds a task to the pending structure of the queue's policy; `front` puts it ahead of its level
+-- (a task that was already claimed once goes back near where it was).
+local function push_pending(pol, pending_key, estimates_key, seq, prio, front)
+  if pol.policy == 'wsjf' then
+    redis.call('ZADD', pending_key, pending_score(pol, estimates_key, task_key(seq)), seq)
+  else
+    local level = pending_level(pol, prio)
+    redis.call(front and 'LPUSH' or 'RPUSH', BASE .. 'p:' .. level, seq)
+    redis.call('ZADD', BASE .. 'levels', -level, level)
+  end
+end
+
+-- Pops up to n entries {seq, level} from the priority lists, highest level first.
+local function pop_lists(n, out)
+  local levels_key = BASE .. 'levels'
+  while #out < n do
+    local lv = redis.call('ZRANGE', levels_key, 0, 0)
+    if #lv == 0 then return end
+    local list = BASE .. 'p:' .. lv[1]
+    local got = redis.call('LPOP', list, n - #out)
+    if got then
+      for _, s in ipairs(got) do out[#out + 1] = {seq = s, level = lv[1]} end
+    end
+    if not got or redis.call('LLEN', list) == 0 then redis.call('ZREM', levels_key, lv[1]) end
+  end
+end
+
+-- Pops up to n entries {seq, score} from the wsjf zset.
+local function pop_zset(pending_key, n, out)
+  if #out >= n then return end
+  local p = redis.call('ZPOPMIN', pending_key, n - #out)
+  for i = 1, #p, 2 do out[#out + 1] = {seq = p[i], score = p[i + 1]} end
+end
+
+-- Pops up to n pending entries in the order of the queue's policy.
+local function pop_pending(pol, pending_key, n)
+  local out = {}
+  if pol.policy == 'wsjf' then
+    pop_zset(pending_key, n, out)
+    pop_lists(n, out)
+  else
+    pop_lists(n, out)
+    pop_zset(pending_key, n, out)
+  end
+  return out
+end
+
+-- Puts popped entries back where they were, ahead of everything else (entries[from..] in order).
+local function unpop(pending_key, entries, from)
+  for i = #entries, from, -1 do
+    local e = entries[i]
+    if e.level then
+      redis.call('LPUSH', BASE .. 'p:' .. e.level, e.seq)
+      redis.call('ZADD', BASE .. 'levels', -tonumber(e.level), e.level)
+    else
+      redis.call('ZADD', pending_key, e.score, e.seq)
+    end
+  end
+end
+
+-- True when any task is pending.
+local function any_pending(pending_key)
+  return redis.call('ZCARD', pending_key) > 0 or redis.call('ZCARD', BASE .. 'levels') > 0
+end
+
+-- Takes a waiting task out of the pending structure: from the wsjf zset (O(log n)), or, in a
+-- list, by leaving a tombstone (see above) instead of scanning the list. The caller changes the
+-- task's state.
+local function remove_pending(pending_key, stats_key, seq)
+  if redis.call('ZREM', pending_key, seq) == 0 then hincr(stats_key, 'tombstones', 1) end
+end
+
+-- Wakes one idle worker of the queue, keeping the token list short: a token only says "look".
+local function signal(signal_key)
+  if redis.call('LLEN', signal_key) < 16 then
+    redis.call('RPUSH', signal_key, '1')
+  end
+end
+
+-- Tells `result --wait` clients that a task finished: one token that each woken waiter passes on
+-- (the list expires a minute later, so a waiter that died costs nothing).
+local function notify_waiters(seq, tkey)
+  local done = BASE .. 'done:' .. seq
+  redis.call('RPUSH', done, '1')
+  redis.call('PEXPIRE', done, 60000)
+  redis.call('HDEL', tkey, 'waiters')
+end
+
+-- Releases the unique key a finished task held, if it still points at this task.
+local function release_unique(seq, unique)
+  local k = BASE .. 'unique:' .. unique
+  if redis.call('GET', k) == tostring(seq) then redis.call('DEL', k) end
+end
+
+-- Records one failed attempt in its own field `err:<n>` (an append, not a rewrite of the history),
+-- keeping the last MAX_ERRORS. `attempt` is the attempt the error belongs to.
+local function append_error(tkey, attempt, kind, message, worker)
+  local n = redis.call('HINCRBY', tkey, 'errn', 1)
+  local e = {attempt = tonumber(attempt) or 0, kind = kind, message = message, at = NOW_S}
+  if worker and worker ~= '' then e.worker = worker end
+  redis.call('HSET', tkey, 'err:' .. n, cjson.encode(e))
+  if n > MAX_ERRORS then redis.call('HDEL', tkey, 'err:' .. (n - MAX_ERRORS)) end
+end
+
+-- Fields a task drops when it goes back to pending: they describe the claim that ended.
+local CLAIM_FIELDS = {'worker', 'started', 'claimed', 'running'}
+
+-- Puts a task (claimed, delayed or dead) back in the pending structure; `front` puts it ahead of
+-- its level. The one place where a task becomes pending again.
+local function back_to_pending(pol, pending_key, estimates_key, seq, front)
+  local tkey = task_key(seq)
+  redis.call('HSET', tkey, 'state', 'pending')
+  redis.call('HDEL', tkey, unpack(CLAIM_FIELDS))
+  local prio = tonumber(redis.call('HGET', tkey, 'priority')) or 0
+  push_pending(pol, pending_key, estimates_key, seq, prio, front)
+end
+
+-- Retention of finished tasks: from the queue's settings (written by `wasmq queue retention`),
+-- or else from `fallback`, the caller's defaults as
+-- "succeeded_age_ms,succeeded_count,dead_age_ms,dead_count,cancelled_age_ms,cancelled_count"
+-- (0: no limit).
+local RETENTION_FIELDS = {'ret_succeeded_age_ms', 'ret_succeeded_count', 'ret_dead_age_ms', 'ret_dead_count',
+  'ret_cancelled_age_ms', 'ret_cancelled_count'}
+local function retention(meta_key, fallback)
+  local m = redis.call('HMGET', meta_key, unpack(RETENTION_FIELDS))
+  local f = {}
+  for v in string.gmatch(fallback or '', '[^,]+') do f[#f + 1] = tonumber(v) or 0 end
+  local function pick(i) return tonumber(m[i]) or f[i] or 0 end
+  return {
+    succeeded = {age = pick(1), count = pick(2)},
+    dead = {age = pick(3), count = pick(4)},
+    cancelled = {age = pick(5), count = pick(6)},
+  }
+end
+
+-- Deletes finished tasks of one state, oldest first: those that finished at or before `cutoff` (Unix
+-- ms; nil: none by age), then those over `count` (0: no limit). At most `budget` per call, so that
+-- the cost is O(1) amortised per finished task (callers pass a budget of a small multiple of what
+-- they just finished). The index entry and the task hash go together: neither outlives the other.
+local function delete_finished(set_key, cutoff, count, budget)
+  local n = 0
+  if cutoff then
+    local old = redis.call('ZRANGEBYSCORE', set_key, '-inf', cutoff, 'LIMIT', 0, budget)
+    for _, seq in ipairs(old) do redis.call('DEL', task_key(seq)) end
+    if #old > 0 then redis.call('ZREM', set_key, unpack(old)) end
+    n = #old
+  end
+  if count > 0 and n < budget then
+    local over = redis.call('ZCARD', set_key) - count
+    if over > 0 then
+      local p = redis.call('ZPOPMIN', set_key, math.min(over, budget - n))
+      for i = 1, #p, 2 do redis.call('DEL', task_key(p[i])) end
+      n = n + #p / 2
+    end
+  end
+  return n
+end
+
+-- Applies one state's retention limits {age, count} (see `retention`).
+local function trim_finished(set_key, limits, budget)
+  return delete_finished(set_key, limits.age > 0 and NOW - limits.age or nil, limits.count, budget)
+end
+
+-- Finishing tasks in a batch: `finish` records one task, `flush` does the work shared by the
+-- batch once (index sets, counters, module references, retention, wake-up).
+--   K: the script's keys by name: succeeded, dead, cancelled, stats, modrefs, meta, signal
+local function new_batch(K, fallback_retention)
+  return {K = K, fallback = fallback_retention, sets = {}, counts = {}, unrefs = {}, wake = false}
+end
+
+local function count(b, name, by) b.counts[name] = (b.counts[name] or 0) + by end
+
+-- Moves a task into a finished state (succeeded, dead or cancelled), writing `fields` (a flat
+-- name, value list, may be empty) with it. `cur` holds what the caller read of the task:
+-- module, unique_key, waiters.
+local function finish(b, seq, tkey, state, fields, cur)
+  fields[#fields + 1] = 'state'; fields[#fields + 1] = state
+  fields[#fields + 1] = 'finished'; fields[#fields + 1] = NOW_S
+  redis.call('HSET', tkey, unpack(fields))
+  local set = b.sets[state]
+  if not set then set = {}; b.sets[state] = set end
+  set[#set + 1] = NOW_S
+  set[#set + 1] = seq
+  if cur.module then b.unrefs[cur.module] = (b.unrefs[cur.module] or 0) + 1 end
+  if cur.unique_key then release_unique(seq, cur.unique_key) end
+  if cur.waiters then notify_waiters(seq, tkey) end
+  count(b, state, 1)
+end
+
+-- Reads what `finish` needs of a task.
+local function finish_info(tkey)
+  local f = redis.call('HMGET', tkey, 'module', 'unique_key', 'waiters')
+  return {module = f[1], unique_key = f[2], waiters = f[3]}
+end
+
+local function flush(b)
+  local K = b.K
+  local limits = nil
+  for state, set in pairs(b.sets) do
+    redis.call('ZADD', K[state], unpack(set))
+    limits = limits or retention(K.meta, b.fallback)
+    trim_finished(K[state], limits[state], #set + 16)
+  end
+  for name, by in pairs(b.counts) do hincr(K.stats, name, by) end
+  for module, n in pairs(b.unrefs) do
+    if hincr(K.modrefs, module, -n) <= 0 then redis.call('HDEL', K.modrefs, module) end
+  end
+  if b.wake then signal(K.signal) end
+end
+
+-- Adds one task to a queue; shared by enqueue.lua and schedule_fire.lua.
+--   K        the queue's keys by name: seq, pending, delayed, meta, stats, modrefs, signal, estimates
+--   due      Unix ms when the task becomes ready (<= NOW: at once)
+--   unique   unique key or '' (unique_ms: how long it may be held; 0 = until the task ends)
+--   extra    further task fields as a flat name, value list
+-- Returns seq, is_new (0 when an unfinished task holds the unique key: its seq is returned).
+local function add_task(K, due, module, prio, unique, unique_ms, extra)
+  if unique ~= '' then
+    local held = redis.call('GET', BASE .. 'unique:' .. unique)
+    if held then
+      local st = redis.call('HGET', task_key(held), 'state')
+      if st == 'pending' or st == 'delayed' or st == 'active' then
+        return tonumber(held), 0
+      end
+    end
+  end
+  local seq = redis.call('INCR', K.seq)
+  local tkey = task_key(seq)
+  local fields = {'module', module, 'created', NOW_S}
+  -- Defaults are not stored: a pending task stays small.
+  if prio ~= 0 then
+    fields[#fields + 1] = 'priority'
+    fields[#fields + 1] = prio
+  end
+  for i = 1, #extra do fields[#fields + 1] = extra[i] end
+  if unique ~= '' then
+    fields[#fields + 1] = 'unique_key'
+    fields[#fields + 1] = unique
+    local uk = BASE .. 'unique:' .. unique
+    if unique_ms > 0 then
+      redis.call('SET', uk, seq, 'PX', unique_ms)
+    else
+      redis.call('SET', uk, seq)
+    end
+  end
+  fields[#fields + 1] = 'state'
+  if due > NOW then
+    fields[#fields + 1] = 'delayed'
+    fields[#fields + 1] = 'due'
+    fields[#fields + 1] = string.format('%d', due)
+    redis.call('HSET', tkey, unpack(fields))
+    redis.call('ZADD', K.delayed, due, seq)
+  else
+    fields[#fields + 1] = 'pending'
+    redis.call('HSET', tkey, unpack(fields))
+    push_pending(queue_policy(K.meta), K.pending, K.estimates, seq, prio, false)
+  end
+  -- Delayed tasks signal too: an idle worker then learns the new earliest due time.
+  signal(K.signal)
+  hincr(K.modrefs, module, 1)
+  hincr(K.stats, 'enqueued', 1)
+  return seq, 1
+end
+
+-- When a task becomes due: the later of an absolute time and a delay from now (both optional).
+local function due_time(due_at, delay_ms)
+  local due = tonumber(due_at) or 0
+  local d = tonumber(delay_ms) or 0
+  if d > 0 and NOW + d > due then due = NOW + d end
+  return due
+end

@@ -1,0 +1,420 @@
+//! The queue layer: the one place that knows how queues and tasks are kept in Redis.
+//!
+//! - [`keys`]: the key schema (every key name is built there).
+//! - [`ids`]: queue names and task ids, and the ranges of priorities and attempts.
+//! - [`task`]: the task hash's fields, the states, and typed views of a task.
+//! - [`policy`]: queue settings kept in the queue's meta hash (ordering policy, retention).
+//! - `scripts` and `lua/`: one Lua script per state change and one typed function per script on
+//!   [`Db`], which owns the script's KEYS, ARGV order and reply.
+//!
+//! [`Db`] is the handle everything else goes through: the client, the worker, the scheduler, the
+//! CLI, the benchmarks and the tests call its functions and never build keys or scripts
+//! themselves.
+
+pub mod ids;
+pub mod keys;
+pub mod policy;
+mod scripts;
+pub mod task;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use redis::AsyncCommands;
+
+pub use ids::{MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, QueueName, TaskId};
+pub use keys::Keys;
+pub use policy::{DEFAULT_RETENTION_AGE, DEFAULT_RETENTION_COUNT, Policy, Retention, WsjfSettings};
+pub use scripts::{
+    Action, AttemptFailure, CancelOutcome, ClaimBatch, ClaimRequest, ClaimedTask, Completion, Due, EnqueueReply, FireReply, HeartbeatReply, HeldLease, NewTask,
+    NewTasks, ReapReply, ReapRequest, RetryReply, RetrySelection, Tick, WaitRegistration,
+};
+pub use task::{Fields, TaskRecord, TaskSpec, TaskState};
+
+use crate::conn::Conn;
+
+/// What went wrong in the queue layer (besides Redis errors).
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("Redis error: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("cannot purge {0} tasks; use succeeded, dead or cancelled")]
+    NotFinished(TaskState),
+    #[error("queue {queue} has malformed settings: {reason}")]
+    Settings { queue: String, reason: String },
+}
+
+/// The queue layer's handle: the key schema of one prefix and the clock offset of the scripts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Db {
+    keys: Keys,
+    clock_offset_ms: i64,
+}
+
+/// Counts and settings of one queue.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct QueueStats {
+    pub queue: String,
+    pub pending: u64,
+    pub delayed: u64,
+    pub active: u64,
+    pub succeeded: u64,
+    pub dead: u64,
+    pub cancelled: u64,
+    pub paused: bool,
+    pub policy: String,
+    /// Cumulative counters since the queue was created.
+    pub enqueued_total: u64,
+    pub succeeded_total: u64,
+    pub dead_total: u64,
+    pub cancelled_total: u64,
+    pub retried_total: u64,
+    pub requeued_total: u64,
+}
+
+impl Db {
+    pub fn new(prefix: &str) -> Self {
+        Self { keys: Keys::new(prefix), clock_offset_ms: 0 }
+    }
+
+    /// A handle whose scripts see the server's clock moved by `offset_ms`: for tests that drive
+    /// leases, due times and schedules at a chosen time without sleeping.
+    pub fn with_clock_offset(mut self, offset_ms: i64) -> Self {
+        self.clock_offset_ms = offset_ms;
+        self
+    }
+
+    /// The key schema (for reading keys in tests and tools; writes go through this module).
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The time the scripts see: the Redis server's clock (plus the test offset), Unix ms. In a
+    /// Cluster, the clock of the node that holds `q`.
+    pub async fn now_ms(&self, conn: &mut Conn, q: &QueueName) -> redis::RedisResult<u64> {
+        let (secs, micros): (u64, u64) = conn.query_at(&self.keys.queue(q).meta(), &redis::cmd("TIME")).await?;
+        Ok((secs * 1000 + micros / 1000).saturating_add_signed(self.clock_offset_ms))
+    }
+
+    /// Adds a queue to the registry of queues (for stats, module references and the reaper).
+    pub async fn register_queue(&self, conn: &mut Conn, q: &QueueName) -> redis::RedisResult<()> {
+        conn.sadd(self.keys.queues(), q.as_str()).await
+    }
+
+    /// Every queue that ever had a task, sorted. Members that are not valid names are skipped.
+    pub async fn queues(&self, conn: &mut Conn) -> redis::RedisResult<Vec<QueueName>> {
+        let names: Vec<Vec<u8>> = conn.smembers(self.keys.queues()).await?;
+        let mut qs: Vec<QueueName> = names.iter().filter_map(|n| std::str::from_utf8(n).ok().and_then(|n| QueueName::new(n).ok())).collect();
+        qs.sort();
+        Ok(qs)
+    }
+
+    /// The raw fields of a task hash (None for an unknown task).
+    pub async fn task_fields(&self, conn: &mut Conn, id: &TaskId) -> redis::RedisResult<Option<Fields>> {
+        let flat: Vec<Vec<u8>> = conn.hgetall(self.keys.task(id)).await?;
+        Ok((!flat.is_empty()).then(|| Fields::from_flat(flat)))
+    }
+
+    /// A task's state field, raw (None for an unknown task).
+    pub async fn task_state(&self, conn: &mut Conn, id: &TaskId) -> redis::RedisResult<Option<String>> {
+        conn.hget(self.keys.task(id), task::field::STATE).await
+    }
+
+    /// Waits up to `timeout` for the done token of a task that has a registered waiter (see
+    /// `wait.lua`), and passes it on to the next waiter. `conn` must be a connection of its own:
+    /// the wait blocks it. True when a token came.
+    pub async fn wait_done(&self, conn: &mut Conn, id: &TaskId, timeout: Duration) -> redis::RedisResult<bool> {
+        let done = self.keys.queue(&id.queue).done(id.seq);
+        let secs = (timeout.as_secs_f64() * 1000.0).ceil().max(10.0) / 1000.0;
+        let popped: Option<(String, String)> = redis::cmd("BLPOP").arg(&done).arg(secs).query_async(conn).await?;
+        if popped.is_some() {
+            let _: () = redis::pipe().rpush(&done, 1).ignore().pexpire(&done, 60_000).ignore().query_async(conn).await?;
+        }
+        Ok(popped.is_some())
+    }
+
+    /// Waits up to `timeout` (whole seconds, at least 1) for a wake-up token of an idle worker of
+    /// `q`. `conn` must be a connection of its own: the wait blocks it.
+    pub async fn wait_signal(&self, conn: &mut Conn, q: &QueueName, timeout_s: u64) -> redis::RedisResult<bool> {
+        let popped: Option<(String, String)> = redis::cmd("BLPOP").arg(self.keys.queue(q).signal()).arg(timeout_s.max(1)).query_async(conn).await?;
+        Ok(popped.is_some())
+    }
+
+    /// Wakes one idle worker of `q` (after a resume, or to pass on a token a worker did not use).
+    pub async fn wake(&self, conn: &mut Conn, q: &QueueName) -> redis::RedisResult<()> {
+        conn.rpush(self.keys.queue(q).signal(), 1).await
+    }
+
+    /// Tasks pending in a queue, in whichever structure its policy keeps them, tombstones left
+    /// by cancels not counted. O(priority levels).
+    pub async fn pending_count(&self, conn: &mut Conn, q: &QueueName) -> redis::RedisResult<u64> {
+        let k = self.keys.queue(q);
+        let levels: Vec<String> = conn.zrange(k.levels(), 0, -1).await?;
+        let mut pipe = redis::pipe();
+        pipe.zcard(k.pending()).hget(k.stats(), "tombstones");
+        for l in &levels {
+            pipe.llen(k.level(l));
+        }
+        let reply: Vec<Option<i64>> = pipe.query_async(conn).await?;
+        let total: i64 = reply.iter().enumerate().filter(|(i, _)| *i != 1).map(|(_, n)| n.unwrap_or(0)).sum();
+        let tombstones = reply.get(1).copied().flatten().unwrap_or(0).max(0);
+        Ok((total - tombstones).max(0) as u64)
+    }
+
+    /// Counts and settings of one queue, in two round trips to its slot.
+    pub async fn stats(&self, conn: &mut Conn, q: &QueueName) -> redis::RedisResult<QueueStats> {
+        let k = self.keys.queue(q);
+        let pending = self.pending_count(conn, q).await?;
+        type Counts = (u64, u64, u64, u64, u64, HashMap<String, String>, HashMap<String, i64>);
+        let (delayed, active, succeeded, dead, cancelled, meta, counters): Counts = redis::pipe()
+            .zcard(k.delayed())
+            .zcard(k.active())
+            .zcard(k.succeeded())
+            .zcard(k.dead())
+            .zcard(k.cancelled())
+            .hgetall(k.meta())
+            .hgetall(k.stats())
+            .query_async(conn)
+            .await?;
+        let c = |n: &str| counters.get(n).copied().unwrap_or(0).max(0) as u64;
+        Ok(QueueStats {
+            queue: q.to_string(),
+            pending,
+            delayed,
+            active,
+            succeeded,
+            dead,
+            cancelled,
+            paused: meta.get("paused").is_some_and(|v| v == "1"),
+            policy: meta.get("policy").cloned().unwrap_or_else(|| Policy::Priority.as_str().into()),
+            enqueued_total: c("enqueued"),
+            succeeded_total: c("succeeded"),
+            dead_total: c("dead"),
+            cancelled_total: c("cancelled"),
+            retried_total: c("retried"),
+            requeued_total: c("requeued"),
+        })
+    }
+
+    /// The seqs of a queue's oldest finished tasks of one state, at most `limit`.
+    pub async fn finished_seqs(&self, conn: &mut Conn, q: &QueueName, state: TaskState, limit: usize) -> redis::RedisResult<Vec<u64>> {
+        let k = self.keys.queue(q);
+        let set = match state {
+            TaskState::Succeeded => k.succeeded(),
+            TaskState::Dead => k.dead(),
+            TaskState::Cancelled => k.cancelled(),
+            _ => return Ok(Vec::new()),
+        };
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        conn.zrange(set, 0, limit as isize - 1).await
+    }
+
+    /// Removes a finished task's index entry whose task hash is gone (found by a reader).
+    pub async fn forget_finished(&self, conn: &mut Conn, id: &TaskId, state: TaskState) -> redis::RedisResult<()> {
+        let k = self.keys.queue(&id.queue);
+        let set = match state {
+            TaskState::Succeeded => k.succeeded(),
+            TaskState::Dead => k.dead(),
+            TaskState::Cancelled => k.cancelled(),
+            _ => return Ok(()),
+        };
+        conn.zrem(set, id.seq).await
+    }
+
+    async fn set_meta(&self, conn: &mut Conn, q: &QueueName, pairs: &[(&str, String)]) -> redis::RedisResult<()> {
+        self.register_queue(conn, q).await?;
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(self.keys.queue(q).meta());
+        for (k, v) in pairs {
+            cmd.arg(*k).arg(v);
+        }
+        cmd.query_async(conn).await
+    }
+
+    /// Pauses (no claims) or resumes a queue; a resume wakes its idle workers.
+    pub async fn set_paused(&self, conn: &mut Conn, q: &QueueName, paused: bool) -> redis::RedisResult<()> {
+        self.set_meta(conn, q, &[("paused", if paused { "1" } else { "0" }.into())]).await?;
+        if !paused {
+            self.wake(conn, q).await?;
+        }
+        Ok(())
+    }
+
+    /// Sets a queue's ordering policy with every wsjf setting, then moves its pending tasks into
+    /// the new policy's structure; returns how many moved.
+    pub async fn set_policy(&self, conn: &mut Conn, q: &QueueName, policy: Policy, wsjf: WsjfSettings) -> redis::RedisResult<u64> {
+        self.set_meta(
+            conn,
+            q,
+            &[
+                ("policy", policy.as_str().to_string()),
+                ("stretch", wsjf.stretch.to_string()),
+                ("max_wait_ms", (wsjf.max_wait.as_millis() as u64).to_string()),
+                ("default_estimate_us", (wsjf.default_estimate.as_micros() as u64).to_string()),
+            ],
+        )
+        .await?;
+        self.repolicy(conn, q).await
+    }
+
+    /// A queue's retention settings (None: it has none, and workers apply their defaults).
+    pub async fn retention(&self, conn: &mut Conn, q: &QueueName) -> Result<Option<Retention>, QueueError> {
+        let v: Vec<Option<String>> = redis::cmd("HMGET").arg(self.keys.queue(q).meta()).arg(&policy::RETENTION_FIELDS[..]).query_async(conn).await?;
+        if v.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        let mut values = [0u64; 6];
+        for (i, s) in v.iter().enumerate() {
+            let s = s.as_deref().unwrap_or("0");
+            values[i] = s.parse().map_err(|_| QueueError::Settings { queue: q.to_string(), reason: format!("{} is {s:?}", policy::RETENTION_FIELDS[i]) })?;
+        }
+        Ok(Some(Retention::from_values(values)))
+    }
+
+    /// Stores a queue's retention settings (all of them, so that they do not mix with a
+    /// worker's defaults).
+    pub async fn set_retention(&self, conn: &mut Conn, q: &QueueName, r: Retention) -> redis::RedisResult<()> {
+        let pairs: Vec<(&str, String)> = policy::RETENTION_FIELDS.iter().zip(r.to_values()).map(|(f, v)| (*f, v.to_string())).collect();
+        self.set_meta(conn, q, &pairs).await
+    }
+
+    /// How many unfinished tasks of queue `q` reference module `sha`.
+    pub async fn module_references(&self, conn: &mut Conn, q: &QueueName, sha: &str) -> redis::RedisResult<u64> {
+        let n: Option<i64> = conn.hget(self.keys.queue(q).modrefs(), sha).await?;
+        Ok(n.unwrap_or(0).max(0) as u64)
+    }
+
+    /// Stores (or replaces) a periodic task's definition with its next due time.
+    pub async fn put_schedule(&self, conn: &mut Conn, q: &QueueName, name: &str, json: &str, next_ms: u64) -> redis::RedisResult<()> {
+        self.register_queue(conn, q).await?;
+        let k = self.keys.queue(q);
+        redis::pipe().atomic().hset(k.schedules(), name, json).ignore().zadd(k.schedule_due(), name, next_ms).ignore().query_async(conn).await
+    }
+
+    /// Removes a periodic task; false if there was none of that name.
+    pub async fn remove_schedule(&self, conn: &mut Conn, q: &QueueName, name: &[u8]) -> redis::RedisResult<bool> {
+        let k = self.keys.queue(q);
+        let (removed, _): (u64, u64) = redis::pipe().atomic().hdel(k.schedules(), name).zrem(k.schedule_due(), name).query_async(conn).await?;
+        Ok(removed > 0)
+    }
+
+    /// Every periodic task of a queue: (name, definition) and (name, next due ms).
+    #[allow(clippy::type_complexity)]
+    pub async fn schedules(&self, conn: &mut Conn, q: &QueueName) -> redis::RedisResult<(Vec<(Vec<u8>, Vec<u8>)>, Vec<(Vec<u8>, f64)>)> {
+        let k = self.keys.queue(q);
+        let defs: Vec<(Vec<u8>, Vec<u8>)> = conn.hgetall(k.schedules()).await?;
+        let dues: Vec<(Vec<u8>, f64)> = conn.zrange_withscores(k.schedule_due(), 0, -1).await?;
+        Ok((defs, dues))
+    }
+
+    /// One periodic task's definition.
+    pub async fn schedule(&self, conn: &mut Conn, q: &QueueName, name: &str) -> redis::RedisResult<Option<Vec<u8>>> {
+        conn.hget(self.keys.queue(q).schedules(), name).await
+    }
+
+    /// Periodic tasks of a queue due at `now_ms`, at most `limit`: (name, due ms).
+    pub async fn due_schedules(&self, conn: &mut Conn, q: &QueueName, now_ms: u64, limit: usize) -> redis::RedisResult<Vec<(Vec<u8>, f64)>> {
+        redis::cmd("ZRANGEBYSCORE")
+            .arg(self.keys.queue(q).schedule_due())
+            .arg("-inf")
+            .arg(now_ms)
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(conn)
+            .await
+    }
+
+    /// The earliest next due time of a queue's periodic tasks.
+    pub async fn earliest_schedule(&self, conn: &mut Conn, q: &QueueName) -> redis::RedisResult<Option<u64>> {
+        let first: Vec<(Vec<u8>, f64)> = conn.zrange_withscores(self.keys.queue(q).schedule_due(), 0, 0).await?;
+        Ok(first.first().map(|(_, d)| d.max(0.0) as u64))
+    }
+
+    /// Stops a periodic task from firing (its definition is unreadable, or it has no future tick).
+    pub async fn drop_schedule_tick(&self, conn: &mut Conn, q: &QueueName, name: &[u8]) -> redis::RedisResult<()> {
+        conn.zrem(self.keys.queue(q).schedule_due(), name).await
+    }
+
+    /// A key of queue `q`, for commands that must reach the node holding the queue but name no
+    /// key themselves (INFO, CONFIG, TIME, CLUSTER KEYSLOT): route them with [`Conn::query_at`].
+    pub fn anchor(&self, q: &QueueName) -> String {
+        self.keys.queue(q).meta()
+    }
+
+    /// Numeric fields of many tasks of one queue, pipelined in batches (None where missing or
+    /// not a number).
+    pub async fn task_numbers(&self, conn: &mut Conn, ids: &[TaskId], fields: &[&str]) -> redis::RedisResult<Vec<Vec<Option<u64>>>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.cmd("HMGET").arg(self.keys.task(id)).arg(fields);
+            }
+            let rows: Vec<Vec<Option<String>>> = pipe.query_async(conn).await?;
+            out.extend(rows.into_iter().map(|r| r.into_iter().map(|v| v.and_then(|v| v.parse().ok())).collect()));
+        }
+        Ok(out)
+    }
+
+    /// Bytes Redis uses for one task's hash (`MEMORY USAGE`).
+    pub async fn task_memory(&self, conn: &mut Conn, id: &TaskId) -> redis::RedisResult<Option<u64>> {
+        redis::cmd("MEMORY").arg("USAGE").arg(self.keys.task(id)).query_async(conn).await
+    }
+
+    /// Deletes a queue and everything in it (for throwaway queues: benchmarks, tests). Finished
+    /// tasks go through their indexes; a queue with unfinished tasks loses them.
+    pub async fn delete_queue(&self, conn: &mut Conn, q: &QueueName) -> redis::RedisResult<()> {
+        let k = self.keys.queue(q);
+        for set in [k.succeeded(), k.dead(), k.cancelled(), k.delayed(), k.active(), k.pending()] {
+            loop {
+                let seqs: Vec<u64> = conn.zrange(&set, 0, 999).await?;
+                if seqs.is_empty() {
+                    break;
+                }
+                let mut pipe = redis::pipe();
+                for s in &seqs {
+                    pipe.del(k.task(*s)).ignore();
+                }
+                pipe.zrem(&set, &seqs).ignore();
+                let _: () = pipe.query_async(conn).await?;
+            }
+        }
+        let levels: Vec<String> = conn.zrange(k.levels(), 0, -1).await?;
+        for l in &levels {
+            loop {
+                let seqs: Vec<u64> = redis::cmd("LPOP").arg(k.level(l)).arg(1000).query_async::<Option<Vec<u64>>>(conn).await?.unwrap_or_default();
+                if seqs.is_empty() {
+                    break;
+                }
+                let mut pipe = redis::pipe();
+                for s in &seqs {
+                    pipe.del(k.task(*s)).ignore();
+                }
+                let _: () = pipe.query_async(conn).await?;
+            }
+        }
+        let keys = [
+            k.seq(),
+            k.pending(),
+            k.levels(),
+            k.delayed(),
+            k.active(),
+            k.meta(),
+            k.stats(),
+            k.modrefs(),
+            k.signal(),
+            k.estimates(),
+            k.succeeded(),
+            k.dead(),
+            k.cancelled(),
+            k.schedules(),
+            k.schedule_due(),
+        ];
+        let _: () = conn.del(&keys[..]).await?;
+        conn.srem(self.keys.queues(), q.as_str()).await
+    }
+}
