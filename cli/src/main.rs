@@ -311,10 +311,11 @@ pub struct SandboxLimitArgs {
     #[arg(long)]
     pub fuel: Option<u64>,
     /// Stdout cap: writing more fails the task (`output_limit`).
-    #[arg(long, default_value = "16MiB", value_parser = value::size)]
+    /// At most 256MiB, so that a result is always a value Redis takes.
+    #[arg(long, default_value = "16MiB", value_parser = value::stdout_limit)]
     pub stdout_limit: u64,
-    /// Stderr kept as the log; the rest is dropped and the log marked truncated.
-    #[arg(long, default_value = "1MiB", value_parser = value::size)]
+    /// Stderr kept as the log; the rest is dropped and the log marked truncated (at most 64MiB).
+    #[arg(long, default_value = "1MiB", value_parser = value::stderr_limit)]
     pub stderr_limit: u64,
     /// Guest stack size (16KiB to 256MiB): deeper recursion traps with a stack overflow.
     #[arg(long, default_value = "512KiB", value_parser = value::stack_size)]
@@ -373,6 +374,23 @@ pub mod value {
             return Err(format!("stack size {s:?} must be between 16KiB and 256MiB"));
         }
         Ok(v)
+    }
+
+    /// A size no larger than `max`.
+    fn bounded_size(s: &str, max: usize, what: &str) -> Result<u64, String> {
+        let v = size(s)?;
+        if v > max as u64 {
+            return Err(format!("{what} {s:?} is over the largest allowed, {}", wasmq::parse::format_size(max as u64)));
+        }
+        Ok(v)
+    }
+
+    pub fn stdout_limit(s: &str) -> Result<u64, String> {
+        bounded_size(s, wasmq::sandbox::MAX_STDOUT, "stdout limit")
+    }
+
+    pub fn stderr_limit(s: &str) -> Result<u64, String> {
+        bounded_size(s, wasmq::sandbox::MAX_STDERR, "stderr limit")
     }
 
     pub fn time(s: &str) -> Result<SystemTime, String> {

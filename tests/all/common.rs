@@ -12,8 +12,10 @@ use wasmq_testkit::examples::{self, WasmTarget};
 pub use wasmq_testkit::redis_server::{RedisServer, Signal};
 
 /// The `wasmq` binary under test.
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_wasmq")
+/// `WASMQ_TEST_BIN` runs the tests against another build (an older one, to see a regression test
+/// fail before its fix).
+pub fn bin() -> String {
+    std::env::var("WASMQ_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_wasmq").to_string())
 }
 
 pub fn fixture(name: &str) -> PathBuf {

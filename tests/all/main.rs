@@ -7,6 +7,7 @@
 mod common;
 
 mod chaos;
+mod defects;
 mod ha;
 mod queue;
 mod reliability;
