@@ -4,13 +4,20 @@
 //! task references with a priority; worker hosts pull them from the Redis priority queue, run each
 //! in a fresh wasmtime sandbox and write the output into the task's result hash.
 //!
-//! The parts:
+//! This crate is the library; the `wasmq` command line is the `wasmq-cli` crate, and the demo,
+//! benchmark and test helpers are in `wasmq-testkit`. The layout, from the data out:
+//!
+//! - [`queue`]: the queue layer, the one place that knows how queues live in Redis: the key
+//!   schema ([`queue::keys`]), ids ([`queue::ids`]), the task hash ([`queue::task`]), queue
+//!   settings ([`queue::policy`]), and the Lua scripts with one typed function each on
+//!   [`queue::Db`]. Everything below goes through it.
+//! - [`conn`]: connections to a single node, a Sentinel-managed master or a Cluster.
+//! - [`store`]: the content-addressed module store (push, resolve, fetch with hash check).
 //! - [`sandbox`]: runs one task under limits (wasmtime, WASI preview 1 and 2).
-//! - [`store`]: the content-addressed module store.
-//! - [`client`]: enqueue, results, queue management (the library API).
-//! - [`worker`]: the claim → run → report loop of an executor host.
-//! - [`keys`] and `src/lua/`: the Redis data model and the scripts that change it.
-//! - [`conn`]: single-node, Sentinel and Cluster connections.
+//! - [`client`]: the library API for producers and operators (enqueue, results, queue settings).
+//! - [`worker`]: the executor host: claim loop, runs, result writers, leases, shutdown.
+//! - [`schedule`]: periodic tasks (cron), fired by workers, each tick once.
+//! - [`parse`]: durations, sizes, times and module names as users write them.
 
 pub mod client;
 pub mod conn;
