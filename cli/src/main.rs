@@ -106,7 +106,12 @@ impl Global {
         if self.prefix.is_empty() || self.prefix.contains(['{', '}', ' ', '*', '?', '[', ']']) {
             anyhow::bail!("invalid --prefix {:?}: use letters, digits, ':', '-', '_' or '.'", self.prefix);
         }
-        Ok(wasmq::queue::Db::new(&self.prefix))
+        let db = wasmq::queue::Db::new(&self.prefix);
+        // For tests only: moves the clock the scripts see (see `Db::with_clock_offset`).
+        match std::env::var("WASMQ_TEST_CLOCK_OFFSET_MS") {
+            Ok(v) => Ok(db.with_clock_offset(v.parse().map_err(|_| anyhow::anyhow!("invalid WASMQ_TEST_CLOCK_OFFSET_MS {v:?}"))?)),
+            Err(_) => Ok(db),
+        }
     }
 
     pub async fn client(&self) -> anyhow::Result<Client> {

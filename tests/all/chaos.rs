@@ -13,7 +13,7 @@ use wasmq_testkit::redis_server::ServerOptions;
 
 fn counts(s: &RedisServer) -> (u64, u64, u64, u64) {
     let mut c = crate::common::redis_conn(s);
-    let z = |c: &mut redis::Connection, k: &str| -> u64 { c.zcard(format!("wasmq:{{default}}:{k}")).unwrap_or(0) };
+    let z = |c: &mut redis::Connection, k: &str| -> u64 { c.zcard(format!("{}{k}", crate::common::qk("default").base())).unwrap_or(0) };
     (crate::common::pending_count(&mut c, "default"), z(&mut c, "active"), z(&mut c, "succeeded"), z(&mut c, "delayed"))
 }
 
@@ -37,15 +37,15 @@ fn check_results(s: &RedisServer, ids: &[String], unacknowledged: u64) -> (u64, 
     let (mut claims, mut attempts) = (0, 0);
     for id in ids {
         let seq = id.rsplit(':').next().unwrap();
-        let h: HashMap<String, String> = c.hgetall(format!("wasmq:{{default}}:task:{seq}")).unwrap();
+        let h: HashMap<String, String> = c.hgetall(crate::common::task_key("default", seq)).unwrap();
         assert_eq!(h.get("state").map(String::as_str), Some("succeeded"), "{id}: {h:?}");
         claims += h["lease"].parse::<u64>().unwrap();
         attempts += h["attempts"].parse::<u64>().unwrap();
     }
     // The succeeded counter is incremented by the one script call that writes a result: equal to
     // the number of tasks means no result was written twice.
-    let succeeded: u64 = c.hget("wasmq:{default}:stats", "succeeded").unwrap();
-    let enqueued: u64 = c.hget("wasmq:{default}:stats", "enqueued").unwrap();
+    let succeeded: u64 = c.hget(crate::common::qk("default").stats(), "succeeded").unwrap();
+    let enqueued: u64 = c.hget(crate::common::qk("default").stats(), "enqueued").unwrap();
     let n = ids.len() as u64;
     assert!((n..=n + unacknowledged).contains(&enqueued), "{enqueued} tasks for {n} acknowledged enqueues");
     assert_eq!(succeeded, enqueued, "results written: one per task");
@@ -155,7 +155,7 @@ fn an_aof_always_redis_crash_loses_no_acknowledged_enqueue() {
     let mut c = crate::common::redis_conn(&s);
     let finished = |c: &mut redis::Connection| {
         ids.iter().all(|id| {
-            let state: Option<String> = c.hget(format!("wasmq:{{default}}:task:{}", id.rsplit(':').next().unwrap()), "state").unwrap();
+            let state: Option<String> = c.hget(crate::common::task_key("default", id.rsplit(':').next().unwrap()), "state").unwrap();
             state.as_deref() == Some("succeeded")
         })
     };

@@ -60,7 +60,7 @@ impl Wasmq {
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(bin());
-        c.env("WASMQ_REDIS_URL", &self.url).env("WASMQ_PREFIX", &self.prefix).env("WASMQ_CACHE_DIR", cache_dir()).env_remove("WASMQ_LOG").stdin(Stdio::null());
+        c.env("WASMQ_REDIS_URL", &self.url).env_remove("WASMQ_TEST_CLOCK_OFFSET_MS").env("WASMQ_PREFIX", &self.prefix).env("WASMQ_CACHE_DIR", cache_dir()).env_remove("WASMQ_LOG").stdin(Stdio::null());
         c
     }
 
@@ -91,8 +91,18 @@ impl Wasmq {
 
     /// Starts `wasmq worker ARGS` in the background.
     pub fn spawn_worker(&self, args: &[&str]) -> WorkerProcess {
+        self.spawn_worker_at(0, args)
+    }
+
+    /// Starts `wasmq worker ARGS` whose scripts see the server's clock moved by `offset_ms`: a
+    /// test moves time instead of sleeping.
+    pub fn spawn_worker_at(&self, offset_ms: i64, args: &[&str]) -> WorkerProcess {
         let log = tempfile::NamedTempFile::new().expect("log file");
-        let child = self.cmd().arg("worker").args(args).stdout(Stdio::null()).stderr(log.reopen().expect("log")).spawn().expect("spawn worker");
+        let mut cmd = self.cmd();
+        if offset_ms != 0 {
+            cmd.env("WASMQ_TEST_CLOCK_OFFSET_MS", offset_ms.to_string());
+        }
+        let child = cmd.arg("worker").args(args).stdout(Stdio::null()).stderr(log.reopen().expect("log")).spawn().expect("spawn worker");
         WorkerProcess { child: Some(child), log }
     }
 
@@ -136,6 +146,12 @@ impl WorkerProcess {
         None
     }
 
+    /// Stops the worker as an operator would (SIGTERM) and returns its exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        self.signal(Signal::TERM);
+        self.wait(Duration::from_secs(10))
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
@@ -176,7 +192,7 @@ pub fn redis_conn(server: &RedisServer) -> redis::Connection {
 /// Tasks pending in a queue of the default prefix: the wsjf zset plus the per-priority lists.
 pub fn pending_count(c: &mut redis::Connection, queue: &str) -> u64 {
     use redis::Commands;
-    let base = format!("wasmq:{{{queue}}}:");
+    let base = qk(queue).base().to_string();
     let mut n: u64 = c.zcard(format!("{base}pending")).unwrap();
     let levels: Vec<String> = c.zrange(format!("{base}levels"), 0, -1).unwrap();
     for l in levels {
@@ -184,4 +200,15 @@ pub fn pending_count(c: &mut redis::Connection, queue: &str) -> u64 {
         n += len;
     }
     n
+}
+
+/// The keys of queue `q` under the default prefix, from the library's key schema.
+pub fn qk(q: &str) -> wasmq::queue::keys::QueueKeys {
+    wasmq::queue::Keys::default().queue(&wasmq::queue::QueueName::new(q).expect("queue name"))
+}
+
+/// The key of a task given its queue and its seq (or an id whose last part is the seq).
+pub fn task_key(q: &str, seq: impl std::fmt::Display) -> String {
+    let seq = seq.to_string();
+    qk(q).task(seq.rsplit(':').next().unwrap().parse().expect("a task seq"))
 }

@@ -120,7 +120,7 @@ fn sentinel_failover_is_followed_by_workers_and_producers() {
     let acked = acked.lock().unwrap().clone();
     let mut c = conn(&setup.replica);
     let state = |c: &mut redis::Connection, id: &str| -> Option<String> {
-        c.hget(format!("wasmq:{{default}}:task:{}", id.rsplit(':').next().unwrap()), "state").unwrap()
+        c.hget(crate::common::task_key("default", id.rsplit(':').next().unwrap()), "state").unwrap()
     };
     // Every durable task acknowledged before the kill, and every task acknowledged after it, finishes.
     let must_finish: Vec<&(String, bool, Instant)> = acked.iter().filter(|(_, durable, at)| *durable || *at > killed_at).collect();
@@ -140,7 +140,7 @@ fn sentinel_failover_is_followed_by_workers_and_producers() {
     assert!(durable_before > 0, "no durable enqueue was acknowledged before the kill: the test proves nothing");
     // Processing: results written before the kill, and the first one after it.
     let finished: Vec<u64> =
-        acked.iter().filter_map(|(id, ..)| c.hget(format!("wasmq:{{default}}:task:{}", id.rsplit(':').next().unwrap()), "finished").ok().flatten()).collect();
+        acked.iter().filter_map(|(id, ..)| c.hget(crate::common::task_key("default", id.rsplit(':').next().unwrap()), "finished").ok().flatten()).collect();
     let done_before = finished.iter().filter(|f| **f < killed_ms).count();
     assert!(done_before > 0, "no task had finished before the kill: workers were not running");
     let first_after = finished.iter().filter(|f| **f >= killed_ms).min().map(|f| f - killed_ms).expect("no task finished after the kill");
@@ -221,7 +221,7 @@ fn a_cluster_spreads_queues_over_shards_and_every_task_finishes_once() {
     let mut shards = HashSet::new();
     for i in 0..200 {
         let q = format!("q{i}");
-        let shard = cluster.node_of(&format!("wasmq:{{{q}}}:pending"));
+        let shard = cluster.node_of(&crate::common::qk(&q.to_string()).pending());
         if shards.insert(shard) {
             queues.push(q);
         }
@@ -251,13 +251,13 @@ fn a_cluster_spreads_queues_over_shards_and_every_task_finishes_once() {
     let mut c = client.get_connection().unwrap();
     for (q, list) in &ids {
         for (i, id) in list.iter().enumerate() {
-            let key = format!("wasmq:{{{q}}}:task:{}", id.rsplit(':').next().unwrap());
+            let key = crate::common::task_key(&q.to_string(), id.rsplit(':').next().unwrap());
             let h: HashMap<String, String> = c.hgetall(&key).unwrap();
             assert_eq!(h.get("state").map(String::as_str), Some("succeeded"), "{id}: {h:?}");
             assert_eq!(h["lease"], "1", "{id} ran more than once");
             assert_eq!(h["output"], format!("{{\"n\":{i}}}"));
         }
-        let stats: HashMap<String, u64> = c.hgetall(format!("wasmq:{{{q}}}:stats")).unwrap();
+        let stats: HashMap<String, u64> = c.hgetall(crate::common::qk(&q.to_string()).stats()).unwrap();
         assert_eq!(stats.get("succeeded"), Some(&(per_queue as u64)), "{q}");
     }
     // The CLI works against the cluster: stats, status, modules.

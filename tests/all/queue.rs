@@ -86,7 +86,7 @@ fn two_workers_share_a_queue_without_running_a_task_twice() {
     let mut workers = std::collections::HashSet::new();
     for (i, id) in ids.iter().enumerate() {
         let seq = id.rsplit(':').next().unwrap();
-        let h: std::collections::HashMap<String, Vec<u8>> = c.hgetall(format!("wasmq:{{default}}:task:{seq}")).unwrap();
+        let h: std::collections::HashMap<String, Vec<u8>> = c.hgetall(crate::common::task_key("default", seq)).unwrap();
         let text = |k: &str| String::from_utf8_lossy(h.get(k).map(|v| v.as_slice()).unwrap_or_default()).into_owned();
         assert_eq!(text("state"), "succeeded", "{id}");
         assert_eq!(text("output"), format!("{{\"n\":{i}}}"), "{id}: wrong output");
@@ -96,9 +96,9 @@ fn two_workers_share_a_queue_without_running_a_task_twice() {
         workers.insert(text("worker"));
     }
     assert_eq!(workers.len(), 2, "both workers should have taken tasks: {workers:?}");
-    let succeeded: u64 = c.zcard("wasmq:{default}:succeeded").unwrap();
+    let succeeded: u64 = c.zcard(crate::common::qk("default").succeeded()).unwrap();
     assert_eq!(succeeded, n as u64);
-    let active: u64 = c.zcard("wasmq:{default}:active").unwrap();
+    let active: u64 = c.zcard(crate::common::qk("default").active()).unwrap();
     assert_eq!(active, 0);
 }
 
@@ -181,8 +181,7 @@ fn tampered_module_bytes_fail_with_an_integrity_error_and_never_run() {
     let st = eventually(Duration::from_secs(30), || w.status(&good).filter(|s| s["state"] == "succeeded"));
     assert!(st.is_some(), "the good task did not run: {}", worker.log());
     assert!(worker.is_running(), "the worker died: {}", worker.log());
-    worker.signal(crate::common::Signal::TERM);
-    assert_eq!(worker.wait(Duration::from_secs(10)), Some(0));
+    assert_eq!(worker.stop(), Some(0));
 }
 
 /// A queue's retention bounds its finished tasks by count as results are written, and by age
@@ -213,8 +212,7 @@ fn finished_tasks_are_kept_by_the_queues_retention() {
     // Age: after 3 s the reaper deletes the rest, though nothing finishes any more.
     eventually(Duration::from_secs(20), || (task_keys(&mut c) == 0).then_some(())).expect("results outlived their age");
     assert_eq!(w.status(&waiting).expect("an unfinished task was deleted")["state"], "delayed");
-    worker.signal(crate::common::Signal::TERM);
-    assert_eq!(worker.wait(Duration::from_secs(10)), Some(0));
+    assert_eq!(worker.stop(), Some(0));
     let json: serde_json::Value = serde_json::from_str(&w.ok(&["queue", "retention", "default", "--json"])).unwrap();
     assert_eq!((json["succeeded_count"].as_u64(), json["succeeded_age"].as_u64()), (Some(5), Some(3000)), "{json}");
 }
@@ -304,7 +302,7 @@ fn sigterm_lets_the_running_task_finish() {
     assert_eq!(states[0], "succeeded", "the running task was not finished: {states:?}");
     assert!(states.iter().all(|s| s == "succeeded" || s == "pending"), "{states:?}");
     let mut c = crate::common::redis_conn(&s);
-    let active: u64 = c.zcard("wasmq:{default}:active").unwrap();
+    let active: u64 = c.zcard(crate::common::qk("default").active()).unwrap();
     assert_eq!(active, 0, "a lease was left behind");
 }
 
@@ -351,11 +349,11 @@ fn limits_given_at_enqueue_reach_the_worker_and_size_caps_refuse_early() {
     assert_ne!(out(&det[0]), out(&real), "a normal task saw the fixed clock");
 
     // Size caps refuse before anything is stored or queued.
-    let before: u64 = crate::common::redis_conn(&s).get("wasmq:{default}:seq").unwrap();
+    let before: u64 = crate::common::redis_conn(&s).get(crate::common::qk("default").seq()).unwrap();
     let out = w.run(&["enqueue", "loop", "--input", "0123456789", "--max-input-size", "4B"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("limit"), "{}", String::from_utf8_lossy(&out.stderr));
-    let after: u64 = crate::common::redis_conn(&s).get("wasmq:{default}:seq").unwrap();
+    let after: u64 = crate::common::redis_conn(&s).get(crate::common::qk("default").seq()).unwrap();
     assert_eq!(before, after, "an oversized input was queued");
     let out = w.run(&["module", "push", crate::common::fixture("echo.wat").to_str().unwrap(), "--max-module-size", "16B"]);
     assert_eq!(out.status.code(), Some(1));

@@ -17,7 +17,7 @@ fn seq(id: &str) -> &str {
 
 fn task_hash(s: &RedisServer, id: &str) -> HashMap<String, String> {
     let mut c = crate::common::redis_conn(s);
-    let raw: HashMap<String, Vec<u8>> = c.hgetall(format!("wasmq:{{default}}:task:{}", seq(id))).unwrap();
+    let raw: HashMap<String, Vec<u8>> = c.hgetall(crate::common::task_key("default", seq(id))).unwrap();
     raw.into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned())).collect()
 }
 
@@ -117,7 +117,7 @@ fn malformed_task_data_fails_once_and_the_worker_carries_on() {
     let bad = w.enqueue("echo", "x", &[]);
     let good = w.enqueue("echo", "y", &[]);
     let mut c = crate::common::redis_conn(&s);
-    let _: () = c.hset(format!("wasmq:{{default}}:task:{}", seq(&bad)), "timeout_ms", "soon").unwrap();
+    let _: () = c.hset(crate::common::task_key("default", seq(&bad)), "timeout_ms", "soon").unwrap();
     let mut worker = w.spawn_worker(&["--exit-when-idle"]);
     assert_eq!(worker.wait(Duration::from_secs(60)), Some(0), "{}", worker.log());
     let st = w.status(&bad).unwrap();
@@ -146,7 +146,7 @@ fn dead_tasks_can_be_retried() {
     assert_eq!(out.lines().count(), 2);
     let mut c = crate::common::redis_conn(&s);
     let pending: u64 = crate::common::pending_count(&mut c, "default");
-    let dead: u64 = c.zcard("wasmq:{default}:dead").unwrap();
+    let dead: u64 = c.zcard(crate::common::qk("default").dead()).unwrap();
     assert_eq!((pending, dead), (3, 0));
 }
 
@@ -219,7 +219,7 @@ fn shutdown_after_the_grace_period_hands_tasks_back_at_once() {
         assert_eq!(st["attempts"], 0, "{id}: a released task counted an attempt");
     }
     let mut c = crate::common::redis_conn(&s);
-    let active: u64 = c.zcard("wasmq:{default}:active").unwrap();
+    let active: u64 = c.zcard(crate::common::qk("default").active()).unwrap();
     assert_eq!(active, 0);
 }
 
@@ -394,7 +394,7 @@ fn a_cancel_wins_over_a_retry_or_a_hand_back() {
         }
     });
     let mut c = crate::common::redis_conn(&s);
-    let (pending, delayed): (u64, u64) = (crate::common::pending_count(&mut c, "default"), c.zcard("wasmq:{default}:delayed").unwrap());
+    let (pending, delayed): (u64, u64) = (crate::common::pending_count(&mut c, "default"), c.zcard(crate::common::qk("default").delayed()).unwrap());
     assert_eq!((pending, delayed), (0, 0));
 }
 
@@ -410,7 +410,7 @@ fn a_task_cancelled_while_it_waits_for_a_retry_never_runs_again() {
     let st = w.status(&id).unwrap();
     assert_eq!((st["state"].as_str(), st["attempts"].as_u64()), (Some("cancelled"), Some(1)), "{st}");
     let mut c = crate::common::redis_conn(&s);
-    let delayed: u64 = c.zcard("wasmq:{default}:delayed").unwrap();
+    let delayed: u64 = c.zcard(crate::common::qk("default").delayed()).unwrap();
     assert_eq!(delayed, 0);
 }
 
@@ -422,7 +422,7 @@ fn an_oversized_input_written_around_enqueue_never_reaches_the_worker() {
     let big = w.enqueue("echo", "x", &[]);
     let good = w.enqueue("echo", "y", &[]);
     let mut c = crate::common::redis_conn(&s);
-    let _: () = c.hset(format!("wasmq:{{default}}:task:{}", seq(&big)), "input", vec![b'a'; 3 << 20]).unwrap();
+    let _: () = c.hset(crate::common::task_key("default", seq(&big)), "input", vec![b'a'; 3 << 20]).unwrap();
     let mut worker = w.spawn_worker(&["--exit-when-idle", "--max-input-size", "1MiB"]);
     assert_eq!(worker.wait(Duration::from_secs(60)), Some(0), "{}", worker.log());
     let st = w.status(&big).unwrap();
@@ -441,12 +441,12 @@ fn a_task_key_overwritten_while_it_runs_is_dropped_and_the_worker_carries_on() {
     let mut worker = w.spawn_worker(&["--concurrency", "1"]);
     eventually(Duration::from_secs(20), || w.status(&victim).filter(|s| s["state"] == "active")).expect("never started");
     let mut c = crate::common::redis_conn(&s);
-    let _: () = c.set(format!("wasmq:{{default}}:task:{}", seq(&victim)), "not a hash any more").unwrap();
+    let _: () = c.set(crate::common::task_key("default", seq(&victim)), "not a hash any more").unwrap();
     // The heartbeat finds the task gone and stops it; its result is refused; the slot is free.
     let after = w.enqueue("echo", "after", &[]);
     let st = eventually(Duration::from_secs(30), || w.status(&after).filter(|s| s["state"] == "succeeded"));
     assert!(st.is_some(), "the worker is stuck: {}", worker.log());
     assert!(worker.is_running(), "{}", worker.log());
-    let active: u64 = c.zcard("wasmq:{default}:active").unwrap();
+    let active: u64 = c.zcard(crate::common::qk("default").active()).unwrap();
     assert_eq!(active, 0, "the overwritten task is still in the active set");
 }

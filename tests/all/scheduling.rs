@@ -41,8 +41,7 @@ fn delayed_tasks_run_once_due_and_not_before() {
     // Functional bound only (the benchmark measures lateness): a delayed task is not left waiting
     // for a poll interval of seconds.
     assert!(lateness[lateness.len() / 2] < 1000, "{lateness:?}");
-    worker.signal(crate::common::Signal::TERM);
-    assert_eq!(worker.wait(Duration::from_secs(10)), Some(0));
+    assert_eq!(worker.stop(), Some(0));
 }
 
 /// Start order of the tasks (by start time, then id).
@@ -67,7 +66,7 @@ fn wsjf_runs_the_best_ratio_of_run_time_to_priority_first() {
     assert_eq!(start_order(&w, &ids), vec![3, 1, 2, 0, 4]);
     // The learned run time of the module is kept for tasks without an estimate.
     let mut c = crate::common::redis_conn(&s);
-    let learned: HashMap<String, u64> = c.hgetall("wasmq:{default}:estimates").unwrap();
+    let learned: HashMap<String, u64> = c.hgetall(crate::common::qk("default").estimates()).unwrap();
     assert_eq!(learned.len(), 1);
     assert!(learned.values().all(|us| *us > 0));
 }
@@ -184,8 +183,7 @@ fn a_paused_queue_is_not_claimed_until_resumed() {
     for id in &ids {
         assert!(eventually(Duration::from_secs(20), || w.status(id).filter(|s| s["state"] == "succeeded")).is_some(), "{id}");
     }
-    worker.signal(crate::common::Signal::TERM);
-    assert_eq!(worker.wait(Duration::from_secs(10)), Some(0));
+    assert_eq!(worker.stop(), Some(0));
 }
 
 #[test]
@@ -215,10 +213,10 @@ fn unique_keys_return_the_existing_task() {
 fn scheduled(s: &RedisServer, name: &str) -> Vec<(u64, u64)> {
     // (scheduled_for, created) of every task fired by a schedule.
     let mut c = crate::common::redis_conn(s);
-    let n: u64 = c.get("wasmq:{default}:seq").unwrap_or(0);
+    let n: u64 = c.get(crate::common::qk("default").seq()).unwrap_or(0);
     let mut out = Vec::new();
     for seq in 1..=n {
-        let h: HashMap<String, String> = c.hgetall(format!("wasmq:{{default}}:task:{seq}")).unwrap();
+        let h: HashMap<String, String> = c.hgetall(crate::common::task_key("default", seq)).unwrap();
         if h.get("schedule").map(String::as_str) == Some(name) {
             out.push((h["scheduled_for"].parse().unwrap(), h["created"].parse().unwrap()));
         }
@@ -253,8 +251,7 @@ fn each_tick_of_a_periodic_task_fires_exactly_once_across_workers() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(scheduled(&s, "every-second").len(), after);
     for wk in &mut workers {
-        wk.signal(crate::common::Signal::TERM);
-        assert_eq!(wk.wait(Duration::from_secs(10)), Some(0));
+        assert_eq!(wk.stop(), Some(0));
     }
     assert_eq!(w.run(&["schedule", "add", "bad", "echo", "--cron", "every day"]).status.code(), Some(1));
     assert_eq!(w.run(&["schedule", "rm", "nonexistent"]).status.code(), Some(1));
@@ -267,10 +264,9 @@ fn ticks_missed_while_no_worker_ran_fire_once() {
     w.push(&crate::common::fixture("echo.wat"), "echo");
     w.ok(&["schedule", "add", "missed", "echo", "--cron", "* * * * * *"]);
     let added = wasmq::parse::now_ms();
-    // No worker for 3.5 s: three ticks pass.
-    std::thread::sleep(Duration::from_millis(3500));
-    let mut worker = w.spawn_worker(&[]);
-    let worker_started = wasmq::parse::now_ms();
+    // A worker whose (server) clock runs 3.5 s ahead: to it, three ticks passed with no worker.
+    let mut worker = w.spawn_worker_at(3500, &[]);
+    let worker_started = wasmq::parse::now_ms() + 3500;
     let first = eventually(Duration::from_secs(10), || scheduled(&s, "missed").first().copied()).expect("no catch-up run");
     std::thread::sleep(Duration::from_millis(1500));
     let runs = scheduled(&s, "missed");
@@ -279,8 +275,7 @@ fn ticks_missed_while_no_worker_ran_fire_once() {
     assert!(first.0 >= added + 2000, "the catch-up run is not for the latest missed tick: {first:?}, added at {added}");
     let ticks: HashSet<u64> = runs.iter().map(|(t, _)| *t).collect();
     assert_eq!(ticks.len(), runs.len(), "{runs:?}");
-    worker.signal(crate::common::Signal::TERM);
-    assert_eq!(worker.wait(Duration::from_secs(10)), Some(0));
+    assert_eq!(worker.stop(), Some(0));
 }
 
 #[test]
@@ -294,12 +289,12 @@ fn a_tick_more_than_a_minute_late_is_dropped_under_the_skip_policy() {
     let overdue = wasmq::parse::now_ms() - 120_000;
     let mut c = crate::common::redis_conn(&s);
     for name in ["late-skip", "late-once"] {
-        let _: () = c.zadd("wasmq:{default}:schedule-due", name, overdue).unwrap();
+        let _: () = c.zadd(crate::common::qk("default").schedule_due(), name, overdue).unwrap();
     }
     let worker = w.spawn_worker(&[]);
     // Both move on to their next tick (next year); only `once` enqueued a catch-up run.
     let moved = eventually(Duration::from_secs(20), || {
-        let dues: Vec<(String, u64)> = c.zrange_withscores("wasmq:{default}:schedule-due", 0, -1).unwrap();
+        let dues: Vec<(String, u64)> = c.zrange_withscores(crate::common::qk("default").schedule_due(), 0, -1).unwrap();
         (dues.len() == 2 && dues.iter().all(|(_, d)| *d > wasmq::parse::now_ms())).then_some(())
     });
     assert!(moved.is_some(), "the overdue schedules never moved on: {}", worker.log());

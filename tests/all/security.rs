@@ -84,7 +84,7 @@ fn a_hundred_bad_tasks_among_a_thousand_good_ones() {
     let mut c = crate::common::redis_conn(&s);
     let field = |c: &mut redis::Connection, id: &str, f: &str| -> Option<String> {
         let seq = id.rsplit(':').next().unwrap();
-        c.hget(format!("wasmq:{{default}}:task:{seq}"), f).unwrap()
+        c.hget(crate::common::task_key("default", seq), f).unwrap()
     };
     for (id, expect) in &good_ids {
         assert_eq!(field(&mut c, id, "state").as_deref(), Some("succeeded"), "good task {id}");
@@ -267,11 +267,11 @@ fn bad_data_written_into_redis_by_hand_is_refused_and_touches_nothing_else() {
     // Schedules: one good, one with a non-UTF-8 name, one whose definition is junk.
     // (The good one is yearly and made due now, so that it fires once and the worker goes idle.)
     w.ok(&["schedule", "add", "tick", "echo", "--cron", "0 0 1 1 *", "--input", "tock"]);
-    let _: () = c.zadd("wasmq:{default}:schedule-due", "tick", 1).unwrap();
-    let _: () = c.zadd("wasmq:{default}:schedule-due", b"\xc3\x28".as_slice(), 1).unwrap();
-    let _: () = c.hset("wasmq:{default}:schedules", b"\xc3\x28".as_slice(), b"\xff{".as_slice()).unwrap();
-    let _: () = c.zadd("wasmq:{default}:schedule-due", "junk", 1).unwrap();
-    let _: () = c.hset("wasmq:{default}:schedules", "junk", "{not json").unwrap();
+    let _: () = c.zadd(crate::common::qk("default").schedule_due(), "tick", 1).unwrap();
+    let _: () = c.zadd(crate::common::qk("default").schedule_due(), b"\xc3\x28".as_slice(), 1).unwrap();
+    let _: () = c.hset(crate::common::qk("default").schedules(), b"\xc3\x28".as_slice(), b"\xff{".as_slice()).unwrap();
+    let _: () = c.zadd(crate::common::qk("default").schedule_due(), "junk", 1).unwrap();
+    let _: () = c.hset(crate::common::qk("default").schedules(), "junk", "{not json").unwrap();
     // Task hashes with missing, wrongly typed, oversized and negative fields.
     let good = w.enqueue("echo", "fine", &[]);
     let mut bad = Vec::new();
@@ -284,30 +284,30 @@ fn bad_data_written_into_redis_by_hand_is_refused_and_touches_nothing_else() {
         ("deterministic", vec![0xc3, 0x28]),
     ] {
         let id = w.enqueue("echo", "x", &[]);
-        let key = format!("wasmq:{{default}}:task:{}", id.rsplit(':').next().unwrap());
+        let key = crate::common::task_key("default", id.rsplit(':').next().unwrap());
         let _: () = c.hset(&key, field, value.as_slice()).unwrap();
         bad.push((id, field));
     }
     // A junk priority only matters to the queue, which reads it as 0: the task runs.
     let junk_priority = w.enqueue("echo", "prio", &[]);
-    let _: () = c.hset(format!("wasmq:{{default}}:task:{}", junk_priority.rsplit(':').next().unwrap()), "priority", "99999999999999999999").unwrap();
+    let _: () = c.hset(crate::common::task_key("default", junk_priority.rsplit(':').next().unwrap()), "priority", "99999999999999999999").unwrap();
     // A counter overwritten with junk counts as zero (scripts never fail half-way on bad data).
     let junk_counter = w.enqueue("echo", "counted", &[]);
-    let _: () = c.hset(format!("wasmq:{{default}}:task:{}", junk_counter.rsplit(':').next().unwrap()), "attempts", b"\x00\x01".as_slice()).unwrap();
+    let _: () = c.hset(crate::common::task_key("default", junk_counter.rsplit(':').next().unwrap()), "attempts", b"\x00\x01".as_slice()).unwrap();
     // A task key overwritten with another type is treated as gone.
     let wrong_type = w.enqueue("echo", "x", &[]);
-    let _: () = c.set(format!("wasmq:{{default}}:task:{}", wrong_type.rsplit(':').next().unwrap()), "not a hash").unwrap();
+    let _: () = c.set(crate::common::task_key("default", wrong_type.rsplit(':').next().unwrap()), "not a hash").unwrap();
     let missing = w.enqueue("echo", "x", &[]);
-    let _: () = c.hdel(format!("wasmq:{{default}}:task:{}", missing.rsplit(':').next().unwrap()), "module").unwrap();
+    let _: () = c.hdel(crate::common::task_key("default", missing.rsplit(':').next().unwrap()), "module").unwrap();
     let mut worker = w.spawn_worker(&["--exit-when-idle"]);
     assert_eq!(worker.wait(Duration::from_secs(60)), Some(0), "{}", worker.log());
     assert_eq!(w.status(&good).unwrap()["state"], "succeeded");
     // The junk schedules were dropped from the due set; the good one stays and fired.
-    let due: Vec<Vec<u8>> = c.zrange("wasmq:{default}:schedule-due", 0, -1).unwrap();
+    let due: Vec<Vec<u8>> = c.zrange(crate::common::qk("default").schedule_due(), 0, -1).unwrap();
     assert_eq!(due, vec![b"tick".to_vec()], "junk schedules left behind");
-    let last: u64 = c.get("wasmq:{default}:seq").unwrap();
+    let last: u64 = c.get(crate::common::qk("default").seq()).unwrap();
     let ticks = (1..=last)
-        .filter(|n| c.hget::<_, _, Option<String>>(format!("wasmq:{{default}}:task:{n}"), "schedule").ok().flatten().as_deref() == Some("tick"))
+        .filter(|n| c.hget::<_, _, Option<String>>(crate::common::task_key("default", n), "schedule").ok().flatten().as_deref() == Some("tick"))
         .count();
     assert_eq!(ticks, 1, "the good schedule did not fire once\n{}", worker.log());
     let list = w.ok(&["schedule", "list"]);
@@ -325,9 +325,9 @@ fn bad_data_written_into_redis_by_hand_is_refused_and_touches_nothing_else() {
     assert_eq!(w.status(&junk_priority).unwrap()["state"], "succeeded");
     let st = w.status(&junk_counter).unwrap();
     assert_eq!((st["state"].as_str(), st["attempts"].as_u64()), (Some("succeeded"), Some(1)), "{st}");
-    let junk: String = c.get(format!("wasmq:{{default}}:task:{}", wrong_type.rsplit(':').next().unwrap())).unwrap();
+    let junk: String = c.get(crate::common::task_key("default", wrong_type.rsplit(':').next().unwrap())).unwrap();
     assert_eq!(junk, "not a hash", "a key of another type was touched");
-    let (pending, active): (u64, u64) = (crate::common::pending_count(&mut c, "default"), c.zcard("wasmq:{default}:active").unwrap());
+    let (pending, active): (u64, u64) = (crate::common::pending_count(&mut c, "default"), c.zcard(crate::common::qk("default").active()).unwrap());
     assert_eq!((pending, active), (0, 0));
     // Listings still work, skipping or showing what they cannot read.
     let list = w.ok(&["module", "list"]);
