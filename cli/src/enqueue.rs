@@ -32,7 +32,7 @@ pub struct EnqueueArgs {
     #[arg(long, short, default_value = "0", allow_hyphen_values = true, value_parser = value::priority)]
     pub priority: i64,
     /// Queue.
-    #[arg(long, short, default_value = "default", value_parser = value::queue)]
+    #[arg(long, short, default_value = wasmq::queue::DEFAULT_QUEUE, value_parser = value::queue)]
     pub queue: QueueName,
     #[command(flatten)]
     pub limits: super::TaskLimitArgs,
@@ -58,7 +58,7 @@ pub struct EnqueueArgs {
     #[arg(long)]
     pub durable: bool,
     /// Largest input accepted.
-    #[arg(long, default_value = "16MiB", value_parser = value::size)]
+    #[arg(long, default_value = value::text_size(wasmq::client::DEFAULT_MAX_INPUT_SIZE), value_parser = value::size)]
     pub max_input_size: u64,
 }
 

@@ -307,23 +307,23 @@ pub struct TaskLimitArgs {
 #[derive(Debug, Args, Clone)]
 pub struct SandboxLimitArgs {
     /// Wall-clock timeout.
-    #[arg(long, default_value = "30s", value_parser = value::positive_duration)]
+    #[arg(long, default_value = value::text_duration(wasmq::sandbox::DEFAULT_TIMEOUT), value_parser = value::positive_duration)]
     pub timeout: std::time::Duration,
     /// Memory cap, all linear memories of the task together (e.g. 256MiB).
-    #[arg(long, default_value = "256MiB", value_parser = value::size)]
+    #[arg(long, default_value = value::text_size(wasmq::sandbox::DEFAULT_MEMORY), value_parser = value::size)]
     pub memory: u64,
     /// Fuel budget (instructions, roughly); unmetered if not given.
     #[arg(long)]
     pub fuel: Option<u64>,
     /// Stdout cap: writing more fails the task (`output_limit`).
     /// At most 256MiB, so that a result is always a value Redis takes.
-    #[arg(long, default_value = "16MiB", value_parser = value::stdout_limit)]
+    #[arg(long, default_value = value::text_size(wasmq::sandbox::DEFAULT_STDOUT as u64), value_parser = value::stdout_limit)]
     pub stdout_limit: u64,
     /// Stderr kept as the log; the rest is dropped and the log marked truncated (at most 64MiB).
-    #[arg(long, default_value = "1MiB", value_parser = value::stderr_limit)]
+    #[arg(long, default_value = value::text_size(wasmq::sandbox::DEFAULT_STDERR as u64), value_parser = value::stderr_limit)]
     pub stderr_limit: u64,
     /// Guest stack size (16KiB to 256MiB): deeper recursion traps with a stack overflow.
-    #[arg(long, default_value = "512KiB", value_parser = value::stack_size)]
+    #[arg(long, default_value = value::text_size(wasmq::sandbox::DEFAULT_MAX_STACK as u64), value_parser = value::stack_size)]
     pub stack_size: u64,
     /// Most elements per table (function tables grow with the code's indirect calls).
     #[arg(long, default_value_t = wasmq::sandbox::DEFAULT_TABLE_ELEMENTS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000_000))]
@@ -396,6 +396,21 @@ pub mod value {
 
     pub fn stderr_limit(s: &str) -> Result<u64, String> {
         bounded_size(s, wasmq::sandbox::MAX_STDERR, "stderr limit")
+    }
+
+    /// A duration as its flag's default: `30s`, `5m`, `1h`.
+    pub fn text_duration(d: std::time::Duration) -> String {
+        humantime::format_duration(d).to_string()
+    }
+
+    /// A size as its flag's default, in the largest binary unit that divides it: `16MiB`.
+    pub fn text_size(n: u64) -> String {
+        for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+            if n >= 1 << shift && n % (1 << shift) == 0 {
+                return format!("{}{unit}", n >> shift);
+            }
+        }
+        n.to_string()
     }
 
     pub fn time(s: &str) -> Result<SystemTime, String> {

@@ -43,7 +43,7 @@ pub struct PushArgs {
     #[arg(long, conflicts_with = "name")]
     pub no_name: bool,
     /// Largest module accepted.
-    #[arg(long, default_value = "64MiB", value_parser = value::size)]
+    #[arg(long, default_value = value::text_size(wasmq::store::DEFAULT_MAX_MODULE_SIZE), value_parser = value::size)]
     pub max_module_size: u64,
 }
 

@@ -33,10 +33,10 @@ pub enum QueueCommand {
         #[arg(long, default_value_t = WsjfSettings::default().stretch)]
         stretch: f64,
         /// wsjf aging: no task is overtaken by tasks enqueued more than this long after it.
-        #[arg(long, default_value = "10m", value_parser = value::duration)]
+        #[arg(long, default_value = value::text_duration(WsjfSettings::default().max_wait), value_parser = value::duration)]
         max_wait: Duration,
         /// wsjf: expected run time of a module with no completed task yet.
-        #[arg(long, default_value = "100ms", value_parser = value::duration)]
+        #[arg(long, default_value = value::text_duration(WsjfSettings::default().default_estimate), value_parser = value::duration)]
         default_estimate: Duration,
     },
     /// Stop workers from claiming from a queue (running tasks finish).
@@ -78,7 +78,7 @@ pub enum QueueCommand {
 pub enum DeadCommand {
     /// Dead tasks, oldest first, with their last error.
     List {
-        #[arg(long, short, default_value = "default", value_parser = value::queue)]
+        #[arg(long, short, default_value = wasmq::queue::DEFAULT_QUEUE, value_parser = value::queue)]
         queue: QueueName,
         #[arg(long, default_value_t = 100)]
         limit: usize,
@@ -91,7 +91,7 @@ pub enum DeadCommand {
         /// Every dead task of --queue.
         #[arg(long, conflicts_with = "ids")]
         all: bool,
-        #[arg(long, short, default_value = "default", value_parser = value::queue)]
+        #[arg(long, short, default_value = wasmq::queue::DEFAULT_QUEUE, value_parser = value::queue)]
         queue: QueueName,
     },
 }

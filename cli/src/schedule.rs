@@ -26,7 +26,7 @@ pub enum ScheduleCommand {
     /// Remove a periodic task (tasks it already enqueued stay).
     Rm {
         name: String,
-        #[arg(long, short, default_value = "default", value_parser = value::queue)]
+        #[arg(long, short, default_value = wasmq::queue::DEFAULT_QUEUE, value_parser = value::queue)]
         queue: QueueName,
     },
 }
@@ -41,7 +41,7 @@ pub struct AddArgs {
     /// (`*/10 * * * * *`: every 10 seconds).
     #[arg(long)]
     pub cron: String,
-    #[arg(long, short, default_value = "default", value_parser = value::queue)]
+    #[arg(long, short, default_value = wasmq::queue::DEFAULT_QUEUE, value_parser = value::queue)]
     pub queue: QueueName,
     /// Input of every run (text).
     #[arg(long, conflicts_with = "input_file")]

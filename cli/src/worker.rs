@@ -8,7 +8,10 @@ use clap::Args;
 use super::{Global, Outcome, exit, value};
 use wasmq::queue::{MAX_ATTEMPTS, Retention};
 use wasmq::sandbox::SandboxConfig;
-use wasmq::worker::{DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_STALLS, DEFAULT_PREFETCH_BYTES, MAX_CONCURRENCY, MAX_PREFETCH, QueueWeight, WorkerConfig};
+use wasmq::worker::{
+    DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP, DEFAULT_GRACE, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_STALLS, DEFAULT_MAX_TIMEOUT,
+    DEFAULT_PREFETCH_BYTES, DEFAULT_REAP_INTERVAL, MAX_CONCURRENCY, MAX_PREFETCH, QueueWeight, WorkerConfig,
+};
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
@@ -28,13 +31,13 @@ pub struct WorkerArgs {
     pub prefetch: Option<u64>,
     /// Most input bytes of the tasks held at once (running and prefetched); one task is always
     /// taken, whatever its size.
-    #[arg(long, default_value_t = DEFAULT_PREFETCH_BYTES, value_parser = value::size)]
+    #[arg(long, default_value = value::text_size(DEFAULT_PREFETCH_BYTES), value_parser = value::size)]
     pub prefetch_bytes: u64,
     /// Lease of a claimed task; extended every second while the worker lives.
-    #[arg(long, default_value = "30s", value_parser = value::positive_duration)]
+    #[arg(long, default_value = value::text_duration(DEFAULT_LEASE), value_parser = value::positive_duration)]
     pub lease: Duration,
     /// How often expired leases of other workers are looked for.
-    #[arg(long, default_value = "5s", value_parser = value::positive_duration)]
+    #[arg(long, default_value = value::text_duration(DEFAULT_REAP_INTERVAL), value_parser = value::positive_duration)]
     pub reap_interval: Duration,
     /// Deprecated: how long finished tasks are kept in queues without retention settings of
     /// their own. Set it per queue with `wasmq queue retention` instead (default: 7 days, and at
@@ -49,28 +52,28 @@ pub struct WorkerArgs {
     #[arg(long, default_value_t = DEFAULT_MAX_STALLS, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_stalls: u32,
     /// First retry delay; doubles with each attempt (with jitter).
-    #[arg(long, default_value = "1s", value_parser = value::duration)]
+    #[arg(long, default_value = value::text_duration(DEFAULT_BACKOFF_BASE), value_parser = value::duration)]
     pub backoff_base: Duration,
     /// Longest retry delay.
-    #[arg(long, default_value = "5m", value_parser = value::duration)]
+    #[arg(long, default_value = value::text_duration(DEFAULT_BACKOFF_CAP), value_parser = value::duration)]
     pub backoff_cap: Duration,
     /// Limits of tasks that did not set their own (a task may set timeout, memory and fuel).
     #[command(flatten)]
     pub limits: super::SandboxLimitArgs,
     /// Largest timeout a task may ask for.
-    #[arg(long, default_value = "1h", value_parser = value::positive_duration)]
+    #[arg(long, default_value = value::text_duration(DEFAULT_MAX_TIMEOUT), value_parser = value::positive_duration)]
     pub max_timeout: Duration,
     /// Largest memory a task may ask for.
-    #[arg(long, default_value = "4GiB", value_parser = value::size)]
+    #[arg(long, default_value = value::text_size(wasmq::sandbox::DEFAULT_MAX_MEMORY), value_parser = value::size)]
     pub max_memory: u64,
     /// Largest task input this worker runs.
-    #[arg(long, default_value = "16MiB", value_parser = value::size)]
+    #[arg(long, default_value = value::text_size(wasmq::client::DEFAULT_MAX_INPUT_SIZE), value_parser = value::size)]
     pub max_input_size: u64,
     /// Largest module this worker loads.
-    #[arg(long, default_value = "64MiB", value_parser = value::size)]
+    #[arg(long, default_value = value::text_size(wasmq::store::DEFAULT_MAX_MODULE_SIZE), value_parser = value::size)]
     pub max_module_size: u64,
     /// On SIGTERM, time running tasks get to finish before they are stopped and handed back.
-    #[arg(long, default_value = "30s", value_parser = value::duration)]
+    #[arg(long, default_value = value::text_duration(DEFAULT_GRACE), value_parser = value::duration)]
     pub grace: Duration,
     /// Exit once every queue is empty and nothing runs.
     #[arg(long)]
@@ -95,7 +98,7 @@ impl WorkerArgs {
         let concurrency = self.concurrency.unwrap_or(cores).min(MAX_CONCURRENCY + 1);
         let mut queues = self.queue.clone();
         if queues.is_empty() {
-            queues.push("default".parse().map_err(anyhow::Error::msg)?);
+            queues.push(wasmq::queue::DEFAULT_QUEUE.parse().map_err(anyhow::Error::msg)?);
         }
         if self.retention.is_some() {
             tracing::warn!("--retention is deprecated: set retention per queue with `wasmq queue retention`; it applies only to queues without settings");

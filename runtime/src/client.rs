@@ -97,7 +97,7 @@ pub struct EnqueueOptions {
 impl Default for EnqueueOptions {
     fn default() -> Self {
         Self {
-            queue: QueueName::new("default").expect("valid"),
+            queue: QueueName::new(crate::queue::DEFAULT_QUEUE).expect("valid"),
             priority: 0,
             max_attempts: None,
             timeout: None,

@@ -60,7 +60,12 @@ impl Wasmq {
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(bin());
-        c.env("WASMQ_REDIS_URL", &self.url).env_remove("WASMQ_TEST_CLOCK_OFFSET_MS").env("WASMQ_PREFIX", &self.prefix).env("WASMQ_CACHE_DIR", cache_dir()).env_remove("WASMQ_LOG").stdin(Stdio::null());
+        c.env("WASMQ_REDIS_URL", &self.url)
+            .env_remove("WASMQ_TEST_CLOCK_OFFSET_MS")
+            .env("WASMQ_PREFIX", &self.prefix)
+            .env("WASMQ_CACHE_DIR", cache_dir())
+            .env_remove("WASMQ_LOG")
+            .stdin(Stdio::null());
         c
     }
 

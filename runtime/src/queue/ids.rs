@@ -88,3 +88,6 @@ pub const MAX_PRIORITY: i64 = 1_000_000;
 
 /// Most attempts a task may be given (`--max-attempts`).
 pub const MAX_ATTEMPTS: u32 = 1000;
+
+/// The queue of tasks and workers that name none.
+pub const DEFAULT_QUEUE: &str = "default";

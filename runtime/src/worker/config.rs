@@ -18,6 +18,13 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 pub const DEFAULT_MAX_STALLS: u32 = 5;
 /// Default largest timeout a task may ask for (`--max-timeout`).
 pub const DEFAULT_MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Default interval of the reaper (`--reap-interval`), jittered.
+pub const DEFAULT_REAP_INTERVAL: Duration = Duration::from_secs(5);
+/// Default first retry delay (`--backoff-base`) and longest one (`--backoff-cap`).
+pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_secs(1);
+pub const DEFAULT_BACKOFF_CAP: Duration = Duration::from_secs(300);
+/// Default time running tasks get to finish on shutdown (`--grace`).
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 /// Most tasks a worker runs at once.
 pub const MAX_CONCURRENCY: usize = 4096;
 
@@ -95,25 +102,25 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         let sandbox = SandboxConfig::default();
         Self {
-            queues: vec![QueueWeight { queue: QueueName::new("default").expect("valid"), weight: 1 }],
+            queues: vec![QueueWeight { queue: QueueName::new(crate::queue::DEFAULT_QUEUE).expect("valid"), weight: 1 }],
             strict: false,
             concurrency: sandbox.max_concurrency,
             prefetch: None,
             prefetch_bytes: DEFAULT_PREFETCH_BYTES,
             lease: DEFAULT_LEASE,
             heartbeat: Duration::from_secs(1),
-            reap_interval: Duration::from_secs(5),
+            reap_interval: DEFAULT_REAP_INTERVAL,
             retention: Retention::default(),
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             max_stalls: DEFAULT_MAX_STALLS,
-            backoff_base: Duration::from_secs(1),
-            backoff_cap: Duration::from_secs(300),
+            backoff_base: DEFAULT_BACKOFF_BASE,
+            backoff_cap: DEFAULT_BACKOFF_CAP,
             default_limits: Limits::default(),
             max_timeout: DEFAULT_MAX_TIMEOUT,
             max_input_size: crate::client::DEFAULT_MAX_INPUT_SIZE,
             max_module_size: crate::store::DEFAULT_MAX_MODULE_SIZE,
             sandbox,
-            grace: Duration::from_secs(30),
+            grace: DEFAULT_GRACE,
             exit_when_idle: false,
             worker_id: default_worker_id(),
         }

@@ -42,8 +42,8 @@ use crate::store::ModuleStore;
 
 pub use backoff::{Backoff, retry_delay};
 pub use config::{
-    DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_STALLS, DEFAULT_MAX_TIMEOUT, DEFAULT_PREFETCH_BYTES, MAX_CONCURRENCY, MAX_PREFETCH, QueueWeight,
-    WorkerConfig, default_worker_id,
+    DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP, DEFAULT_GRACE, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_STALLS, DEFAULT_MAX_TIMEOUT,
+    DEFAULT_PREFETCH_BYTES, DEFAULT_REAP_INTERVAL, MAX_CONCURRENCY, MAX_PREFETCH, QueueWeight, WorkerConfig, default_worker_id,
 };
 pub use execute::resolve_limits;
 
