@@ -406,7 +406,7 @@ pub mod value {
     /// A size as its flag's default, in the largest binary unit that divides it: `16MiB`.
     pub fn text_size(n: u64) -> String {
         for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
-            if n >= 1 << shift && n % (1 << shift) == 0 {
+            if n >= 1 << shift && n.is_multiple_of(1 << shift) {
                 return format!("{}{unit}", n >> shift);
             }
         }
