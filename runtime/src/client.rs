@@ -369,7 +369,7 @@ impl Client {
     /// How writes to `q`'s node can be confirmed: `appendfsync always`; WAITAOF (Redis 7.2+,
     /// with the AOF on); WAIT for a replica; or not at all.
     async fn durability(&self, conn: &mut Conn, q: &QueueName) -> Durability {
-        let at = self.db.keys().queue(q).meta();
+        let at = self.db.anchor(q);
         let cfg: Result<Vec<String>, _> = conn.query_at(&at, redis::cmd("CONFIG").arg("GET").arg("append*")).await;
         let cfg = cfg.unwrap_or_default();
         let get = |k: &str| cfg.chunks_exact(2).find(|p| p[0] == k).map(|p| p[1].as_str());
@@ -377,15 +377,16 @@ impl Client {
         if aof && get("appendfsync") == Some("always") {
             return Durability::Fsynced;
         }
-        let info: String = conn.query_at(&at, redis::cmd("INFO").arg("server").arg("replication")).await.unwrap_or_default();
-        let field = |name: &str| info.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
-        let version: Vec<u32> = field("redis_version:").unwrap_or("0").split('.').filter_map(|p| p.parse().ok()).collect();
+        let info: Option<redis::InfoDict> = conn.query_at(&at, redis::cmd("INFO").arg("server").arg("replication")).await.ok();
+        let field = |name: &str| info.as_ref().and_then(|i| i.get::<String>(name));
+        let version_text = field("redis_version").unwrap_or_default();
+        let version: Vec<u32> = version_text.split('.').filter_map(|p| p.parse().ok()).collect();
         if aof && version.as_slice() >= [7, 2].as_slice() {
             let mut c = redis::cmd("WAITAOF");
             c.arg(1).arg(0).arg(DURABLE_TIMEOUT_MS);
             return Durability::Wait(c);
         }
-        if field("connected_slaves:").and_then(|n| n.parse::<u64>().ok()).unwrap_or(0) > 0 {
+        if field("connected_slaves").and_then(|n| n.parse::<u64>().ok()).unwrap_or(0) > 0 {
             let mut c = redis::cmd("WAIT");
             c.arg(1).arg(DURABLE_TIMEOUT_MS);
             return Durability::Wait(c);
@@ -546,9 +547,8 @@ impl Client {
 
     /// Redis memory use and its cap (`maxmemory`, 0: none), in bytes, from the node of `q`.
     pub async fn memory(&self, q: &QueueName) -> Result<(u64, u64), ClientError> {
-        let info: String = self.conn.clone().query_at(&self.db.keys().queue(q).meta(), redis::cmd("INFO").arg("memory")).await?;
-        let field = |name: &str| info.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
-        Ok((field("used_memory:"), field("maxmemory:")))
+        let info: redis::InfoDict = self.conn.clone().query_at(&self.db.anchor(q), redis::cmd("INFO").arg("memory")).await?;
+        Ok((info.get("used_memory").unwrap_or(0), info.get("maxmemory").unwrap_or(0)))
     }
 
     /// Dead tasks of a queue, oldest first, at most `limit`. An index entry whose task is gone

@@ -88,8 +88,8 @@ pub async fn run(g: &Global, a: BenchArgs) -> Outcome {
     };
     let client = g.client().await?;
     let mut conn = client.conn();
-    let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await.unwrap_or_default();
-    let redis_version = info.lines().find_map(|l| l.strip_prefix("redis_version:")).unwrap_or("?").trim().to_string();
+    let info: Option<redis::InfoDict> = redis::cmd("INFO").arg("server").query_async(&mut conn).await.ok();
+    let redis_version = info.and_then(|i| i.get::<String>("redis_version")).unwrap_or_else(|| "?".into());
     let mut bench = Bench::new(client, config)?;
     bench.report.machine = Some(crate::bench::report_machine(&redis_version));
     bench.run().await?;

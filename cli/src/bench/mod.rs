@@ -505,13 +505,12 @@ impl Bench {
 
 /// CPU seconds (user + system) the Redis node that holds `key` has used.
 async fn redis_cpu(conn: &mut Conn, key: &str) -> anyhow::Result<f64> {
-    let info: String = conn.query_at(key, redis::cmd("INFO").arg("cpu")).await?;
-    let field = |name: &str| info.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<f64>().ok());
-    Ok(field("used_cpu_user:").context("no used_cpu_user in INFO")? + field("used_cpu_sys:").context("no used_cpu_sys in INFO")?)
+    let info: redis::InfoDict = conn.query_at(key, redis::cmd("INFO").arg("cpu")).await?;
+    Ok(info.get::<f64>("used_cpu_user").context("no used_cpu_user in INFO")? + info.get::<f64>("used_cpu_sys").context("no used_cpu_sys in INFO")?)
 }
 
 /// `used_memory` of the node that holds `key` (on a Cluster: that key's shard).
 async fn used_memory(conn: &mut Conn, key: &str) -> anyhow::Result<u64> {
-    let info: String = conn.query_at(key, redis::cmd("INFO").arg("memory")).await?;
-    info.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse().ok()).context("no used_memory in INFO")
+    let info: redis::InfoDict = conn.query_at(key, redis::cmd("INFO").arg("memory")).await?;
+    info.get("used_memory").context("no used_memory in INFO")
 }
