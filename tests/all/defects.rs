@@ -391,3 +391,37 @@ fn leases_run_on_the_servers_clock() {
     let expected = (secs * 1000 + 3_600_000 + 30_000) as f64;
     assert!((deadline - expected).abs() < 5_000.0, "deadline {deadline}, expected about {expected}");
 }
+
+/// When a task's lease expires while its worker still runs it and the same worker claims it again
+/// (a Redis stall, a failover, a clock jump), the two claims are kept apart: the stale run is
+/// stopped, and the new claim runs to its result, neither cancelled nor forgotten.
+#[test]
+fn a_worker_that_claims_a_task_again_keeps_the_claims_apart() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    let dir = tempfile::tempdir().unwrap();
+    let nap = dir.path().join("nap.wat");
+    // sleep.wat, cut to 3 s: long enough to be running when its lease is taken away.
+    std::fs::write(&nap, std::fs::read_to_string(fixture("sleep.wat")).unwrap().replace("10000000000", "3000000000")).unwrap();
+    w.push(&nap, "nap");
+    let tasks: Vec<String> = (0..2).map(|_| w.enqueue("nap", "", &["--max-attempts", "5"])).collect();
+    // A free run slot: the worker claims requeued tasks at once, while its first runs go on.
+    let worker = w.spawn_worker(&["--concurrency", "3", "--prefetch", "0", "--lease", "2s", "--reap-interval", "1s"]);
+    eventually(Duration::from_secs(20), || tasks.iter().all(|t| task_hash(&s, t).contains_key("running")).then_some(())).expect("never seen running");
+    rt().block_on(async {
+        let redis = wasmq::conn::Redis::open(wasmq::conn::RedisOptions::new(s.url())).unwrap();
+        let mut conn = redis.connect().await.unwrap();
+        // A reaper whose (server) clock is a minute ahead: both leases have expired.
+        let reap = wasmq::queue::ReapRequest { limit: 10, max_attempts: 5, max_stalls: 5, retention: Default::default() };
+        let r = db().with_clock_offset(60_000).reap(&mut conn, &queue("default"), reap).await.unwrap();
+        assert_eq!(r.requeued.len(), 2, "{r:?}");
+    });
+    for t in &tasks {
+        let st = eventually(Duration::from_secs(30), || w.status(t).filter(|s| s["state"] != "active" && s["state"] != "pending"))
+            .unwrap_or_else(|| panic!("{t} never finished\n{}", worker.log()));
+        assert_eq!(st["state"], "succeeded", "{t}: {st}\n{}", worker.log());
+        // One attempt lost to the expired lease, none to the new claim being forgotten by the
+        // stale run (which shows as a stall: its lease was no longer extended).
+        assert_eq!((st["attempts"].as_u64(), st["stalls"].as_u64()), (Some(2), Some(0)), "{t}: {st}\n{}", worker.log());
+    }
+}
