@@ -57,6 +57,19 @@ pub struct EnqueueArgs {
     /// Wait until the task is fsynced to the AOF or on a replica before printing its id.
     #[arg(long)]
     pub durable: bool,
+    /// Run only after these tasks (ids in this task's queue, comma-separated or repeated) have
+    /// all succeeded; until then the task is `blocked`.
+    #[arg(long, value_delimiter = ',', value_parser = value::task_id)]
+    pub after: Vec<wasmq::queue::TaskId>,
+    /// What a dead parent does: `block` (the task waits; `dead retry` of the parent lets it go
+    /// on) or `cancel` (the task is cancelled, reason `parent_dead`). A cancelled parent always
+    /// cancels the task.
+    #[arg(long, default_value = "block", requires = "after")]
+    pub on_parent_failure: wasmq::queue::ParentFailure,
+    /// The task's input is the JSON array of its parents' outputs, in the order of --after (valid
+    /// JSON embedded as JSON, other UTF-8 as a string, anything else as {"base64": ...}).
+    #[arg(long, requires = "after", conflicts_with_all = ["input", "input_file", "inputs_file", "stdin"])]
+    pub input_from_after: bool,
     /// Largest input accepted.
     #[arg(long, default_value = value::text_size(wasmq::client::DEFAULT_MAX_INPUT_SIZE), value_parser = value::size)]
     pub max_input_size: u64,
@@ -114,7 +127,14 @@ pub async fn run(g: &Global, a: EnqueueArgs) -> Outcome {
         estimate: a.estimate,
         deterministic: a.deterministic,
         durable: a.durable,
+        after: a.after.clone(),
+        on_parent_failure: a.on_parent_failure,
+        input_from_after: a.input_from_after,
     };
+    if let Some(p) = a.after.iter().find(|p| p.queue != a.queue) {
+        eprintln!("error: parent {p} is not in queue {}: a task and its parents share one queue (use --queue {})", a.queue, p.queue);
+        return Ok(exit::USAGE);
+    }
     // Read and check all input before connecting: a bad input enqueues nothing.
     let bulk = match &a.inputs_file {
         Some(p) => {
@@ -166,6 +186,10 @@ pub async fn run(g: &Global, a: EnqueueArgs) -> Outcome {
     let e = match client.enqueue(&a.module, &single.unwrap_or_default(), &options).await {
         Ok(e) => e,
         Err(ClientError::NotDurable { enqueued, reason }) => return not_durable(&enqueued, &reason),
+        Err(e @ ClientError::UnknownParent(_)) => {
+            eprintln!("error: {e}");
+            return Ok(exit::UNKNOWN_TASK);
+        }
         Err(e) => return Err(e.into()),
     };
     println!("{}", e.id);

@@ -124,12 +124,13 @@ pub async fn run(g: &Global, c: QueueCommand) -> Outcome {
                 println!("{}", serde_json::to_string_pretty(&all)?);
                 return Ok(exit::OK);
             }
-            let mut t = Table::new(&["QUEUE", "PENDING", "DELAYED", "ACTIVE", "SUCCEEDED", "DEAD", "CANCELLED", "POLICY", "PAUSED"]);
+            let mut t = Table::new(&["QUEUE", "PENDING", "DELAYED", "BLOCKED", "ACTIVE", "SUCCEEDED", "DEAD", "CANCELLED", "POLICY", "PAUSED"]);
             for s in &all {
                 t.row(vec![
                     s.queue.clone(),
                     s.pending.to_string(),
                     s.delayed.to_string(),
+                    s.blocked.to_string(),
                     s.active.to_string(),
                     s.succeeded.to_string(),
                     s.dead.to_string(),

@@ -47,7 +47,7 @@ pub fn code_for(state: TaskState) -> u8 {
         TaskState::Succeeded => exit::OK,
         TaskState::Dead => exit::TASK_FAILED,
         TaskState::Cancelled => exit::CANCELLED,
-        TaskState::Pending | TaskState::Delayed | TaskState::Active => exit::NOT_FINISHED,
+        TaskState::Pending | TaskState::Delayed | TaskState::Blocked | TaskState::Active => exit::NOT_FINISHED,
     }
 }
 
@@ -78,6 +78,15 @@ fn describe(r: &TaskRecord) -> String {
     line("enqueued", parse::format_ms(r.created_ms));
     if let Some(d) = r.due_ms {
         line("due", parse::format_ms(d));
+    }
+    if !r.after.is_empty() {
+        line("after", r.after.join(", "));
+    }
+    for p in &r.blocked_on {
+        line("blocked on", format!("{} ({})", p.id, p.state.map_or("gone", |s| s.as_str())));
+    }
+    if let Some(why) = &r.cancel_reason {
+        line("cancelled", why.clone());
     }
     if let Some(t) = r.claimed_ms.filter(|_| r.started_ms.is_none() && r.state == wasmq::queue::task::TaskState::Active) {
         line("claimed", format!("{} (waiting for a run slot)", parse::format_ms(t)));

@@ -21,8 +21,8 @@ use crate::conn::{Conn, ConnError, Redis, RedisOptions};
 use crate::parse::{self, ParseError};
 use crate::queue::task::field;
 use crate::queue::{
-    CancelOutcome, Db, Due, MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, NewTask, NewTasks, Policy, QueueError, QueueName, QueueStats, Retention, RetrySelection,
-    TaskId, TaskRecord, TaskState, WaitRegistration, WsjfSettings,
+    CancelOutcome, Db, Due, MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, NewTask, NewTasks, ParentFailure, Policy, QueueError, QueueName, QueueStats, Retention,
+    RetrySelection, TaskId, TaskRecord, TaskState, WaitRegistration, WsjfSettings,
 };
 use crate::store::{DEFAULT_MAX_MODULE_SIZE, ModuleStore, StoreError};
 
@@ -48,6 +48,9 @@ pub enum ClientError {
     OutOfMemory,
     #[error("{0}")]
     Invalid(String),
+    /// A parent given with `after` does not exist.
+    #[error("unknown parent task {0} (never enqueued, or its result expired); nothing was enqueued")]
+    UnknownParent(TaskId),
     /// The tasks were enqueued, but their durability could not be confirmed.
     #[error("{} task(s) enqueued ({}) but not confirmed durable: {reason}", enqueued.len(), first_ids(enqueued))]
     NotDurable { enqueued: Vec<TaskId>, reason: String },
@@ -92,6 +95,11 @@ pub struct EnqueueOptions {
     pub deterministic: bool,
     /// Wait until the write is on a replica or fsynced to the AOF.
     pub durable: bool,
+    /// Parents, in the task's queue: the task is `blocked` until each has succeeded.
+    pub after: Vec<TaskId>,
+    pub on_parent_failure: ParentFailure,
+    /// The task's input is the JSON array of its parents' outputs, in the order of `after`.
+    pub input_from_after: bool,
 }
 
 impl Default for EnqueueOptions {
@@ -110,6 +118,9 @@ impl Default for EnqueueOptions {
             estimate: None,
             deterministic: false,
             durable: false,
+            after: Vec::new(),
+            on_parent_failure: ParentFailure::Block,
+            input_from_after: false,
         }
     }
 }
@@ -275,6 +286,9 @@ impl Client {
         if o.deterministic {
             f.push((field::DETERMINISTIC, "1".into()));
         }
+        if o.input_from_after {
+            f.push((field::INPUT_FROM_AFTER, "1".into()));
+        }
         f.into_iter().map(|(k, v)| (k, v.into_bytes())).collect()
     }
 
@@ -297,6 +311,12 @@ impl Client {
         {
             return Err(ClientError::Invalid("unique key must be 1 to 256 bytes".into()));
         }
+        if let Some(p) = o.after.iter().find(|p| p.queue != o.queue) {
+            return Err(ClientError::Invalid(format!("parent {p} is not in queue {}: a task and its parents share one queue", o.queue)));
+        }
+        if o.input_from_after && o.after.is_empty() {
+            return Err(ClientError::Invalid("--input-from-after needs --after".into()));
+        }
         Ok(())
     }
 
@@ -312,7 +332,16 @@ impl Client {
         if !input.is_empty() {
             fields.push((field::INPUT, input.to_vec()));
         }
-        let task = NewTask { module: &sha, priority: o.priority, due: Self::due(o), unique_key: o.unique_key.as_deref(), unique_for: o.unique_for, fields };
+        let task = NewTask {
+            module: &sha,
+            priority: o.priority,
+            due: Self::due(o),
+            unique_key: o.unique_key.as_deref(),
+            unique_for: o.unique_for,
+            fields,
+            after: o.after.iter().map(|p| p.seq).collect(),
+            on_parent_failure: o.on_parent_failure,
+        };
         let (reply, durable) = if o.durable {
             let mut guard = self.durable_conn(&o.queue).await?;
             let (conn, how) = guard.as_mut().expect("set by durable_conn");
@@ -320,7 +349,7 @@ impl Client {
                 Durability::Wait(cmd) => Some(cmd.clone()),
                 _ => None,
             };
-            let (reply, waited) = self.db.enqueue_and_wait(conn, &o.queue, &task, wait.as_ref()).await?;
+            let (reply, waited) = self.db.enqueue_and_wait(conn, &o.queue, &task, wait.as_ref()).await.map_err(|e| Self::parent_error(e, &o.queue))?;
             let durable = match (how, waited) {
                 (Durability::Fsynced, _) => Ok(()),
                 (Durability::Impossible(why), _) => Err(why.clone()),
@@ -331,7 +360,7 @@ impl Client {
             };
             (reply, durable)
         } else {
-            (self.db.enqueue(&mut self.conn.clone(), &o.queue, &task).await?, Ok(()))
+            (self.db.enqueue(&mut self.conn.clone(), &o.queue, &task).await.map_err(|e| Self::parent_error(e, &o.queue))?, Ok(()))
         };
         let id = TaskId::new(o.queue.clone(), reply.seq);
         if reply.new {
@@ -341,6 +370,14 @@ impl Client {
             return Err(ClientError::NotDurable { enqueued: vec![id], reason });
         }
         Ok(Enqueued { id, new: reply.new })
+    }
+
+    fn parent_error(e: QueueError, q: &QueueName) -> ClientError {
+        match e {
+            QueueError::UnknownParent(seq) => ClientError::UnknownParent(TaskId::new(q.clone(), seq)),
+            QueueError::Redis(e) => e.into(),
+            other => other.into(),
+        }
     }
 
     /// After tasks of module `sha` were written: if `module rm` is removing the module, cancels
@@ -401,11 +438,11 @@ impl Client {
     /// after a round trip with a failure.
     pub async fn enqueue_bulk(&self, module: &str, inputs: &[Vec<u8>], o: &EnqueueOptions) -> Result<Vec<Enqueued>, ClientError> {
         Self::validate_options(o)?;
-        if o.unique_key.is_some() {
+        if o.unique_key.is_some() || !o.after.is_empty() {
             return match inputs {
                 [] => Ok(Vec::new()),
                 [one] => Ok(vec![self.enqueue(module, one, o).await?]),
-                _ => Err(ClientError::Invalid("a unique key cannot be shared by several tasks of one bulk enqueue".into())),
+                _ => Err(ClientError::Invalid("a unique key or parents cannot be shared by several tasks of one bulk enqueue".into())),
             };
         }
         for input in inputs {
@@ -488,6 +525,16 @@ impl Client {
         let Some(f) = self.db.task_fields(&mut self.conn.clone(), id).await? else { return Ok(None) };
         let mut record = TaskRecord::from_fields(id, &f).map_err(|source| ClientError::TaskData { id: id.to_string(), source })?;
         record.module_names = self.store.names_of(&record.module).await?;
+        if record.state == TaskState::Blocked {
+            let seqs: Vec<u64> = record.after.iter().filter_map(|p| TaskId::parse(p).ok()).map(|p| p.seq).collect();
+            let states = self.db.states(&mut self.conn.clone(), &id.queue, &seqs).await?;
+            record.blocked_on = seqs
+                .into_iter()
+                .zip(states)
+                .filter(|(_, s)| *s != Some(TaskState::Succeeded))
+                .map(|(seq, state)| crate::queue::task::ParentState { id: TaskId::new(id.queue.clone(), seq).to_string(), state })
+                .collect();
+        }
         Ok(Some(record))
     }
 

@@ -225,14 +225,7 @@ pub async fn fire_due(conn: &mut Conn, db: &Db, store: &ModuleStore, queue: &Que
                 fields.push((f, v.to_string().into_bytes()));
             }
         }
-        let task = sha.as_deref().map(|sha| NewTask {
-            module: sha,
-            priority: s.priority,
-            due: Default::default(),
-            unique_key: None,
-            unique_for: None,
-            fields: fields.clone(),
-        });
+        let task = sha.as_deref().map(|sha| NewTask { module: sha, priority: s.priority, fields: fields.clone(), ..Default::default() });
         let fired = match db.fire_schedule(conn, queue, &Tick { name: &name, expected_ms: due_ms, next_ms: next, task }).await? {
             FireReply::Lost => Fired::Lost,
             FireReply::Skipped => Fired::Skipped,

@@ -8,6 +8,7 @@ mod common;
 
 mod chaos;
 mod defects;
+mod flows;
 mod ha;
 mod queue;
 mod reliability;

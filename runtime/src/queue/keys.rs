@@ -110,6 +110,8 @@ queue_keys! {
     pending => "pending",
     levels => "levels",
     delayed => "delayed",
+    blocked => "blocked",
+    kept => "kept",
     active => "active",
     succeeded => "succeeded",
     dead => "dead",

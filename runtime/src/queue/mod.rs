@@ -27,7 +27,7 @@ pub use keys::Keys;
 pub use policy::{DEFAULT_RETENTION_AGE, DEFAULT_RETENTION_COUNT, Policy, Retention, WsjfSettings};
 pub use scripts::{
     Action, AttemptFailure, CancelOutcome, ClaimBatch, ClaimRequest, ClaimedTask, Completion, Due, EnqueueReply, FireReply, HeartbeatReply, HeldLease, NewTask,
-    NewTasks, ReapReply, ReapRequest, RetryReply, RetrySelection, Tick, WaitRegistration,
+    NewTasks, ParentFailure, ReapReply, ReapRequest, RetryReply, RetrySelection, Tick, WaitRegistration,
 };
 pub use task::{Fields, TaskRecord, TaskSpec, TaskState};
 
@@ -40,6 +40,8 @@ pub enum QueueError {
     Redis(#[from] redis::RedisError),
     #[error("cannot purge {0} tasks; use succeeded, dead or cancelled")]
     NotFinished(TaskState),
+    #[error("unknown parent task {0} (never enqueued in this queue, or its result expired)")]
+    UnknownParent(u64),
     #[error("queue {queue} has malformed settings: {reason}")]
     Settings { queue: String, reason: String },
 }
@@ -57,6 +59,8 @@ pub struct QueueStats {
     pub queue: String,
     pub pending: u64,
     pub delayed: u64,
+    /// Waiting for their parents.
+    pub blocked: u64,
     pub active: u64,
     pub succeeded: u64,
     pub dead: u64,
@@ -115,6 +119,25 @@ impl Db {
         Ok((!flat.is_empty()).then(|| Fields::from_flat(flat)))
     }
 
+    /// The outputs of tasks of one queue, in order (None where a task or its output is gone).
+    pub async fn outputs(&self, conn: &mut Conn, q: &QueueName, seqs: &[u64]) -> redis::RedisResult<Vec<Option<Vec<u8>>>> {
+        let mut pipe = redis::pipe();
+        for s in seqs {
+            pipe.hget(self.keys.queue(q).task(*s), task::field::OUTPUT);
+        }
+        pipe.query_async(conn).await
+    }
+
+    /// The states of tasks of one queue, in order (None where a task is gone).
+    pub async fn states(&self, conn: &mut Conn, q: &QueueName, seqs: &[u64]) -> redis::RedisResult<Vec<Option<TaskState>>> {
+        let mut pipe = redis::pipe();
+        for s in seqs {
+            pipe.hget(self.keys.queue(q).task(*s), task::field::STATE);
+        }
+        let raw: Vec<Option<String>> = pipe.query_async(conn).await?;
+        Ok(raw.into_iter().map(|s| s.as_deref().and_then(TaskState::parse)).collect())
+    }
+
     /// A task's state field, raw (None for an unknown task).
     pub async fn task_state(&self, conn: &mut Conn, id: &TaskId) -> redis::RedisResult<Option<String>> {
         conn.hget(self.keys.task(id), task::field::STATE).await
@@ -165,9 +188,10 @@ impl Db {
     pub async fn stats(&self, conn: &mut Conn, q: &QueueName) -> redis::RedisResult<QueueStats> {
         let k = self.keys.queue(q);
         let pending = self.pending_count(conn, q).await?;
-        type Counts = (u64, u64, u64, u64, u64, HashMap<String, String>, HashMap<String, i64>);
-        let (delayed, active, succeeded, dead, cancelled, meta, counters): Counts = redis::pipe()
+        type Counts = (u64, u64, u64, u64, u64, u64, HashMap<String, String>, HashMap<String, i64>);
+        let (delayed, blocked, active, succeeded, dead, cancelled, meta, counters): Counts = redis::pipe()
             .zcard(k.delayed())
+            .zcard(k.blocked())
             .zcard(k.active())
             .zcard(k.succeeded())
             .zcard(k.dead())
@@ -181,6 +205,7 @@ impl Db {
             queue: q.to_string(),
             pending,
             delayed,
+            blocked,
             active,
             succeeded,
             dead,
@@ -369,7 +394,7 @@ impl Db {
     /// tasks go through their indexes; a queue with unfinished tasks loses them.
     pub async fn delete_queue(&self, conn: &mut Conn, q: &QueueName) -> redis::RedisResult<()> {
         let k = self.keys.queue(q);
-        for set in [k.succeeded(), k.dead(), k.cancelled(), k.delayed(), k.active(), k.pending()] {
+        for set in [k.succeeded(), k.dead(), k.cancelled(), k.kept(), k.delayed(), k.blocked(), k.active(), k.pending()] {
             loop {
                 let seqs: Vec<u64> = conn.zrange(&set, 0, 999).await?;
                 if seqs.is_empty() {
@@ -399,6 +424,8 @@ impl Db {
         }
         let keys = [
             k.seq(),
+            k.blocked(),
+            k.kept(),
             k.pending(),
             k.levels(),
             k.delayed(),

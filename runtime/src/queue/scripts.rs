@@ -117,7 +117,7 @@ pub struct Due {
 }
 
 /// One task for [`Db::enqueue`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct NewTask<'a> {
     /// The module's SHA-256 (hex).
     pub module: &'a str,
@@ -128,6 +128,48 @@ pub struct NewTask<'a> {
     pub unique_for: Option<Duration>,
     /// Further task fields (input, limits, ...), as set by the task's options.
     pub fields: Vec<(&'static str, Vec<u8>)>,
+    /// Parents in the same queue: the task is blocked until each has succeeded.
+    pub after: Vec<u64>,
+    pub on_parent_failure: ParentFailure,
+}
+
+/// What a dead parent does to its dependent (`--on-parent-failure`). A cancelled parent always
+/// cancels its dependents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ParentFailure {
+    /// The dependent stays blocked; `dead retry` of the parent lets it continue.
+    #[default]
+    Block,
+    /// The dependent is cancelled at once (`cancel_reason` `parent_dead`).
+    Cancel,
+}
+
+impl ParentFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Block => "block",
+            Self::Cancel => "cancel",
+        }
+    }
+}
+
+impl std::str::FromStr for ParentFailure {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "block" => Ok(Self::Block),
+            "cancel" => Ok(Self::Cancel),
+            _ => Err(format!("unknown parent-failure policy {s:?}: use block or cancel")),
+        }
+    }
+}
+
+/// The error `enqueue.lua` gives for a parent that does not exist.
+fn unknown_parent(e: redis::RedisError) -> super::QueueError {
+    match e.code() {
+        Some("UNKNOWNPARENT") => super::QueueError::UnknownParent(e.detail().and_then(|d| d.trim().parse().ok()).unwrap_or(0)),
+        _ => e.into(),
+    }
 }
 
 /// What [`Db::enqueue`] did.
@@ -150,8 +192,8 @@ pub struct NewTasks<'a> {
 
 impl Db {
     /// `enqueue.lua`: adds one task to queue `q`.
-    pub async fn enqueue(&self, conn: &mut Conn, q: &QueueName, t: &NewTask<'_>) -> redis::RedisResult<EnqueueReply> {
-        let (seq, new): (u64, i64) = self.enqueue_invocation(q, t).invoke_async(conn).await?;
+    pub async fn enqueue(&self, conn: &mut Conn, q: &QueueName, t: &NewTask<'_>) -> Result<EnqueueReply, super::QueueError> {
+        let (seq, new): (u64, i64) = self.enqueue_invocation(q, t).invoke_async(conn).await.map_err(unknown_parent)?;
         Ok(EnqueueReply { seq, new: new == 1 })
     }
 
@@ -164,14 +206,14 @@ impl Db {
         q: &QueueName,
         t: &NewTask<'_>,
         wait: Option<&redis::Cmd>,
-    ) -> redis::RedisResult<(EnqueueReply, Option<redis::RedisResult<i64>>)> {
+    ) -> Result<(EnqueueReply, Option<redis::RedisResult<i64>>), super::QueueError> {
         let Some(wait) = wait else { return Ok((self.enqueue(conn, q, t).await?, None)) };
         ENQUEUE.load_async(conn).await?;
         let mut pipe = redis::pipe();
         pipe.invoke_script(&self.enqueue_invocation(q, t)).add_command(wait.clone());
         let mut replies = conn.pipeline_at(&self.keys.queue(q).meta(), &pipe).await?.into_iter();
         let reply = replies.next().ok_or_else(|| unexpected("enqueue: no reply", ()))?;
-        let (seq, new): (u64, i64) = redis::from_redis_value(reply.extract_error()?)?;
+        let (seq, new): (u64, i64) = redis::from_redis_value(reply.extract_error().map_err(unknown_parent)?).map_err(redis::RedisError::from)?;
         let waited = replies.next().map(|v| v.extract_error().and_then(|v| Ok(wait_acks(redis::from_redis_value(v)?))));
         Ok((EnqueueReply { seq, new: new == 1 }, waited))
     }
@@ -183,7 +225,9 @@ impl Db {
             .arg(t.module)
             .arg(t.priority)
             .arg(t.unique_key.unwrap_or(""))
-            .arg(t.unique_for.map_or(0, |d| d.as_millis() as u64));
+            .arg(t.unique_for.map_or(0, |d| d.as_millis() as u64))
+            .arg(t.after.iter().map(u64::to_string).collect::<Vec<_>>().join(","))
+            .arg(t.on_parent_failure.as_str());
         for (k, v) in &t.fields {
             inv.arg(*k).arg(v.as_slice());
         }
@@ -690,7 +734,7 @@ mod tests {
             let rest: Vec<&str> = argv.iter().skip(2).map(String::as_str).collect();
             assert_eq!(rest, names, "ARGV of {}", script.lines().next().unwrap());
         };
-        expect(include_str!("lua/enqueue.lua"), &["due_at", "delay_ms", "module", "priority", "unique", "unique_ms"]);
+        expect(include_str!("lua/enqueue.lua"), &["due_at", "delay_ms", "module", "priority", "unique", "unique_ms", "after", "on_parent_failure"]);
         expect(include_str!("lua/enqueue_bulk.lua"), &["due_at", "delay_ms", "module", "priority", "nshared"]);
         expect(include_str!("lua/claim.lua"), &["lease_ms", "n", "max_bytes", "worker", "max_input"]);
         expect(include_str!("lua/complete.lua"), &["retention", "worker"]);

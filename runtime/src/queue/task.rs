@@ -46,6 +46,14 @@ pub mod field {
     pub const CANCEL_REASON: &str = "cancel_reason";
     /// Set while a `result --wait` client waits for the task.
     pub const WAITERS: &str = "waiters";
+    /// Parent seqs (same queue), comma-separated: the task waits for them to succeed.
+    pub const AFTER: &str = "after";
+    /// Parents that have not succeeded yet (while `blocked`).
+    pub const WAITING: &str = "waiting";
+    /// `cancel` when a dead parent cancels the task (default: it stays blocked).
+    pub const ON_PARENT_FAILURE: &str = "on_parent_failure";
+    /// `1`: the input is the JSON array of the parents' outputs, built by the worker.
+    pub const INPUT_FROM_AFTER: &str = "input_from_after";
     pub const DURATION_US: &str = "duration_us";
     pub const FUEL_USED: &str = "fuel_used";
     pub const UNIQUE_KEY: &str = "unique_key";
@@ -67,6 +75,8 @@ pub mod field {
 pub enum TaskState {
     Pending,
     Delayed,
+    /// Waiting for its parents (`enqueue --after`) to succeed.
+    Blocked,
     Active,
     Succeeded,
     Dead,
@@ -78,6 +88,7 @@ impl TaskState {
         Some(match s {
             "pending" => Self::Pending,
             "delayed" => Self::Delayed,
+            "blocked" => Self::Blocked,
             "active" => Self::Active,
             "succeeded" => Self::Succeeded,
             "dead" => Self::Dead,
@@ -90,6 +101,7 @@ impl TaskState {
         match self {
             Self::Pending => "pending",
             Self::Delayed => "delayed",
+            Self::Blocked => "blocked",
             Self::Active => "active",
             Self::Succeeded => "succeeded",
             Self::Dead => "dead",
@@ -192,10 +204,23 @@ pub struct TaskSpec {
     pub max_attempts: Option<u32>,
     pub limits: RequestedLimits,
     pub deterministic: bool,
+    /// The parents whose outputs make the input (`--input-from-after`), in order; empty when
+    /// the input is the task's own.
+    pub input_from: Vec<u64>,
 }
 
 /// The task fields a worker needs to run a task: what a claim returns of each task.
-pub const SPEC_FIELDS: [&str; 7] = [field::MODULE, field::INPUT, field::MAX_ATTEMPTS, field::TIMEOUT_MS, field::MEMORY, field::FUEL, field::DETERMINISTIC];
+pub const SPEC_FIELDS: [&str; 9] = [
+    field::MODULE,
+    field::INPUT,
+    field::MAX_ATTEMPTS,
+    field::TIMEOUT_MS,
+    field::MEMORY,
+    field::FUEL,
+    field::DETERMINISTIC,
+    field::AFTER,
+    field::INPUT_FROM_AFTER,
+];
 
 impl TaskSpec {
     pub fn from_fields(f: &Fields) -> Result<Self, TaskDataError> {
@@ -213,8 +238,25 @@ impl TaskSpec {
             max_attempts: f.uint(field::MAX_ATTEMPTS, ids::MAX_ATTEMPTS as u64)?.map(|v| v as u32),
             limits: RequestedLimits { timeout, memory: f.uint(field::MEMORY, 1 << 40)?, fuel: f.uint(field::FUEL, u64::MAX)? },
             deterministic: f.text(field::DETERMINISTIC)? == Some("1"),
+            input_from: if f.text(field::INPUT_FROM_AFTER)? == Some("1") { parents(f)? } else { Vec::new() },
         })
     }
+}
+
+/// The parents a task names in `after`.
+fn parents(f: &Fields) -> Result<Vec<u64>, TaskDataError> {
+    let Some(t) = f.text(field::AFTER)? else { return Ok(Vec::new()) };
+    t.split(',')
+        .map(|p| p.parse().map_err(|_| TaskDataError::Invalid { field: field::AFTER, reason: format!("expected task numbers, got {:?}", clip(t)) }))
+        .collect()
+}
+
+/// A parent of a task and where it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ParentState {
+    pub id: String,
+    /// None when the parent is gone.
+    pub state: Option<TaskState>,
 }
 
 /// One failed attempt, as kept in the task's `errors` array.
@@ -290,6 +332,11 @@ pub struct TaskRecord {
     pub cancel_requested: bool,
     /// Why the task was cancelled (for a cancelled task).
     pub cancel_reason: Option<String>,
+    /// Its parents (`enqueue --after`), in order.
+    pub after: Vec<String>,
+    /// While blocked: the parents that have not succeeded, with their state (filled in by the
+    /// client).
+    pub blocked_on: Vec<ParentState>,
     pub input_bytes: usize,
     /// The output's bytes, exactly (`wasmq result`).
     #[serde(skip)]
@@ -338,6 +385,8 @@ impl TaskRecord {
             stalls: uint(field::STALLS).unwrap_or(0),
             cancel_requested: f.bytes(field::CANCEL) == Some(b"1"),
             cancel_reason: lossy(field::CANCEL_REASON),
+            after: parents(f).unwrap_or_default().into_iter().map(|s| TaskId::new(id.queue.clone(), s).to_string()).collect(),
+            blocked_on: Vec::new(),
             input_bytes: f.bytes(field::INPUT).map_or(0, |b| b.len()),
             output_text: output.as_ref().and_then(|o| std::str::from_utf8(o).ok().map(str::to_string)),
             output_bytes: output.as_ref().map(|o| o.len()),

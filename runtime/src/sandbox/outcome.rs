@@ -27,6 +27,9 @@ pub enum FailureKind {
     UnknownModule,
     /// The task's hash has missing or malformed fields.
     InvalidTask,
+    /// Its input is larger than the worker takes (`--max-input-size`), e.g. the outputs of its
+    /// parents put together.
+    InputLimit,
     /// It was cancelled while running.
     Cancelled,
     /// Its worker stopped reporting and the lease expired.
@@ -48,6 +51,7 @@ impl FailureKind {
             Self::Integrity => "integrity",
             Self::UnknownModule => "unknown_module",
             Self::InvalidTask => "invalid_task",
+            Self::InputLimit => "input_limit",
             Self::Cancelled => "cancelled",
             Self::LeaseExpired => "lease_expired",
             Self::Internal => "internal",
@@ -57,7 +61,7 @@ impl FailureKind {
     /// Whether another attempt could succeed. A bad module, a tampered module, a missing module or
     /// malformed task data will fail the same way every time.
     pub fn retryable(self) -> bool {
-        !matches!(self, Self::InvalidModule | Self::Integrity | Self::UnknownModule | Self::InvalidTask | Self::Cancelled)
+        !matches!(self, Self::InvalidModule | Self::Integrity | Self::UnknownModule | Self::InvalidTask | Self::InputLimit | Self::Cancelled)
     }
 }
 

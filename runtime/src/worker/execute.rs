@@ -97,12 +97,16 @@ async fn execute(shared: &Shared, task: ClaimedTask, cancel: &CancelToken) -> Co
                 let message = format!("the input is {input_len} bytes, more than this worker's limit of {} bytes", config.max_input_size);
                 (Outcome::not_run(Failure::new(FailureKind::InvalidTask, message)), max)
             } else {
-                let outcome = match shared.modules.get(&spec.module).await {
-                    Err(failure) => Outcome::not_run(failure),
-                    Ok(module) => {
+                let input = match spec.input_from.is_empty() {
+                    true => Ok(spec.input.clone()),
+                    false => parents_input(shared, &id, &spec.input_from).await,
+                };
+                let outcome = match (input, shared.modules.get(&spec.module).await) {
+                    (Err(failure), _) | (_, Err(failure)) => Outcome::not_run(failure),
+                    (Ok(input), Ok(module)) => {
                         let limits = resolve_limits(spec, config, shared.max_output);
                         let name = shared.modules.name(&spec.module);
-                        shared.sandbox.run(&module, &name, spec.input.clone(), &limits, cancel).await
+                        shared.sandbox.run(&module, &name, input, &limits, cancel).await
                     }
                 };
                 (outcome, max)
@@ -110,6 +114,26 @@ async fn execute(shared: &Shared, task: ClaimedTask, cancel: &CancelToken) -> Co
         }
     };
     completion(config, id.seq, token, outcome, attempt, max_attempts, cancel.reason())
+}
+
+/// The input of an `--input-from-after` task: the JSON array of its parents' outputs, in order,
+/// each embedded as JSON, a string or `{"base64": ...}`. Fetched here, after the claim, so that
+/// large outputs never pass through the claim script.
+async fn parents_input(shared: &Shared, id: &TaskId, parents: &[u64]) -> Result<Vec<u8>, Failure> {
+    let outputs = shared
+        .db
+        .outputs(&mut shared.conn.clone(), &id.queue, parents)
+        .await
+        .map_err(|e| Failure::new(FailureKind::Internal, format!("could not read the parents' outputs: {e}")))?;
+    let items: Vec<serde_json::Value> = outputs.iter().map(|o| o.as_deref().map_or(serde_json::Value::Null, crate::queue::task::embed_output)).collect();
+    let input = serde_json::to_vec(&items).expect("JSON values serialise");
+    let max = shared.config.max_input_size;
+    if input.len() as u64 > max {
+        let message =
+            format!("the outputs of its {} parents come to {} bytes, more than this worker's --max-input-size of {max} bytes", parents.len(), input.len());
+        return Err(Failure::new(FailureKind::InputLimit, message));
+    }
+    Ok(input)
 }
 
 /// The record for `complete.lua`, from how the run ended (`stopped`: why it was cancelled, if

@@ -1,6 +1,6 @@
--- cancel: cancels one task. A pending or delayed task is taken out of the queue and finished as
--- cancelled at once (O(1) or O(log n): a task in a priority list leaves a tombstone, see
--- lib.lua); an active one is flagged, and its worker stops it and finishes it (heartbeat.lua
+-- cancel: cancels one task. A pending, delayed or blocked task is taken out of the queue and
+-- finished as cancelled at once (O(1) or O(log n): a task in a priority list leaves a tombstone,
+-- see lib.lua), and so are its blocked dependents; an active one is flagged, and its worker stops it and finishes it (heartbeat.lua
 -- reports the flag).
 --
 -- KEYS[1] pending    P:{Q}:pending    (zset)
@@ -22,10 +22,16 @@ local seq = ARGV[4]
 local tkey = task_key(seq)
 local state = redis.call('HGET', tkey, 'state')
 if not state then return {'', 'unknown'} end
-if state == 'pending' or state == 'delayed' then
-  if state == 'pending' then remove_pending(K.pending, K.stats, seq) else redis.call('ZREM', K.delayed, seq) end
+if state == 'pending' or state == 'delayed' or state == 'blocked' then
+  if state == 'pending' then
+    remove_pending(K.pending, K.stats, seq)
+  elseif state == 'delayed' then
+    redis.call('ZREM', K.delayed, seq)
+  else
+    redis.call('ZREM', BASE .. 'blocked', seq)
+  end
   local b = new_batch(K, ARGV[3])
-  finish(b, seq, tkey, 'cancelled', {'cancel_reason', 'requested'}, finish_info(tkey))
+  finish(b, seq, tkey, 'cancelled', {'cancel_reason', 'requested'}, nil)
   flush(b)
   return {state, 'cancelled'}
 elseif state == 'active' then

@@ -46,7 +46,7 @@ while i <= #ARGV do
   local tkey = task_key(seq)
   -- pcall: a task key overwritten with another type is refused (and dropped from `active`)
   -- instead of failing the script half-way through the batch.
-  local cur = redis.pcall('HMGET', tkey, 'state', 'lease', 'module', 'unique_key', 'waiters', 'error_kind', 'cancel', 'attempts')
+  local cur = redis.pcall('HMGET', tkey, 'state', 'lease', 'module', 'unique_key', 'waiters', 'error_kind', 'cancel', 'attempts', 'deps', 'after')
   local valid = type(cur) == 'table' and not cur.err
   if not valid then off_active[#off_active + 1] = seq end
   -- A cancel requested while the task ran wins over a retry or a hand-back.
@@ -79,7 +79,7 @@ while i <= #ARGV do
         fields[#fields + 1] = 'cancel_reason'
         fields[#fields + 1] = 'requested'
       end
-      finish(b, seq, tkey, action, fields, {module = module, unique_key = cur[4], waiters = cur[5]})
+      finish(b, seq, tkey, action, fields, {module = module, unique_key = cur[4], waiters = cur[5], deps = cur[9], after = cur[10]})
     elseif action == 'retry' then
       local due = NOW + delay
       fields[#fields + 1] = 'state'; fields[#fields + 1] = 'delayed'

@@ -8,7 +8,7 @@
 --     Scripts read the time from the Redis server (TIME, before any write; Redis 7 replicates a
 --     script's effects, not the script), so leases and due times never depend on the clocks of
 --     the hosts that call them agreeing.
---   * A task's `state` field is one of: pending, delayed, active, succeeded, dead, cancelled.
+--   * A task's `state` field is one of: pending, delayed, blocked, active, succeeded, dead, cancelled.
 --   * JSON is built with cjson; 64-bit values (ms and µs times) travel in it as strings, since
 --     cjson prints large numbers in exponent form.
 
@@ -232,9 +232,20 @@ end
 -- they just finished). The index entry and the task hash go together: neither outlives the other.
 local function delete_finished(set_key, cutoff, count, budget)
   local n = 0
+  local kept = {}
+  -- A finished task that unfinished dependents still need (their input, their readiness) moves to
+  -- P:{Q}:kept instead, and returns to its index when the last of them finishes.
+  local function delete(seq)
+    if (tonumber(redis.call('HGET', task_key(seq), 'open_deps')) or 0) > 0 then
+      kept[#kept + 1] = NOW_S
+      kept[#kept + 1] = seq
+    else
+      redis.call('DEL', task_key(seq))
+    end
+  end
   if cutoff then
     local old = redis.call('ZRANGEBYSCORE', set_key, '-inf', cutoff, 'LIMIT', 0, budget)
-    for _, seq in ipairs(old) do redis.call('DEL', task_key(seq)) end
+    for _, seq in ipairs(old) do delete(seq) end
     if #old > 0 then redis.call('ZREM', set_key, unpack(old)) end
     n = #old
   end
@@ -242,10 +253,11 @@ local function delete_finished(set_key, cutoff, count, budget)
     local over = redis.call('ZCARD', set_key) - count
     if over > 0 then
       local p = redis.call('ZPOPMIN', set_key, math.min(over, budget - n))
-      for i = 1, #p, 2 do redis.call('DEL', task_key(p[i])) end
+      for i = 1, #p, 2 do delete(p[i]) end
       n = n + #p / 2
     end
   end
+  if #kept > 0 then redis.call('ZADD', BASE .. 'kept', unpack(kept)) end
   return n
 end
 
@@ -263,10 +275,82 @@ end
 
 local function count(b, name, by) b.counts[name] = (b.counts[name] or 0) + by end
 
+-- Dependencies (`enqueue --after`). A dependent stores its parents' seqs (`after`), how many of
+-- them have not succeeded (`waiting`) and its policy for a dead parent (`on_parent_failure`); each
+-- parent has a set P:{Q}:deps:<seq> of its dependents, a flag `deps` while it has any, and a count
+-- `open_deps` of dependents that have not finished (retention keeps the parent while it is not 0).
+-- Resolving a parent's end costs O(its dependents): no polling, no scan.
+
+local finish
+
+-- A blocked dependent whose parents have all succeeded becomes ready: pending, or delayed when it
+-- was enqueued with a later due time.
+local function unblock(b, seq, tkey)
+  redis.call('ZREM', BASE .. 'blocked', seq)
+  local due = tonumber(redis.call('HGET', tkey, 'due')) or 0
+  if due > NOW then
+    redis.call('HSET', tkey, 'state', 'delayed')
+    redis.call('ZADD', BASE .. 'delayed', due, seq)
+  else
+    b.pol = b.pol or queue_policy(b.K.meta)
+    redis.call('HSET', tkey, 'state', 'pending')
+    local prio = tonumber(redis.call('HGET', tkey, 'priority')) or 0
+    push_pending(b.pol, BASE .. 'pending', BASE .. 'estimates', seq, prio, false)
+  end
+  b.wake = true
+end
+
+-- What a parent's end means for its dependents.
+local function resolve_dependents(b, seq, state)
+  local deps_key = BASE .. 'deps:' .. seq
+  for _, d in ipairs(redis.call('SMEMBERS', deps_key)) do
+    local dkey = task_key(d)
+    local f = redis.call('HMGET', dkey, 'state', 'on_parent_failure')
+    if f[1] == 'blocked' then
+      if state == 'succeeded' then
+        if hincr(dkey, 'waiting', -1) <= 0 then unblock(b, d, dkey) end
+      elseif state == 'cancelled' then
+        redis.call('ZREM', BASE .. 'blocked', d)
+        finish(b, d, dkey, 'cancelled', {'cancel_reason', 'parent_cancelled'}, nil)
+      elseif state == 'dead' and f[2] == 'cancel' then
+        redis.call('ZREM', BASE .. 'blocked', d)
+        finish(b, d, dkey, 'cancelled', {'cancel_reason', 'parent_dead'}, nil)
+      end
+    end
+  end
+  -- A dead parent keeps its dependents: `dead retry` of it lets them continue.
+  if state ~= 'dead' then
+    redis.call('DEL', deps_key)
+    redis.call('HDEL', task_key(seq), 'deps')
+  end
+end
+
+-- A dependent finished: its parents need not be kept for it any more.
+local function release_parents(after)
+  for p in string.gmatch(after, '[^,]+') do
+    local pkey = task_key(p)
+    if redis.call('EXISTS', pkey) == 1 and hincr(pkey, 'open_deps', -1) <= 0 then
+      redis.call('HDEL', pkey, 'open_deps')
+      -- Kept by retention for this dependent: back to its index, trimmed from there as usual.
+      local at = redis.call('ZSCORE', BASE .. 'kept', p)
+      if at then
+        redis.call('ZREM', BASE .. 'kept', p)
+        local st = redis.call('HGET', pkey, 'state')
+        if st == 'succeeded' or st == 'dead' or st == 'cancelled' then redis.call('ZADD', BASE .. st, at, p) end
+      end
+    end
+  end
+end
+
 -- Moves a task into a finished state (succeeded, dead or cancelled), writing `fields` (a flat
--- name, value list, may be empty) with it. `cur` holds what the caller read of the task:
--- module, unique_key, waiters.
-local function finish(b, seq, tkey, state, fields, cur)
+-- name, value list, may be empty) with it. `cur` holds what the caller read of the task (module,
+-- unique_key, waiters, deps, after), or nil to read it here. Dependents are resolved at once,
+-- in the same batch.
+finish = function(b, seq, tkey, state, fields, cur)
+  if not cur then
+    local f = redis.call('HMGET', tkey, 'module', 'unique_key', 'waiters', 'deps', 'after')
+    cur = {module = f[1], unique_key = f[2], waiters = f[3], deps = f[4], after = f[5]}
+  end
   fields[#fields + 1] = 'state'; fields[#fields + 1] = state
   fields[#fields + 1] = 'finished'; fields[#fields + 1] = NOW_S
   redis.call('HSET', tkey, unpack(fields))
@@ -277,13 +361,9 @@ local function finish(b, seq, tkey, state, fields, cur)
   if cur.module then b.unrefs[cur.module] = (b.unrefs[cur.module] or 0) + 1 end
   if cur.unique_key then release_unique(seq, cur.unique_key) end
   if cur.waiters then notify_waiters(seq, tkey) end
+  if cur.after then release_parents(cur.after) end
+  if cur.deps then resolve_dependents(b, seq, state) end
   count(b, state, 1)
-end
-
--- Reads what `finish` needs of a task.
-local function finish_info(tkey)
-  local f = redis.call('HMGET', tkey, 'module', 'unique_key', 'waiters')
-  return {module = f[1], unique_key = f[2], waiters = f[3]}
 end
 
 local function flush(b)
@@ -302,19 +382,37 @@ local function flush(b)
 end
 
 -- Adds one task to a queue; shared by enqueue.lua and schedule_fire.lua.
---   K        the queue's keys by name: seq, pending, delayed, meta, stats, modrefs, signal, estimates
+--   K        the queue's keys by name: seq, pending, delayed, meta, stats, modrefs, signal, estimates,
+--            and the finished sets (succeeded, dead, cancelled) for a task cancelled at once
 --   due      Unix ms when the task becomes ready (<= NOW: at once)
 --   unique   unique key or '' (unique_ms: how long it may be held; 0 = until the task ends)
 --   extra    further task fields as a flat name, value list
--- Returns seq, is_new (0 when an unfinished task holds the unique key: its seq is returned).
-local function add_task(K, due, module, prio, unique, unique_ms, extra)
+--   deps     nil, or {after = 'seq,seq', policy = 'block' | 'cancel'}: parents in this queue
+-- Returns seq, is_new (0 when an unfinished task holds the unique key: its seq is returned), or
+-- an error reply `UNKNOWNPARENT <seq>` (nothing written) when a parent does not exist.
+local function add_task(K, due, module, prio, unique, unique_ms, extra, deps)
   if unique ~= '' then
     local held = redis.call('GET', BASE .. 'unique:' .. unique)
     if held then
       local st = redis.call('HGET', task_key(held), 'state')
-      if st == 'pending' or st == 'delayed' or st == 'active' then
+      if st == 'pending' or st == 'delayed' or st == 'active' or st == 'blocked' then
         return tonumber(held), 0
       end
+    end
+  end
+  -- Parents: all must exist; those that finished count now.
+  local parents, waiting, ended = {}, 0, nil
+  if deps then
+    for p in string.gmatch(deps.after, '[^,]+') do
+      local st = redis.call('HGET', task_key(p), 'state')
+      if not st then return redis.error_reply('UNKNOWNPARENT ' .. p) end
+      parents[#parents + 1] = {seq = p, state = st}
+      if st == 'cancelled' then
+        ended = 'parent_cancelled'
+      elseif st == 'dead' and deps.policy == 'cancel' and not ended then
+        ended = 'parent_dead'
+      end
+      if st ~= 'succeeded' then waiting = waiting + 1 end
     end
   end
   local seq = redis.call('INCR', K.seq)
@@ -336,11 +434,44 @@ local function add_task(K, due, module, prio, unique, unique_ms, extra)
       redis.call('SET', uk, seq)
     end
   end
+  if due > NOW then
+    fields[#fields + 1] = 'due'
+    fields[#fields + 1] = string.format('%d', due)
+  end
+  hincr(K.modrefs, module, 1)
+  hincr(K.stats, 'enqueued', 1)
+  if deps then
+    fields[#fields + 1] = 'after'; fields[#fields + 1] = deps.after
+    if deps.policy == 'cancel' then
+      fields[#fields + 1] = 'on_parent_failure'; fields[#fields + 1] = 'cancel'
+    end
+    if ended then
+      -- A parent already ended so that this task never can run: it is cancelled at once.
+      redis.call('HSET', tkey, unpack(fields))
+      local b = new_batch(K, nil)
+      finish(b, seq, tkey, 'cancelled', {'cancel_reason', ended}, {module = module, unique_key = unique ~= '' and unique or nil})
+      flush(b)
+      return seq, 1
+    end
+    for _, p in ipairs(parents) do
+      local pkey = task_key(p.seq)
+      hincr(pkey, 'open_deps', 1)
+      if p.state ~= 'succeeded' then
+        redis.call('SADD', BASE .. 'deps:' .. p.seq, seq)
+        redis.call('HSET', pkey, 'deps', '1')
+      end
+    end
+    if waiting > 0 then
+      fields[#fields + 1] = 'waiting'; fields[#fields + 1] = waiting
+      fields[#fields + 1] = 'state'; fields[#fields + 1] = 'blocked'
+      redis.call('HSET', tkey, unpack(fields))
+      redis.call('ZADD', BASE .. 'blocked', NOW, seq)
+      return seq, 1
+    end
+  end
   fields[#fields + 1] = 'state'
   if due > NOW then
     fields[#fields + 1] = 'delayed'
-    fields[#fields + 1] = 'due'
-    fields[#fields + 1] = string.format('%d', due)
     redis.call('HSET', tkey, unpack(fields))
     redis.call('ZADD', K.delayed, due, seq)
   else
@@ -350,8 +481,6 @@ local function add_task(K, due, module, prio, unique, unique_ms, extra)
   end
   -- Delayed tasks signal too: an idle worker then learns the new earliest due time.
   signal(K.signal)
-  hincr(K.modrefs, module, 1)
-  hincr(K.stats, 'enqueued', 1)
   return seq, 1
 end
 

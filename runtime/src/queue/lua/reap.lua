@@ -59,9 +59,9 @@ for _, seq in ipairs(expired) do
       end
     end
     if f[5] == '1' then
-      finish(b, seq, tkey, 'cancelled', {'cancel_reason', 'requested'}, finish_info(tkey))
+      finish(b, seq, tkey, 'cancelled', {'cancel_reason', 'requested'}, nil)
     elseif (ran and attempts >= max) or stalls >= max_stalls then
-      finish(b, seq, tkey, 'dead', {}, finish_info(tkey))
+      finish(b, seq, tkey, 'dead', {}, nil)
       dead[#dead + 1] = tonumber(seq)
     else
       pol = pol or queue_policy(K.meta)

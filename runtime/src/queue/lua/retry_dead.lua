@@ -40,7 +40,7 @@ for _, seq in ipairs(seqs) do
       local held = redis.call('GET', uk)
       if held and held ~= seq then
         local st = redis.call('HGET', task_key(held), 'state')
-        ok = not (st == 'pending' or st == 'delayed' or st == 'active')
+        ok = not (st == 'pending' or st == 'delayed' or st == 'active' or st == 'blocked')
       end
       if ok then redis.call('SET', uk, seq) end
     end
@@ -48,6 +48,7 @@ for _, seq in ipairs(seqs) do
       blocked[#blocked + 1] = tonumber(seq)
     else
       redis.call('ZREM', K.dead, seq)
+      redis.call('ZREM', BASE .. 'kept', seq)
       redis.call('PERSIST', tkey)
       redis.call('HSET', tkey, 'attempts', 0)
       -- The last attempt's result goes; the `err:<n>` fields keep the history of every attempt.

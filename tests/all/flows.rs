@@ -1,0 +1,148 @@
+//! Flows: tasks that wait for other tasks (`enqueue --after`), with real workers and modules.
+
+use std::time::Duration;
+
+use crate::common::{RedisServer, Wasmq, eventually, fixture};
+
+fn server() -> RedisServer {
+    RedisServer::start().expect("redis-server")
+}
+
+fn finished(w: &Wasmq, id: &str) -> serde_json::Value {
+    eventually(Duration::from_secs(30), || w.status(id).filter(|s| !matches!(s["state"].as_str(), Some("pending" | "delayed" | "active" | "blocked"))))
+        .unwrap_or_else(|| panic!("{id} never finished: {:?}", w.status(id)))
+}
+
+/// A chain and a fan-in: a dependent is blocked (exit code 4, counted as BLOCKED) until every
+/// parent succeeded, then runs with its parents' outputs as a JSON array in the order given.
+#[test]
+fn a_dependent_runs_after_its_parents_with_their_outputs() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&fixture("echo.wat"), "echo");
+    let a = w.enqueue("echo", r#"{"n": 1}"#, &["--delay", "1s"]);
+    let b = w.enqueue("echo", "plain text", &[]);
+    let c = w.ok(&["enqueue", "echo", "--after", &format!("{a},{b}"), "--input-from-after"]).trim().to_string();
+    let d = w.enqueue("echo", "tail", &["--after", &c]);
+    let st = w.status(&c).unwrap();
+    assert_eq!(st["state"], "blocked", "{st}");
+    assert_eq!(st["after"], serde_json::json!([a, b]));
+    assert_eq!(st["blocked_on"].as_array().unwrap().len(), 2, "{st}");
+    assert_eq!(w.run(&["result", &c]).status.code(), Some(4));
+    let stats: serde_json::Value = serde_json::from_str(&w.ok(&["queue", "stats", "--json"])).unwrap();
+    assert_eq!(stats[0]["blocked"], 2, "{stats}");
+    assert!(w.ok(&["queue", "stats"]).contains("BLOCKED"));
+    let _worker = w.spawn_worker(&[]);
+    for id in [&a, &b, &c, &d] {
+        assert_eq!(finished(&w, id)["state"], "succeeded", "{id}");
+    }
+    // The fan-in's input: the parents' outputs, JSON embedded as JSON, text as a string.
+    assert_eq!(w.ok(&["result", &c]), r#"[{"n":1},"plain text"]"#);
+    assert_eq!(w.ok(&["result", &d]), "tail");
+    // Parents that already succeeded count at enqueue: no wait at all.
+    let e = w.ok(&["enqueue", "echo", "--after", &a, "--input-from-after"]).trim().to_string();
+    assert_eq!(finished(&w, &e)["state"], "succeeded");
+    assert_eq!(w.ok(&["result", &e]), r#"[{"n":1}]"#);
+}
+
+/// A dead parent leaves a `block` dependent blocked (naming the dead parent) until `dead retry`
+/// of the parent lets it continue; under `cancel` the dependent is cancelled at once
+/// (`parent_dead`), and its own dependents with it (`parent_cancelled`).
+#[test]
+fn a_dead_parent_blocks_or_cancels_its_dependents() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&fixture("exit3.wat"), "exit3");
+    w.push(&fixture("echo.wat"), "echo");
+    let parent = w.enqueue("exit3", "", &["--max-attempts", "1"]);
+    let blocked = w.enqueue("echo", "b", &["--after", &parent]);
+    let cancelled = w.enqueue("echo", "c", &["--after", &parent, "--on-parent-failure", "cancel"]);
+    let grandchild = w.enqueue("echo", "g", &["--after", &cancelled]);
+    let mut worker = w.spawn_worker(&["--exit-when-idle"]);
+    assert_eq!(worker.wait(Duration::from_secs(30)), Some(0));
+    assert_eq!(w.status(&parent).unwrap()["state"], "dead");
+    let st = w.status(&blocked).unwrap();
+    assert_eq!(st["state"], "blocked", "{st}");
+    assert_eq!(st["blocked_on"], serde_json::json!([{"id": parent, "state": "dead"}]));
+    let shown = w.run(&["status", &blocked]);
+    assert_eq!(shown.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&shown.stdout).contains(&format!("{parent} (dead)")));
+    let st = w.status(&cancelled).unwrap();
+    assert_eq!((st["state"].as_str(), st["cancel_reason"].as_str()), (Some("cancelled"), Some("parent_dead")), "{st}");
+    let st = w.status(&grandchild).unwrap();
+    assert_eq!((st["state"].as_str(), st["cancel_reason"].as_str()), (Some("cancelled"), Some("parent_cancelled")), "{st}");
+    // Enqueued after the parent died: the same policies apply at once.
+    let late = w.enqueue("echo", "l", &["--after", &parent, "--on-parent-failure", "cancel"]);
+    assert_eq!(w.status(&late).unwrap()["cancel_reason"], "parent_dead");
+    // `dead retry` of a dead parent lets its blocked dependent go on: a parent that timed out,
+    // given more time by hand, then succeeds.
+    let dir = tempfile::tempdir().unwrap();
+    let nap = dir.path().join("nap.wat");
+    std::fs::write(&nap, std::fs::read_to_string(fixture("sleep.wat")).unwrap().replace("10000000000", "1500000000")).unwrap();
+    w.push(&nap, "nap");
+    let slow_parent = w.enqueue("nap", "", &["--max-attempts", "1", "--timeout", "500ms"]);
+    let waiting = w.enqueue("echo", "w", &["--after", &slow_parent]);
+    let mut worker = w.spawn_worker(&["--exit-when-idle"]);
+    assert_eq!(worker.wait(Duration::from_secs(30)), Some(0));
+    assert_eq!(w.status(&slow_parent).unwrap()["error_kind"], "timeout");
+    assert_eq!(w.status(&waiting).unwrap()["state"], "blocked");
+    let _: () = redis::Commands::hset(&mut crate::common::redis_conn(&s), crate::common::task_key("default", &slow_parent), "timeout_ms", 10_000).unwrap();
+    w.ok(&["dead", "retry", &slow_parent]);
+    let _worker = w.spawn_worker(&[]);
+    assert_eq!(finished(&w, &slow_parent)["state"], "succeeded");
+    assert_eq!(finished(&w, &waiting)["state"], "succeeded");
+    assert_eq!(w.ok(&["result", &waiting]), "w");
+}
+
+/// A cancelled parent cancels its dependents; an unknown parent is refused (exit 3, nothing
+/// enqueued); a parent in another queue is a usage error (exit 2).
+#[test]
+fn cancelled_unknown_and_foreign_parents() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&fixture("echo.wat"), "echo");
+    let parent = w.enqueue("echo", "p", &["--delay", "1h"]);
+    let child = w.enqueue("echo", "c", &["--after", &parent]);
+    assert!(w.ok(&["cancel", &parent]).contains("cancelled"));
+    let st = w.status(&child).unwrap();
+    assert_eq!((st["state"].as_str(), st["cancel_reason"].as_str()), (Some("cancelled"), Some("parent_cancelled")), "{st}");
+    assert_eq!(w.run(&["result", &child]).status.code(), Some(6));
+    // Cancelling a blocked task itself.
+    let p2 = w.enqueue("echo", "p", &["--delay", "1h"]);
+    let c2 = w.enqueue("echo", "c", &["--after", &p2]);
+    assert!(w.ok(&["cancel", &c2]).contains("cancelled"));
+    assert_eq!(w.status(&c2).unwrap()["cancel_reason"], "requested");
+    let before: serde_json::Value = serde_json::from_str(&w.ok(&["queue", "stats", "--json"])).unwrap();
+    let out = w.run(&["enqueue", "echo", "--after", "default:999"]);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("default:999"));
+    let out = w.run(&["enqueue", "echo", "--after", "other:1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let after: serde_json::Value = serde_json::from_str(&w.ok(&["queue", "stats", "--json"])).unwrap();
+    assert_eq!(before[0]["enqueued_total"], after[0]["enqueued_total"], "a refused enqueue wrote a task");
+    assert_eq!(after[0]["blocked"], 0);
+}
+
+/// A parent's output stays for its dependents whatever the retention: a succeeded parent that the
+/// count limit would delete is kept until its dependent ran, then deleted as usual.
+#[test]
+fn retention_keeps_a_parent_until_its_dependents_finished() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&fixture("echo.wat"), "echo");
+    w.ok(&["queue", "retention", "default", "--succeeded-count", "1"]);
+    let parent = w.enqueue("echo", "keep me", &[]);
+    let child = w.ok(&["enqueue", "echo", "--after", &parent, "--input-from-after", "--delay", "2s"]).trim().to_string();
+    for i in 0..5 {
+        w.enqueue("echo", &i.to_string(), &[]);
+    }
+    let _worker = w.spawn_worker(&[]);
+    let total = |w: &Wasmq| serde_json::from_str::<serde_json::Value>(&w.ok(&["queue", "stats", "--json"])).unwrap()[0]["succeeded_total"].as_u64();
+    eventually(Duration::from_secs(30), || (total(&w) >= Some(6)).then_some(())).expect("the tasks did not run");
+    assert_eq!(w.status(&parent).expect("the parent was deleted while its dependent waited")["state"], "succeeded");
+    assert_eq!(finished(&w, &child)["state"], "succeeded");
+    assert_eq!(w.ok(&["result", &child]), r#"["keep me"]"#);
+    // Released by its dependent, the parent is deleted by the count limit with the next results.
+    w.enqueue("echo", "x", &[]);
+    eventually(Duration::from_secs(30), || w.status(&parent).is_none().then_some(())).expect("the parent outlived its retention");
+}
