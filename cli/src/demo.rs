@@ -11,11 +11,11 @@ use clap::Args;
 use super::table::Table;
 use super::{Global, Outcome, exit};
 use wasmq::client::{Client, EnqueueOptions};
-use wasmq_testkit::examples::{self, WasmTarget};
 use wasmq::parse::{QueueName, TaskId};
 use wasmq::sandbox::{Sandbox, SandboxConfig};
 use wasmq::task::TaskState;
 use wasmq::worker::{QueueWeight, WorkerConfig};
+use wasmq_testkit::examples::{self, WasmTarget};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {

@@ -2,7 +2,6 @@
 //! while. Every run is bounded, on loopback, with real processes. The figures are printed to
 //! stderr (`cargo test --test chaos -- --nocapture` shows them).
 
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

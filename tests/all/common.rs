@@ -2,7 +2,6 @@
 //! tests, stopped on drop), the real `wasmq` binary, and real wasm modules built from
 //! `example-tasks/` or WAT fixtures.
 
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,7 +1,6 @@
 //! Real Redis deployments: a Sentinel-managed master/replica pair that fails over, and a
 //! three-master Cluster. Every server is a `redis-server` started by the test on loopback.
 
-
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,7 +1,6 @@
 //! The module store, the priority queue, worker processes and result hashes, against real
 //! `redis-server` processes started by each test.
 
-
 use std::time::{Duration, Instant};
 
 use crate::common::{RedisServer, Wasmq, eventually};

@@ -1,7 +1,6 @@
 //! Leases, fencing, retries, dead letters, cancellation, purge and graceful shutdown, against real
 //! `redis-server` processes and real worker processes.
 
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,6 @@
 //! `wasmq run` end to end: every example task, built for wasm32-wasip1 (core modules) and
 //! wasm32-wasip2 (components), plus the hand-written WAT task, through the real binary.
 
-
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -109,12 +108,19 @@ fn the_hand_written_wat_task_runs() {
 #[test]
 fn input_can_come_from_a_flag_or_a_file() {
     let wat = crate::common::wat_example();
-    let out = Command::new(crate::common::bin()).arg("run").arg(&wat).args(["--input", "abc"]).env("WASMQ_CACHE_DIR", crate::common::cache_dir()).output().unwrap();
+    let out =
+        Command::new(crate::common::bin()).arg("run").arg(&wat).args(["--input", "abc"]).env("WASMQ_CACHE_DIR", crate::common::cache_dir()).output().unwrap();
     assert_eq!(out.stdout, b"ABC");
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), "from file").unwrap();
-    let out =
-        Command::new(crate::common::bin()).arg("run").arg(&wat).arg("--input-file").arg(file.path()).env("WASMQ_CACHE_DIR", crate::common::cache_dir()).output().unwrap();
+    let out = Command::new(crate::common::bin())
+        .arg("run")
+        .arg(&wat)
+        .arg("--input-file")
+        .arg(file.path())
+        .env("WASMQ_CACHE_DIR", crate::common::cache_dir())
+        .output()
+        .unwrap();
     assert_eq!(out.stdout, b"FROM FILE");
 }
 
@@ -172,8 +178,12 @@ fn repeat_prints_timing_statistics() {
 
 #[test]
 fn the_demo_runs_end_to_end() {
-    let out =
-        Command::new(crate::common::bin()).args(["demo", "--fresh-redis"]).env("WASMQ_CACHE_DIR", crate::common::cache_dir()).env_remove("WASMQ_REDIS_URL").output().unwrap();
+    let out = Command::new(crate::common::bin())
+        .args(["demo", "--fresh-redis"])
+        .env("WASMQ_CACHE_DIR", crate::common::cache_dir())
+        .env_remove("WASMQ_REDIS_URL")
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}\n{}", stdout, String::from_utf8_lossy(&out.stderr));
     // Eight tasks: seven succeed, the one with a broken rule is retried once and ends dead.

@@ -1,7 +1,6 @@
 //! The sandbox on WAT fixtures: every way a task can misbehave ends in the right failure kind,
 //! and what a task must not see, it does not see.
 
-
 use std::time::{Duration, Instant};
 
 use wasmq::sandbox::{CancelToken, FailureKind, Limits, Outcome, Sandbox, SandboxConfig, prepare};

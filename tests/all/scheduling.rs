@@ -1,7 +1,6 @@
 //! Delayed tasks, queue policies (priority, wsjf with aging, fifo), weighted and strict queues,
 //! pause/resume, unique tasks and periodic tasks, against real `redis-server` processes.
 
-
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 

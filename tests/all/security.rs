@@ -1,7 +1,6 @@
 //! The sandbox under attack (an adversarial mix of tasks run by one worker), least-privilege ACL
 //! users, and TLS with client certificates, against real `redis-server` processes.
 
-
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;

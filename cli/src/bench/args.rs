@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use crate::{Global, Outcome, exit, value};
 use super::{Bench, BenchConfig, Scenario};
+use crate::{Global, Outcome, exit, value};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
