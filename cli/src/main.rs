@@ -366,6 +366,16 @@ pub mod value {
         Ok(v)
     }
 
+    /// A `--limit`: a count of at least 1. Zero is refused rather than read as "no limit" (what a
+    /// Redis range ending at `limit - 1` would make of it) or as an empty listing nobody asks for.
+    pub fn limit(s: &str) -> Result<usize, String> {
+        match s.parse::<usize>() {
+            Ok(0) => Err("--limit must be at least 1".into()),
+            Ok(n) => Ok(n),
+            Err(_) => Err(format!("--limit must be a whole number of at least 1, got {s:?}")),
+        }
+    }
+
     pub fn time(s: &str) -> Result<SystemTime, String> {
         wasmq::parse::time(s).map_err(|e| e.to_string())
     }

@@ -618,9 +618,14 @@ impl Client {
         })
     }
 
-    /// Dead tasks of a queue, oldest first, at most `limit`.
+    /// Dead tasks of a queue, oldest first, at most `limit` (none for 0).
     pub async fn dead(&self, q: &QueueName, limit: usize) -> Result<Vec<TaskRecord>, ClientError> {
-        let seqs: Vec<u64> = self.conn.clone().zrange(self.keys.queue(q).dead(), 0, limit as isize - 1).await?;
+        // ZRANGE 0 -1 is the whole set: a limit of 0 must not get there.
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let stop = isize::try_from(limit).unwrap_or(isize::MAX) - 1;
+        let seqs: Vec<u64> = self.conn.clone().zrange(self.keys.queue(q).dead(), 0, stop).await?;
         let mut out = Vec::with_capacity(seqs.len());
         for seq in seqs {
             if let Some(r) = self.status(&TaskId::new(q.clone(), seq)).await? {
