@@ -236,7 +236,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// `outer: inner: innermost`, skipping causes whose text the outer message already contains.
+/// `outer: inner: innermost`, skipping causes whose text the outer message already contains, with
+/// control characters escaped: causes may quote data read from Redis or a task's own text.
 fn one_line(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
@@ -249,7 +250,7 @@ fn one_line(e: &anyhow::Error) -> String {
         }
         out.push_str(&s);
     }
-    out.replace('\n', " ")
+    wasmq::text::escape_control(&out.replace('\n', " "), false).into_owned()
 }
 
 async fn dispatch(cli: Cli) -> Outcome {

@@ -11,6 +11,7 @@
 //! - [`worker`]: the claim → run → report loop of an executor host.
 //! - [`keys`] and `src/lua/`: the Redis data model and the scripts that change it.
 //! - [`conn`]: single-node, Sentinel and Cluster connections.
+//! - [`text`]: task text made safe for a terminal.
 
 pub mod client;
 pub mod conn;
@@ -21,4 +22,5 @@ pub mod schedule;
 pub mod scripts;
 pub mod store;
 pub mod task;
+pub mod text;
 pub mod worker;

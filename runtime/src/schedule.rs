@@ -19,6 +19,7 @@ use crate::keys::Keys;
 use crate::parse::{self, QueueName};
 use crate::scripts;
 use crate::task::field;
+use crate::text::escape_control;
 
 /// A tick counts as missed, for the `skip` policy, when it is this late.
 pub const LATE_LIMIT: Duration = Duration::from_secs(60);
@@ -192,23 +193,23 @@ where
     for (raw_name, due_ms) in due {
         let due_ms = due_ms.max(0.0) as u64;
         let Ok(name) = String::from_utf8(raw_name.clone()) else {
-            tracing::warn!(%queue, schedule = %String::from_utf8_lossy(&raw_name), "dropping a schedule whose name is not UTF-8");
+            tracing::warn!(%queue, schedule = %escape_control(&String::from_utf8_lossy(&raw_name), false), "dropping a schedule whose name is not UTF-8");
             let _: () = conn.zrem(k.schedule_due(), &raw_name).await?;
             continue;
         };
         let json: Option<Vec<u8>> = conn.hget(k.schedules(), &name).await?;
         let Some(s) = json.and_then(|j| serde_json::from_slice::<Schedule>(&j).ok()) else {
-            tracing::warn!(%queue, schedule = %name, "dropping a schedule without a readable definition");
+            tracing::warn!(%queue, schedule = %escape_control(&name, false), "dropping a schedule without a readable definition");
             let _: () = conn.zrem(k.schedule_due(), &name).await?;
             continue;
         };
         let Ok(cron) = parse_cron(&s.cron) else {
-            tracing::warn!(%queue, schedule = %name, cron = %s.cron, "dropping a schedule with an invalid cron expression");
+            tracing::warn!(%queue, schedule = %escape_control(&name, false), cron = %escape_control(&s.cron, false), "dropping a schedule with an invalid cron expression");
             let _: () = conn.zrem(k.schedule_due(), &name).await?;
             continue;
         };
         let Some(next) = next_tick(&cron, now) else {
-            tracing::info!(%queue, schedule = %name, "the schedule has no future tick; it stops here");
+            tracing::info!(%queue, schedule = %escape_control(&name, false), "the schedule has no future tick; it stops here");
             let _: () = conn.zrem(k.schedule_due(), &name).await?;
             continue;
         };
@@ -220,7 +221,7 @@ where
         };
         let sha = if fire { resolve(s.module.clone()).await } else { None };
         if fire && sha.is_none() {
-            tracing::warn!(%queue, schedule = %name, module = %s.module, "skipping a tick: the module is not in the store");
+            tracing::warn!(%queue, schedule = %escape_control(&name, false), module = %escape_control(&s.module, false), "skipping a tick: the module is not in the store");
         }
         let mut inv = scripts::invocation(&scripts::SCHEDULE_FIRE, scripts::keys::enqueue(&k).into_iter().chain([k.schedule_due()]));
         inv.arg(k.base()).arg(now).arg(&name).arg(due_ms).arg(next).arg(if sha.is_some() { 1 } else { 0 });

@@ -353,7 +353,8 @@ async fn run_one(
                         .map(|s| s.to_string())
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_else(|| "a panic".into());
-                    tracing::error!(task = %format!("{queue}:{seq}"), panic = %what, "running the task panicked");
+                    // A panic message may quote anything the task touched: escaped for the log.
+                    tracing::error!(task = %format!("{queue}:{seq}"), panic = %crate::text::escape_control(&what, false), "running the task panicked");
                     execute::Completion::internal_failure(&shared, queue, seq, token, attempt, &format!("the worker panicked running the task: {what}"))
                 }
             };
