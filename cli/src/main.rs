@@ -183,7 +183,9 @@ async fn redis_reachable(g: &Global) -> bool {
 }
 
 /// The Redis to use for `demo` and `bench`: the one at --redis-url if it answers (and `fresh` is
-/// not set), else a throwaway `redis-server` that is stopped when the returned handle drops.
+/// not set), else a throwaway `redis-server` that is stopped when the returned handle drops. The
+/// throwaway one listens on 127.0.0.1 only and has a random password, which the returned
+/// `Global`'s URL carries (so the workers that `bench` spawns connect with it too).
 async fn redis_or_throwaway(g: &Global, fresh: bool) -> anyhow::Result<(Global, Option<wasmq_testkit::redis_server::RedisServer>)> {
     use wasmq_testkit::redis_server::RedisServer;
     let mut g = g.clone();
@@ -198,7 +200,8 @@ async fn redis_or_throwaway(g: &Global, fresh: bool) -> anyhow::Result<(Global, 
         );
     }
     let server = anyhow::Context::context(RedisServer::start(), "cannot start a throwaway redis-server")?;
-    eprintln!("==> started a throwaway redis-server on {} (stopped at the end)", server.url());
+    // Its URL carries its password: shown redacted, like every URL.
+    eprintln!("==> started a throwaway redis-server on {} (stopped at the end)", wasmq::conn::redact(&server.url()));
     g.redis_url = server.url();
     Ok((g, Some(server)))
 }

@@ -239,7 +239,7 @@ fn result_exit_codes_and_wait() {
 fn client_commands(server: &RedisServer, window: Duration) -> Vec<String> {
     use std::io::{BufRead, BufReader, Write};
     let mut s = std::net::TcpStream::connect(server.addr()).unwrap();
-    s.write_all(b"MONITOR\r\n").unwrap();
+    s.write_all(format!("AUTH {}\r\nMONITOR\r\n", server.password()).as_bytes()).unwrap();
     s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
     let mut reader = BufReader::new(s);
     let mut lines = Vec::new();

@@ -206,7 +206,7 @@ impl Certs {
 fn tls_with_client_certificates() {
     let certs = Certs::generate();
     let port = wasmq_testkit::redis_server::free_port().unwrap();
-    let _server = RedisServer::start_with(ServerOptions {
+    let server = RedisServer::start_with(ServerOptions {
         tls_only: true,
         ..ServerOptions::default()
             .arg("tls-port", port.to_string())
@@ -216,7 +216,7 @@ fn tls_with_client_certificates() {
             .arg("tls-auth-clients", "yes")
     })
     .unwrap_or_else(|e| panic!("TLS redis-server: {e}"));
-    let url = format!("rediss://127.0.0.1:{port}");
+    let url = format!("rediss://:{}@127.0.0.1:{port}", server.password());
     let tls = |extra: &[&str], args: &[&str]| {
         let w = Wasmq { url: url.clone(), prefix: "wasmq".into() };
         let mut cmd = w.cmd();
@@ -411,4 +411,36 @@ fn task_text_reaches_the_human_views_escaped() {
     // JSON keeps the text as it is (JSON-escaped).
     let json = w.status(&id).unwrap();
     assert!(json["log"].as_str().unwrap().starts_with("\u{1b}[2J\u{1b}[Hscreen cleared\n"), "{json}");
+}
+
+#[test]
+fn throwaway_servers_listen_on_loopback_only_and_require_a_password() {
+    use std::io::{Read, Write};
+    let s = RedisServer::start().unwrap();
+    let ask = |auth: Option<&str>, command: &str| {
+        let mut c = std::net::TcpStream::connect(s.addr()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut sent = String::new();
+        if let Some(p) = auth {
+            sent.push_str(&format!("AUTH {p}\r\n"));
+        }
+        sent.push_str(command);
+        sent.push_str("\r\n");
+        c.write_all(sent.as_bytes()).unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut reply = String::new();
+        let _ = c.read_to_string(&mut reply);
+        reply
+    };
+    let reply = ask(None, "PING");
+    assert!(reply.starts_with("-NOAUTH"), "an unauthenticated client was served: {reply:?}");
+    let url = s.url();
+    let password = url.strip_prefix("redis://:").and_then(|r| r.split_once('@')).map(|(p, _)| p).unwrap_or_else(|| panic!("no password in {url}"));
+    assert!(password.len() == 32 && password.chars().all(|c| c.is_ascii_hexdigit()), "{password:?}");
+    assert_eq!(ask(Some(password), "CONFIG GET bind"), "+OK\r\n*2\r\n$4\r\nbind\r\n$9\r\n127.0.0.1\r\n");
+    // Each server has a password of its own, and its URL works for clients.
+    let other = RedisServer::start().unwrap();
+    assert_ne!(other.url().split('@').next(), url.split('@').next());
+    let pong: String = redis::cmd("PING").query(&mut crate::common::redis_conn(&s)).unwrap();
+    assert_eq!(pong, "PONG");
 }
