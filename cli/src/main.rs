@@ -188,7 +188,9 @@ async fn redis_reachable(g: &Global) -> bool {
 }
 
 /// The Redis to use for `demo` and `bench`: the one at --redis-url if it answers (and `fresh` is
-/// not set), else a throwaway `redis-server` that is stopped when the returned handle drops.
+/// not set), else a throwaway `redis-server` that is stopped when the returned handle drops. The
+/// throwaway one listens on 127.0.0.1 only and has a random password, which the returned
+/// `Global`'s URL carries (so the workers that `bench` spawns connect with it too).
 async fn redis_or_throwaway(g: &Global, fresh: bool) -> anyhow::Result<(Global, Option<wasmq_testkit::redis_server::RedisServer>)> {
     use wasmq_testkit::redis_server::RedisServer;
     let mut g = g.clone();
@@ -203,7 +205,8 @@ async fn redis_or_throwaway(g: &Global, fresh: bool) -> anyhow::Result<(Global, 
         );
     }
     let server = anyhow::Context::context(RedisServer::start(), "cannot start a throwaway redis-server")?;
-    eprintln!("==> started a throwaway redis-server on {} (stopped at the end)", server.url());
+    // Its URL carries its password: shown redacted, like every URL.
+    eprintln!("==> started a throwaway redis-server on {} (stopped at the end)", wasmq::conn::redact(&server.url()));
     g.redis_url = server.url();
     Ok((g, Some(server)))
 }
@@ -241,7 +244,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// `outer: inner: innermost`, skipping causes whose text the outer message already contains.
+/// `outer: inner: innermost`, skipping causes whose text the outer message already contains, with
+/// control characters escaped: causes may quote data read from Redis or a task's own text.
 fn one_line(e: &anyhow::Error) -> String {
     one_line_chain(e.chain())
 }
@@ -263,7 +267,7 @@ fn one_line_chain<'a>(chain: impl Iterator<Item = &'a (dyn std::error::Error + '
         }
         out.push_str(&s);
     }
-    out.replace('\n', " ")
+    wasmq::text::escape_control(&out.replace('\n', " "), false).into_owned()
 }
 
 async fn dispatch(cli: Cli) -> Outcome {
@@ -411,6 +415,16 @@ pub mod value {
             }
         }
         n.to_string()
+    }
+
+    /// A `--limit`: a count of at least 1. Zero is refused rather than read as "no limit" (what a
+    /// Redis range ending at `limit - 1` would make of it) or as an empty listing nobody asks for.
+    pub fn limit(s: &str) -> Result<usize, String> {
+        match s.parse::<usize>() {
+            Ok(0) => Err("--limit must be at least 1".into()),
+            Ok(n) => Ok(n),
+            Err(_) => Err(format!("--limit must be a whole number of at least 1, got {s:?}")),
+        }
     }
 
     pub fn time(s: &str) -> Result<SystemTime, String> {

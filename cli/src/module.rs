@@ -98,7 +98,8 @@ async fn push(g: &Global, a: PushArgs) -> Outcome {
         None => println!("{} ({}, {} bytes, {what})", pushed.sha256, kind.as_str(), binary.len()),
     }
     if let (Some(n), Some(prev)) = (&pushed.name, &pushed.previous) {
-        eprintln!("{n} moved from {prev}");
+        // The previous hash is whatever the name pointed to in Redis, which need not be a hash.
+        eprintln!("{n} moved from {}", wasmq::text::escape_control(prev, false));
     }
     Ok(exit::OK)
 }

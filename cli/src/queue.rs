@@ -80,7 +80,8 @@ pub enum DeadCommand {
     List {
         #[arg(long, short, default_value = wasmq::queue::DEFAULT_QUEUE, value_parser = value::queue)]
         queue: QueueName,
-        #[arg(long, default_value_t = 100)]
+        /// Most tasks listed (at least 1).
+        #[arg(long, default_value_t = 100, value_parser = value::limit)]
         limit: usize,
     },
     /// Put dead tasks back in their queue with fresh attempts.

@@ -10,6 +10,7 @@ use wasmq::parse;
 use wasmq::queue::CancelOutcome;
 use wasmq::queue::TaskId;
 use wasmq::queue::{TaskRecord, TaskState};
+use wasmq::text::escape_control;
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -67,9 +68,12 @@ pub async fn status(g: &Global, a: StatusArgs) -> Outcome {
     Ok(code_for(r.state))
 }
 
+/// The human view of a task. Every value is escaped (task output, log and errors are the task's
+/// own text; every other field could have been written into Redis by hand): one `key value` line
+/// per field, and the log's lines indented under it, so nothing can forge a line.
 fn describe(r: &TaskRecord) -> String {
     let mut s = String::new();
-    let mut line = |k: &str, v: String| s.push_str(&format!("{k:<12}{v}\n"));
+    let mut line = |k: &str, v: String| s.push_str(&format!("{k:<12}{}\n", escape_control(&v, false)));
     line("id", r.id.clone());
     line("state", r.state.to_string());
     line("module", if r.module_names.is_empty() { r.module.clone() } else { format!("{} ({})", r.module, r.module_names.join(", ")) });
@@ -123,17 +127,16 @@ fn describe(r: &TaskRecord) -> String {
     }
     line("input", format!("{} bytes", r.input_bytes));
     if let Some(n) = r.output_bytes {
-        let preview = r.output_text.as_deref().map(|t| {
-            let t: String = t.chars().take(200).collect();
-            format!(": {}", t.replace('\n', "\\n"))
-        });
+        let preview = r.output_text.as_deref().map(|t| format!(": {}", t.chars().take(200).collect::<String>()));
         line("output", format!("{n} bytes{}", preview.unwrap_or_default()));
     }
     if let Some(l) = &r.log
         && !l.is_empty()
     {
+        // Multi-line: its newlines stay (indented under `log`), everything else is escaped.
         let t: String = l.chars().take(500).collect();
-        line("log", format!("{}{}", t.trim_end().replace('\n', "\n            "), if r.log_truncated { " [truncated]" } else { "" }));
+        let t = escape_control(t.trim_end(), true);
+        s.push_str(&format!("{:<12}{}{}\n", "log", t.replace('\n', "\n            "), if r.log_truncated { " [truncated]" } else { "" }));
     }
     s
 }
@@ -148,12 +151,14 @@ pub async fn result(g: &Global, a: ResultArgs) -> Outcome {
             out.write_all(r.output_raw.as_deref().unwrap_or_default())?;
             out.flush()?;
         }
+        // Stdout above is the raw contract; this line is for a person, so the task's text in it is
+        // escaped.
         TaskState::Dead => eprintln!(
             "error: task {} failed after {} attempt(s): {}: {}",
             r.id,
             r.attempts,
-            r.error_kind.as_deref().unwrap_or("error"),
-            r.error.as_deref().unwrap_or("no message")
+            escape_control(r.error_kind.as_deref().unwrap_or("error"), false),
+            escape_control(r.error.as_deref().unwrap_or("no message"), false)
         ),
         TaskState::Cancelled => eprintln!("error: task {} was cancelled", r.id),
         s => eprintln!("task {} is {s}{}", r.id, if a.wait { " (timed out waiting)" } else { "" }),

@@ -129,7 +129,9 @@ pub async fn run(a: RunArgs) -> Outcome {
     match outcome.result {
         Ok(()) => Ok(exit::OK),
         Err(f) => {
-            writeln!(stderr, "error: task failed: {f}")?;
+            // The log above is the task's stderr as it wrote it (the raw contract of `run`); this
+            // line is wasmq's, and the failure message quotes the task's last log line: escaped.
+            writeln!(stderr, "error: task failed: {}", wasmq::text::escape_control(&f.to_string(), false))?;
             Ok(exit::TASK_FAILED)
         }
     }

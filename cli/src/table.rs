@@ -1,4 +1,7 @@
-//! Plain-text tables for terminal output: columns padded to their widest cell.
+//! Plain-text tables for terminal output: columns padded to their widest cell. Cells often hold
+//! text read from Redis (task errors, outputs, module and schedule names), so each is rendered on
+//! one line with its control characters escaped: a cell can neither drive the terminal nor start a
+//! line of its own.
 
 pub struct Table {
     header: Vec<String>,
@@ -11,7 +14,7 @@ impl Table {
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.rows.push(cells.into_iter().map(|c| wasmq::text::escape_control(&c, false).into_owned()).collect());
     }
 
     pub fn is_empty(&self) -> bool {

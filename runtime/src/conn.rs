@@ -35,8 +35,8 @@ pub enum ConnError {
     Connect { target: String, source: RedisError },
 }
 
-/// Where Redis is and how to talk to it.
-#[derive(Debug, Clone)]
+/// Where Redis is and how to talk to it. Its `Debug` form shows the URL redacted.
+#[derive(Clone)]
 pub struct RedisOptions {
     pub url: String,
     /// PEM file with the CA certificate(s) that signed the server's certificate (replaces the
@@ -48,6 +48,19 @@ pub struct RedisOptions {
     /// How long a normal (non-blocking) command may take before it fails.
     pub response_timeout: Duration,
     pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisOptions")
+            .field("url", &redact(&self.url))
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("response_timeout", &self.response_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
 }
 
 impl RedisOptions {
@@ -83,19 +96,77 @@ fn invalid(url: &str, reason: impl Into<String>) -> ConnError {
     ConnError::InvalidUrl { url: redact(url), reason: reason.into() }
 }
 
-/// The URL with its password replaced, for messages and logs.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let userinfo = &rest[..at];
-            let user = userinfo.split_once(':').map(|(u, _)| u).unwrap_or(userinfo);
-            let masked = if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
-            format!("{scheme}://{masked}{}", &rest[at..])
+/// `fragment` (a piece of `url`) quoted for an error message, unless it overlaps a secret of the
+/// URL: a malformed URL is often malformed because its password has an unencoded `/`, `?` or
+/// `@`, and then the piece that fails to parse as a port or a database number is the password.
+fn quote(url: &str, fragment: &str) -> String {
+    const HIDDEN: &str = "(not shown: it may hold a password)";
+    // The fragment is a slice of the URL: its offset is the distance between their starts.
+    let start = (fragment.as_ptr() as usize).wrapping_sub(url.as_ptr() as usize);
+    let Some(end) = start.checked_add(fragment.len()).filter(|e| *e <= url.len()) else { return HIDDEN.to_string() };
+    let end = end.max(start + 1);
+    if secret_spans(url).iter().any(|s| s.start < end && start < s.end) { HIDDEN.to_string() } else { format!("{fragment:?}") }
+}
+
+/// Query parameters whose values are secrets (`password`, `sentinel_password`, and anything else
+/// that names a password, token or secret).
+fn is_secret_param(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.contains("pass") || n.contains("secret") || n.contains("token") || n == "auth" || n == "pwd"
+}
+
+/// The byte ranges of `url` that hold secrets: the password of the user info and the value of
+/// every secret query parameter. Passwords are often pasted unencoded, so nothing may be assumed
+/// about the characters in them: the user info ends at the last `@` that is not inside a secret
+/// query value (the host list cannot contain one), and a query value runs to the next `&`. Where
+/// a URL is ambiguous, more is hidden rather than less.
+fn secret_spans(url: &str) -> Vec<std::ops::Range<usize>> {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let b = url.as_bytes();
+    let mut spans = Vec::new();
+    for i in start..b.len() {
+        if b[i] != b'?' && b[i] != b'&' {
+            continue;
         }
-        None => url.to_string(),
+        let rest = &url[i + 1..];
+        let Some(eq) = rest.find(['=', '&']).filter(|e| rest.as_bytes()[*e] == b'=') else { continue };
+        if is_secret_param(&rest[..eq]) {
+            let value = i + 1 + eq + 1;
+            let end = url[value..].find('&').map_or(url.len(), |e| value + e);
+            spans.push(value..end);
+        }
     }
+    let ats: Vec<usize> = (start..b.len()).filter(|i| b[*i] == b'@').collect();
+    let at = ats.iter().rev().find(|i| !spans.iter().any(|s| s.contains(*i))).or(ats.last());
+    if let Some(&at) = at
+        && let Some(colon) = url[start..at].find(':')
+    {
+        spans.push(start + colon + 1..at);
+    }
+    spans.sort_by_key(|s| s.start);
+    let mut merged: Vec<std::ops::Range<usize>> = Vec::with_capacity(spans.len());
+    for s in spans {
+        match merged.last_mut() {
+            Some(last) if s.start <= last.end => last.end = last.end.max(s.end),
+            _ => merged.push(s),
+        }
+    }
+    merged
+}
+
+/// The URL with every secret replaced by `***`, for messages and logs: the password of the user
+/// info (`redis://user:***@host`) and the values of secret query parameters
+/// (`?sentinel_password=***`), in every URL form wasmq accepts and in malformed ones.
+pub fn redact(url: &str) -> String {
+    let mut out = String::with_capacity(url.len());
+    let mut shown = 0;
+    for span in secret_spans(url) {
+        out.push_str(&url[shown..span.start]);
+        out.push_str("***");
+        shown = span.end;
+    }
+    out.push_str(&url[shown..]);
+    out
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -117,22 +188,22 @@ fn percent_decode(s: &str) -> Option<String> {
 
 fn parse_host_port(url: &str, s: &str, default_port: u16) -> Result<(String, u16), ConnError> {
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let (h, after) = rest.split_once(']').ok_or_else(|| invalid(url, format!("bad IPv6 host {s:?}")))?;
-        (h.to_string(), after.strip_prefix(':'))
+        let (h, after) = rest.split_once(']').ok_or_else(|| invalid(url, format!("bad IPv6 host {}", quote(url, s))))?;
+        (h, after.strip_prefix(':'))
     } else {
         match s.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), Some(p)),
-            None => (s.to_string(), None),
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
         }
     };
     if host.is_empty() {
         return Err(invalid(url, "empty host"));
     }
     let port = match port {
-        Some(p) => p.parse().map_err(|_| invalid(url, format!("bad port {p:?}")))?,
+        Some(p) => p.parse().map_err(|_| invalid(url, format!("bad port {}", quote(url, p))))?,
         None => default_port,
     };
-    Ok((host, port))
+    Ok((host.to_string(), port))
 }
 
 fn parse_url(url: &str) -> Result<ParsedUrl, ConnError> {
@@ -145,7 +216,7 @@ fn parse_url(url: &str) -> Result<ParsedUrl, ConnError> {
         "redis+cluster" => (false, "cluster"),
         "rediss+cluster" => (true, "cluster"),
         "redis+unix" | "unix" => (false, "single"),
-        _ => return Err(invalid(url, format!("unknown scheme {scheme:?}; use redis://, rediss://, redis+sentinel:// or redis+cluster://"))),
+        _ => return Err(invalid(url, format!("unknown scheme {}; use redis://, rediss://, redis+sentinel:// or redis+cluster://", quote(url, scheme)))),
     };
     if kind == "single" {
         return Ok(ParsedUrl { target: Target::Single, tls, user: None, password: None });
@@ -157,7 +228,7 @@ fn parse_url(url: &str) -> Result<ParsedUrl, ConnError> {
         Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
         None => (None, authority),
     };
-    let decode = |s: &str| percent_decode(s).ok_or_else(|| invalid(url, "bad percent-encoding in user info"));
+    let decode = |s: &str| percent_decode(s).ok_or_else(|| invalid(url, "bad percent-encoding"));
     let (user, password) = match userinfo {
         None => (None, None),
         Some(ui) => match ui.split_once(':') {
@@ -173,13 +244,13 @@ fn parse_url(url: &str) -> Result<ParsedUrl, ConnError> {
     let mut params = std::collections::HashMap::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        params.insert(k.to_string(), decode(v)?);
+        params.insert(k, decode(v)?);
     }
     let target = if kind == "sentinel" {
         let mut parts = path.trim_start_matches('/').split('/');
         let master = parts.next().filter(|m| !m.is_empty()).ok_or_else(|| invalid(url, "the master name is missing: redis+sentinel://host:26379/MASTER"))?;
         let db = match parts.next() {
-            Some(d) if !d.is_empty() => d.parse().map_err(|_| invalid(url, format!("bad database number {d:?}")))?,
+            Some(d) if !d.is_empty() => d.parse().map_err(|_| invalid(url, format!("bad database number {}", quote(url, d))))?,
             _ => 0,
         };
         Target::Sentinel {
@@ -196,7 +267,7 @@ fn parse_url(url: &str) -> Result<ParsedUrl, ConnError> {
         Target::Cluster { nodes }
     };
     if let Some(k) = params.keys().next() {
-        return Err(invalid(url, format!("unknown query parameter {k:?}")));
+        return Err(invalid(url, format!("unknown query parameter {}", quote(url, k))));
     }
     Ok(ParsedUrl { target, tls, user, password })
 }
@@ -552,8 +623,63 @@ mod tests {
 
     #[test]
     fn redacts_passwords() {
-        assert_eq!(redact("redis://user:pw@host:1/0"), "redis://user:***@host:1/0");
-        assert_eq!(redact("redis://host:1"), "redis://host:1");
+        for (url, shown) in [
+            ("redis://user:pw@host:1/0", "redis://user:***@host:1/0"),
+            ("redis://host:1", "redis://host:1"),
+            ("redis://:pw@host", "redis://:***@host"),
+            ("redis://user@host", "redis://user@host"),
+            ("rediss://user:pw@host:6380/2", "rediss://user:***@host:6380/2"),
+            // Unencoded `/`, `@`, `:`, `?` and `#` in the password.
+            ("redis://user:pa/ss@host:1/0", "redis://user:***@host:1/0"),
+            ("redis://:p@ss@host", "redis://:***@host"),
+            ("redis://:a:b:c@host:1", "redis://:***@host:1"),
+            ("redis://:p?ss@host/0", "redis://:***@host/0"),
+            ("redis://:p#ss@host", "redis://:***@host"),
+            ("redis://u:/?#@:x@host", "redis://u:***@host"),
+            ("redis+sentinel://:pw@h1:26379,h2:26380,[::1]:26381/mymaster/2", "redis+sentinel://:***@h1:26379,h2:26380,[::1]:26381/mymaster/2"),
+            ("redis+sentinel://h1:26379,h2:26380/mymaster?sentinel_password=s3cret", "redis+sentinel://h1:26379,h2:26380/mymaster?sentinel_password=***"),
+            (
+                "rediss+sentinel://u:pw@h1,h2/m?sentinel_username=admin&sentinel_password=s/e@c:r?t#x",
+                "rediss+sentinel://u:***@h1,h2/m?sentinel_username=admin&sentinel_password=***",
+            ),
+            ("redis+sentinel://h/m?sentinel_password=a&password=b", "redis+sentinel://h/m?sentinel_password=***&password=***"),
+            ("redis://host/0?password=pw&protocol=resp3", "redis://host/0?password=***&protocol=resp3"),
+            ("redis+cluster://user:p/w@h1:7000,h2:7001", "redis+cluster://user:***@h1:7000,h2:7001"),
+            ("rediss+cluster://:p@w@h1:7000?password=x", "rediss+cluster://:***@h1:7000?password=***"),
+            // Not URLs at all: the part before an `@` still counts as a password.
+            ("user:pw@host:6379", "user:***@host:6379"),
+            ("localhost:6379", "localhost:6379"),
+        ] {
+            assert_eq!(redact(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn invalid_url_errors_never_quote_a_password() {
+        for (url, secret) in [
+            ("redis+sentinel://:x:qz/ss@h:1/m", "qz"),
+            ("redis+sentinel://u:zq?secret@h:1/m", "zq"),
+            ("redis+sentinel://h:1/m?x=1&u:secret@h", "secret"),
+            ("redis+cluster://:x:99x/z@h", "99x"),
+            ("redis+sentinel://:x@[sec/ret@h/m", "sec"),
+            ("redis+sentinel://u:1/m/12x@h/m", "12x"),
+            ("redis+sentinel://h/m?sentinel_password=%zzsecret", "secret"),
+            ("unknown://user:pw/x@h", "pw"),
+        ] {
+            let e = parse_url(url).expect_err(url).to_string();
+            assert!(!e.contains(secret), "{url}: {e}");
+        }
+        // Fragments that are not secret are still quoted.
+        let e = parse_url("redis+cluster://:pw@h:70x0").unwrap_err().to_string();
+        assert!(e.contains("\"70x0\""), "{e}");
+        // Nor do a handle's description and the options' debug form.
+        let url = "redis+sentinel://u:p%2Fss@h:1/m?sentinel_password=s3cret";
+        let options = RedisOptions::new(url);
+        let debug = format!("{options:?}");
+        assert!(debug.contains("u:***@h:1/m?sentinel_password=***"), "{debug}");
+        let redis = Redis::open(options).unwrap();
+        assert_eq!(redis.describe(), "redis+sentinel://u:***@h:1/m?sentinel_password=***");
+        assert!(!format!("{redis:?}").contains("s3cret"));
     }
 
     proptest::proptest! {
@@ -561,6 +687,32 @@ mod tests {
         fn url_parsing_never_panics(s in "\\PC{0,60}") {
             let _ = parse_url(&s);
             let _ = redact(&s);
+        }
+
+        /// Passwords of uppercase letters and URL delimiters, in every URL form: no uppercase
+        /// letter (so no piece of a password) survives redaction. `&` separates query
+        /// parameters, so a query value must have it percent-encoded.
+        #[test]
+        fn no_piece_of_a_password_survives_redaction(
+            pw in "([A-Z][!#$%&'()*+,/:;=?@\\[\\]^_`{|}~-]?){1,12}",
+            qpw in "([A-Z][!#$%'()*+,/:;=?@\\[\\]^_`{|}~-]?){1,12}",
+        ) {
+            for url in [
+                format!("redis://user:{pw}@host:6379/0"),
+                format!("rediss://:{pw}@host:6380"),
+                format!("redis+sentinel://:{pw}@h1:26379,h2:26380/mymaster/1?sentinel_username=admin&sentinel_password={qpw}"),
+                format!("redis+sentinel://h1:26379/mymaster?sentinel_password={qpw}&password={qpw}"),
+                format!("redis+cluster://user:{pw}@h1:7000,h2:7001"),
+                format!("redis://host:6379/0?password={qpw}"),
+            ] {
+                let shown = redact(&url);
+                proptest::prop_assert!(!shown.chars().any(|c| c.is_ascii_uppercase()), "{} became {}", url, shown);
+                if let Err(e) = parse_url(&url) {
+                    // The uppercase words of the messages themselves go first.
+                    let e = ["Redis URL", "MASTER", "SCHEME", "IPv6"].iter().fold(e.to_string(), |e, w| e.replace(w, ""));
+                    proptest::prop_assert!(!e.chars().any(|c| c.is_ascii_uppercase()), "{}: {}", url, e);
+                }
+            }
         }
 
         #[test]

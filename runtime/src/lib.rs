@@ -18,6 +18,7 @@
 //! - [`worker`]: the executor host: claim loop, runs, result writers, leases, shutdown.
 //! - [`schedule`]: periodic tasks (cron), fired by workers, each tick once.
 //! - [`parse`]: durations, sizes, times and module names as users write them.
+//! - [`text`]: task text made safe for a terminal (control characters escaped).
 
 pub mod client;
 pub mod conn;
@@ -26,4 +27,5 @@ pub mod queue;
 pub mod sandbox;
 pub mod schedule;
 pub mod store;
+pub mod text;
 pub mod worker;

@@ -17,6 +17,7 @@ use crate::conn::Conn;
 use crate::queue::task::field;
 use crate::queue::{Db, FireReply, NewTask, QueueName, Tick};
 use crate::store::{ModuleStore, StoreError};
+use crate::text::escape_control;
 
 /// A tick counts as missed, for the `skip` policy, when it is this late.
 pub const LATE_LIMIT: Duration = Duration::from_secs(60);
@@ -174,23 +175,23 @@ pub async fn fire_due(conn: &mut Conn, db: &Db, store: &ModuleStore, queue: &Que
     for (raw_name, due_ms) in db.due_schedules(conn, queue, now, 100).await? {
         let due_ms = due_ms.max(0.0) as u64;
         let Ok(name) = String::from_utf8(raw_name.clone()) else {
-            tracing::warn!(%queue, schedule = %String::from_utf8_lossy(&raw_name), "dropping a schedule whose name is not UTF-8");
+            tracing::warn!(%queue, schedule = %escape_control(&String::from_utf8_lossy(&raw_name), false), "dropping a schedule whose name is not UTF-8");
             db.drop_schedule_tick(conn, queue, &raw_name).await?;
             continue;
         };
         let json = db.schedule(conn, queue, &name).await?;
         let Some(s) = json.and_then(|j| serde_json::from_slice::<Schedule>(&j).ok()) else {
-            tracing::warn!(%queue, schedule = %name, "dropping a schedule without a readable definition");
+            tracing::warn!(%queue, schedule = %escape_control(&name, false), "dropping a schedule without a readable definition");
             db.drop_schedule_tick(conn, queue, name.as_bytes()).await?;
             continue;
         };
         let Ok(cron) = parse_cron(&s.cron) else {
-            tracing::warn!(%queue, schedule = %name, cron = %s.cron, "dropping a schedule with an invalid cron expression");
+            tracing::warn!(%queue, schedule = %escape_control(&name, false), cron = %escape_control(&s.cron, false), "dropping a schedule with an invalid cron expression");
             db.drop_schedule_tick(conn, queue, name.as_bytes()).await?;
             continue;
         };
         let Some(next) = next_tick(&cron, now) else {
-            tracing::info!(%queue, schedule = %name, "the schedule has no future tick; it stops here");
+            tracing::info!(%queue, schedule = %escape_control(&name, false), "the schedule has no future tick; it stops here");
             db.drop_schedule_tick(conn, queue, name.as_bytes()).await?;
             continue;
         };
@@ -204,7 +205,7 @@ pub async fn fire_due(conn: &mut Conn, db: &Db, store: &ModuleStore, queue: &Que
             match store.resolve(&s.module).await {
                 Ok(sha) => Some(sha),
                 Err(StoreError::Unknown(_) | StoreError::Removing(_)) => {
-                    tracing::warn!(%queue, schedule = %name, module = %s.module, "skipping a tick: the module is not in the store");
+                    tracing::warn!(%queue, schedule = %escape_control(&name, false), module = %escape_control(&s.module, false), "skipping a tick: the module is not in the store");
                     None
                 }
                 // Redis could not be asked: the tick stays due.

@@ -2,6 +2,11 @@
 //!
 //! A server runs on a free loopback port in a temporary directory of its own and is stopped when
 //! the handle is dropped. Nothing here ever touches a Redis that somebody else started.
+//!
+//! A server listens on 127.0.0.1 only and requires a password (a random one unless given): any
+//! local user or process could otherwise read and change its data, and the demo's and the
+//! benchmark's servers run on developers' machines, often next to other people's processes.
+//! [`RedisServer::url`] carries the password, so a client given that URL just connects.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -35,11 +40,15 @@ pub enum ServerError {
 }
 
 /// How to start a server. `args` are passed to `redis-server` as `--name value` pairs after the
-/// defaults (loopback bind, the port, the directory, no RDB snapshots, AOF off), so they can
-/// override any of them.
+/// defaults (loopback bind, the port, the directory, the password, no RDB snapshots, AOF off), so
+/// they can override any of them.
 #[derive(Debug, Clone, Default)]
 pub struct ServerOptions {
     pub args: Vec<(String, String)>,
+    /// The password (`requirepass`, and `masterauth` so that a replica logs in to its master);
+    /// None for a random one. Servers that talk to each other (a master and its replicas, a
+    /// master and its sentinels, the nodes of a cluster) are given the same one.
+    pub password: Option<String>,
     /// Start as a Sentinel (`redis-server FILE --sentinel`); `args` go into its config file.
     pub sentinel: bool,
     /// Use this port instead of a free one (for restarting a server on the same port).
@@ -53,12 +62,23 @@ impl ServerOptions {
         self.args.push((name.to_string(), value.into()));
         self
     }
+
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(password.into());
+        self
+    }
+}
+
+/// A random password of 32 hex digits (128 bits from `fastrand`).
+pub fn random_password() -> String {
+    format!("{:032x}", fastrand::u128(..))
 }
 
 /// A running `redis-server` child process.
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
+    password: String,
     dir: tempfile::TempDir,
     options: ServerOptions,
 }
@@ -73,7 +93,8 @@ impl RedisServer {
     /// takes it between the probe and the bind).
     pub fn start_with(options: ServerOptions) -> Result<Self, ServerError> {
         let dir = tempfile::Builder::new().prefix("wasmq-redis-").tempdir().map_err(ServerError::TempDir)?;
-        let mut server = Self { child: None, port: 0, dir, options };
+        let password = options.password.clone().unwrap_or_else(random_password);
+        let mut server = Self { child: None, port: 0, password, dir, options };
         let mut last = None;
         for _ in 0..5 {
             server.port = match server.options.port {
@@ -107,8 +128,13 @@ impl RedisServer {
             ("logfile".into(), log.display().to_string()),
             ("save".into(), String::new()),
             ("appendonly".into(), "no".into()),
-            ("protected-mode".into(), "no".into()),
+            ("requirepass".into(), self.password.clone()),
         ];
+        if !self.options.sentinel {
+            // A sentinel has no `masterauth`: it is told the master's password with
+            // `sentinel auth-pass`, and uses its own `requirepass` with the other sentinels.
+            defaults.push(("masterauth".into(), self.password.clone()));
+        }
         if self.options.tls_only {
             defaults.retain(|(k, _)| k != "port");
             defaults.push(("port".into(), "0".into()));
@@ -160,7 +186,7 @@ impl RedisServer {
             let ready = if self.options.tls_only {
                 std::fs::read_to_string(self.log_path()).is_ok_and(|l| l.contains("Ready to accept connections"))
             } else {
-                ping(self.addr())
+                ping(self.addr(), Some(&self.password))
             };
             if ready {
                 return Ok(());
@@ -179,9 +205,14 @@ impl RedisServer {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// `redis://:PASSWORD@127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("redis://:{}@127.0.0.1:{}", self.password, self.port)
+    }
+
+    /// The server's password (32 hex digits unless one was given).
+    pub fn password(&self) -> &str {
+        &self.password
     }
 
     /// The server's working directory (AOF and config files live here).
@@ -272,22 +303,34 @@ pub fn free_port() -> std::io::Result<u16> {
     Err(std::io::Error::other(format!("no free loopback port at or below 55535 (the last offered was {last})")))
 }
 
-/// True when a Redis server answers PING (or asks for authentication) at `addr`.
-pub fn ping(addr: SocketAddr) -> bool {
+/// True when a Redis server at `addr` answers PING, after `AUTH password` when one is given (sent
+/// inline: a password without spaces). A server still loading its AOF (-LOADING), refusing the
+/// password or asking for one is not ready.
+pub fn ping(addr: SocketAddr, password: Option<&str>) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    if s.write_all(b"PING\r\n").is_err() {
+    let mut request = String::new();
+    if let Some(p) = password {
+        request.push_str(&format!("AUTH {p}\r\n"));
+    }
+    request.push_str("PING\r\n");
+    if s.write_all(request.as_bytes()).is_err() {
         return false;
     }
+    let expected: &[u8] = if password.is_some() { b"+OK\r\n+PONG\r\n" } else { b"+PONG\r\n" };
+    let mut reply = Vec::new();
     let mut buf = [0u8; 64];
-    match s.read(&mut buf) {
-        Ok(n) if n > 0 => {
-            let reply = &buf[..n];
-            // A server still loading its AOF answers -LOADING: not ready yet.
-            reply.starts_with(b"+PONG") || reply.starts_with(b"-NOAUTH")
+    // Bounded by the read timeout and by the reply's length.
+    while reply.len() < expected.len() {
+        match s.read(&mut buf) {
+            Ok(n) if n > 0 => reply.extend_from_slice(&buf[..n]),
+            _ => return false,
         }
-        _ => false,
+        if !expected.starts_with(&reply[..reply.len().min(expected.len())]) {
+            return false;
+        }
     }
+    reply.starts_with(expected)
 }

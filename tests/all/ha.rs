@@ -23,14 +23,18 @@ struct SentinelSetup {
 
 impl SentinelSetup {
     fn start() -> Self {
+        // One password for the master, the replica and the sentinels, which log in to each other.
         let master = RedisServer::start().unwrap();
-        let replica = RedisServer::start_with(ServerOptions::default().arg("replicaof", format!("127.0.0.1 {}", master.port()))).unwrap();
+        let password = master.password().to_string();
+        let replica = RedisServer::start_with(ServerOptions::default().password(&password).arg("replicaof", format!("127.0.0.1 {}", master.port()))).unwrap();
         let sentinels: Vec<RedisServer> = (0..3)
             .map(|_| {
                 RedisServer::start_with(ServerOptions {
                     sentinel: true,
                     ..ServerOptions::default()
+                        .password(&password)
                         .arg("sentinel monitor", format!("mymaster 127.0.0.1 {} 2", master.port()))
+                        .arg("sentinel auth-pass", format!("mymaster {password}"))
                         .arg("sentinel down-after-milliseconds", "mymaster 1000")
                         .arg("sentinel failover-timeout", "mymaster 5000")
                         .arg("sentinel parallel-syncs", "mymaster 1")
@@ -58,7 +62,9 @@ impl SentinelSetup {
 
     fn url(&self) -> String {
         let hosts: Vec<String> = self.sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port())).collect();
-        format!("redis+sentinel://{}/mymaster", hosts.join(","))
+        // The data nodes' password in the user info, the sentinels' in the query.
+        let password = self.master.password();
+        format!("redis+sentinel://:{password}@{}/mymaster?sentinel_password={password}", hosts.join(","))
     }
 }
 
@@ -165,16 +171,23 @@ struct Cluster {
 
 impl Cluster {
     fn start(masters: usize) -> Self {
+        // One password for every node.
+        let password = wasmq_testkit::redis_server::random_password();
         let nodes: Vec<RedisServer> = (0..masters)
             .map(|_| {
                 RedisServer::start_with(
-                    ServerOptions::default().arg("cluster-enabled", "yes").arg("cluster-config-file", "nodes.conf").arg("cluster-node-timeout", "2000"),
+                    ServerOptions::default()
+                        .password(&password)
+                        .arg("cluster-enabled", "yes")
+                        .arg("cluster-config-file", "nodes.conf")
+                        .arg("cluster-node-timeout", "2000"),
                 )
                 .unwrap()
             })
             .collect();
         let mut create = Command::new("redis-cli");
-        create.arg("--cluster").arg("create");
+        // REDISCLI_AUTH rather than -a: it keeps the password out of the process list.
+        create.env("REDISCLI_AUTH", &password).arg("--cluster").arg("create");
         for n in &nodes {
             create.arg(format!("127.0.0.1:{}", n.port()));
         }
@@ -192,7 +205,7 @@ impl Cluster {
 
     fn url(&self) -> String {
         let hosts: Vec<String> = self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())).collect();
-        format!("redis+cluster://{}", hosts.join(","))
+        format!("redis+cluster://:{}@{}", self.nodes[0].password(), hosts.join(","))
     }
 
     /// The node (index) that serves `key`.

@@ -257,7 +257,7 @@ fn result_exit_codes_and_wait() {
 fn client_commands(server: &RedisServer, window: Duration) -> Vec<String> {
     use std::io::{BufRead, BufReader, Write};
     let mut s = std::net::TcpStream::connect(server.addr()).unwrap();
-    s.write_all(b"MONITOR\r\n").unwrap();
+    s.write_all(format!("AUTH {}\r\nMONITOR\r\n", server.password()).as_bytes()).unwrap();
     s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
     let mut reader = BufReader::new(s);
     let mut lines = Vec::new();
@@ -358,4 +358,23 @@ fn limits_given_at_enqueue_reach_the_worker_and_size_caps_refuse_early() {
     let out = w.run(&["module", "push", crate::common::fixture("echo.wat").to_str().unwrap(), "--max-module-size", "16B"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(!w.ok(&["module", "list"]).contains("echo"), "an oversized module was stored");
+}
+
+#[test]
+fn dead_list_limit_is_at_least_one() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&crate::common::fixture("exit3.wat"), "exit3");
+    for _ in 0..2 {
+        w.enqueue("exit3", "", &["--max-attempts", "1"]);
+    }
+    let mut worker = w.spawn_worker(&["--exit-when-idle"]);
+    assert_eq!(worker.wait(Duration::from_secs(60)), Some(0), "{}", worker.log());
+    assert_eq!(w.ok(&["dead", "list"]).lines().count(), 3, "a header and two tasks");
+    assert_eq!(w.ok(&["dead", "list", "--limit", "1"]).lines().count(), 2, "a header and one task");
+    let out = w.run(&["dead", "list", "--limit", "0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "--limit 0 was not refused: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(err.contains("--limit must be at least 1"), "{err}");
+    assert!(out.stdout.is_empty());
 }

@@ -206,7 +206,7 @@ impl Certs {
 fn tls_with_client_certificates() {
     let certs = Certs::generate();
     let port = wasmq_testkit::redis_server::free_port().unwrap();
-    let _server = RedisServer::start_with(ServerOptions {
+    let server = RedisServer::start_with(ServerOptions {
         tls_only: true,
         ..ServerOptions::default()
             .arg("tls-port", port.to_string())
@@ -216,7 +216,7 @@ fn tls_with_client_certificates() {
             .arg("tls-auth-clients", "yes")
     })
     .unwrap_or_else(|e| panic!("TLS redis-server: {e}"));
-    let url = format!("rediss://127.0.0.1:{port}");
+    let url = format!("rediss://:{}@127.0.0.1:{port}", server.password());
     let tls = |extra: &[&str], args: &[&str]| {
         let w = Wasmq { url: url.clone(), prefix: "wasmq".into() };
         let mut cmd = w.cmd();
@@ -363,4 +363,84 @@ fn a_task_gets_its_name_as_only_argument_and_odd_exit_statuses_fail_cleanly() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("task failed: exit_code"), "{target:?}: {err}");
     }
+}
+
+/// Control bytes a terminal acts on, as they would reach it: ESC, BEL, CR, backspace, DEL, and
+/// the UTF-8 of a C1 CSI (U+009B) and of a right-to-left override (U+202E).
+fn raw_controls(out: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(out);
+    let mut found: Vec<String> = out.iter().filter(|b| matches!(b, 0x1b | 0x07 | 0x0d | 0x08 | 0x7f)).map(|b| format!("0x{b:02x}")).collect();
+    found.extend(text.chars().filter(|c| matches!(c, '\u{9b}' | '\u{202e}')).map(|c| format!("U+{:04X}", c as u32)));
+    found
+}
+
+#[test]
+fn task_text_reaches_the_human_views_escaped() {
+    let s = RedisServer::start().unwrap();
+    let w = Wasmq::new(&s);
+    w.push(&crate::common::fixture("escapes.wat"), "escapes");
+    let id = w.enqueue("escapes", "", &["--max-attempts", "1"]);
+    let mut worker = w.spawn_worker(&["--exit-when-idle"]);
+    assert_eq!(worker.wait(Duration::from_secs(60)), Some(0), "{}", worker.log());
+    assert!(raw_controls(worker.log().as_bytes()).is_empty(), "worker log: {:?}", worker.log());
+
+    let out = w.run(&["status", &id]);
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(raw_controls(&out.stdout), Vec::<String>::new(), "status printed raw controls:\n{}", String::from_utf8_lossy(&out.stdout));
+    let status = String::from_utf8(out.stdout).unwrap();
+    for shown in [r"\x1b[2J", r"\x1b]0;pwned\x07", r"working\rdone", r"\u{202e}txt.exe\x08\x7f\u{9b}2J\rstate"] {
+        assert!(status.contains(shown), "status does not show {shown}:\n{status}");
+    }
+    // The forged line stays inside the indented log; the only `state` line is the real one.
+    let states: Vec<&str> = status.lines().filter(|l| l.starts_with("state")).collect();
+    assert_eq!(states, ["state       dead"], "{status}");
+
+    let out = w.run(&["dead", "list"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(raw_controls(&out.stdout), Vec::<String>::new(), "dead list printed raw controls:\n{}", String::from_utf8_lossy(&out.stdout));
+    let dead = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(dead.lines().count(), 2, "a header and one task:\n{dead}");
+    assert!(dead.contains(r"\x1b[31mboom\x1b[0m \u{202e}txt.exe"), "{dead}");
+
+    // `result`'s error line is escaped too; its stdout stays the task's bytes (none: it failed).
+    let out = w.run(&["result", &id]);
+    assert_eq!(out.status.code(), Some(5));
+    assert!(out.stdout.is_empty());
+    assert_eq!(raw_controls(&out.stderr), Vec::<String>::new(), "result printed raw controls: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(r"\x1b[31mboom"), "{}", String::from_utf8_lossy(&out.stderr));
+    // JSON keeps the text as it is (JSON-escaped).
+    let json = w.status(&id).unwrap();
+    assert!(json["log"].as_str().unwrap().starts_with("\u{1b}[2J\u{1b}[Hscreen cleared\n"), "{json}");
+}
+
+#[test]
+fn throwaway_servers_listen_on_loopback_only_and_require_a_password() {
+    use std::io::{Read, Write};
+    let s = RedisServer::start().unwrap();
+    let ask = |auth: Option<&str>, command: &str| {
+        let mut c = std::net::TcpStream::connect(s.addr()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut sent = String::new();
+        if let Some(p) = auth {
+            sent.push_str(&format!("AUTH {p}\r\n"));
+        }
+        sent.push_str(command);
+        sent.push_str("\r\n");
+        c.write_all(sent.as_bytes()).unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut reply = String::new();
+        let _ = c.read_to_string(&mut reply);
+        reply
+    };
+    let reply = ask(None, "PING");
+    assert!(reply.starts_with("-NOAUTH"), "an unauthenticated client was served: {reply:?}");
+    let url = s.url();
+    let password = url.strip_prefix("redis://:").and_then(|r| r.split_once('@')).map(|(p, _)| p).unwrap_or_else(|| panic!("no password in {url}"));
+    assert!(password.len() == 32 && password.chars().all(|c| c.is_ascii_hexdigit()), "{password:?}");
+    assert_eq!(ask(Some(password), "CONFIG GET bind"), "+OK\r\n*2\r\n$4\r\nbind\r\n$9\r\n127.0.0.1\r\n");
+    // Each server has a password of its own, and its URL works for clients.
+    let other = RedisServer::start().unwrap();
+    assert_ne!(other.url().split('@').next(), url.split('@').next());
+    let pong: String = redis::cmd("PING").query(&mut crate::common::redis_conn(&s)).unwrap();
+    assert_eq!(pong, "PONG");
 }

@@ -39,7 +39,7 @@ pub async fn run(shared: Arc<Shared>) {
                 Ok(fired) => {
                     for (name, f) in fired {
                         if let Fired::Enqueued { seq, tick_ms } = f {
-                            tracing::info!(task = %format!("{queue}:{seq}"), schedule = %name, tick = %crate::parse::format_ms(tick_ms), "periodic task enqueued");
+                            tracing::info!(task = %format!("{queue}:{seq}"), schedule = %crate::text::escape_control(&name, false), tick = %crate::parse::format_ms(tick_ms), "periodic task enqueued");
                         }
                     }
                 }
