@@ -156,7 +156,7 @@ fn a_periodic_tick_survives_an_error_while_looking_up_its_module() {
     let _: () = redis::cmd("ACL").arg("SETUSER").arg("queue-only").arg("on").arg(">pw").arg("~wasmq:{*").arg("+@all").query(&mut c).unwrap();
     let due_key = db().keys().queue(&queue("default")).schedule_due();
     rt().block_on(async {
-        let url = s.url().replacen("redis://", "redis://queue-only:pw@", 1);
+        let url = format!("redis://queue-only:pw@127.0.0.1:{}", s.port());
         let redis = wasmq::conn::Redis::open(wasmq::conn::RedisOptions::new(url)).unwrap();
         let mut conn = redis.connect().await.unwrap();
         let store = wasmq::store::ModuleStore::new(conn.clone(), db().keys().clone(), 1 << 20);
@@ -183,7 +183,7 @@ fn one_unwritable_queue_does_not_hold_back_the_results_of_another() {
     let a = w.enqueue("sleep", "", &["--queue", "a", "--timeout", "2s", "--max-attempts", "1"]);
     let b = w.enqueue("sleep", "", &["--queue", "b", "--timeout", "2s", "--max-attempts", "1"]);
     let mut wk = Wasmq::new(&s);
-    wk.url = s.url().replacen("redis://", "redis://w:pw@", 1);
+    wk.url = format!("redis://w:pw@127.0.0.1:{}", s.port());
     let worker = wk.spawn_worker(&["--queue", "a", "--queue", "b", "--concurrency", "2"]);
     for id in [&a, &b] {
         eventually(Duration::from_secs(20), || w.status(id).filter(|s| s["state"] == "active")).expect("never claimed");
