@@ -75,7 +75,7 @@ pub struct EnqueueArgs {
     pub max_input_size: u64,
 }
 
-fn read_limited(mut r: impl Read, max: u64, what: &str) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn read_limited(mut r: impl Read, max: u64, what: &str) -> anyhow::Result<Vec<u8>> {
     let mut buf = Vec::new();
     r.by_ref().take(max.saturating_add(1)).read_to_end(&mut buf).with_context(|| format!("cannot read {what}"))?;
     if buf.len() as u64 > max {
@@ -86,7 +86,7 @@ fn read_limited(mut r: impl Read, max: u64, what: &str) -> anyhow::Result<Vec<u8
 
 /// Splits a JSON-lines file into inputs, checking that every non-blank line is JSON; with each
 /// input, its line index (0-based) in the file.
-fn json_lines(text: &[u8], source: &str) -> anyhow::Result<(Vec<Vec<u8>>, Vec<usize>)> {
+pub(crate) fn json_lines(text: &[u8], source: &str) -> anyhow::Result<(Vec<Vec<u8>>, Vec<usize>)> {
     let mut out = Vec::new();
     let mut lines = Vec::new();
     for (i, line) in text.split(|b| *b == b'\n').enumerate() {

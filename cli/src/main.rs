@@ -4,6 +4,7 @@
 mod bench;
 mod demo;
 mod enqueue;
+mod flow;
 mod module;
 mod queue;
 mod results;
@@ -133,7 +134,9 @@ pub enum Command {
     Enqueue(enqueue::EnqueueArgs),
     /// Run an executor host: claim tasks, run them sandboxed, write their results.
     Worker(worker::WorkerArgs),
-    /// Show a task's state and result.
+    /// Map-reduce: one task per input line and, with --reduce, reducers over their outputs.
+    Map(flow::MapArgs),
+    /// Show a task's (or a flow's) state and result.
     Status(results::StatusArgs),
     /// Print a task's output bytes exactly (exit code tells how it ended).
     Result(results::ResultArgs),
@@ -277,6 +280,7 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::Module(c) => module::run(g, c).await,
         Command::Enqueue(a) => enqueue::run(g, a).await,
         Command::Worker(a) => worker::run(g, a).await,
+        Command::Map(a) => flow::map(g, a).await,
         Command::Status(a) => results::status(g, a).await,
         Command::Result(a) => results::result(g, a).await,
         Command::Cancel(a) => results::cancel(g, a).await,

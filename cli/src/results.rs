@@ -59,7 +59,7 @@ fn unknown(id: &TaskId) -> u8 {
 
 pub async fn status(g: &Global, a: StatusArgs) -> Outcome {
     let client = g.client().await?;
-    let Some(r) = client.status(&a.id).await? else { return Ok(unknown(&a.id)) };
+    let Some(r) = client.status(&a.id).await? else { return super::flow::status(&client, &a.id, a.json).await };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
@@ -143,6 +143,9 @@ fn describe(r: &TaskRecord) -> String {
 
 pub async fn result(g: &Global, a: ResultArgs) -> Outcome {
     let client = g.client().await?;
+    if client.status(&a.id).await?.is_none() && client.flow(&a.id).await?.is_some() {
+        return super::flow::finish(&client, &a.id, a.wait, a.timeout).await;
+    }
     let record = if a.wait { client.wait(&a.id, a.timeout).await? } else { client.status(&a.id).await? };
     let Some(r) = record else { return Ok(unknown(&a.id)) };
     match r.state {
@@ -181,6 +184,6 @@ pub async fn cancel(g: &Global, a: CancelArgs) -> Outcome {
             eprintln!("error: task {} already finished ({s})", a.id);
             Ok(exit::ERROR)
         }
-        CancelOutcome::Unknown => Ok(unknown(&a.id)),
+        CancelOutcome::Unknown => super::flow::cancel(&client, &a.id).await,
     }
 }

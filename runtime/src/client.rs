@@ -21,8 +21,8 @@ use crate::conn::{Conn, ConnError, Redis, RedisOptions};
 use crate::parse::{self, ParseError};
 use crate::queue::task::field;
 use crate::queue::{
-    CancelOutcome, Db, Due, MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, NewTask, NewTasks, ParentFailure, Policy, QueueError, QueueName, QueueStats, Retention,
-    RetrySelection, TaskId, TaskRecord, TaskState, WaitRegistration, WsjfSettings,
+    CancelOutcome, CancelReason, Db, Due, FlowRecord, MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, NewTask, NewTasks, ParentFailure, Policy, QueueError,
+    QueueName, QueueStats, Retention, RetrySelection, TaskId, TaskRecord, TaskState, WaitRegistration, WsjfSettings,
 };
 use crate::store::{DEFAULT_MAX_MODULE_SIZE, ModuleStore, StoreError};
 
@@ -324,11 +324,17 @@ impl Client {
     /// confirmed (fsynced or replicated) on the connection that made it, or the error says the
     /// task was enqueued without that confirmation.
     pub async fn enqueue(&self, module: &str, input: &[u8], o: &EnqueueOptions) -> Result<Enqueued, ClientError> {
+        self.enqueue_with(module, input, o, &[]).await
+    }
+
+    /// `enqueue` with further task fields (a flow's members carry their flow).
+    async fn enqueue_with(&self, module: &str, input: &[u8], o: &EnqueueOptions, extra: &[(&'static str, Vec<u8>)]) -> Result<Enqueued, ClientError> {
         Self::validate_options(o)?;
         self.check_input(input)?;
         let sha = self.store.resolve(module).await?;
         self.register_queue(&o.queue).await?;
         let mut fields = Self::option_fields(o);
+        fields.extend_from_slice(extra);
         if !input.is_empty() {
             fields.push((field::INPUT, input.to_vec()));
         }
@@ -437,11 +443,22 @@ impl Client {
     /// tasks that were queued (in input order) and the inputs that were not; nothing more is sent
     /// after a round trip with a failure.
     pub async fn enqueue_bulk(&self, module: &str, inputs: &[Vec<u8>], o: &EnqueueOptions) -> Result<Vec<Enqueued>, ClientError> {
+        self.enqueue_bulk_with(module, inputs, o, &[]).await
+    }
+
+    /// `enqueue_bulk` with further task fields shared by every task.
+    async fn enqueue_bulk_with(
+        &self,
+        module: &str,
+        inputs: &[Vec<u8>],
+        o: &EnqueueOptions,
+        extra: &[(&'static str, Vec<u8>)],
+    ) -> Result<Vec<Enqueued>, ClientError> {
         Self::validate_options(o)?;
         if o.unique_key.is_some() || !o.after.is_empty() {
             return match inputs {
                 [] => Ok(Vec::new()),
-                [one] => Ok(vec![self.enqueue(module, one, o).await?]),
+                [one] => Ok(vec![self.enqueue_with(module, one, o, extra).await?]),
                 _ => Err(ClientError::Invalid("a unique key or parents cannot be shared by several tasks of one bulk enqueue".into())),
             };
         }
@@ -450,7 +467,9 @@ impl Client {
         }
         let sha = self.store.resolve(module).await?;
         self.register_queue(&o.queue).await?;
-        let tasks = NewTasks { module: &sha, priority: o.priority, due: Self::due(o), shared: Self::option_fields(o) };
+        let mut shared = Self::option_fields(o);
+        shared.extend_from_slice(extra);
+        let tasks = NewTasks { module: &sha, priority: o.priority, due: Self::due(o), shared };
         let mut durable_guard = if o.durable { Some(self.durable_conn(&o.queue).await?) } else { None };
         let mut shared_conn = self.conn.clone();
         let mut out = Vec::with_capacity(inputs.len());
@@ -579,7 +598,7 @@ impl Client {
 
     /// Cancels a task: removed at once if it waits, stopped by its worker if it runs.
     pub async fn cancel(&self, id: &TaskId) -> Result<CancelOutcome, ClientError> {
-        Ok(self.db.cancel(&mut self.conn.clone(), id, self.retention).await?)
+        Ok(self.db.cancel(&mut self.conn.clone(), id, self.retention, CancelReason::Requested).await?)
     }
 
     /// Every queue that ever had a task, sorted.
@@ -675,6 +694,164 @@ impl Client {
     /// Tasks pending in a queue.
     pub async fn pending_count(&self, q: &QueueName) -> Result<u64, ClientError> {
         Ok(self.db.pending_count(&mut self.conn.clone(), q).await?)
+    }
+}
+
+/// A flow's members' outputs or its reducer's, as `result FLOW` prints them.
+pub enum FlowOutput {
+    /// The last reducer's output, as it wrote it.
+    Reduced(Vec<u8>),
+    /// Without a reducer: the children's outputs in input order, as a JSON array.
+    Children(Vec<u8>),
+}
+
+impl Client {
+    /// Map-reduce: one child task of `module` per input, and with `reduce`, a tree of reducer
+    /// tasks over their outputs: reducers over at most `fan_in` outputs each, then reducers over
+    /// reducers, up to one (a reducer must therefore accept its own output type among its
+    /// inputs). Returns the flow's id. The flow is created `building`, its members enqueued,
+    /// then sealed; if enqueueing fails part-way, everything created is cancelled and the error
+    /// returned (no flow to follow).
+    pub async fn map(
+        &self,
+        module: &str,
+        inputs: &[Vec<u8>],
+        reduce: Option<&str>,
+        fan_in: usize,
+        on_child_failure: ParentFailure,
+        o: &EnqueueOptions,
+    ) -> Result<TaskId, ClientError> {
+        Self::validate_options(o)?;
+        if inputs.is_empty() {
+            return Err(ClientError::Invalid("a map needs at least one input".into()));
+        }
+        if fan_in < 2 {
+            return Err(ClientError::Invalid("the reduce fan-in must be at least 2".into()));
+        }
+        if !o.after.is_empty() || o.unique_key.is_some() || o.input_from_after {
+            return Err(ClientError::Invalid("a map's children take no --after, --unique-key or --input-from-after".into()));
+        }
+        // Resolve both modules first: a typo fails before anything is created.
+        self.store.resolve(module).await?;
+        if let Some(r) = reduce {
+            self.store.resolve(r).await?;
+        }
+        let mut conn = self.conn.clone();
+        let n = self.db.create_flow(&mut conn, &o.queue, inputs.len() as u64, on_child_failure).await?;
+        let flow = TaskId::new(o.queue.clone(), n);
+        match self.build_flow(&flow, module, inputs, reduce, fan_in, on_child_failure, o).await {
+            Ok(root) => {
+                self.db.seal_flow(&mut conn, &o.queue, n, root).await?;
+                Ok(flow)
+            }
+            Err(e) => {
+                // Whatever was created goes: the caller has no flow to follow.
+                let _ = self.cancel_flow(&flow).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Enqueues a flow's children and reducers; returns the root reducer's seq (0 for none).
+    #[allow(clippy::too_many_arguments)]
+    async fn build_flow(
+        &self,
+        flow: &TaskId,
+        module: &str,
+        inputs: &[Vec<u8>],
+        reduce: Option<&str>,
+        fan_in: usize,
+        policy: ParentFailure,
+        o: &EnqueueOptions,
+    ) -> Result<u64, ClientError> {
+        let mut conn = self.conn.clone();
+        let member = [(field::FLOW, flow.seq.to_string().into_bytes())];
+        let children = match self.enqueue_bulk_with(module, inputs, o, &member).await {
+            Ok(c) => c,
+            Err(ClientError::Partial { enqueued, source, .. }) => {
+                let seqs: Vec<u64> = enqueued.iter().map(|t| t.seq).collect();
+                self.db.add_flow_members(&mut conn, &flow.queue, flow.seq, false, &seqs).await?;
+                return Err(*source);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut level: Vec<u64> = children.iter().map(|e| e.id.seq).collect();
+        self.db.add_flow_members(&mut conn, &flow.queue, flow.seq, false, &level).await?;
+        let Some(reducer) = reduce else { return Ok(0) };
+        loop {
+            let mut next = Vec::with_capacity(level.len().div_ceil(fan_in));
+            for group in level.chunks(fan_in) {
+                let ro = EnqueueOptions {
+                    after: group.iter().map(|s| TaskId::new(flow.queue.clone(), *s)).collect(),
+                    on_parent_failure: policy,
+                    input_from_after: true,
+                    ..o.clone()
+                };
+                let r = self.enqueue_with(reducer, b"", &ro, &member).await?;
+                self.db.add_flow_members(&mut conn, &flow.queue, flow.seq, true, &[r.id.seq]).await?;
+                next.push(r.id.seq);
+            }
+            if next.len() == 1 {
+                return Ok(next[0]);
+            }
+            level = next;
+        }
+    }
+
+    /// A flow, or None when `id` names no flow.
+    pub async fn flow(&self, id: &TaskId) -> Result<Option<FlowRecord>, ClientError> {
+        Ok(self.db.flow(&mut self.conn.clone(), id).await?)
+    }
+
+    /// The dead members of a flow with their last error, at most `limit`.
+    pub async fn flow_dead(&self, id: &TaskId, limit: usize) -> Result<Vec<(TaskId, String, String)>, ClientError> {
+        Ok(self.db.flow_dead(&mut self.conn.clone(), id, limit).await?)
+    }
+
+    /// Cancels every unfinished member of a flow (`cancel_reason` `flow_cancelled`); returns how
+    /// many were cancelled at once and how many running ones were asked to stop.
+    pub async fn cancel_flow(&self, id: &TaskId) -> Result<(u64, u64), ClientError> {
+        let mut conn = self.conn.clone();
+        self.db.mark_flow_cancelled(&mut conn, &id.queue, id.seq).await?;
+        let (children, reducers) = self.db.flow_members(&mut conn, id).await?;
+        let (mut cancelled, mut stopping) = (0, 0);
+        // Reducers first: cancelling children would cancel their blocked reducers anyway.
+        for seq in reducers.into_iter().rev().chain(children) {
+            match self.db.cancel(&mut conn, &TaskId::new(id.queue.clone(), seq), self.retention, CancelReason::FlowCancelled).await? {
+                CancelOutcome::Cancelled => cancelled += 1,
+                CancelOutcome::Requested => stopping += 1,
+                _ => {}
+            }
+        }
+        Ok((cancelled, stopping))
+    }
+
+    /// Waits up to `timeout` for a flow to finish (polling its counters, a few commands a
+    /// second); `progress` is called with the flow after each look.
+    pub async fn wait_flow(&self, id: &TaskId, timeout: Duration, mut progress: impl FnMut(&FlowRecord)) -> Result<Option<FlowRecord>, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let Some(f) = self.flow(id).await? else { return Ok(None) };
+            progress(&f);
+            if f.state.is_finished() || tokio::time::Instant::now() >= deadline {
+                return Ok(Some(f));
+            }
+            tokio::time::sleep(Duration::from_millis(200).min(deadline - tokio::time::Instant::now())).await;
+        }
+    }
+
+    /// The result of a succeeded flow.
+    pub async fn flow_output(&self, f: &FlowRecord) -> Result<FlowOutput, ClientError> {
+        let id = TaskId::parse(&f.id)?;
+        if let Some(root) = &f.root {
+            let r = self.status(&TaskId::parse(root)?).await?;
+            return Ok(FlowOutput::Reduced(r.and_then(|r| r.output_raw).unwrap_or_default()));
+        }
+        let mut conn = self.conn.clone();
+        let (children, _) = self.db.flow_members(&mut conn, &id).await?;
+        let outputs = self.db.outputs(&mut conn, &id.queue, &children).await?;
+        let items: Vec<serde_json::Value> = outputs.iter().map(|o| o.as_deref().map_or(serde_json::Value::Null, crate::queue::task::embed_output)).collect();
+        Ok(FlowOutput::Children(serde_json::to_vec(&items).expect("JSON values serialise")))
     }
 }
 

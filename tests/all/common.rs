@@ -81,6 +81,12 @@ impl Wasmq {
         String::from_utf8(out.stdout).expect("utf-8 stdout")
     }
 
+    /// Runs `wasmq ARGS`, whatever its exit code; returns stdout as text (for commands whose
+    /// code tells a state, like `status`).
+    pub fn ok_any(&self, args: &[&str]) -> String {
+        String::from_utf8(self.run(args).stdout).expect("utf-8 stdout")
+    }
+
     /// Pushes a module file under a name; returns its hash.
     pub fn push(&self, file: &Path, name: &str) -> String {
         let out = self.ok(&["module", "push", file.to_str().unwrap(), "--name", name]);

@@ -146,3 +146,93 @@ fn retention_keeps_a_parent_until_its_dependents_finished() {
     w.enqueue("echo", "x", &[]);
     eventually(Duration::from_secs(30), || w.status(&parent).is_none().then_some(())).expect("the parent outlived its retention");
 }
+
+fn map_inputs(lines: &[&str]) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    for l in lines {
+        use std::io::Write;
+        writeln!(f, "{l}").unwrap();
+    }
+    f
+}
+
+/// `wasmq map`: a flow of children, with no reducer (the result is the JSON array of their
+/// outputs in input order), a flat reducer, and a reduction tree (reducers over reducers).
+#[test]
+fn map_with_and_without_reduce() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&fixture("echo.wat"), "echo");
+    let file = map_inputs(&["1", "\"two\"", "{\"n\": 3}", "[4]", "5", "6", "7"]);
+    let path = file.path().to_str().unwrap();
+    let _worker = w.spawn_worker(&[]);
+    let plain = w.ok(&["map", "echo", "--inputs-file", path, "--wait"]);
+    assert_eq!(plain, r#"[1,"two",{"n":3},[4],5,6,7]"#);
+    let flat = w.ok(&["map", "echo", "--inputs-file", path, "--reduce", "echo", "--wait"]);
+    assert_eq!(flat, r#"[1,"two",{"n":3},[4],5,6,7]"#);
+    // Fan-in 2: 4 reducers over the children, 2 over those, 1 root.
+    let flow = w.ok(&["map", "echo", "--inputs-file", path, "--reduce", "echo", "--reduce-fan-in", "2"]).trim().to_string();
+    assert_eq!(w.run(&["result", &flow, "--wait", "--timeout", "30s"]).status.code(), Some(0));
+    assert_eq!(w.ok(&["result", &flow]), r#"[[[1,"two"],[{"n":3},[4]]],[[5,6],[7]]]"#);
+    let st: serde_json::Value = serde_json::from_str(&w.ok(&["status", &flow, "--json"])).unwrap();
+    assert_eq!((st["state"].as_str(), st["children"].as_u64(), st["reducers"].as_u64()), (Some("succeeded"), Some(7), Some(7)), "{st}");
+    assert_eq!(st["succeeded"], 14);
+    assert!(w.ok(&["status", &flow]).contains("14 succeeded"));
+}
+
+/// A dead child under each policy: `block` fails the flow (exit 5, the dead child listed),
+/// `cancel` fails it and cancels the reducer, `ignore` gives the reducer null in its place.
+#[test]
+fn a_dead_child_under_each_policy() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&crate::common::example(wasmq_testkit::examples::WasmTarget::P1, "wordcount"), "wordcount");
+    w.push(&fixture("echo.wat"), "echo");
+    let file = map_inputs(&[r#"{"text": "a b", "top": 1}"#, r#"{"not": "wordcount input"}"#]);
+    let path = file.path().to_str().unwrap();
+    let _worker = w.spawn_worker(&["--max-attempts", "1"]);
+    let flows: Vec<(String, String)> = ["block", "cancel", "ignore"]
+        .iter()
+        .map(|p| (p.to_string(), w.ok(&["map", "wordcount", "--inputs-file", path, "--reduce", "echo", "--on-child-failure", p]).trim().to_string()))
+        .collect();
+    for (policy, flow) in &flows {
+        let out = w.run(&["result", flow, "--wait", "--timeout", "30s"]);
+        let st: serde_json::Value = serde_json::from_str(&w.ok_any(&["status", flow, "--json"])).unwrap();
+        match policy.as_str() {
+            "ignore" => {
+                assert_eq!(out.status.code(), Some(0), "{st}");
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                assert_eq!(v[0]["total_words"], 2);
+                assert!(v[1].is_null(), "{v}");
+            }
+            _ => {
+                assert_eq!(out.status.code(), Some(5), "{policy}: {st}");
+                assert_eq!(st["state"], "failed");
+                assert_eq!(st["dead_tasks"].as_array().unwrap().len(), 1, "{st}");
+                let root = st["root"].as_str().unwrap();
+                let r = w.status(root).unwrap();
+                let expected = if policy == "block" { ("blocked", None) } else { ("cancelled", Some("parent_dead")) };
+                assert_eq!((r["state"].as_str().unwrap(), r["cancel_reason"].as_str()), expected, "{policy}: {r}");
+            }
+        }
+    }
+}
+
+/// `cancel FLOW` cancels everything not finished (`flow_cancelled`); the flow ends cancelled.
+#[test]
+fn cancelling_a_flow() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&fixture("echo.wat"), "echo");
+    w.ok(&["queue", "pause", "default"]);
+    let file = map_inputs(&["1", "2", "3"]);
+    let flow = w.ok(&["map", "echo", "--inputs-file", file.path().to_str().unwrap(), "--reduce", "echo"]).trim().to_string();
+    assert_eq!(w.run(&["result", &flow]).status.code(), Some(4));
+    assert!(w.ok(&["cancel", &flow]).contains("4 task(s) cancelled"));
+    assert_eq!(w.run(&["result", &flow]).status.code(), Some(6));
+    let st: serde_json::Value = serde_json::from_str(&w.ok_any(&["status", &flow, "--json"])).unwrap();
+    assert_eq!(st["state"], "cancelled");
+    let child = format!("default:{}", flow.rsplit(':').next().unwrap().parse::<u64>().unwrap() + 1);
+    assert_eq!(w.status(&child).unwrap()["cancel_reason"], "flow_cancelled");
+    assert_eq!(w.run(&["cancel", &flow]).status.code(), Some(1), "a finished flow cancelled twice");
+}

@@ -11,6 +11,7 @@
 //! CLI, the benchmarks and the tests call its functions and never build keys or scripts
 //! themselves.
 
+mod flow;
 pub mod ids;
 pub mod keys;
 pub mod policy;
@@ -22,12 +23,13 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 
+pub use flow::{FlowRecord, FlowState};
 pub use ids::{DEFAULT_QUEUE, MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, QueueName, TaskId};
 pub use keys::Keys;
 pub use policy::{DEFAULT_RETENTION_AGE, DEFAULT_RETENTION_COUNT, Policy, Retention, WsjfSettings};
 pub use scripts::{
-    Action, AttemptFailure, CancelOutcome, ClaimBatch, ClaimRequest, ClaimedTask, Completion, Due, EnqueueReply, FireReply, HeartbeatReply, HeldLease, NewTask,
-    NewTasks, ParentFailure, ReapReply, ReapRequest, RetryReply, RetrySelection, Tick, WaitRegistration,
+    Action, AttemptFailure, CancelOutcome, CancelReason, ClaimBatch, ClaimRequest, ClaimedTask, Completion, Due, EnqueueReply, FireReply, HeartbeatReply,
+    HeldLease, NewTask, NewTasks, ParentFailure, ReapReply, ReapRequest, RetryReply, RetrySelection, Tick, WaitRegistration,
 };
 pub use task::{Fields, TaskRecord, TaskSpec, TaskState};
 

@@ -37,6 +37,7 @@ script!(RETRY_DEAD, "retry_dead.lua");
 script!(PURGE, "purge.lua");
 script!(SCHEDULE_FIRE, "schedule_fire.lua");
 script!(REPOLICY, "repolicy.lua");
+script!(SEAL_FLOW, "seal_flow.lua");
 
 /// The KEYS of each script, in the order its header lists them.
 mod keys {
@@ -133,15 +134,18 @@ pub struct NewTask<'a> {
     pub on_parent_failure: ParentFailure,
 }
 
-/// What a dead parent does to its dependent (`--on-parent-failure`). A cancelled parent always
-/// cancels its dependents.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What a dead parent does to its dependent (`--on-parent-failure`, `--on-child-failure`). A
+/// cancelled parent always cancels its dependents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ParentFailure {
     /// The dependent stays blocked; `dead retry` of the parent lets it continue.
     #[default]
     Block,
     /// The dependent is cancelled at once (`cancel_reason` `parent_dead`).
     Cancel,
+    /// The dependent goes on without the parent: `null` in its place among the parents' outputs.
+    Ignore,
 }
 
 impl ParentFailure {
@@ -149,6 +153,7 @@ impl ParentFailure {
         match self {
             Self::Block => "block",
             Self::Cancel => "cancel",
+            Self::Ignore => "ignore",
         }
     }
 }
@@ -159,7 +164,8 @@ impl std::str::FromStr for ParentFailure {
         match s {
             "block" => Ok(Self::Block),
             "cancel" => Ok(Self::Cancel),
-            _ => Err(format!("unknown parent-failure policy {s:?}: use block or cancel")),
+            "ignore" => Ok(Self::Ignore),
+            _ => Err(format!("unknown failure policy {s:?}: use block, cancel or ignore")),
         }
     }
 }
@@ -517,6 +523,24 @@ pub enum CancelOutcome {
     Unknown,
 }
 
+/// Why a task is cancelled (`cancel_reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelReason {
+    /// `wasmq cancel`.
+    Requested,
+    /// `wasmq cancel FLOW`: every unfinished member of the flow.
+    FlowCancelled,
+}
+
+impl CancelReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requested => "requested",
+            Self::FlowCancelled => "flow_cancelled",
+        }
+    }
+}
+
 /// What registering a `result --wait` client found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WaitRegistration {
@@ -527,10 +551,10 @@ pub enum WaitRegistration {
 }
 
 impl Db {
-    /// `cancel.lua`.
-    pub async fn cancel(&self, conn: &mut Conn, id: &TaskId, retention: Retention) -> redis::RedisResult<CancelOutcome> {
+    /// `cancel.lua`: cancels one task for `reason` (`requested`, `flow_cancelled`, ...).
+    pub async fn cancel(&self, conn: &mut Conn, id: &TaskId, retention: Retention, reason: CancelReason) -> redis::RedisResult<CancelOutcome> {
         let mut inv = self.invocation(&CANCEL, &id.queue, keys::cancel(&self.keys.queue(&id.queue)));
-        inv.arg(retention.arg()).arg(id.seq);
+        inv.arg(retention.arg()).arg(id.seq).arg(reason.as_str());
         let (state, what): (String, String) = inv.invoke_async(conn).await?;
         Ok(match what.as_str() {
             "cancelled" => CancelOutcome::Cancelled,
@@ -614,6 +638,19 @@ impl Db {
     /// `repolicy.lua`: moves the pending tasks of `q` into its (new) policy's structure.
     pub async fn repolicy(&self, conn: &mut Conn, q: &QueueName) -> redis::RedisResult<u64> {
         self.invocation(&REPOLICY, q, keys::repolicy(&self.keys.queue(q))).invoke_async(conn).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// seal_flow.lua
+
+impl Db {
+    /// `seal_flow.lua`: opens a built flow with `root` its last reducer (0: none); returns the
+    /// flow's state then.
+    pub async fn seal_flow(&self, conn: &mut Conn, q: &QueueName, n: u64, root: u64) -> redis::RedisResult<String> {
+        let mut inv = self.invocation(&SEAL_FLOW, q, [self.flow_key(q, n)]);
+        inv.arg(root);
+        inv.invoke_async(conn).await
     }
 }
 
@@ -740,11 +777,12 @@ mod tests {
         expect(include_str!("lua/complete.lua"), &["retention", "worker"]);
         expect(include_str!("lua/heartbeat.lua"), &["lease_ms"]);
         expect(include_str!("lua/reap.lua"), &["retention", "limit", "max_attempts_default", "max_stalls"]);
-        expect(include_str!("lua/cancel.lua"), &["retention", "seq"]);
+        expect(include_str!("lua/cancel.lua"), &["retention", "seq", "reason"]);
         expect(include_str!("lua/retry_dead.lua"), &["limit", "skip"]);
         expect(include_str!("lua/purge.lua"), &["older_ms", "limit"]);
         expect(include_str!("lua/schedule_fire.lua"), &["name", "expected", "next", "fire", "module", "priority"]);
         expect(include_str!("lua/repolicy.lua"), &[]);
         expect(include_str!("lua/wait.lua"), &[]);
+        expect(include_str!("lua/seal_flow.lua"), &["root"]);
     }
 }

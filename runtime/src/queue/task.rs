@@ -52,6 +52,8 @@ pub mod field {
     pub const WAITING: &str = "waiting";
     /// `cancel` when a dead parent cancels the task (default: it stays blocked).
     pub const ON_PARENT_FAILURE: &str = "on_parent_failure";
+    /// The flow (`wasmq map`) the task belongs to: the flow's number in the task's queue.
+    pub const FLOW: &str = "flow";
     /// `1`: the input is the JSON array of the parents' outputs, built by the worker.
     pub const INPUT_FROM_AFTER: &str = "input_from_after";
     pub const DURATION_US: &str = "duration_us";

@@ -14,11 +14,12 @@
 -- ARGV[2] clock      clock offset ms (0 outside tests)
 -- ARGV[3] retention  the caller's default retention (see lib.lua `retention`)
 -- ARGV[4] seq        the task
+-- ARGV[5] reason     requested | flow_cancelled | drained: the task's `cancel_reason`
 -- Returns {state before, what happened}: what is 'cancelled', 'cancelling', 'finished' or
 -- 'unknown' (state '').
 local K = {pending = KEYS[1], delayed = KEYS[2], cancelled = KEYS[3], stats = KEYS[4], modrefs = KEYS[5], meta = KEYS[6],
   signal = KEYS[7]}
-local seq = ARGV[4]
+local seq, reason = ARGV[4], ARGV[5]
 local tkey = task_key(seq)
 local state = redis.call('HGET', tkey, 'state')
 if not state then return {'', 'unknown'} end
@@ -31,11 +32,11 @@ if state == 'pending' or state == 'delayed' or state == 'blocked' then
     redis.call('ZREM', BASE .. 'blocked', seq)
   end
   local b = new_batch(K, ARGV[3])
-  finish(b, seq, tkey, 'cancelled', {'cancel_reason', 'requested'}, nil)
+  finish(b, seq, tkey, 'cancelled', {'cancel_reason', reason}, nil)
   flush(b)
   return {state, 'cancelled'}
 elseif state == 'active' then
-  redis.call('HSET', tkey, 'cancel', '1')
+  redis.call('HSET', tkey, 'cancel', reason)
   return {state, 'cancelling'}
 end
 return {state, 'finished'}

@@ -46,11 +46,11 @@ while i <= #ARGV do
   local tkey = task_key(seq)
   -- pcall: a task key overwritten with another type is refused (and dropped from `active`)
   -- instead of failing the script half-way through the batch.
-  local cur = redis.pcall('HMGET', tkey, 'state', 'lease', 'module', 'unique_key', 'waiters', 'error_kind', 'cancel', 'attempts', 'deps', 'after')
+  local cur = redis.pcall('HMGET', tkey, 'state', 'lease', 'module', 'unique_key', 'waiters', 'error_kind', 'cancel', 'attempts', 'deps', 'after', 'flow')
   local valid = type(cur) == 'table' and not cur.err
   if not valid then off_active[#off_active + 1] = seq end
   -- A cancel requested while the task ran wins over a retry or a hand-back.
-  if valid and cur[7] == '1' and (action == 'retry' or action == 'release') then action = 'cancelled' end
+  if valid and cur[7] and (action == 'retry' or action == 'release') then action = 'cancelled' end
   local known = finishing[action] or action == 'retry' or action == 'release'
   if not valid or not known or cur[1] ~= 'active' or cur[2] ~= token then
     results[#results + 1] = 0
@@ -77,9 +77,9 @@ while i <= #ARGV do
         end
       elseif action == 'cancelled' then
         fields[#fields + 1] = 'cancel_reason'
-        fields[#fields + 1] = 'requested'
+        fields[#fields + 1] = cancel_reason(cur[7])
       end
-      finish(b, seq, tkey, action, fields, {module = module, unique_key = cur[4], waiters = cur[5], deps = cur[9], after = cur[10]})
+      finish(b, seq, tkey, action, fields, {module = module, unique_key = cur[4], waiters = cur[5], deps = cur[9], after = cur[10], flow = cur[11]})
     elseif action == 'retry' then
       local due = NOW + delay
       fields[#fields + 1] = 'state'; fields[#fields + 1] = 'delayed'

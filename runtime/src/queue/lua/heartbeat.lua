@@ -34,7 +34,7 @@ for i = 4, #ARGV, 3 do
   else
     redis.call('ZADD', KEYS[1], 'XX', deadline, seq)
     if started ~= '0' and f[4] ~= token then redis.call('HSET', tkey, 'running', token, 'started', started) end
-    if f[3] == '1' then add(cancelled, seq, token) end
+    if f[3] then add(cancelled, seq, token) end
   end
 end
 return {cancelled, lost, finished}

@@ -195,6 +195,12 @@ local function append_error(tkey, attempt, kind, message, worker)
   if n > MAX_ERRORS then redis.call('HDEL', tkey, 'err:' .. (n - MAX_ERRORS)) end
 end
 
+-- The reason a task's `cancel` flag holds (older writers stored '1': a plain request).
+local function cancel_reason(flag)
+  if not flag or flag == '1' then return 'requested' end
+  return flag
+end
+
 -- Fields a task drops when it goes back to pending: they describe the claim that ended.
 local CLAIM_FIELDS = {'worker', 'started', 'claimed', 'running'}
 
@@ -315,10 +321,14 @@ local function resolve_dependents(b, seq, state)
       elseif state == 'dead' and f[2] == 'cancel' then
         redis.call('ZREM', BASE .. 'blocked', d)
         finish(b, d, dkey, 'cancelled', {'cancel_reason', 'parent_dead'}, nil)
+      elseif state == 'dead' and f[2] == 'ignore' then
+        -- The dependent runs without this parent (its output is null in the input).
+        if hincr(dkey, 'waiting', -1) <= 0 then unblock(b, d, dkey) end
       end
     end
   end
-  -- A dead parent keeps its dependents: `dead retry` of it lets them continue.
+  -- A dead parent keeps its dependents: `dead retry` of it lets them continue (those that
+  -- ignore it have gone on already).
   if state ~= 'dead' then
     redis.call('DEL', deps_key)
     redis.call('HDEL', task_key(seq), 'deps')
@@ -342,14 +352,36 @@ local function release_parents(after)
   end
 end
 
+-- Flows (`wasmq map`): a flow is a hash P:{Q}:flow:<n> (`state`: building, running, succeeded,
+-- failed, cancelled; `children`; `root`, the seq of its last reducer or 0; `policy` for a dead
+-- child: block, cancel or ignore) with counters of its members' ends. Each member has a field
+-- `flow`. The flow's state follows from its members' ends here, O(1) per finished member.
+local function flow_member_finished(flow, seq, state)
+  local fkey = BASE .. 'flow:' .. flow
+  local n = redis.call('HINCRBY', fkey, state, 1)
+  local f = redis.call('HMGET', fkey, 'state', 'children', 'root', 'policy', 'succeeded', 'dead')
+  if f[1] == 'cancelled' or f[1] == 'succeeded' then return end
+  local root = tonumber(f[3]) or 0
+  if state == 'dead' and f[4] ~= 'ignore' then
+    redis.call('HSET', fkey, 'state', 'failed')
+  elseif root > 0 and tostring(root) == tostring(seq) then
+    if state == 'succeeded' then redis.call('HSET', fkey, 'state', 'succeeded', 'finished', NOW_S)
+    elseif state == 'cancelled' and f[1] ~= 'failed' then redis.call('HSET', fkey, 'state', 'cancelled', 'finished', NOW_S) end
+  elseif root == 0 and f[1] == 'running' then
+    local done = (tonumber(f[5]) or 0) + ((f[4] == 'ignore') and (tonumber(f[6]) or 0) or 0)
+    if done >= (tonumber(f[2]) or 0) then redis.call('HSET', fkey, 'state', 'succeeded', 'finished', NOW_S) end
+  end
+  return n
+end
+
 -- Moves a task into a finished state (succeeded, dead or cancelled), writing `fields` (a flat
 -- name, value list, may be empty) with it. `cur` holds what the caller read of the task (module,
 -- unique_key, waiters, deps, after), or nil to read it here. Dependents are resolved at once,
 -- in the same batch.
 finish = function(b, seq, tkey, state, fields, cur)
   if not cur then
-    local f = redis.call('HMGET', tkey, 'module', 'unique_key', 'waiters', 'deps', 'after')
-    cur = {module = f[1], unique_key = f[2], waiters = f[3], deps = f[4], after = f[5]}
+    local f = redis.call('HMGET', tkey, 'module', 'unique_key', 'waiters', 'deps', 'after', 'flow')
+    cur = {module = f[1], unique_key = f[2], waiters = f[3], deps = f[4], after = f[5], flow = f[6]}
   end
   fields[#fields + 1] = 'state'; fields[#fields + 1] = state
   fields[#fields + 1] = 'finished'; fields[#fields + 1] = NOW_S
@@ -362,6 +394,7 @@ finish = function(b, seq, tkey, state, fields, cur)
   if cur.unique_key then release_unique(seq, cur.unique_key) end
   if cur.waiters then notify_waiters(seq, tkey) end
   if cur.after then release_parents(cur.after) end
+  if cur.flow then flow_member_finished(cur.flow, seq, state) end
   if cur.deps then resolve_dependents(b, seq, state) end
   count(b, state, 1)
 end
@@ -387,7 +420,8 @@ end
 --   due      Unix ms when the task becomes ready (<= NOW: at once)
 --   unique   unique key or '' (unique_ms: how long it may be held; 0 = until the task ends)
 --   extra    further task fields as a flat name, value list
---   deps     nil, or {after = 'seq,seq', policy = 'block' | 'cancel'}: parents in this queue
+--   deps     nil, or {after = 'seq,seq', policy = 'block' | 'cancel' | 'ignore'}: parents in this
+--            queue
 -- Returns seq, is_new (0 when an unfinished task holds the unique key: its seq is returned), or
 -- an error reply `UNKNOWNPARENT <seq>` (nothing written) when a parent does not exist.
 local function add_task(K, due, module, prio, unique, unique_ms, extra, deps)
@@ -412,7 +446,7 @@ local function add_task(K, due, module, prio, unique, unique_ms, extra, deps)
       elseif st == 'dead' and deps.policy == 'cancel' and not ended then
         ended = 'parent_dead'
       end
-      if st ~= 'succeeded' then waiting = waiting + 1 end
+      if st ~= 'succeeded' and not (st == 'dead' and deps.policy == 'ignore') then waiting = waiting + 1 end
     end
   end
   local seq = redis.call('INCR', K.seq)
@@ -442,8 +476,8 @@ local function add_task(K, due, module, prio, unique, unique_ms, extra, deps)
   hincr(K.stats, 'enqueued', 1)
   if deps then
     fields[#fields + 1] = 'after'; fields[#fields + 1] = deps.after
-    if deps.policy == 'cancel' then
-      fields[#fields + 1] = 'on_parent_failure'; fields[#fields + 1] = 'cancel'
+    if deps.policy ~= 'block' then
+      fields[#fields + 1] = 'on_parent_failure'; fields[#fields + 1] = deps.policy
     end
     if ended then
       -- A parent already ended so that this task never can run: it is cancelled at once.
@@ -456,7 +490,7 @@ local function add_task(K, due, module, prio, unique, unique_ms, extra, deps)
     for _, p in ipairs(parents) do
       local pkey = task_key(p.seq)
       hincr(pkey, 'open_deps', 1)
-      if p.state ~= 'succeeded' then
+      if p.state ~= 'succeeded' and not (p.state == 'dead' and deps.policy == 'ignore') then
         redis.call('SADD', BASE .. 'deps:' .. p.seq, seq)
         redis.call('HSET', pkey, 'deps', '1')
       end

@@ -58,8 +58,8 @@ for _, seq in ipairs(expired) do
         redis.call('HSET', tkey, 'error_kind', 'lease_expired', 'error', msg)
       end
     end
-    if f[5] == '1' then
-      finish(b, seq, tkey, 'cancelled', {'cancel_reason', 'requested'}, nil)
+    if f[5] then
+      finish(b, seq, tkey, 'cancelled', {'cancel_reason', cancel_reason(f[5])}, nil)
     elseif (ran and attempts >= max) or stalls >= max_stalls then
       finish(b, seq, tkey, 'dead', {}, nil)
       dead[#dead + 1] = tonumber(seq)

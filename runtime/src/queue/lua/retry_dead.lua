@@ -28,7 +28,7 @@ local pol = queue_policy(K.meta)
 local retried, blocked, gone = {}, {}, {}
 for _, seq in ipairs(seqs) do
   local tkey = task_key(seq)
-  local f = redis.pcall('HMGET', tkey, 'state', 'unique_key', 'module')
+  local f = redis.pcall('HMGET', tkey, 'state', 'unique_key', 'module', 'flow')
   if type(f) ~= 'table' or f.err or f[1] ~= 'dead' then
     -- Not a dead task (any more): its entry, if any, goes.
     redis.call('ZREM', K.dead, seq)
@@ -57,6 +57,13 @@ for _, seq in ipairs(seqs) do
       if f[3] then hincr(K.modrefs, f[3], 1) end
       back_to_pending(pol, K.pending, K.estimates, seq, false)
       retried[#retried + 1] = tonumber(seq)
+      if f[4] then
+        -- A flow that failed for this task runs again once it has no dead member left.
+        local fkey = BASE .. 'flow:' .. f[4]
+        if redis.call('HINCRBY', fkey, 'dead', -1) <= 0 and redis.call('HGET', fkey, 'state') == 'failed' then
+          redis.call('HSET', fkey, 'state', 'running')
+        end
+      end
     end
   end
 end

@@ -1,0 +1,21 @@
+-- seal_flow: opens a flow whose members are all enqueued: `building` becomes `running`, unless a
+-- member's end already decided its state (a dead child made it `failed`, say), and its root (last
+-- reducer) is recorded. A flow without reducers whose children all finished while it was being
+-- built is decided here.
+--
+-- KEYS[1] flow       P:{Q}:flow:<n>   (hash)
+-- ARGV[1] base       P:{Q}:
+-- ARGV[2] clock      clock offset ms (0 outside tests)
+-- ARGV[3] root       seq of the last reducer, 0 for none
+-- Returns the flow's state after sealing.
+local fkey = KEYS[1]
+redis.call('HSET', fkey, 'root', ARGV[3])
+local f = redis.call('HMGET', fkey, 'state', 'children', 'policy', 'succeeded', 'dead')
+if f[1] ~= 'building' then return f[1] end
+local done = (tonumber(f[4]) or 0) + ((f[3] == 'ignore') and (tonumber(f[5]) or 0) or 0)
+if tonumber(ARGV[3]) == 0 and done >= (tonumber(f[2]) or 0) then
+  redis.call('HSET', fkey, 'state', 'succeeded', 'finished', NOW_S)
+  return 'succeeded'
+end
+redis.call('HSET', fkey, 'state', 'running')
+return 'running'
