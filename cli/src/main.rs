@@ -10,6 +10,7 @@ mod queue;
 mod results;
 mod run;
 mod schedule;
+mod split;
 mod table;
 
 pub(crate) use table::Table;
@@ -132,6 +133,9 @@ pub enum Command {
     Module(module::ModuleCommand),
     /// Enqueue a task (or many, from a JSON-lines file) for a module given by name or hash.
     Enqueue(enqueue::EnqueueArgs),
+    /// Split text files into chunks cut at whitespace, one JSON line per chunk (`{"text": ...}`), for
+    /// `enqueue --inputs-file`. Needs no Redis.
+    Split(split::SplitArgs),
     /// Run an executor host: claim tasks, run them sandboxed, write their results.
     Worker(worker::WorkerArgs),
     /// Map-reduce: one task per input line and, with --reduce, reducers over their outputs.
@@ -279,6 +283,7 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::Run(a) => run::run(a).await,
         Command::Module(c) => module::run(g, c).await,
         Command::Enqueue(a) => enqueue::run(g, a).await,
+        Command::Split(a) => split::run(a),
         Command::Worker(a) => worker::run(g, a).await,
         Command::Map(a) => flow::map(g, a).await,
         Command::Status(a) => results::status(g, a).await,

@@ -16,3 +16,4 @@ mod run_cli;
 mod sandbox;
 mod scheduling;
 mod security;
+mod split;

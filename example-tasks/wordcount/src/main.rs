@@ -1,16 +1,13 @@
 //! wordcount: word frequencies of a text, for log and text analysis.
 //!
-//! Input `{"text": "...", "top": 10}`, output
-//! `{"total_words": N, "distinct_words": N, "top": [{"word": "the", "count": 12}, ...]}`.
-//! See README.md for the exact word rules.
+//! Input `{"text": "...", "top": 10, "counts": false}`, output
+//! `{"total_words": N, "distinct_words": N, "top": [{"word": "the", "count": 12}, ...]}`, plus
+//! `"counts": {"the": 12, ...}` with every word when `counts` is true. The word rules and the
+//! output type live in the library (src/lib.rs), which merge-counts shares. See README.md for the
+//! exact word rules.
 
-use std::cmp::Ordering;
-use std::collections::HashMap;
-
-use serde::{Deserialize, Serialize};
-
-/// How many words `top` lists when the input does not say.
-const DEFAULT_TOP: usize = 10;
+use serde::Deserialize;
+use wordcount::{DEFAULT_TOP, Output, count_words};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,86 +16,19 @@ struct Input {
     /// How many of the most frequent words to list; 0 lists none.
     #[serde(default = "default_top")]
     top: usize,
+    /// Also output every word with its count: what a reducer (merge-counts) needs to combine the
+    /// counts of many chunks exactly, which `top` alone cannot give.
+    #[serde(default)]
+    counts: bool,
 }
 
 fn default_top() -> usize {
     DEFAULT_TOP
 }
 
-#[derive(Debug, PartialEq, Serialize)]
-struct Output {
-    total_words: u64,
-    distinct_words: u64,
-    top: Vec<WordCount>,
-}
-
-#[derive(Debug, PartialEq, Serialize)]
-struct WordCount {
-    word: String,
-    count: u64,
-}
-
 #[wasmq_sdk::task]
 fn wordcount(input: Input) -> Output {
-    let counts = count_words(&input.text);
-    let total_words = counts.values().sum();
-    let distinct_words = counts.len() as u64;
-    Output { total_words, distinct_words, top: most_frequent(counts, input.top) }
-}
-
-/// Counts lowercased words.
-///
-/// A word is a run of alphanumeric characters (Unicode-aware); an apostrophe (`'` or
-/// `’`) between two alphanumerics stays part of the word, so "don't" is one word, while
-/// quotes around a word ('this') are not. `’` is stored as `'` so both spellings count
-/// as the same word.
-fn count_words(text: &str) -> HashMap<String, u64> {
-    let mut counts: HashMap<String, u64> = HashMap::new();
-    // One reused buffer: the map allocates a key only for a word's first occurrence.
-    let mut word = String::new();
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c.is_alphanumeric() {
-            word.extend(c.to_lowercase());
-            continue;
-        }
-        let inner_apostrophe = matches!(c, '\'' | '\u{2019}') && !word.is_empty() && chars.peek().is_some_and(|next| next.is_alphanumeric());
-        if inner_apostrophe {
-            word.push('\'');
-        } else if !word.is_empty() {
-            add(&mut counts, &word);
-            word.clear();
-        }
-    }
-    if !word.is_empty() {
-        add(&mut counts, &word);
-    }
-    counts
-}
-
-fn add(counts: &mut HashMap<String, u64>, word: &str) {
-    match counts.get_mut(word) {
-        Some(n) => *n += 1,
-        None => {
-            counts.insert(word.to_owned(), 1);
-        }
-    }
-}
-
-/// The `n` most frequent words, by count descending, then word ascending.
-fn most_frequent(counts: HashMap<String, u64>, n: usize) -> Vec<WordCount> {
-    let mut all: Vec<WordCount> = counts.into_iter().map(|(word, count)| WordCount { word, count }).collect();
-    let order = |a: &WordCount, b: &WordCount| -> Ordering { b.count.cmp(&a.count).then_with(|| a.word.cmp(&b.word)) };
-    // With many distinct words and a small `n`, selecting first avoids sorting them all.
-    if n < all.len() {
-        if n == 0 {
-            return Vec::new();
-        }
-        all.select_nth_unstable_by(n - 1, order);
-        all.truncate(n);
-    }
-    all.sort_unstable_by(order);
-    all
+    Output::summarize(count_words(&input.text), input.top, input.counts)
 }
 
 #[cfg(test)]
@@ -106,7 +36,11 @@ mod tests {
     use super::*;
 
     fn run(text: &str, top: usize) -> Output {
-        wordcount(Input { text: text.to_owned(), top })
+        wordcount(Input { text: text.to_owned(), top, counts: false })
+    }
+
+    fn run_with_counts(text: &str, top: usize) -> Output {
+        wordcount(Input { text: text.to_owned(), top, counts: true })
     }
 
     fn pairs(out: &Output) -> Vec<(&str, u64)> {
@@ -151,7 +85,7 @@ mod tests {
 
     #[test]
     fn empty_text_has_no_words() {
-        assert_eq!(run(" \n\t-- ", 5), Output { total_words: 0, distinct_words: 0, top: vec![] });
+        assert_eq!(run(" \n\t-- ", 5), Output { total_words: 0, distinct_words: 0, top: vec![], counts: None });
     }
 
     #[test]
@@ -172,8 +106,42 @@ mod tests {
     fn input_defaults_top_and_rejects_unknown_fields() {
         let input: Input = serde_json::from_str(r#"{"text": "a b"}"#).unwrap();
         assert_eq!(input.top, DEFAULT_TOP);
+        assert!(!input.counts);
         let err = serde_json::from_str::<Input>(r#"{"txt": "a b"}"#).unwrap_err();
         assert!(err.to_string().contains("unknown field `txt`"), "{err}");
+    }
+
+    #[test]
+    fn counts_lists_every_word_and_keeps_the_summary() {
+        let text = "b a c b a c d Don’t don't";
+        let with = run_with_counts(text, 2);
+        let without = run(text, 2);
+        let counts = with.counts.as_ref().expect("counts asked for");
+        let listed: Vec<(&str, u64)> = counts.iter().map(|(w, n)| (w.as_str(), *n)).collect();
+        assert_eq!(listed, [("a", 2), ("b", 2), ("c", 2), ("d", 1), ("don't", 2)]);
+        // Everything else is what it is without counts.
+        assert_eq!((with.total_words, with.distinct_words, &with.top), (without.total_words, without.distinct_words, &without.top));
+        assert_eq!(counts.values().sum::<u64>(), with.total_words);
+        assert_eq!(counts.len() as u64, with.distinct_words);
+    }
+
+    #[test]
+    fn counts_are_not_limited_by_top() {
+        let out = run_with_counts("one two two three three three", 0);
+        assert!(out.top.is_empty());
+        assert_eq!(out.counts.map(|c| c.len()), Some(3));
+        assert_eq!(run_with_counts("", 10).counts, Some(Default::default()));
+    }
+
+    #[test]
+    fn counts_field_is_in_the_json_only_when_asked_for() {
+        let input: Input = serde_json::from_str(r#"{"text": "to be or not to be", "top": 1, "counts": true}"#).unwrap();
+        let json = serde_json::to_string(&wordcount(input)).unwrap();
+        assert_eq!(json, r#"{"total_words":6,"distinct_words":4,"top":[{"word":"be","count":2}],"counts":{"be":2,"not":1,"or":1,"to":2}}"#);
+        for input in [r#"{"text": "to be"}"#, r#"{"text": "to be", "counts": false}"#] {
+            let json = serde_json::to_string(&wordcount(serde_json::from_str(input).unwrap())).unwrap();
+            assert!(!json.contains("counts"), "{input}: {json}");
+        }
     }
 
     #[test]
