@@ -130,7 +130,7 @@ async fn wait_with_progress(client: &Client, id: &TaskId, timeout: Duration) -> 
             if let Some(bar) = &bar {
                 bar.set_length(f.children + f.reducers);
                 bar.set_position(f.succeeded + f.dead + f.cancelled);
-                bar.set_message(format!("({} failed)", f.dead));
+                bar.set_message(format!("({} running, {} failed)", f.active, f.dead));
             }
         })
         .await?;
@@ -146,7 +146,8 @@ pub async fn status(client: &Client, id: &TaskId, json: bool) -> Outcome {
         eprintln!("error: unknown task or flow {id} (never enqueued, or its result expired)");
         return Ok(exit::UNKNOWN_TASK);
     };
-    let dead = client.flow_dead(id, 20).await?;
+    // Finding the dead reads every member: only when there are some.
+    let dead = if f.dead > 0 { client.flow_dead(id, 20).await? } else { Vec::new() };
     if json {
         let mut v = serde_json::to_value(&f)?;
         v["kind"] = "flow".into();
@@ -156,7 +157,15 @@ pub async fn status(client: &Client, id: &TaskId, json: bool) -> Outcome {
         println!("{:<12}{}", "flow", f.id);
         println!("{:<12}{}", "state", f.state.as_str());
         println!("{:<12}{} children, {} reducers; on a dead child: {}", "tasks", f.children, f.reducers, f.policy.as_str());
-        println!("{:<12}{} succeeded, {} dead, {} cancelled, {} unfinished", "progress", f.succeeded, f.dead, f.cancelled, f.unfinished());
+        println!(
+            "{:<12}{} succeeded, {} dead, {} cancelled, {} running, {} waiting",
+            "progress",
+            f.succeeded,
+            f.dead,
+            f.cancelled,
+            f.active,
+            f.unfinished().saturating_sub(f.active)
+        );
         if let Some(r) = &f.root {
             println!("{:<12}{r}", "reducer");
         }

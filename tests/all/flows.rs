@@ -236,3 +236,96 @@ fn cancelling_a_flow() {
     assert_eq!(w.status(&child).unwrap()["cancel_reason"], "flow_cancelled");
     assert_eq!(w.run(&["cancel", &flow]).status.code(), Some(1), "a finished flow cancelled twice");
 }
+
+/// A worker SIGKILLed while a flow is half done: its leases expire, another worker runs what it
+/// held, and the flow finishes with the result an undisturbed run gives, each child once.
+#[test]
+fn a_worker_killed_in_the_middle_of_a_flow() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&fixture("slow_echo.wat"), "slow");
+    w.push(&fixture("echo.wat"), "echo");
+    let inputs: Vec<String> = (1..=12).map(|i| i.to_string()).collect();
+    let file = map_inputs(&inputs.iter().map(String::as_str).collect::<Vec<_>>());
+    let flow = w.ok(&["map", "slow", "--inputs-file", file.path().to_str().unwrap(), "--reduce", "echo", "--reduce-fan-in", "4"]).trim().to_string();
+    let flow_status = || -> serde_json::Value { serde_json::from_str(&w.ok_any(&["status", &flow, "--json"])).unwrap() };
+    let mut first = w.spawn_worker(&["--concurrency", "2", "--lease", "2s"]);
+    let half = eventually(Duration::from_secs(30), || {
+        let st = flow_status();
+        (st["succeeded"].as_u64() >= Some(2) && st["active"].as_u64() >= Some(1)).then_some(st)
+    })
+    .expect("the flow never got going");
+    first.signal(crate::common::Signal::KILL);
+    assert_eq!(first.wait(Duration::from_secs(10)), None, "killed by a signal: no exit code");
+    let st = flow_status();
+    assert_eq!(st["state"], "running", "killed too late to be in the middle: {half} then {st}");
+    let _second = w.spawn_worker(&["--concurrency", "2"]);
+    assert_eq!(w.run(&["result", &flow, "--wait", "--timeout", "60s"]).status.code(), Some(0), "{}", flow_status());
+    assert_eq!(w.ok(&["result", &flow]), "[[1,2,3,4],[5,6,7,8],[9,10,11,12]]");
+    let st = flow_status();
+    assert_eq!((st["state"].as_str(), st["succeeded"].as_u64(), st["dead"].as_u64()), (Some("succeeded"), Some(16), Some(0)), "{st}");
+}
+
+/// `dead retry` of a dead child resumes a failed flow: the child runs again, the reducer after it.
+#[test]
+fn dead_retry_of_a_child_resumes_a_failed_flow() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    let dir = tempfile::tempdir().unwrap();
+    let nap = dir.path().join("nap.wat");
+    std::fs::write(&nap, std::fs::read_to_string(fixture("sleep.wat")).unwrap().replace("10000000000", "1500000000")).unwrap();
+    w.push(&nap, "nap");
+    w.push(&fixture("echo.wat"), "echo");
+    let file = map_inputs(&["1"]);
+    let flow = w
+        .ok(&["map", "nap", "--inputs-file", file.path().to_str().unwrap(), "--reduce", "echo", "--timeout", "500ms", "--max-attempts", "1"])
+        .trim()
+        .to_string();
+    let mut worker = w.spawn_worker(&["--exit-when-idle"]);
+    assert_eq!(worker.wait(Duration::from_secs(30)), Some(0));
+    assert_eq!(w.run(&["result", &flow]).status.code(), Some(5));
+    let st: serde_json::Value = serde_json::from_str(&w.ok_any(&["status", &flow, "--json"])).unwrap();
+    let child = st["dead_tasks"][0]["id"].as_str().unwrap_or_else(|| panic!("no dead child listed: {st}")).to_string();
+    let _: () =
+        redis::Commands::hset(&mut crate::common::redis_conn(&s), crate::common::task_key("default", child.rsplit(':').next().unwrap()), "timeout_ms", 10_000)
+            .unwrap();
+    w.ok(&["dead", "retry", &child]);
+    assert_eq!(w.run(&["result", &flow]).status.code(), Some(4), "a retried flow is running again");
+    let _worker = w.spawn_worker(&[]);
+    assert_eq!(w.run(&["result", &flow, "--wait", "--timeout", "30s"]).status.code(), Some(0));
+    assert_eq!(w.ok(&["result", &flow]), "[\"\"]");
+}
+
+/// The README's corpus analysis in two commands: `split` into chunks, `map` wordcount with a
+/// merge-counts reduction tree; the result equals one count of the whole corpus.
+#[test]
+fn a_corpus_split_then_mapped_and_merged() {
+    use wasmq_testkit::examples::WasmTarget;
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&crate::common::example(WasmTarget::P1, "wordcount"), "wordcount");
+    w.push(&crate::common::example(WasmTarget::P1, "merge-counts"), "merge-counts");
+    let dir = tempfile::tempdir().unwrap();
+    let mut corpus = String::new();
+    for i in 0..200 {
+        corpus.push_str(&format!("line {i}: the quick brown fox jumps over the lazy dog, Don't PANIC {}\n", i % 7));
+    }
+    std::fs::write(dir.path().join("a.txt"), &corpus[..corpus.len() / 2]).unwrap();
+    std::fs::write(dir.path().join("b.txt"), &corpus[corpus.len() / 2..]).unwrap();
+    let split = w.cmd().current_dir(dir.path()).args(["split", "a.txt", "b.txt", "--chunk-size", "1KiB", "--with", r#"{"counts": true}"#]).output().unwrap();
+    assert!(split.status.success(), "{}", String::from_utf8_lossy(&split.stderr));
+    let chunks = dir.path().join("chunks.jsonl");
+    std::fs::write(&chunks, &split.stdout).unwrap();
+    assert!(split.stdout.iter().filter(|b| **b == b'\n').count() > 10, "too few chunks to make a tree");
+    let _worker = w.spawn_worker(&[]);
+    let out = w.ok(&["map", "wordcount", "--inputs-file", chunks.to_str().unwrap(), "--reduce", "merge-counts", "--reduce-fan-in", "3", "--wait"]);
+    let merged: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // The two files are counted separately: a word cut at the file boundary is two words.
+    let whole = |text: &str| -> serde_json::Value {
+        let input = serde_json::json!({"text": text, "counts": true}).to_string();
+        serde_json::from_str(&w.ok(&["run", crate::common::example(WasmTarget::P1, "wordcount").to_str().unwrap(), "--input", &input])).unwrap()
+    };
+    let joined = format!("{}\n{}", &corpus[..corpus.len() / 2], &corpus[corpus.len() / 2..]);
+    assert_eq!(merged, whole(&joined));
+    assert_eq!(merged["counts"]["fox"], 200, "{merged}");
+}

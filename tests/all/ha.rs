@@ -208,6 +208,23 @@ impl Cluster {
         format!("redis+cluster://:{}@{}", self.nodes[0].password(), hosts.join(","))
     }
 
+    /// Queue names that land on each shard, one per shard.
+    fn queue_per_shard(&self) -> Vec<String> {
+        let mut queues: Vec<String> = Vec::new();
+        let mut shards = HashSet::new();
+        for i in 0..200 {
+            let q = format!("q{i}");
+            if shards.insert(self.node_of(&crate::common::qk(&q).pending())) {
+                queues.push(q);
+            }
+            if shards.len() == self.nodes.len() {
+                break;
+            }
+        }
+        assert_eq!(queues.len(), self.nodes.len());
+        queues
+    }
+
     /// The node (index) that serves `key`.
     fn node_of(&self, key: &str) -> usize {
         let slot: u16 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).query(&mut conn(&self.nodes[0])).unwrap();
@@ -229,20 +246,7 @@ impl Cluster {
 fn a_cluster_spreads_queues_over_shards_and_every_task_finishes_once() {
     let cluster = Cluster::start(3);
     let w = Wasmq { url: cluster.url(), prefix: "wasmq".into() };
-    // Queue names that land on each of the three shards.
-    let mut queues: Vec<String> = Vec::new();
-    let mut shards = HashSet::new();
-    for i in 0..200 {
-        let q = format!("q{i}");
-        let shard = cluster.node_of(&crate::common::qk(&q.to_string()).pending());
-        if shards.insert(shard) {
-            queues.push(q);
-        }
-        if shards.len() == 3 {
-            break;
-        }
-    }
-    assert_eq!(queues.len(), 3);
+    let queues = cluster.queue_per_shard();
     // Modules live wherever their hash puts them.
     w.push(&crate::common::fixture("echo.wat"), "echo");
     w.push(&crate::common::fixture("counter.wat"), "counter");
@@ -278,4 +282,26 @@ fn a_cluster_spreads_queues_over_shards_and_every_task_finishes_once() {
     let list = w.ok(&["module", "list"]);
     assert!(list.contains("echo") && list.contains("counter"), "{list}");
     eprintln!("cluster: queues {queues:?} on three shards, {} tasks, each run once", per_queue * 3);
+}
+
+/// Flows on a three-master Cluster: a map with a reduction tree and a chain with outputs as input
+/// on a queue of each shard (a flow lives on its queue's hash tag), run by one worker.
+#[test]
+fn a_flow_on_a_cluster() {
+    let cluster = Cluster::start(3);
+    let w = Wasmq { url: cluster.url(), prefix: "wasmq".into() };
+    let queues = cluster.queue_per_shard();
+    w.push(&crate::common::fixture("echo.wat"), "echo");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), (1..=9).map(|i| format!("{i}\n")).collect::<String>()).unwrap();
+    let args: Vec<String> = queues.iter().flat_map(|q| ["--queue".to_string(), q.clone()]).collect();
+    let _worker = w.spawn_worker(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    for q in &queues {
+        let out = w.ok(&["map", "echo", "--queue", q, "--inputs-file", file.path().to_str().unwrap(), "--reduce", "echo", "--reduce-fan-in", "3", "--wait"]);
+        assert_eq!(out, "[[1,2,3],[4,5,6],[7,8,9]]", "{q}");
+        let a = w.enqueue("echo", "\"a\"", &["--queue", q]);
+        let b = w.ok(&["enqueue", "echo", "--queue", q, "--after", &a, "--input-from-after"]).trim().to_string();
+        assert_eq!(w.run(&["result", &b, "--wait", "--timeout", "30s"]).status.code(), Some(0), "{q}");
+        assert_eq!(w.ok(&["result", &b]), "[\"a\"]");
+    }
 }

@@ -67,6 +67,8 @@ pub struct FlowRecord {
     pub succeeded: u64,
     pub dead: u64,
     pub cancelled: u64,
+    /// Members claimed by a worker now (running, or prefetched and about to run).
+    pub active: u64,
     pub created_ms: u64,
     pub finished_ms: Option<u64>,
 }
@@ -138,6 +140,7 @@ impl Db {
             succeeded: num("succeeded"),
             dead: num("dead"),
             cancelled: num("cancelled"),
+            active: num("active"),
             created_ms: num("created"),
             finished_ms: h.get("finished").and_then(|v| v.parse().ok()),
         }))

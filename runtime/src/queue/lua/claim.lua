@@ -55,7 +55,7 @@ for i, e in ipairs(popped) do
   local tkey = task_key(seq)
   -- pcall: a key overwritten with another type counts as gone instead of failing the script
   -- after the pop (which would lose the tasks popped with it).
-  local f = redis.pcall('HMGET', tkey, 'state', 'attempts', 'lease', unpack(names))
+  local f = redis.pcall('HMGET', tkey, 'state', 'attempts', 'lease', 'flow', unpack(names))
   local ok = type(f) == 'table' and not f.err
   -- A hash without a state (written by hand) is still claimed, so that the worker fails it with
   -- a clear error instead of it vanishing; a task in another state (cancelled while it waited in
@@ -63,7 +63,7 @@ for i, e in ipairs(popped) do
   if not ok or (f[1] ~= 'pending' and (f[1] or not is_hash(tkey))) then
     if e.level then tombstones = tombstones + 1 end
   else
-    local input = input_at and f[3 + input_at]
+    local input = input_at and f[4 + input_at]
     local size = input and #input or 0
     if claimed > 0 and max_bytes > 0 and bytes + size > max_bytes then
       -- Over the byte budget: this task and the rest go back where they were.
@@ -77,14 +77,16 @@ for i, e in ipairs(popped) do
     -- `claimed`, not `started`: a prefetched task may wait in the worker before it runs; the
     -- worker reports when it started (heartbeat.lua, complete.lua).
     redis.call('HSET', tkey, 'attempts', a, 'lease', tostring(token), 'state', 'active', 'worker', worker, 'claimed', NOW_S)
+    -- A flow member counts as running until complete.lua or reap.lua takes it off `active`.
+    if f[4] then hincr(BASE .. 'flow:' .. f[4], 'active', 1) end
     leased[#leased + 1] = deadline_s
     leased[#leased + 1] = seq
     out[#out + 1] = tonumber(seq)
     out[#out + 1] = token
     out[#out + 1] = a
     -- An oversized input (written around `enqueue`'s check) never travels to the worker.
-    if input and max_input > 0 and size > max_input then f[3 + input_at] = size end
-    for j = 1, #names do out[#out + 1] = f[3 + j] end
+    if input and max_input > 0 and size > max_input then f[4 + input_at] = size end
+    for j = 1, #names do out[#out + 1] = f[4 + j] end
   end
 end
 if #leased > 0 then

@@ -57,6 +57,7 @@ while i <= #ARGV do
   else
     results[#results + 1] = 1
     off_active[#off_active + 1] = seq
+    if cur[11] then hincr(BASE .. 'flow:' .. cur[11], 'active', -1) end
     local module = cur[3]
     local fields = {}
     for j = first_field, first_field + 2 * nfields - 1 do fields[#fields + 1] = ARGV[j] end
