@@ -812,7 +812,7 @@ impl Client {
     /// many were cancelled at once and how many running ones were asked to stop.
     pub async fn cancel_flow(&self, id: &TaskId) -> Result<(u64, u64), ClientError> {
         let mut conn = self.conn.clone();
-        self.db.mark_flow_cancelled(&mut conn, &id.queue, id.seq).await?;
+        self.db.cancel_flow(&mut conn, &id.queue, id.seq).await?;
         let (children, reducers) = self.db.flow_members(&mut conn, id).await?;
         let (mut cancelled, mut stopping) = (0, 0);
         // Reducers first: cancelling children would cancel their blocked reducers anyway.

@@ -329,3 +329,45 @@ fn a_corpus_split_then_mapped_and_merged() {
     assert_eq!(merged, whole(&joined));
     assert_eq!(merged["counts"]["fox"], 200, "{merged}");
 }
+
+/// A flow's members are kept while it runs, whatever the queue's count limit, and removed with it
+/// as one unit once it ended and its end is past the queue's retention.
+#[test]
+fn retention_removes_a_flow_as_one_unit() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&fixture("echo.wat"), "echo");
+    w.push(&fixture("exit3.wat"), "exit3");
+    w.ok(&["queue", "retention", "default", "--succeeded-count", "2", "--cancelled-age", "1s"]);
+    let inputs = map_inputs(&["1", "2", "3", "4", "5"]);
+    let path = inputs.path().to_str().unwrap();
+    // The reducer fails once and waits an hour for its retry: the flow runs on, its children done.
+    let running = w.ok(&["map", "echo", "--inputs-file", path, "--reduce", "exit3", "--max-attempts", "2"]).trim().to_string();
+    let _worker = w.spawn_worker(&["--backoff-base", "1h", "--backoff-cap", "1h", "--reap-interval", "100ms"]);
+    let flow_status = |id: &str| -> Option<serde_json::Value> {
+        let out = w.run(&["status", id, "--json"]);
+        (out.status.code() != Some(3)).then(|| serde_json::from_slice(&out.stdout).unwrap())
+    };
+    eventually(Duration::from_secs(30), || (flow_status(&running)?["succeeded"] == 5).then_some(())).expect("the children never ran");
+    // Plain tasks past the count limit are deleted as usual; the flow's children are not.
+    let plain: Vec<String> = (0..4).map(|i| w.enqueue("echo", &i.to_string(), &[])).collect();
+    eventually(Duration::from_secs(30), || w.status(&plain[0]).is_none().then_some(())).expect("the count limit never applied");
+    let first_child = format!("default:{}", running.rsplit(':').next().unwrap().parse::<u64>().unwrap() + 1);
+    assert_eq!(w.status(&first_child).expect("a member of a running flow was deleted")["state"], "succeeded");
+    assert_eq!(w.run(&["result", &running]).status.code(), Some(4));
+    // Cancelled, the flow ends; a second past its end it goes, all members with it.
+    w.ok(&["cancel", &running]);
+    eventually(Duration::from_secs(30), || flow_status(&running).is_none().then_some(())).expect("the cancelled flow was never removed");
+    assert!(w.status(&first_child).is_none(), "a member outlived its flow");
+    // A succeeded flow larger than the succeeded count limit goes as a unit too, and leaves
+    // no member behind.
+    let done = w.ok(&["map", "echo", "--inputs-file", path]).trim().to_string();
+    eventually(Duration::from_secs(30), || flow_status(&done).is_none().then_some(())).expect("the succeeded flow was never removed");
+    let mut c = crate::common::redis_conn(&s);
+    let members: Vec<String> = redis::cmd("KEYS").arg("*:flow:*").query(&mut c).unwrap();
+    assert!(members.is_empty(), "{members:?}");
+    let done_child = format!("default:{}", done.rsplit(':').next().unwrap().parse::<u64>().unwrap() + 1);
+    assert!(w.status(&done_child).is_none(), "a member of the succeeded flow outlived it");
+    let counted: std::collections::HashMap<String, i64> = redis::Commands::hgetall(&mut c, crate::common::qk("default").flows_members()).unwrap();
+    assert!(counted.values().all(|n| *n == 0), "{counted:?}");
+}

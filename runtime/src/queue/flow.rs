@@ -82,7 +82,7 @@ impl FlowRecord {
 
 impl Db {
     pub(crate) fn flow_key(&self, q: &QueueName, n: u64) -> String {
-        format!("{}flow:{n}", self.keys.queue_base(q))
+        self.keys.queue(q).flow(n)
     }
 
     /// Creates a flow in the state `building`; returns its number (drawn from the queue's task
@@ -105,6 +105,9 @@ impl Db {
             .arg(now)
             .query_async(conn)
             .await?;
+        // The index of flows that have not ended (lib.lua's flow_ended takes them off), so that
+        // deleting the queue finds them.
+        let _: () = conn.zadd(self.keys.queue(q).flows_open(), n, now).await?;
         Ok(n)
     }
 
@@ -115,12 +118,6 @@ impl Db {
         }
         let list = format!("{}:{}", self.flow_key(q, n), if reducers { "reducers" } else { "children" });
         conn.rpush(list, seqs).await
-    }
-
-    /// Marks a flow cancelled (its unfinished members are cancelled by the caller).
-    pub async fn mark_flow_cancelled(&self, conn: &mut Conn, q: &QueueName, n: u64) -> redis::RedisResult<()> {
-        let now = self.now_ms(conn, q).await?;
-        conn.hset_multiple(self.flow_key(q, n), &[("state", "cancelled".to_string()), ("finished", now.to_string())]).await
     }
 
     /// A flow, or None when `id` names none.

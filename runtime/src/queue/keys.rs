@@ -123,6 +123,8 @@ queue_keys! {
     estimates => "estimates",
     schedules => "schedules",
     schedule_due => "schedule-due",
+    flows_open => "flows:open",
+    flows_members => "flows:members",
 }
 
 impl QueueKeys {
@@ -146,6 +148,16 @@ impl QueueKeys {
 
     pub fn unique(&self, key: &str) -> String {
         format!("{}unique:{key}", self.base)
+    }
+
+    /// A flow's hash; `:children` and `:reducers` appended name its member lists.
+    pub fn flow(&self, n: u64) -> String {
+        format!("{}flow:{n}", self.base)
+    }
+
+    /// The flows that ended in `end` (succeeded, failed, cancelled), by end time.
+    pub fn flows_ended(&self, end: &str) -> String {
+        format!("{}flows:{end}", self.base)
     }
 }
 

@@ -396,6 +396,23 @@ impl Db {
     /// tasks go through their indexes; a queue with unfinished tasks loses them.
     pub async fn delete_queue(&self, conn: &mut Conn, q: &QueueName) -> redis::RedisResult<()> {
         let k = self.keys.queue(q);
+        // Flows first: their finished members may have left the task indexes (lib.lua).
+        for set in [k.flows_open(), k.flows_ended("succeeded"), k.flows_ended("failed"), k.flows_ended("cancelled")] {
+            loop {
+                let flows: Vec<u64> = conn.zrange(&set, 0, 99).await?;
+                if flows.is_empty() {
+                    break;
+                }
+                for n in &flows {
+                    let f = k.flow(*n);
+                    for list in [format!("{f}:children"), format!("{f}:reducers")] {
+                        delete_listed_tasks(conn, &k, &list).await?;
+                    }
+                    let _: () = conn.del(&f).await?;
+                }
+                let _: () = conn.zrem(&set, &flows).await?;
+            }
+        }
         for set in [k.succeeded(), k.dead(), k.cancelled(), k.kept(), k.delayed(), k.blocked(), k.active(), k.pending()] {
             loop {
                 let seqs: Vec<u64> = conn.zrange(&set, 0, 999).await?;
@@ -412,17 +429,7 @@ impl Db {
         }
         let levels: Vec<String> = conn.zrange(k.levels(), 0, -1).await?;
         for l in &levels {
-            loop {
-                let seqs: Vec<u64> = redis::cmd("LPOP").arg(k.level(l)).arg(1000).query_async::<Option<Vec<u64>>>(conn).await?.unwrap_or_default();
-                if seqs.is_empty() {
-                    break;
-                }
-                let mut pipe = redis::pipe();
-                for s in &seqs {
-                    pipe.del(k.task(*s)).ignore();
-                }
-                let _: () = pipe.query_async(conn).await?;
-            }
+            delete_listed_tasks(conn, &k, &k.level(l)).await?;
         }
         let keys = [
             k.seq(),
@@ -442,8 +449,24 @@ impl Db {
             k.cancelled(),
             k.schedules(),
             k.schedule_due(),
+            k.flows_members(),
         ];
         let _: () = conn.del(&keys[..]).await?;
         conn.srem(self.keys.queues(), q.as_str()).await
+    }
+}
+
+/// Empties a list of task seqs, deleting each task, a thousand at a time.
+async fn delete_listed_tasks(conn: &mut Conn, k: &keys::QueueKeys, list: &str) -> redis::RedisResult<()> {
+    loop {
+        let seqs: Vec<u64> = redis::cmd("LPOP").arg(list).arg(1000).query_async::<Option<Vec<u64>>>(conn).await?.unwrap_or_default();
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for s in &seqs {
+            pipe.del(k.task(*s)).ignore();
+        }
+        let _: () = pipe.query_async(conn).await?;
     }
 }

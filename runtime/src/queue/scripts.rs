@@ -38,6 +38,7 @@ script!(PURGE, "purge.lua");
 script!(SCHEDULE_FIRE, "schedule_fire.lua");
 script!(REPOLICY, "repolicy.lua");
 script!(SEAL_FLOW, "seal_flow.lua");
+script!(CANCEL_FLOW, "cancel_flow.lua");
 
 /// The KEYS of each script, in the order its header lists them.
 mod keys {
@@ -655,6 +656,17 @@ impl Db {
 }
 
 // ---------------------------------------------------------------------------------------------
+// cancel_flow.lua
+
+impl Db {
+    /// `cancel_flow.lua`: marks a building or running flow cancelled (the caller cancels its
+    /// members); returns its state before (None: no such flow).
+    pub async fn cancel_flow(&self, conn: &mut Conn, q: &QueueName, n: u64) -> redis::RedisResult<Option<String>> {
+        self.invocation(&CANCEL_FLOW, q, [self.flow_key(q, n)]).invoke_async(conn).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // schedule_fire.lua
 
 /// One tick of a periodic task for [`Db::fire_schedule`].
@@ -784,5 +796,6 @@ mod tests {
         expect(include_str!("lua/repolicy.lua"), &[]);
         expect(include_str!("lua/wait.lua"), &[]);
         expect(include_str!("lua/seal_flow.lua"), &["root"]);
+        expect(include_str!("lua/cancel_flow.lua"), &[]);
     }
 }

@@ -242,7 +242,11 @@ local function delete_finished(set_key, cutoff, count, budget)
   -- A finished task that unfinished dependents still need (their input, their readiness) moves to
   -- P:{Q}:kept instead, and returns to its index when the last of them finishes.
   local function delete(seq)
-    if (tonumber(redis.call('HGET', task_key(seq), 'open_deps')) or 0) > 0 then
+    local f = redis.call('HMGET', task_key(seq), 'open_deps', 'flow')
+    if f[2] and redis.call('EXISTS', BASE .. 'flow:' .. f[2]) == 1 then
+      -- Removed with its flow, as one unit (trim_flows); only its index entry goes now.
+      return
+    elseif (tonumber(f[1]) or 0) > 0 then
       kept[#kept + 1] = NOW_S
       kept[#kept + 1] = seq
     else
@@ -354,24 +358,111 @@ end
 
 -- Flows (`wasmq map`): a flow is a hash P:{Q}:flow:<n> (`state`: building, running, succeeded,
 -- failed, cancelled; `children`; `root`, the seq of its last reducer or 0; `policy` for a dead
--- child: block, cancel or ignore) with counters of its members' ends. Each member has a field
--- `flow`. The flow's state follows from its members' ends here, O(1) per finished member.
+-- child: block, cancel or ignore) with counters of its members' ends and of those `active`, and
+-- lists `:children` and `:reducers` of its members. Each member has a field `flow`. The flow's
+-- state follows from its members' ends here, O(1) per finished member.
+--
+-- Retention: a member is never deleted on its own while its flow exists (delete_finished). A flow
+-- not ended is in P:{Q}:flows:open; one that ended is in P:{Q}:flows:<end> by its end time, and P:{Q}:flows:members counts the members
+-- of the flows there by end; trim_flows removes old flows with all their members, as one unit,
+-- under the queue's limits for the matching task state (succeeded; failed as dead; cancelled).
+local FLOW_RETENTION = {succeeded = 'succeeded', failed = 'dead', cancelled = 'cancelled'}
+
+local function flow_size(fkey)
+  return (tonumber(redis.call('HGET', fkey, 'children')) or 0) + redis.call('LLEN', fkey .. ':reducers')
+end
+
+-- A flow reaches an end (succeeded, failed, cancelled); `size` records how many members it
+-- counts for in P:{Q}:flows:members.
+local function flow_ended(fkey, n, state)
+  local size = flow_size(fkey)
+  redis.call('HSET', fkey, 'state', state, 'finished', NOW_S, 'size', size)
+  redis.call('ZREM', BASE .. 'flows:open', n)
+  redis.call('ZADD', BASE .. 'flows:' .. state, NOW, n)
+  hincr(BASE .. 'flows:members', state, size)
+end
+
+-- A failed flow runs again (`dead retry` of its last dead member).
+local function flow_reopened(fkey, n)
+  if redis.call('ZREM', BASE .. 'flows:failed', n) == 1 then
+    hincr(BASE .. 'flows:members', 'failed', -(tonumber(redis.call('HGET', fkey, 'size')) or 0))
+  end
+  redis.call('HSET', fkey, 'state', 'running')
+  redis.call('HDEL', fkey, 'finished', 'size')
+  redis.call('ZADD', BASE .. 'flows:open', NOW, n)
+end
+
 local function flow_member_finished(flow, seq, state)
   local fkey = BASE .. 'flow:' .. flow
+  -- A member that outlived its flow (still running when a failed flow was removed) is on its own.
+  if redis.call('EXISTS', fkey) == 0 then return end
   local n = redis.call('HINCRBY', fkey, state, 1)
   local f = redis.call('HMGET', fkey, 'state', 'children', 'root', 'policy', 'succeeded', 'dead')
   if f[1] == 'cancelled' or f[1] == 'succeeded' then return end
   local root = tonumber(f[3]) or 0
   if state == 'dead' and f[4] ~= 'ignore' then
-    redis.call('HSET', fkey, 'state', 'failed')
+    if f[1] ~= 'failed' and f[1] ~= 'building' then flow_ended(fkey, flow, 'failed')
+    elseif f[1] == 'building' then redis.call('HSET', fkey, 'state', 'failed') end
   elseif root > 0 and tostring(root) == tostring(seq) then
-    if state == 'succeeded' then redis.call('HSET', fkey, 'state', 'succeeded', 'finished', NOW_S)
-    elseif state == 'cancelled' and f[1] ~= 'failed' then redis.call('HSET', fkey, 'state', 'cancelled', 'finished', NOW_S) end
+    if state == 'succeeded' then flow_ended(fkey, flow, 'succeeded')
+    elseif state == 'cancelled' and f[1] ~= 'failed' then flow_ended(fkey, flow, 'cancelled') end
   elseif root == 0 and f[1] == 'running' then
     local done = (tonumber(f[5]) or 0) + ((f[4] == 'ignore') and (tonumber(f[6]) or 0) or 0)
-    if done >= (tonumber(f[2]) or 0) then redis.call('HSET', fkey, 'state', 'succeeded', 'finished', NOW_S) end
+    if done >= (tonumber(f[2]) or 0) then flow_ended(fkey, flow, 'succeeded') end
   end
   return n
+end
+
+-- Removes up to `budget` members of an ended flow, and the flow with its last one. Returns
+-- whether the flow is gone and how many members went. A member that is still pending, delayed or
+-- active (a sibling of the child that failed the flow) leaves the flow and finishes on its own.
+local function delete_flow(n, ended, budget)
+  local fkey = BASE .. 'flow:' .. n
+  local removed = 0
+  for _, list in ipairs({fkey .. ':children', fkey .. ':reducers'}) do
+    while removed < budget do
+      local seqs = redis.call('LPOP', list, math.min(budget - removed, 1000))
+      if not seqs then break end
+      for _, seq in ipairs(seqs) do
+        local tkey = task_key(seq)
+        local st = redis.call('HGET', tkey, 'state')
+        if st == 'pending' or st == 'delayed' or st == 'active' then
+          redis.call('HDEL', tkey, 'flow')
+        else
+          if st == 'blocked' then redis.call('ZREM', BASE .. 'blocked', seq) end
+          for _, set in ipairs({'succeeded', 'dead', 'cancelled', 'kept'}) do redis.call('ZREM', BASE .. set, seq) end
+          redis.call('DEL', tkey, BASE .. 'deps:' .. seq)
+        end
+        removed = removed + 1
+      end
+    end
+  end
+  if redis.call('EXISTS', fkey .. ':children', fkey .. ':reducers') > 0 then return false, removed end
+  hincr(BASE .. 'flows:members', ended, -(tonumber(redis.call('HGET', fkey, 'size')) or 0))
+  redis.call('DEL', fkey)
+  redis.call('ZREM', BASE .. 'flows:' .. ended, n)
+  return true, removed
+end
+
+-- Applies the queue's retention to ended flows: those older than their state's age, then the
+-- oldest while their members exceed the state's count. At most about `budget` members per call.
+local function trim_flows(limits, budget)
+  local removed = 0
+  for ended, state in pairs(FLOW_RETENTION) do
+    local lim = limits[state]
+    local set = BASE .. 'flows:' .. ended
+    while removed < budget do
+      local oldest = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')
+      if not oldest[1] then break end
+      local old = lim.age > 0 and tonumber(oldest[2]) <= NOW - lim.age
+      local over = lim.count > 0 and (tonumber(redis.call('HGET', BASE .. 'flows:members', ended)) or 0) > lim.count
+      if not (old or over) then break end
+      local gone, r = delete_flow(oldest[1], ended, budget - removed)
+      removed = removed + r
+      if not gone then break end
+    end
+  end
+  return removed
 end
 
 -- Moves a task into a finished state (succeeded, dead or cancelled), writing `fields` (a flat

@@ -1,5 +1,5 @@
 -- reap: returns tasks whose lease expired (their worker died or hung) to the queue, and deletes
--- finished tasks past the queue's retention (bounded per call: a queue nobody finishes tasks in
+-- finished tasks and ended flows past the queue's retention (bounded per call: a queue nobody finishes tasks in
 -- still ages out). Any number of workers may run it at once: each expired task is handled by
 -- exactly one call.
 --
@@ -80,4 +80,5 @@ local trimmed = 0
 for _, state in ipairs({'succeeded', 'dead', 'cancelled'}) do
   trimmed = trimmed + trim_finished(K[state], limits[state], limit)
 end
+trimmed = trimmed + trim_flows(limits, limit)
 return {requeued, dead, trimmed}

@@ -60,8 +60,9 @@ for _, seq in ipairs(seqs) do
       if f[4] then
         -- A flow that failed for this task runs again once it has no dead member left.
         local fkey = BASE .. 'flow:' .. f[4]
-        if redis.call('HINCRBY', fkey, 'dead', -1) <= 0 and redis.call('HGET', fkey, 'state') == 'failed' then
-          redis.call('HSET', fkey, 'state', 'running')
+        if redis.call('EXISTS', fkey) == 1 and redis.call('HINCRBY', fkey, 'dead', -1) <= 0
+          and redis.call('HGET', fkey, 'state') == 'failed' then
+          flow_reopened(fkey, f[4])
         end
       end
     end

@@ -9,12 +9,15 @@
 -- ARGV[3] root       seq of the last reducer, 0 for none
 -- Returns the flow's state after sealing.
 local fkey = KEYS[1]
+local n = string.match(fkey, ':flow:(%d+)$')
 redis.call('HSET', fkey, 'root', ARGV[3])
 local f = redis.call('HMGET', fkey, 'state', 'children', 'policy', 'succeeded', 'dead')
+-- A dead child made it `failed` while it was being built: it ends now that its size is known.
+if f[1] == 'failed' then flow_ended(fkey, n, 'failed') end
 if f[1] ~= 'building' then return f[1] end
 local done = (tonumber(f[4]) or 0) + ((f[3] == 'ignore') and (tonumber(f[5]) or 0) or 0)
 if tonumber(ARGV[3]) == 0 and done >= (tonumber(f[2]) or 0) then
-  redis.call('HSET', fkey, 'state', 'succeeded', 'finished', NOW_S)
+  flow_ended(fkey, n, 'succeeded')
   return 'succeeded'
 end
 redis.call('HSET', fkey, 'state', 'running')
