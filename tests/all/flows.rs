@@ -371,3 +371,24 @@ fn retention_removes_a_flow_as_one_unit() {
     let counted: std::collections::HashMap<String, i64> = redis::Commands::hgetall(&mut c, crate::common::qk("default").flows_members()).unwrap();
     assert!(counted.values().all(|n| *n == 0), "{counted:?}");
 }
+
+/// A reducer whose parents' outputs exceed the worker's --max-input-size fails as `input_limit`,
+/// and its error names the fan-in to lower.
+#[test]
+fn a_reducer_over_the_input_limit_names_the_fan_in() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&fixture("echo.wat"), "echo");
+    let line = format!("\"{}\"", "x".repeat(200));
+    let file = map_inputs(&[&line, &line, &line, &line]);
+    let flow = w
+        .ok(&["map", "echo", "--inputs-file", file.path().to_str().unwrap(), "--reduce", "echo", "--reduce-fan-in", "4", "--max-attempts", "1"])
+        .trim()
+        .to_string();
+    let _worker = w.spawn_worker(&["--max-input-size", "500"]);
+    assert_eq!(w.run(&["result", &flow, "--wait", "--timeout", "30s"]).status.code(), Some(5));
+    let st: serde_json::Value = serde_json::from_str(&w.ok_any(&["status", &flow, "--json"])).unwrap();
+    let dead = &st["dead_tasks"][0];
+    assert_eq!(dead["error_kind"], "input_limit", "{st}");
+    assert!(dead["error"].as_str().unwrap().contains("--reduce-fan-in below 4"), "{st}");
+}

@@ -129,8 +129,12 @@ async fn parents_input(shared: &Shared, id: &TaskId, parents: &[u64]) -> Result<
     let input = serde_json::to_vec(&items).expect("JSON values serialise");
     let max = shared.config.max_input_size;
     if input.len() as u64 > max {
-        let message =
-            format!("the outputs of its {} parents come to {} bytes, more than this worker's --max-input-size of {max} bytes", parents.len(), input.len());
+        let n = parents.len();
+        let message = format!(
+            "the outputs of its {n} parents come to {} bytes, more than this worker's --max-input-size of {max} bytes \
+             (a flow reducer: a --reduce-fan-in below {n} gives each reducer fewer outputs)",
+            input.len()
+        );
         return Err(Failure::new(FailureKind::InputLimit, message));
     }
     Ok(input)
