@@ -1,7 +1,7 @@
 //! `wasmq demo`: the whole pipeline on one machine. Builds the example tasks, uses the Redis at
 //! --redis-url (or a throwaway `redis-server` when none answers there), pushes the modules,
-//! enqueues a mix of tasks and priorities, runs a worker until the queue drains, and prints the
-//! results.
+//! enqueues a mix of tasks and priorities and a map-reduce flow, runs a worker until the queue
+//! drains, and prints the results.
 
 use std::time::{Duration, Instant};
 
@@ -10,8 +10,9 @@ use clap::Args;
 
 use super::table::Table;
 use super::{Global, Outcome, exit};
+use wasmq::client::FlowOutput;
 use wasmq::client::{Client, EnqueueOptions};
-use wasmq::queue::TaskState;
+use wasmq::queue::{ParentFailure, TaskState};
 use wasmq::queue::{QueueName, TaskId};
 use wasmq::sandbox::{Sandbox, SandboxConfig};
 use wasmq::worker::{QueueWeight, WorkerConfig};
@@ -96,6 +97,11 @@ pub async fn run(g: &Global, a: DemoArgs) -> Outcome {
     let bad = serde_json::json!({ "readings": [], "rules": [{"sensor": "x"}] });
     add(client.enqueue("threshold-alert", bad.to_string().as_bytes(), &opts(0)).await?.id, "threshold-alert", 0);
     eprintln!("    {} tasks on queue {queue}", tasks.len());
+    // Map-reduce: every log line a chunk, counted in full by wordcount, merged by a tree of
+    // merge-counts reducers over pairs (what `wasmq map` does).
+    let chunks: Vec<Vec<u8>> = LOGS.iter().flat_map(|t| t.lines()).map(|l| serde_json::json!({ "text": l, "counts": true }).to_string().into_bytes()).collect();
+    let flow = client.map("wordcount", &chunks, Some("merge-counts"), 2, ParentFailure::Block, &opts(0)).await?;
+    eprintln!("    flow {flow}: wordcount over {} log lines, merge-counts over pairs", chunks.len());
 
     eprintln!("==> running a worker (concurrency {}) until the queue drains", a.concurrency);
     let config = WorkerConfig {
@@ -111,6 +117,7 @@ pub async fn run(g: &Global, a: DemoArgs) -> Outcome {
     let report = wasmq::worker::run(g.redis()?, g.db()?, config, std::future::pending()).await?;
 
     print_results(&client, &tasks).await?;
+    print_flow(&client, &flow).await?;
     let stats = client.stats(&queue).await?;
     println!(
         "\n{} succeeded, {} dead, {} retried; worker report: {} succeeded, {} retries, {} dead; {:.1}s in all",
@@ -144,6 +151,21 @@ async fn clear_namespace(client: &Client) -> anyhow::Result<()> {
             break;
         }
     }
+    Ok(())
+}
+
+/// The flow's state and the top words of its merged count.
+async fn print_flow(client: &Client, id: &TaskId) -> anyhow::Result<()> {
+    let f = client.flow(id).await?.with_context(|| format!("flow {id} vanished"))?;
+    let mut line = format!("flow {id}: {}, {} children and {} reducers", f.state.as_str(), f.children, f.reducers);
+    if let Ok(FlowOutput::Reduced(out)) = client.flow_output(&f).await
+        && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out)
+    {
+        let top: Vec<String> =
+            v["top"].as_array().into_iter().flatten().take(5).map(|w| format!("{} {}", w["word"].as_str().unwrap_or("?"), w["count"])).collect();
+        line.push_str(&format!("; {} words, top: {}", v["total_words"], top.join(", ")));
+    }
+    println!("\n{}", wasmq::text::escape_control(&line, false));
     Ok(())
 }
 

@@ -132,7 +132,7 @@ impl Serialize for Line<'_> {
 /// longest such piece of at most `size` bytes. When no whitespace comes early enough, the chunk is
 /// the one word (with the whitespace character after it) that is longer than `size`: cutting a
 /// word would make two words of it for whatever task counts them.
-fn chunks(text: &str, size: usize) -> impl Iterator<Item = &str> {
+pub(crate) fn chunks(text: &str, size: usize) -> impl Iterator<Item = &str> {
     let mut rest = text;
     std::iter::from_fn(move || {
         if rest.is_empty() {

@@ -33,6 +33,13 @@ pub struct BenchArgs {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// The flow scenario's corpus: a folder of text files, gzipped or not (Debian's manual pages
+    /// by default).
+    #[arg(long, default_value = "/usr/share/man")]
+    pub corpus: PathBuf,
+    /// Children of the flow scenario's wide flow of no-op tasks.
+    #[arg(long, default_value_t = 100_000)]
+    pub flow_children: usize,
     /// Always start a throwaway redis-server, even if one answers at --redis-url.
     #[arg(long)]
     pub fresh_redis: bool,
@@ -54,21 +61,23 @@ pub async fn run(g: &Global, a: BenchArgs) -> Outcome {
             Scenario::ColdStart,
             Scenario::Memory,
             Scenario::Policies,
+            Scenario::Flow,
         ];
     }
     scenarios.dedup();
-    let wordcount = if scenarios.iter().any(|s| matches!(s, Scenario::Wordcount | Scenario::ColdStart)) {
+    let built = if scenarios.iter().any(|s| matches!(s, Scenario::Wordcount | Scenario::ColdStart | Scenario::Flow)) {
         eprintln!("==> building the example tasks");
         match tokio::task::spawn_blocking(|| wasmq_testkit::examples::build(wasmq_testkit::examples::WasmTarget::P1)).await? {
-            Ok(built) => built.into_iter().find(|(n, _)| n == "wordcount").and_then(|(_, p)| std::fs::read(p).ok()),
+            Ok(built) => built,
             Err(e) => {
-                eprintln!("    cannot build them ({e}); the wordcount scenario is skipped");
-                None
+                eprintln!("    cannot build them ({e}); the wordcount and flow scenarios are skipped");
+                Vec::new()
             }
         }
     } else {
-        None
+        Vec::new()
     };
+    let example = |name: &str| built.iter().find(|(n, _)| n == name).and_then(|(_, p)| std::fs::read(p).ok());
     let mut worker_env = vec![("WASMQ_REDIS_URL".to_string(), g.redis_url.clone()), ("WASMQ_PREFIX".to_string(), g.prefix.clone())];
     for (k, v) in [("WASMQ_TLS_CA", &g.tls_ca), ("WASMQ_TLS_CERT", &g.tls_cert), ("WASMQ_TLS_KEY", &g.tls_key)] {
         if let Some(p) = v {
@@ -84,7 +93,10 @@ pub async fn run(g: &Global, a: BenchArgs) -> Outcome {
         duration: a.duration,
         worker_bin: std::env::current_exe().context("cannot find this program's path")?,
         worker_env,
-        wordcount,
+        wordcount: example("wordcount"),
+        merge_counts: example("merge-counts"),
+        corpus: a.corpus.clone(),
+        flow_children: a.flow_children.max(1),
     };
     let client = g.client().await?;
     let mut conn = client.conn();

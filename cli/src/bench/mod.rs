@@ -3,6 +3,7 @@
 //! (`bench-<scenario>-<pid>`), so a bench can run against a Redis that holds other data.
 
 mod args;
+mod flow;
 mod policies;
 
 pub use args::{BenchArgs, run};
@@ -55,6 +56,8 @@ pub enum Scenario {
     Memory,
     /// Weighted completion time under fifo, priority and wsjf.
     Policies,
+    /// Map-reduce wordcount over a real corpus, checked against a native count; a wide flow.
+    Flow,
 }
 
 /// How a bench is run.
@@ -76,6 +79,12 @@ pub struct BenchConfig {
     pub worker_env: Vec<(String, String)>,
     /// Compiled wordcount module, if the example tasks could be built.
     pub wordcount: Option<Vec<u8>>,
+    /// Compiled merge-counts module, likewise.
+    pub merge_counts: Option<Vec<u8>>,
+    /// The flow scenario's corpus (a folder of text files, gzipped or not).
+    pub corpus: PathBuf,
+    /// Children of the flow scenario's wide flow.
+    pub flow_children: usize,
 }
 
 /// A worker process started by the bench.
@@ -193,6 +202,7 @@ impl Bench {
                 Scenario::ColdStart => self.cold_start().await,
                 Scenario::Memory => self.memory().await,
                 Scenario::Policies => policies::run(self).await,
+                Scenario::Flow => flow::run(self).await,
             };
             if let Err(e) = r {
                 eprintln!("    failed: {e:#}");
