@@ -778,18 +778,39 @@ impl Client {
         let mut level: Vec<u64> = children.iter().map(|e| e.id.seq).collect();
         self.db.add_flow_members(&mut conn, &flow.queue, flow.seq, false, &level).await?;
         let Some(reducer) = reduce else { return Ok(0) };
+        // The reducers, level by level: each group of at most `fan_in` members of the level
+        // below gets one, enqueued a thousand per round trip.
+        let sha = self.store.resolve(reducer).await?;
+        let ro = EnqueueOptions { on_parent_failure: policy, input_from_after: true, ..o.clone() };
+        let mut fields = Self::option_fields(&ro);
+        fields.extend_from_slice(&member);
         loop {
-            let mut next = Vec::with_capacity(level.len().div_ceil(fan_in));
-            for group in level.chunks(fan_in) {
-                let ro = EnqueueOptions {
-                    after: group.iter().map(|s| TaskId::new(flow.queue.clone(), *s)).collect(),
-                    on_parent_failure: policy,
-                    input_from_after: true,
-                    ..o.clone()
-                };
-                let r = self.enqueue_with(reducer, b"", &ro, &member).await?;
-                self.db.add_flow_members(&mut conn, &flow.queue, flow.seq, true, &[r.id.seq]).await?;
-                next.push(r.id.seq);
+            let groups: Vec<&[u64]> = level.chunks(fan_in).collect();
+            let mut next = Vec::with_capacity(groups.len());
+            for batch in groups.chunks(1000) {
+                let tasks: Vec<NewTask> = batch
+                    .iter()
+                    .map(|g| NewTask {
+                        module: &sha,
+                        priority: o.priority,
+                        due: Self::due(o),
+                        unique_key: None,
+                        unique_for: None,
+                        fields: fields.clone(),
+                        after: g.to_vec(),
+                        on_parent_failure: policy,
+                    })
+                    .collect();
+                let replies = self.db.enqueue_many(&mut conn, &flow.queue, &tasks).await?;
+                let seqs: Vec<u64> = replies.iter().filter_map(|r| r.as_ref().ok().map(|r| r.seq)).collect();
+                // Members first, so that a failure cancels every reducer that was created.
+                self.db.add_flow_members(&mut conn, &flow.queue, flow.seq, true, &seqs).await?;
+                if let Some(Err(e)) = replies.into_iter().find(|r| r.is_err()) {
+                    return Err(Self::parent_error(e, &flow.queue));
+                }
+                let ids: Vec<TaskId> = seqs.iter().map(|s| TaskId::new(flow.queue.clone(), *s)).collect();
+                self.undo_if_module_removing(&sha, &ids).await?;
+                next.extend(seqs);
             }
             if next.len() == 1 {
                 return Ok(next[0]);

@@ -225,6 +225,27 @@ impl Db {
         Ok((EnqueueReply { seq, new: new == 1 }, waited))
     }
 
+    /// `enqueue.lua` for many tasks with options of their own, pipelined in one round trip to
+    /// the queue's node. Each task succeeds or fails on its own: the replies are in order.
+    pub async fn enqueue_many(&self, conn: &mut Conn, q: &QueueName, tasks: &[NewTask<'_>]) -> redis::RedisResult<Vec<Result<EnqueueReply, super::QueueError>>> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        ENQUEUE.load_async(conn).await?;
+        let mut pipe = redis::pipe();
+        for t in tasks {
+            pipe.invoke_script(&self.enqueue_invocation(q, t));
+        }
+        let replies = conn.pipeline_at(&self.keys.queue(q).meta(), &pipe).await?;
+        Ok(replies
+            .into_iter()
+            .map(|v| {
+                let (seq, new): (u64, i64) = redis::from_redis_value(v.extract_error().map_err(unknown_parent)?).map_err(redis::RedisError::from)?;
+                Ok(EnqueueReply { seq, new: new == 1 })
+            })
+            .collect())
+    }
+
     fn enqueue_invocation<'a>(&self, q: &QueueName, t: &NewTask<'_>) -> ScriptInvocation<'a> {
         let mut inv = self.invocation(&ENQUEUE, q, keys::enqueue(&self.keys.queue(q)));
         inv.arg(t.due.at_ms)
