@@ -69,10 +69,7 @@ pub async fn map(g: &Global, a: MapArgs) -> Outcome {
         fuel: a.limits.fuel,
         ..Default::default()
     };
-    let flow = client
-        .map(&a.module, &inputs, a.reduce.as_deref(), a.reduce_fan_in, a.on_child_failure, &o)
-        .await
-        .context("the map was not created (whatever it had enqueued is cancelled)")?;
+    let flow = client.map(&a.module, &inputs, a.reduce.as_deref(), a.reduce_fan_in, a.on_child_failure, &o).await.context("the map was not created")?;
     if !a.wait {
         println!("{flow}");
         return Ok(exit::OK);

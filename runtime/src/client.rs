@@ -60,6 +60,17 @@ pub enum ClientError {
     /// input order; `missing` the ranges of input positions (0-based) that were not.
     #[error("{} task(s) enqueued, inputs {} not enqueued: {source}", enqueued.len(), ranges(missing))]
     Partial { enqueued: Vec<TaskId>, missing: Vec<Range<usize>>, source: Box<ClientError> },
+    /// A map failed while it built its flow. `cancelled` says whether what it had created was
+    /// cancelled (otherwise `wasmq cancel FLOW` does it once Redis takes writes again).
+    #[error("{}", map_failed(flow, source, cancel_error))]
+    MapFailed { flow: TaskId, source: Box<ClientError>, cancel_error: Option<String> },
+}
+
+fn map_failed(flow: &TaskId, source: &ClientError, cancel_error: &Option<String>) -> String {
+    match cancel_error {
+        None => format!("{source}; the flow {flow} it had started is cancelled"),
+        Some(e) => format!("{source}; the flow {flow} it had started could not be cancelled ({e}): run `wasmq cancel {flow}` once Redis takes writes"),
+    }
 }
 
 impl From<redis::RedisError> for ClientError {
@@ -746,8 +757,11 @@ impl Client {
             }
             Err(e) => {
                 // Whatever was created goes: the caller has no flow to follow.
-                let _ = self.cancel_flow(&flow).await;
-                Err(e)
+                let cancel_error = self.cancel_flow(&flow).await.err().map(|c| match c {
+                    ClientError::OutOfMemory => "Redis is still out of memory".to_string(),
+                    c => c.to_string(),
+                });
+                Err(ClientError::MapFailed { flow, source: Box::new(e), cancel_error })
             }
         }
     }
@@ -766,17 +780,14 @@ impl Client {
     ) -> Result<u64, ClientError> {
         let mut conn = self.conn.clone();
         let member = [(field::FLOW, flow.seq.to_string().into_bytes())];
+        // Each member joins the flow's lists in its enqueue script (lib.lua's add_task), so that a
+        // failure part-way leaves lists of exactly what exists, for the cancel.
         let children = match self.enqueue_bulk_with(module, inputs, o, &member).await {
             Ok(c) => c,
-            Err(ClientError::Partial { enqueued, source, .. }) => {
-                let seqs: Vec<u64> = enqueued.iter().map(|t| t.seq).collect();
-                self.db.add_flow_members(&mut conn, &flow.queue, flow.seq, false, &seqs).await?;
-                return Err(*source);
-            }
+            Err(ClientError::Partial { source, .. }) => return Err(*source),
             Err(e) => return Err(e),
         };
         let mut level: Vec<u64> = children.iter().map(|e| e.id.seq).collect();
-        self.db.add_flow_members(&mut conn, &flow.queue, flow.seq, false, &level).await?;
         let Some(reducer) = reduce else { return Ok(0) };
         // The reducers, level by level: each group of at most `fan_in` members of the level
         // below gets one, enqueued a thousand per round trip.
@@ -803,8 +814,6 @@ impl Client {
                     .collect();
                 let replies = self.db.enqueue_many(&mut conn, &flow.queue, &tasks).await?;
                 let seqs: Vec<u64> = replies.iter().filter_map(|r| r.as_ref().ok().map(|r| r.seq)).collect();
-                // Members first, so that a failure cancels every reducer that was created.
-                self.db.add_flow_members(&mut conn, &flow.queue, flow.seq, true, &seqs).await?;
                 if let Some(Err(e)) = replies.into_iter().find(|r| r.is_err()) {
                     return Err(Self::parent_error(e, &flow.queue));
                 }

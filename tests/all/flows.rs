@@ -392,3 +392,30 @@ fn a_reducer_over_the_input_limit_names_the_fan_in() {
     assert_eq!(dead["error_kind"], "input_limit", "{st}");
     assert!(dead["error"].as_str().unwrap().contains("--reduce-fan-in below 4"), "{st}");
 }
+
+/// A map that fails part-way (Redis at maxmemory) prints no id, exits 1 with one line naming the
+/// flow it had started; once memory is freed, cancelling that flow leaves nothing to run.
+#[test]
+fn a_map_that_fails_part_way_prints_no_id() {
+    let s =
+        RedisServer::start_with(wasmq_testkit::redis_server::ServerOptions::default().arg("maxmemory", "4mb").arg("maxmemory-policy", "noeviction")).unwrap();
+    let w = Wasmq::new(&s);
+    w.push(&fixture("echo.wat"), "echo");
+    let line = format!("{{\"pad\": \"{}\"}}", "x".repeat(1000));
+    let lines: Vec<&str> = std::iter::repeat_n(line.as_str(), 12_000).collect();
+    let file = map_inputs(&lines);
+    let out = w.run(&["map", "echo", "--inputs-file", file.path().to_str().unwrap(), "--reduce", "echo"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(out.stdout.is_empty(), "an id was printed: {}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(stderr.trim_end().lines().count(), 1, "not one line: {stderr}");
+    assert!(stderr.contains("out of memory") && stderr.contains("the flow default:1"), "{stderr}");
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("0").query(&mut crate::common::redis_conn(&s)).unwrap();
+    if !stderr.contains("is cancelled") {
+        w.ok(&["cancel", "default:1"]);
+    }
+    assert_eq!(w.run(&["result", "default:1"]).status.code(), Some(6));
+    assert_eq!(w.status("default:2").expect("the first child")["cancel_reason"], "flow_cancelled");
+    let stats: serde_json::Value = serde_json::from_str(&w.ok(&["queue", "stats", "--json"])).unwrap();
+    assert_eq!((stats[0]["pending"].as_u64(), stats[0]["blocked"].as_u64()), (Some(0), Some(0)), "{stats}");
+}

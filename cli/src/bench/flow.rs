@@ -103,9 +103,10 @@ async fn corpus_count(b: &mut Bench, q: &QueueName, workers: &mut [WorkerProc]) 
         b.config.corpus.display(),
         f.reducers
     )));
-    b.report.push(Metric::new("flow", "map-reduce wordcount, full counts", mb / wall, "MB/s").note(&format!(
-        "{WORKERS} worker processes x 1 slot; {wall:.2} s from map to result ({created:.2} s in map itself); equals the native count"
-    )));
+    b.report.push(
+        Metric::new("flow", "map-reduce wordcount, full counts", mb / wall, "MB/s")
+            .note(&format!("{WORKERS} worker processes x 1 slot; {wall:.2} s from map to result ({created:.2} s in map itself); equals the native count")),
+    );
     b.report.push(Metric::new("flow", "native wordcount, one thread", mb / native_secs, "MB/s").note("the same word rules in plain Rust, for scale"));
     b.report.push(Metric::new("flow", "flow overhead", (timing.span_us / timing.ideal_us - 1.0) * 100.0, "%").note(&format!(
         "first start to result ({:.2} s) against the same run times scheduled on {WORKERS} slots with no bookkeeping ({:.2} s; sum {:.2} s)",

@@ -111,15 +111,6 @@ impl Db {
         Ok(n)
     }
 
-    /// Appends members to a flow's list of children or of reducers, in order.
-    pub async fn add_flow_members(&self, conn: &mut Conn, q: &QueueName, n: u64, reducers: bool, seqs: &[u64]) -> redis::RedisResult<()> {
-        if seqs.is_empty() {
-            return Ok(());
-        }
-        let list = format!("{}:{}", self.flow_key(q, n), if reducers { "reducers" } else { "children" });
-        conn.rpush(list, seqs).await
-    }
-
     /// A flow, or None when `id` names none.
     pub async fn flow(&self, conn: &mut Conn, id: &TaskId) -> redis::RedisResult<Option<FlowRecord>> {
         let key = self.flow_key(&id.queue, id.seq);

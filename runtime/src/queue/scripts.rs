@@ -227,7 +227,12 @@ impl Db {
 
     /// `enqueue.lua` for many tasks with options of their own, pipelined in one round trip to
     /// the queue's node. Each task succeeds or fails on its own: the replies are in order.
-    pub async fn enqueue_many(&self, conn: &mut Conn, q: &QueueName, tasks: &[NewTask<'_>]) -> redis::RedisResult<Vec<Result<EnqueueReply, super::QueueError>>> {
+    pub async fn enqueue_many(
+        &self,
+        conn: &mut Conn,
+        q: &QueueName,
+        tasks: &[NewTask<'_>],
+    ) -> redis::RedisResult<Vec<Result<EnqueueReply, super::QueueError>>> {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }

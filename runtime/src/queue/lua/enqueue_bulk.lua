@@ -21,6 +21,19 @@ if n <= 0 then return redis.error_reply('ERR enqueue_bulk needs at least one inp
 local last = redis.call('INCRBY', K.seq, n)
 local first = last - n + 1
 
+-- Members of a flow (a shared field `flow`) join its list of children in the same script, as in
+-- lib.lua's add_task.
+for i = 8, first_input - 1, 2 do
+  if ARGV[i] == 'flow' then
+    local list = BASE .. 'flow:' .. ARGV[i + 1] .. ':children'
+    for s = first, last, 1000 do
+      local slice = {}
+      for seq = s, math.min(s + 999, last) do slice[#slice + 1] = seq end
+      redis.call('RPUSH', list, unpack(slice))
+    end
+  end
+end
+
 local common = {'module', module, 'created', NOW_S}
 if prio ~= 0 then
   common[#common + 1] = 'priority'

@@ -542,6 +542,13 @@ local function add_task(K, due, module, prio, unique, unique_ms, extra, deps)
   end
   local seq = redis.call('INCR', K.seq)
   local tkey = task_key(seq)
+  -- A member of a flow (field `flow`) joins its list in the same script, so that a flow's lists
+  -- name exactly the tasks that exist: a reducer (it has parents) or a child.
+  for i = 1, #extra, 2 do
+    if extra[i] == 'flow' then
+      redis.call('RPUSH', BASE .. 'flow:' .. extra[i + 1] .. (deps and ':reducers' or ':children'), seq)
+    end
+  end
   local fields = {'module', module, 'created', NOW_S}
   -- Defaults are not stored: a pending task stays small.
   if prio ~= 0 then
