@@ -880,8 +880,7 @@ impl Client {
         let mut conn = self.conn.clone();
         let (children, _) = self.db.flow_members(&mut conn, &id).await?;
         let outputs = self.db.outputs(&mut conn, &id.queue, &children).await?;
-        let items: Vec<serde_json::Value> = outputs.iter().map(|o| o.as_deref().map_or(serde_json::Value::Null, crate::queue::task::embed_output)).collect();
-        Ok(FlowOutput::Children(serde_json::to_vec(&items).expect("JSON values serialise")))
+        Ok(FlowOutput::Children(crate::queue::task::embed_outputs_array(&outputs)))
     }
 }
 

@@ -36,13 +36,13 @@ fn a_dependent_runs_after_its_parents_with_their_outputs() {
     for id in [&a, &b, &c, &d] {
         assert_eq!(finished(&w, id)["state"], "succeeded", "{id}");
     }
-    // The fan-in's input: the parents' outputs, JSON embedded as JSON, text as a string.
-    assert_eq!(w.ok(&["result", &c]), r#"[{"n":1},"plain text"]"#);
+    // The fan-in's input: the parents' outputs, JSON embedded as written, text as a string.
+    assert_eq!(w.ok(&["result", &c]), r#"[{"n": 1},"plain text"]"#);
     assert_eq!(w.ok(&["result", &d]), "tail");
     // Parents that already succeeded count at enqueue: no wait at all.
     let e = w.ok(&["enqueue", "echo", "--after", &a, "--input-from-after"]).trim().to_string();
     assert_eq!(finished(&w, &e)["state"], "succeeded");
-    assert_eq!(w.ok(&["result", &e]), r#"[{"n":1}]"#);
+    assert_eq!(w.ok(&["result", &e]), r#"[{"n": 1}]"#);
 }
 
 /// A dead parent leaves a `block` dependent blocked (naming the dead parent) until `dead retry`
@@ -167,13 +167,13 @@ fn map_with_and_without_reduce() {
     let path = file.path().to_str().unwrap();
     let _worker = w.spawn_worker(&[]);
     let plain = w.ok(&["map", "echo", "--inputs-file", path, "--wait"]);
-    assert_eq!(plain, r#"[1,"two",{"n":3},[4],5,6,7]"#);
+    assert_eq!(plain, r#"[1,"two",{"n": 3},[4],5,6,7]"#);
     let flat = w.ok(&["map", "echo", "--inputs-file", path, "--reduce", "echo", "--wait"]);
-    assert_eq!(flat, r#"[1,"two",{"n":3},[4],5,6,7]"#);
+    assert_eq!(flat, r#"[1,"two",{"n": 3},[4],5,6,7]"#);
     // Fan-in 2: 4 reducers over the children, 2 over those, 1 root.
     let flow = w.ok(&["map", "echo", "--inputs-file", path, "--reduce", "echo", "--reduce-fan-in", "2"]).trim().to_string();
     assert_eq!(w.run(&["result", &flow, "--wait", "--timeout", "30s"]).status.code(), Some(0));
-    assert_eq!(w.ok(&["result", &flow]), r#"[[[1,"two"],[{"n":3},[4]]],[[5,6],[7]]]"#);
+    assert_eq!(w.ok(&["result", &flow]), r#"[[[1,"two"],[{"n": 3},[4]]],[[5,6],[7]]]"#);
     let st: serde_json::Value = serde_json::from_str(&w.ok(&["status", &flow, "--json"])).unwrap();
     assert_eq!((st["state"].as_str(), st["children"].as_u64(), st["reducers"].as_u64()), (Some("succeeded"), Some(7), Some(7)), "{st}");
     assert_eq!(st["succeeded"], 14);

@@ -82,6 +82,22 @@ async fn corpus_count(b: &mut Bench, q: &QueueName, workers: &mut [WorkerProc]) 
     let opts = EnqueueOptions { queue: q.clone(), ..Default::default() };
     let at = b.client.db().anchor(q);
     let mut conn = b.client.conn();
+
+    // The same chunks as plain tasks, no flow: what running them costs without the flow's
+    // bookkeeping (and without a reduction).
+    let done_before = |s: &wasmq::queue::QueueStats| s.succeeded + s.dead;
+    let base = done_before(&b.client.stats(q).await?);
+    let cpu_before = redis_cpu(&mut conn, &at).await?;
+    let plain: Vec<u64> = b.client.enqueue_bulk("bench-wordcount", &inputs, &opts).await?.into_iter().map(|e| e.id.seq).collect();
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    while done_before(&b.client.stats(q).await?) < base + plain.len() as u64 {
+        anyhow::ensure!(Instant::now() < deadline, "the plain tasks did not finish in an hour");
+        anyhow::ensure!(workers.iter_mut().all(|w| w.running()), "a worker process exited");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let plain_cpu = redis_cpu(&mut conn, &at).await? - cpu_before;
+    let plain = timing(b, q, &plain, &[]).await?;
+
     let mem_before = used_memory(&mut conn, &at).await?;
     let cpu_before = redis_cpu(&mut conn, &at).await?;
     let t = Instant::now();
@@ -95,7 +111,8 @@ async fn corpus_count(b: &mut Bench, q: &QueueName, workers: &mut [WorkerProc]) 
     let FlowOutput::Reduced(out) = b.client.flow_output(&f).await? else { anyhow::bail!("the flow has no reducer") };
     let counted: serde_json::Value = serde_json::from_slice(&out).context("the flow's result is not JSON")?;
     anyhow::ensure!(counted == native, "the flow's counts differ from the native count (total {} vs {})", counted["total_words"], native["total_words"]);
-    let timing = timing(b, &id).await?;
+    let (children, reducers) = b.client.db().flow_members(&mut conn, &id).await?;
+    let timing = timing(b, q, &children, &reducers).await?;
 
     let mb = bytes as f64 / 1e6;
     b.report.push(Metric::new("flow", "corpus", mb, "MB").note(&format!(
@@ -108,16 +125,25 @@ async fn corpus_count(b: &mut Bench, q: &QueueName, workers: &mut [WorkerProc]) 
             .note(&format!("{WORKERS} worker processes x 1 slot; {wall:.2} s from map to result ({created:.2} s in map itself); equals the native count")),
     );
     b.report.push(Metric::new("flow", "native wordcount, one thread", mb / native_secs, "MB/s").note("the same word rules in plain Rust, for scale"));
-    b.report.push(Metric::new("flow", "flow overhead", (timing.span_us / timing.ideal_us - 1.0) * 100.0, "%").note(&format!(
+    b.report.push(Metric::new("flow", "flow overhead", timing.overhead(), "%").note(&format!(
         "first start to result ({:.2} s) against the same run times scheduled on {WORKERS} slots with no bookkeeping ({:.2} s; sum {:.2} s)",
         timing.span_us / 1e6,
         timing.ideal_us / 1e6,
         timing.sum_us / 1e6
     )));
+    b.report.push(Metric::new("flow", "plain tasks' overhead", plain.overhead(), "%").note(&format!(
+        "the same chunks as plain tasks, no flow: first start to last result ({:.2} s) against the ideal schedule ({:.2} s)",
+        plain.span_us / 1e6,
+        plain.ideal_us / 1e6
+    )));
     b.report.push(
-        Metric::new("flow", "Redis CPU", cpu / (timing.sum_us / 1e6) * 100.0, "% of task time")
-            .note(&format!("{cpu:.2} s of Redis CPU for the inputs, claims, results, outputs and the flow's bookkeeping")),
+        Metric::new("flow", "flow bookkeeping", timing.overhead() - plain.overhead(), "% of run time")
+            .note("the flow's overhead minus the plain tasks': what dependencies, reducers' inputs and flow counters add"),
     );
+    b.report.push(Metric::new("flow", "Redis CPU", cpu / (timing.sum_us / 1e6) * 100.0, "% of task time").note(&format!(
+        "{cpu:.2} s of Redis CPU for the flow's inputs, claims, results, outputs and bookkeeping; {:.1} % for the plain tasks",
+        plain_cpu / (plain.sum_us / 1e6) * 100.0
+    )));
     b.report.push(
         Metric::new("flow", "Redis memory, peak", peak_mem.saturating_sub(mem_before) as f64 / 1e6, "MB")
             .note("used_memory above the start, sampled during the flow: the chunks' inputs and full-count outputs dominate"),
@@ -185,9 +211,17 @@ struct Timing {
     ideal_us: f64,
 }
 
-async fn timing(b: &Bench, id: &TaskId) -> anyhow::Result<Timing> {
-    let (children, reducers) = b.client.db().flow_members(&mut b.client.conn(), id).await?;
-    let ids: Vec<TaskId> = children.iter().chain(&reducers).map(|s| TaskId::new(id.queue.clone(), *s)).collect();
+impl Timing {
+    /// The span beyond the ideal schedule, in % of it.
+    fn overhead(&self) -> f64 {
+        (self.span_us / self.ideal_us - 1.0) * 100.0
+    }
+}
+
+/// The timing of a flow's members (`children` in input order, then `reducers` level by level,
+/// as `map` builds them), or of plain tasks (no reducers).
+async fn timing(b: &Bench, q: &QueueName, children: &[u64], reducers: &[u64]) -> anyhow::Result<Timing> {
+    let ids: Vec<TaskId> = children.iter().chain(reducers).map(|s| TaskId::new(q.clone(), *s)).collect();
     let rows = b.task_fields(&ids, &[field::DURATION_US, field::STARTED, field::FINISHED_US]).await?;
     let run: Vec<f64> = rows.iter().map(|r| r[0].unwrap_or(0) as f64).collect();
     let first_start_us = rows.iter().filter_map(|r| r[1]).min().unwrap_or(0) as f64 * 1e3;
@@ -207,7 +241,7 @@ async fn timing(b: &Bench, id: &TaskId) -> anyhow::Result<Timing> {
     }
     let mut level = 0..children.len();
     let mut next_reducer = children.len();
-    while level.len() > 1 {
+    while level.len() > 1 && !reducers.is_empty() {
         let start = next_reducer;
         for group in level.clone().step_by(FAN_IN) {
             let parents = group..(group + FAN_IN).min(level.end);

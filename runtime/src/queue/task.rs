@@ -304,6 +304,33 @@ pub fn embed_output(bytes: &[u8]) -> serde_json::Value {
     }
 }
 
+/// Task outputs as one JSON array, as a reducer or an `--input-from-after` task reads them (None,
+/// a task that is gone or ignored, is `null`). Each element follows [`embed_output`], but valid
+/// JSON is copied as it is rather than parsed into a value and printed again: its bytes, key order
+/// and numbers stay exactly as the task wrote them, and a reducer's input of many large outputs
+/// costs a validation pass, not a tree of values.
+pub fn embed_outputs_array(outputs: &[Option<Vec<u8>>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + outputs.iter().map(|o| o.as_ref().map_or(4, |b| b.len() + 1)).sum::<usize>());
+    out.push(b'[');
+    for (i, o) in outputs.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match o.as_deref() {
+            None => out.extend_from_slice(b"null"),
+            Some(b) if serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok() => {
+                let json_space = |c: &u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r');
+                let start = b.iter().position(|c| !json_space(c)).unwrap_or(b.len());
+                let end = b.iter().rposition(|c| !json_space(c)).map_or(start, |e| e + 1);
+                out.extend_from_slice(&b[start..end]);
+            }
+            Some(b) => serde_json::to_writer(&mut out, &embed_output(b)).expect("a JSON value serialises"),
+        }
+    }
+    out.push(b']');
+    out
+}
+
 /// Everything known about a task, for `status` and `result`.
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskRecord {
@@ -422,6 +449,27 @@ mod tests {
     }
 
     const SHA: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    /// Valid JSON keeps its bytes (key order, numbers beyond f64, inner spaces), trimmed of the
+    /// whitespace around it; text becomes a string, other bytes base64, a missing output null.
+    #[test]
+    fn outputs_array_embeds_json_as_written() {
+        let outputs = vec![
+            Some(b"{\"z\": 1, \"a\": 123456789012345678901234567890}\n".to_vec()),
+            Some(b"plain \"text\"".to_vec()),
+            None,
+            Some(vec![0xff, 0x00]),
+            Some(b"  [1.50]  ".to_vec()),
+            Some(Vec::new()),
+        ];
+        let out = embed_outputs_array(&outputs);
+        assert_eq!(
+            String::from_utf8(out.clone()).unwrap(),
+            r#"[{"z": 1, "a": 123456789012345678901234567890},"plain \"text\"",null,{"base64":"/wA="},[1.50],""]"#
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
+        assert_eq!(v.as_array().unwrap().len(), outputs.len());
+    }
 
     #[test]
     fn spec_reads_and_validates_fields() {

@@ -125,8 +125,7 @@ async fn parents_input(shared: &Shared, id: &TaskId, parents: &[u64]) -> Result<
         .outputs(&mut shared.conn.clone(), &id.queue, parents)
         .await
         .map_err(|e| Failure::new(FailureKind::Internal, format!("could not read the parents' outputs: {e}")))?;
-    let items: Vec<serde_json::Value> = outputs.iter().map(|o| o.as_deref().map_or(serde_json::Value::Null, crate::queue::task::embed_output)).collect();
-    let input = serde_json::to_vec(&items).expect("JSON values serialise");
+    let input = crate::queue::task::embed_outputs_array(&outputs);
     let max = shared.config.max_input_size;
     if input.len() as u64 > max {
         let n = parents.len();
