@@ -186,8 +186,10 @@ fn the_demo_runs_end_to_end() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}\n{}", stdout, String::from_utf8_lossy(&out.stderr));
-    // Eight tasks: seven succeed, the one with a broken rule is retried once and ends dead.
-    assert!(stdout.contains("7 succeeded, 1 dead, 1 retried"), "{stdout}");
+    // Eight tasks: seven succeed, the one with a broken rule is retried once and ends dead; and
+    // a flow of 14 log lines counted and merged by a tree of 14 reducers.
+    assert!(stdout.contains("35 succeeded, 1 dead, 1 retried"), "{stdout}");
+    assert!(stdout.contains("flow demo:9: succeeded, 14 children and 14 reducers; 87 words"), "{stdout}");
     assert!(stdout.contains("HELLO FROM HAND-WRITTEN WASM"), "{stdout}");
     assert!(stdout.contains("has neither"), "the task's own reason is missing: {stdout}");
 }
