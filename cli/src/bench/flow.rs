@@ -186,7 +186,7 @@ async fn finished(b: &Bench, id: &TaskId, timeout: Duration, workers: &mut [Work
     let mut looks = 0u64;
     loop {
         let f = b.client.flow(id).await?.with_context(|| format!("flow {id} vanished"))?;
-        if looks % 10 == 0 {
+        if looks.is_multiple_of(10) {
             peak = peak.max(used_memory(&mut conn, &at).await?);
         }
         looks += 1;
