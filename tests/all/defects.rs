@@ -425,3 +425,47 @@ fn a_worker_that_claims_a_task_again_keeps_the_claims_apart() {
         assert_eq!((st["attempts"].as_u64(), st["stalls"].as_u64()), (Some(2), Some(0)), "{t}: {st}\n{}", worker.log());
     }
 }
+
+/// With Redis at maxmemory while tasks run, a worker keeps the results it cannot write (and stops
+/// claiming: claims are refused too), stays up, and writes them and carries on by itself once
+/// memory is freed: every task succeeds once, none is lost or run twice.
+#[test]
+fn a_worker_keeps_its_results_through_a_full_redis_and_resumes() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&fixture("echo.wat"), "echo");
+    let mut c = crate::common::redis_conn(&s);
+    let input = "y".repeat(100_000);
+    let ids: Vec<String> = (0..20).map(|_| w.enqueue("echo", &input, &[])).collect();
+    // A cap a little above what Redis holds now: a few 100 KB outputs fill it.
+    let info: String = redis::cmd("INFO").arg("memory").query(&mut c).unwrap();
+    let used: u64 = info.lines().find_map(|l| l.strip_prefix("used_memory:")).unwrap().trim().parse().unwrap();
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(used + 300_000).query(&mut c).unwrap();
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory-policy").arg("noeviction").query(&mut c).unwrap();
+    let mut worker = w.spawn_worker(&["--concurrency", "2"]);
+    let full = eventually(Duration::from_secs(30), || worker.log().contains("out of memory").then_some(()));
+    assert!(full.is_some(), "Redis never filled up: {}", worker.log());
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(worker.is_running(), "the worker stopped: {}", worker.log());
+    let done = |c: &mut redis::Connection| {
+        ids.iter()
+            .filter(|i| {
+                matches!(
+                    redis::Commands::hget::<_, _, Option<String>>(c, crate::common::task_key("default", id(i).seq), "state").unwrap().as_deref(),
+                    Some("succeeded")
+                )
+            })
+            .count()
+    };
+    let stuck = done(&mut c);
+    assert!(stuck < ids.len(), "every task finished although Redis was full");
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(0).query(&mut c).unwrap();
+    eventually(Duration::from_secs(60), || (done(&mut c) == ids.len()).then_some(()))
+        .unwrap_or_else(|| panic!("{} of {} finished after memory was freed: {}", done(&mut c), ids.len(), worker.log()));
+    for i in &ids {
+        let h = task_hash(&s, i);
+        assert_eq!(h["output"].len(), input.len(), "{i}");
+        assert_eq!(h["attempts"], "1", "{i} ran more than once");
+    }
+    assert_eq!(worker.stop(), Some(0));
+}
