@@ -74,7 +74,10 @@ pub async fn map(g: &Global, a: MapArgs) -> Outcome {
         println!("{flow}");
         return Ok(exit::OK);
     }
-    eprintln!("flow {flow}: {} children{}", inputs.len(), a.reduce.as_ref().map(|_| ", reduced").unwrap_or_default());
+    // Without a terminal, nothing but the result.
+    if std::io::stderr().is_terminal() {
+        eprintln!("flow {flow}: {} children{}", inputs.len(), a.reduce.as_ref().map(|_| ", reduced").unwrap_or_default());
+    }
     finish(&client, &flow, true, a.wait_timeout).await
 }
 

@@ -166,8 +166,9 @@ fn map_with_and_without_reduce() {
     let file = map_inputs(&["1", "\"two\"", "{\"n\": 3}", "[4]", "5", "6", "7"]);
     let path = file.path().to_str().unwrap();
     let _worker = w.spawn_worker(&[]);
-    let plain = w.ok(&["map", "echo", "--inputs-file", path, "--wait"]);
-    assert_eq!(plain, r#"[1,"two",{"n": 3},[4],5,6,7]"#);
+    let out = w.run(&["map", "echo", "--inputs-file", path, "--wait"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), r#"[1,"two",{"n": 3},[4],5,6,7]"#);
+    assert!(out.stderr.is_empty(), "without a terminal --wait prints nothing but the result: {}", String::from_utf8_lossy(&out.stderr));
     let flat = w.ok(&["map", "echo", "--inputs-file", path, "--reduce", "echo", "--wait"]);
     assert_eq!(flat, r#"[1,"two",{"n": 3},[4],5,6,7]"#);
     // Fan-in 2: 4 reducers over the children, 2 over those, 1 root.
@@ -418,4 +419,34 @@ fn a_map_that_fails_part_way_prints_no_id() {
     assert_eq!(w.status("default:2").expect("the first child")["cancel_reason"], "flow_cancelled");
     let stats: serde_json::Value = serde_json::from_str(&w.ok(&["queue", "stats", "--json"])).unwrap();
     assert_eq!((stats[0]["pending"].as_u64(), stats[0]["blocked"].as_u64()), (Some(0), Some(0)), "{stats}");
+}
+
+/// `cancel FLOW` while members run: the running ones are stopped by their workers, the rest
+/// cancelled at once, all with reason flow_cancelled; the flow ends cancelled (exit 6).
+#[test]
+fn cancelling_a_running_flow_stops_its_running_members() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    let dir = tempfile::tempdir().unwrap();
+    let nap = dir.path().join("nap.wat");
+    std::fs::write(&nap, std::fs::read_to_string(fixture("sleep.wat")).unwrap().replace("10000000000", "20000000000")).unwrap();
+    w.push(&nap, "nap");
+    w.push(&fixture("echo.wat"), "echo");
+    let file = map_inputs(&["1", "2", "3", "4", "5", "6"]);
+    let flow = w.ok(&["map", "nap", "--inputs-file", file.path().to_str().unwrap(), "--reduce", "echo"]).trim().to_string();
+    let _worker = w.spawn_worker(&["--concurrency", "2"]);
+    let flow_status = || -> serde_json::Value { serde_json::from_str(&w.ok_any(&["status", &flow, "--json"])).unwrap() };
+    // Claimed: two running, the rest prefetched by the worker.
+    eventually(Duration::from_secs(30), || (flow_status()["active"].as_u64() >= Some(2)).then_some(())).expect("the children never started");
+    let said = w.ok(&["cancel", &flow]);
+    let stopping: u64 = said.split(", ").nth(1).and_then(|p| p.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{said}"));
+    assert!(stopping >= 2, "{said}");
+    assert_eq!(w.run(&["result", &flow, "--wait", "--timeout", "10s"]).status.code(), Some(6));
+    let st = eventually(Duration::from_secs(10), || Some(flow_status()).filter(|st| st["cancelled"] == 7)).unwrap_or_else(|| panic!("{}", flow_status()));
+    assert_eq!((st["state"].as_str(), st["active"].as_u64()), (Some("cancelled"), Some(0)), "{st}");
+    let first = flow.rsplit(':').next().unwrap().parse::<u64>().unwrap() + 1;
+    for seq in first..first + 7 {
+        let t = w.status(&format!("default:{seq}")).unwrap();
+        assert_eq!((t["state"].as_str(), t["cancel_reason"].as_str()), (Some("cancelled"), Some("flow_cancelled")), "{t}");
+    }
 }
