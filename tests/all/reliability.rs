@@ -450,3 +450,22 @@ fn a_task_key_overwritten_while_it_runs_is_dropped_and_the_worker_carries_on() {
     let active: u64 = c.zcard(crate::common::qk("default").active()).unwrap();
     assert_eq!(active, 0, "the overwritten task is still in the active set");
 }
+
+/// Exit status 2 is a permanent failure (the SDK's status for input it cannot decode): dead after
+/// one attempt whatever `--max-attempts` allows, with kind `permanent`; other statuses are retried.
+#[test]
+fn exit_status_2_is_never_retried() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&crate::common::example(wasmq_testkit::examples::WasmTarget::P1, "wordcount"), "wordcount");
+    w.push(&crate::common::fixture("exit3.wat"), "exit3");
+    let bad_input = w.enqueue("wordcount", r#"{"not": "a wordcount input"}"#, &["--max-attempts", "3"]);
+    let failing = w.enqueue("exit3", "", &["--max-attempts", "2"]);
+    let mut worker = w.spawn_worker(&["--exit-when-idle", "--backoff-base", "10ms", "--backoff-cap", "10ms"]);
+    assert_eq!(worker.wait(Duration::from_secs(30)), Some(0), "{}", worker.log());
+    let h = task_hash(&s, &bad_input);
+    assert_eq!((h["state"].as_str(), h["attempts"].as_str(), h["error_kind"].as_str()), ("dead", "1", "permanent"), "{h:?}");
+    assert!(h["error"].contains("status 2") && h["error"].contains("not retried"), "{h:?}");
+    let h = task_hash(&s, &failing);
+    assert_eq!((h["state"].as_str(), h["attempts"].as_str(), h["error_kind"].as_str()), ("dead", "2", "exit_code"), "{h:?}");
+}

@@ -149,7 +149,7 @@ fn limits_are_flags() {
     fails_with("loop.wat", &["--timeout", "200ms"], "", "timeout");
     fails_with("grow.wat", &["--memory", "4MiB"], "", "memory_limit");
     fails_with("loop.wat", &["--fuel", "100000"], "", "fuel_exhausted");
-    fails_with("recurse.wat", &["--stack-size", "64KiB"], "", "trap");
+    fails_with("recurse.wat", &["--stack-size", "64KiB"], "", "stack_overflow");
     // Output past --stdout-limit fails the task; a log past --stderr-limit is cut and marked.
     let out = fails_with("echo.wat", &["--stdout-limit", "10B"], "more than ten bytes", "output_limit");
     assert!(out.stdout.is_empty(), "a failed task's partial output is not printed");

@@ -60,6 +60,18 @@ async fn memory_growth_is_stopped_by_the_cap() {
     let limits = Limits { memory: 16 << 20, ..Limits::default() };
     let o = run_fixture(&sandbox(), "grow.wat", b"", limits).await;
     assert_eq!(kind(&o), Some(FailureKind::MemoryLimit), "{:?}", o.result);
+    assert!(o.failure().unwrap().message.contains("the growth was refused"), "{:?}", o.result);
+}
+
+/// A refused growth is `memory.grow` returning -1, not a trap: a guest that handles it (C's
+/// malloc returning NULL) carries on and can succeed.
+#[tokio::test]
+async fn a_refused_memory_growth_returns_minus_one_to_the_guest() {
+    let limits = Limits { memory: 16 << 20, ..Limits::default() };
+    let o = run_fixture(&sandbox(), "grow_handled.wat", b"", limits).await;
+    assert!(o.is_success(), "{:?}", o.result);
+    // 64 KiB to start with, then 1 MiB steps up to the 16 MiB cap: 15 of them.
+    assert_eq!(o.output, [15]);
 }
 
 #[tokio::test]

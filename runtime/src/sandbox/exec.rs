@@ -179,12 +179,12 @@ pub(crate) async fn run(engine: &Engine, module: &LoadedModule, name: &str, inpu
     let builder = wasi_builder(name, input, &stdout, &stderr, limits);
     let deadline = tokio::time::Instant::from_std(guard.deadline);
 
-    let (ended, fuel_left) = match &module.pre {
+    let (ended, fuel_left, denied) = match &module.pre {
         Pre::Module(pre) => {
             let mut builder = builder;
             let data = CoreState { wasi: builder.build_p1(), guard };
             match new_store(engine, data, limits, metering) {
-                Err(e) => (Ended::Error(e), None),
+                Err(e) => (Ended::Error(e), None, None),
                 Ok(mut store) => {
                     let fut = async {
                         let instance = pre.instantiate_async(&mut store).await?;
@@ -196,7 +196,7 @@ pub(crate) async fn run(engine: &Engine, module: &LoadedModule, name: &str, inpu
                         Err(e) => exit_or_error(e),
                     });
                     let fuel = if metering { store.get_fuel().ok() } else { None };
-                    (ended.unwrap_or_else(Ended::Error), fuel)
+                    (ended.unwrap_or_else(Ended::Error), fuel, store.data().guard.limiter.denied)
                 }
             }
         }
@@ -204,7 +204,7 @@ pub(crate) async fn run(engine: &Engine, module: &LoadedModule, name: &str, inpu
             let mut builder = builder;
             let data = ComponentState { ctx: builder.build(), table: ResourceTable::new(), guard };
             match new_store(engine, data, limits, metering) {
-                Err(e) => (Ended::Error(e), None),
+                Err(e) => (Ended::Error(e), None, None),
                 Ok(mut store) => {
                     let fut = async {
                         let cmd = pre.instantiate_async(&mut store).await?;
@@ -217,7 +217,7 @@ pub(crate) async fn run(engine: &Engine, module: &LoadedModule, name: &str, inpu
                         Err(e) => exit_or_error(e),
                     });
                     let fuel = if metering { store.get_fuel().ok() } else { None };
-                    (ended.unwrap_or_else(Ended::Error), fuel)
+                    (ended.unwrap_or_else(Ended::Error), fuel, store.data().guard.limiter.denied)
                 }
             }
         }
@@ -233,7 +233,11 @@ pub(crate) async fn run(engine: &Engine, module: &LoadedModule, name: &str, inpu
         Ended::Exit(0) => (Ok(()), Some(0)),
         Ended::Exit(code) => {
             let reason = last_log_line(&log).map(|l| format!(": {l}")).unwrap_or_default();
-            (Err(Failure::new(FailureKind::ExitCode, format!("the task exited with status {code}{reason}"))), Some(code))
+            let failure = match code {
+                PERMANENT_EXIT => Failure::new(FailureKind::Permanent, format!("the task exited with status 2, a permanent failure (not retried){reason}")),
+                _ => Failure::new(FailureKind::ExitCode, format!("the task exited with status {code}{reason}")),
+            };
+            (Err(failure), Some(code))
         }
         Ended::Error(e) => {
             let mut failure = classify(&e, limits);
@@ -246,8 +250,20 @@ pub(crate) async fn run(engine: &Engine, module: &LoadedModule, name: &str, inpu
             (Err(failure), None)
         }
     };
+    // A task that fails after a memory growth was refused failed for want of memory, whatever its
+    // own way of failing (an abort, a trap, an exit status, spinning until its timeout).
+    let result = match (result, denied) {
+        (Err(f), Some(d)) if !matches!(f.kind, FailureKind::Cancelled | FailureKind::OutputLimit | FailureKind::MemoryLimit) => {
+            Err(Failure::new(FailureKind::MemoryLimit, format!("{d} (the growth was refused; then {f})")))
+        }
+        (r, _) => r,
+    };
     Outcome { result, output, log, log_truncated, exit_code, duration, fuel_used }
 }
+
+/// The exit status by which a core module says its failure is permanent (bad input, say): never
+/// retried. Components cannot say it by status (their exit carries no number).
+pub const PERMANENT_EXIT: i32 = 2;
 
 /// Runs the guest future until it ends, the deadline passes, or the task is cancelled. The epoch
 /// callback catches both while wasm code runs; this catches them while the guest waits in a host
@@ -295,7 +311,10 @@ fn classify(e: &wasmtime::Error, limits: &Limits) -> Failure {
             Trap::OutOfFuel => {
                 Failure::new(FailureKind::FuelExhausted, format!("the task used up its fuel budget of {}", limits.fuel.map_or("?".into(), |f| f.to_string())))
             }
-            Trap::StackOverflow => Failure::new(FailureKind::Trap, "wasm trap: call stack exhausted (stack overflow)"),
+            Trap::StackOverflow => Failure::new(
+                FailureKind::StackOverflow,
+                "the task overflowed its call stack; interpreters (Python, JavaScript) and deep recursion need workers started with a larger --stack-size",
+            ),
             Trap::AllocationTooLarge => Failure::new(FailureKind::MemoryLimit, "wasm trap: allocation too large"),
             other => Failure::new(FailureKind::Trap, other.to_string()),
         };

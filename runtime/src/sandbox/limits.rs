@@ -80,20 +80,24 @@ pub const MAX_INSTANCES_PER_TASK: usize = 16;
 pub const MAX_MEMORIES_PER_TASK: usize = 4;
 pub const MAX_TABLES_PER_TASK: usize = 16;
 
-/// Enforces the caps of one store. Growth past a cap traps rather than returning -1 to the guest:
-/// most guests abort on a failed allocation anyway, and a trap is classified precisely as
-/// `memory_limit` instead of a vague crash.
+/// Enforces the caps of one store. A memory growth past the cap is refused the way wasm says:
+/// `memory.grow` returns -1, so that a guest whose allocator can handle a failed allocation (C's
+/// `malloc` returning NULL) does. The refusal is remembered: if the task then fails (most guests
+/// abort on a failed allocation), it is reported as `memory_limit`, not as the abort it led to.
+/// A table growth past its cap traps.
 #[derive(Debug)]
 pub struct TaskLimiter {
     memory_cap: u64,
     table_cap: usize,
     /// Bytes in use by the memories grown so far (a component may have several).
     memory_in_use: u64,
+    /// The last memory growth refused, if any.
+    pub(crate) denied: Option<ResourceLimitExceeded>,
 }
 
 impl TaskLimiter {
     pub fn new(limits: &Limits) -> Self {
-        Self { memory_cap: limits.memory, table_cap: limits.table_elements, memory_in_use: 0 }
+        Self { memory_cap: limits.memory, table_cap: limits.table_elements, memory_in_use: 0, denied: None }
     }
 }
 
@@ -101,7 +105,8 @@ impl wasmtime::ResourceLimiter for TaskLimiter {
     fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         let total = self.memory_in_use - (current as u64).min(self.memory_in_use) + desired as u64;
         if total > self.memory_cap {
-            return Err(wasmtime::Error::new(ResourceLimitExceeded::Memory { desired: total as usize, cap: self.memory_cap }));
+            self.denied = Some(ResourceLimitExceeded::Memory { desired: total as usize, cap: self.memory_cap });
+            return Ok(false);
         }
         self.memory_in_use = total;
         Ok(true)

@@ -13,12 +13,17 @@ pub enum FailureKind {
     Timeout,
     /// It tried to grow memory (or a table) beyond its cap.
     MemoryLimit,
+    /// It overflowed its call stack (the worker's `--stack-size`).
+    StackOverflow,
     /// It wrote more to stdout than the output cap allows.
     OutputLimit,
     /// It ran out of fuel (instruction budget).
     FuelExhausted,
-    /// It exited with a non-zero status.
+    /// It exited with a non-zero status (other than 2).
     ExitCode,
+    /// It said its failure is permanent: exit status 2 (a core module; the SDK's status for input
+    /// it cannot decode). Never retried: the same input fails the same way.
+    Permanent,
     /// The bytes are not a runnable WASI command (bad wasm, missing `_start`, unknown imports).
     InvalidModule,
     /// The module's bytes in Redis do not match their hash.
@@ -44,9 +49,11 @@ impl FailureKind {
             Self::Trap => "trap",
             Self::Timeout => "timeout",
             Self::MemoryLimit => "memory_limit",
+            Self::StackOverflow => "stack_overflow",
             Self::OutputLimit => "output_limit",
             Self::FuelExhausted => "fuel_exhausted",
             Self::ExitCode => "exit_code",
+            Self::Permanent => "permanent",
             Self::InvalidModule => "invalid_module",
             Self::Integrity => "integrity",
             Self::UnknownModule => "unknown_module",
@@ -58,10 +65,10 @@ impl FailureKind {
         }
     }
 
-    /// Whether another attempt could succeed. A bad module, a tampered module, a missing module or
-    /// malformed task data will fail the same way every time.
+    /// Whether another attempt could succeed. A bad module, a tampered module, a missing module,
+    /// malformed task data or a task that says so itself will fail the same way every time.
     pub fn retryable(self) -> bool {
-        !matches!(self, Self::InvalidModule | Self::Integrity | Self::UnknownModule | Self::InvalidTask | Self::InputLimit | Self::Cancelled)
+        !matches!(self, Self::InvalidModule | Self::Integrity | Self::UnknownModule | Self::InvalidTask | Self::InputLimit | Self::Cancelled | Self::Permanent)
     }
 }
 
