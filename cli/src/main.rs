@@ -2,6 +2,7 @@
 //! command's work lives in its own module; errors get context here, at the edge.
 
 mod bench;
+mod config;
 mod demo;
 mod enqueue;
 mod flow;
@@ -149,6 +150,9 @@ pub enum Command {
     /// Queue statistics and settings.
     #[command(subcommand)]
     Queue(queue::QueueCommand),
+    /// A queue's config values and secret grants, which its tasks read through the host API.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     /// Tasks that exhausted their attempts.
     #[command(subcommand)]
     Dead(queue::DeadCommand),
@@ -290,6 +294,7 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::Result(a) => results::result(g, a).await,
         Command::Cancel(a) => results::cancel(g, a).await,
         Command::Queue(c) => queue::run(g, c).await,
+        Command::Config(c) => config::run(g, c).await,
         Command::Dead(c) => queue::dead(g, c).await,
         Command::Purge(a) => queue::purge(g, a).await,
         Command::Schedule(c) => schedule::run(g, c).await,

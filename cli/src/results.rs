@@ -98,6 +98,9 @@ fn describe(r: &TaskRecord) -> String {
     if let Some(t) = r.started_ms {
         line("started", parse::format_ms(t));
     }
+    if let Some(p) = &r.progress {
+        line("progress", format!("{:.0}%{}", p.fraction * 100.0, if p.message.is_empty() { String::new() } else { format!(" {}", p.message) }));
+    }
     if let Some(t) = r.finished_ms {
         line("finished", parse::format_ms(t));
     }

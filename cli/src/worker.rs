@@ -90,6 +90,25 @@ pub struct WorkerArgs {
     /// Worker id in task hashes and logs (default: host-pid-random).
     #[arg(long)]
     pub id: Option<String>,
+    /// A secret its tasks may read through the host API's `config` where their queue is granted
+    /// NAME (`wasmq config grant QUEUE NAME`): `NAME=@FILE`, the value read from FILE (one
+    /// trailing newline dropped). Repeatable. The value never goes to Redis or the logs.
+    #[arg(long, value_name = "NAME=@FILE", value_parser = secret)]
+    pub secret: Vec<(String, String)>,
+}
+
+/// `NAME=@FILE`, read now.
+fn secret(s: &str) -> Result<(String, String), String> {
+    let (name, file) = s.split_once("=@").ok_or("expected NAME=@FILE (the value comes from a file, so that it is not in the process list)")?;
+    crate::config::check_name(name)?;
+    let mut value = std::fs::read_to_string(file).map_err(|e| format!("cannot read the secret {name} from {file}: {e}"))?;
+    if value.ends_with('\n') {
+        value.pop();
+        if value.ends_with('\r') {
+            value.pop();
+        }
+    }
+    Ok((name.to_string(), value))
 }
 
 impl WorkerArgs {
@@ -133,6 +152,7 @@ impl WorkerArgs {
             grace: self.grace,
             exit_when_idle: self.exit_when_idle,
             worker_id: self.id.clone().unwrap_or_else(wasmq::worker::default_worker_id),
+            secrets: wasmq::worker::Secrets(self.secret.iter().cloned().collect()),
         };
         config.validate().map_err(anyhow::Error::msg)?;
         Ok(config)

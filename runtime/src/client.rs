@@ -12,7 +12,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -705,6 +705,30 @@ impl Client {
     /// Tasks pending in a queue.
     pub async fn pending_count(&self, q: &QueueName) -> Result<u64, ClientError> {
         Ok(self.db.pending_count(&mut self.conn.clone(), q).await?)
+    }
+
+    /// Sets (`Some`) or removes a value of a queue's config, which its tasks read through the
+    /// host API; returns whether the key existed.
+    pub async fn set_config(&self, q: &QueueName, key: &str, value: Option<&str>) -> Result<bool, ClientError> {
+        self.register_queue(q).await?;
+        Ok(self.db.set_config(&mut self.conn.clone(), q, key, value).await?)
+    }
+
+    /// A queue's config values.
+    pub async fn config(&self, q: &QueueName) -> Result<HashMap<String, String>, ClientError> {
+        Ok(self.db.config(&mut self.conn.clone(), q).await?)
+    }
+
+    /// Grants or revokes a queue's tasks the secret `name` (its value lives on workers only);
+    /// returns whether anything changed.
+    pub async fn set_grant(&self, q: &QueueName, name: &str, granted: bool) -> Result<bool, ClientError> {
+        self.register_queue(q).await?;
+        Ok(self.db.set_grant(&mut self.conn.clone(), q, name, granted).await?)
+    }
+
+    /// The secret names a queue is granted.
+    pub async fn grants(&self, q: &QueueName) -> Result<Vec<String>, ClientError> {
+        Ok(self.db.grants(&mut self.conn.clone(), q).await?)
     }
 }
 

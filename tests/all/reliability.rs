@@ -275,7 +275,7 @@ impl Scripts {
 
     /// A heartbeat at `at` that reports the task as running.
     async fn heartbeat_running(&self, seq: u64, token: u64, at: i64) {
-        let held = [wasmq::queue::HeldLease { seq, token, started_ms: 1 }];
+        let held = [wasmq::queue::HeldLease { seq, token, started_ms: 1, progress: None }];
         Self::db(at).heartbeat(&mut self.conn.clone(), &self.q, Duration::from_secs(1), &held).await.unwrap();
     }
 

@@ -189,3 +189,26 @@ async fn deterministic_mode_fixes_clock_and_randomness() {
     let c = run_fixture(&sb, "clock_random.wat", b"", Limits::default()).await;
     assert_ne!(a.output, c.output, "a normal run saw the fixed clock and seed");
 }
+
+/// The host API of core modules: progress lands in the run's slot, `config` reads what the run
+/// was given (`-` for a missing key), `fail` ends the task as a permanent failure.
+#[tokio::test]
+async fn a_core_module_uses_the_host_api() {
+    use wasmq::sandbox::TaskHost;
+    let sb = sandbox();
+    let bytes = std::fs::read(crate::common::fixture("host_api.wat")).unwrap();
+    let (binary, _) = prepare(&bytes).unwrap();
+    let module = sb.load(&sha256_hex(&binary), &binary).unwrap();
+    let config: std::collections::HashMap<String, String> = [("greeting".to_string(), "hello".to_string())].into();
+    let host = TaskHost { config: std::sync::Arc::new(config), ..Default::default() };
+    let o = sb.run_with(&module, "host_api", b"x".to_vec(), &Limits::default(), &CancelToken::new(), host.clone()).await;
+    assert!(o.is_success(), "{:?}", o.result);
+    assert_eq!(String::from_utf8_lossy(&o.output), "hello|-");
+    let p = host.progress.latest().expect("a progress report");
+    assert_eq!((p.fraction, p.message.as_str()), (0.5, "halfway"));
+    let o = sb.run_with(&module, "host_api", b"f".to_vec(), &Limits::default(), &CancelToken::new(), TaskHost::default()).await;
+    assert_eq!(kind(&o), Some(FailureKind::Permanent), "{:?}", o.result);
+    assert!(o.failure().unwrap().message.contains("bad input"), "{:?}", o.result);
+    // Without the host API's imports a module runs as before: nothing else changed for it.
+    assert!(run_fixture(&sb, "echo.wat", b"x", Limits::default()).await.is_success());
+}

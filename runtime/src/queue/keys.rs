@@ -123,6 +123,8 @@ queue_keys! {
     estimates => "estimates",
     schedules => "schedules",
     schedule_due => "schedule-due",
+    config => "config",
+    grants => "grants",
     flows_open => "flows:open",
     flows_members => "flows:members",
 }

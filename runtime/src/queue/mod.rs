@@ -456,6 +456,8 @@ impl Db {
             k.schedules(),
             k.schedule_due(),
             k.flows_members(),
+            k.config(),
+            k.grants(),
         ];
         let _: () = conn.del(&keys[..]).await?;
         conn.srem(self.keys.queues(), q.as_str()).await
@@ -474,5 +476,52 @@ async fn delete_listed_tasks(conn: &mut Conn, k: &keys::QueueKeys, list: &str) -
             pipe.del(k.task(*s)).ignore();
         }
         let _: () = pipe.query_async(conn).await?;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queue config and secret grants (host API `config`): `P:{Q}:config` holds settings by key,
+// `P:{Q}:grants` the names of the secrets the queue's tasks may read. Secret values are never
+// in Redis: workers hold them.
+
+impl Db {
+    /// Sets (`Some`) or removes (`None`) a config value; returns whether the key existed.
+    pub async fn set_config(&self, conn: &mut Conn, q: &QueueName, key: &str, value: Option<&str>) -> redis::RedisResult<bool> {
+        let k = self.keys.queue(q).config();
+        match value {
+            Some(v) => Ok(conn.hset::<_, _, _, i64>(k, key, v).await? == 0),
+            None => Ok(conn.hdel::<_, _, i64>(k, key).await? == 1),
+        }
+    }
+
+    /// A queue's config values.
+    pub async fn config(&self, conn: &mut Conn, q: &QueueName) -> redis::RedisResult<HashMap<String, String>> {
+        conn.hgetall(self.keys.queue(q).config()).await
+    }
+
+    /// Grants (`true`) or revokes a secret name; returns whether anything changed.
+    pub async fn set_grant(&self, conn: &mut Conn, q: &QueueName, name: &str, granted: bool) -> redis::RedisResult<bool> {
+        let k = self.keys.queue(q).grants();
+        let n: i64 = if granted { conn.sadd(k, name).await? } else { conn.srem(k, name).await? };
+        Ok(n == 1)
+    }
+
+    /// The secret names a queue is granted, sorted.
+    pub async fn grants(&self, conn: &mut Conn, q: &QueueName) -> redis::RedisResult<Vec<String>> {
+        let mut g: Vec<String> = conn.smembers(self.keys.queue(q).grants()).await?;
+        g.sort();
+        Ok(g)
+    }
+
+    /// A queue's config values and granted secret names, in one round trip (what a worker
+    /// refreshes).
+    pub async fn task_settings(&self, conn: &mut Conn, q: &QueueName) -> redis::RedisResult<(HashMap<String, String>, Vec<String>)> {
+        let k = self.keys.queue(q);
+        conn.pipeline_at(&k.meta(), redis::pipe().hgetall(k.config()).smembers(k.grants())).await.and_then(|v| {
+            let mut it = v.into_iter();
+            let config = redis::from_redis_value(it.next().unwrap_or(redis::Value::Nil))?;
+            let grants = redis::from_redis_value(it.next().unwrap_or(redis::Value::Nil))?;
+            Ok((config, grants))
+        })
     }
 }

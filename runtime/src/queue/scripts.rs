@@ -469,12 +469,14 @@ impl Db {
 // heartbeat.lua
 
 /// One held task as the heartbeat reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HeldLease {
     pub seq: u64,
     pub token: u64,
     /// Unix ms when it started running (worker clock); 0 while it waits for a run slot.
     pub started_ms: u64,
+    /// A progress report (fraction, message) new since the last heartbeat.
+    pub progress: Option<(f32, String)>,
 }
 
 /// What the heartbeat learned, as (seq, token) pairs: the token names the claim it is about.
@@ -495,6 +497,10 @@ impl Db {
         inv.arg(lease.as_millis() as u64);
         for h in held {
             inv.arg(h.seq).arg(h.token).arg(h.started_ms);
+            match &h.progress {
+                Some((fraction, message)) => inv.arg(format!("{fraction:.4}")).arg(message.as_str()),
+                None => inv.arg("").arg(""),
+            };
         }
         let (c, l, f): (Vec<u64>, Vec<u64>, Vec<u64>) = inv.invoke_async(conn).await?;
         let pairs = |v: Vec<u64>| v.chunks_exact(2).map(|p| (p[0], p[1])).collect();

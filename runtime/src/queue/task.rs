@@ -44,6 +44,10 @@ pub mod field {
     pub const ERR_PREFIX: &str = "err:";
     /// Why a cancelled task was cancelled (`requested`, ...).
     pub const CANCEL_REASON: &str = "cancel_reason";
+    /// The running attempt's last progress report (host API): a fraction from 0 to 1, and its
+    /// message; written by heartbeat.lua, cleared when the attempt ends.
+    pub const PROGRESS: &str = "progress";
+    pub const PROGRESS_MSG: &str = "progress_msg";
     /// Set while a `result --wait` client waits for the task.
     pub const WAITERS: &str = "waiters";
     /// Parent seqs (same queue), comma-separated: the task waits for them to succeed.
@@ -331,6 +335,14 @@ pub fn embed_outputs_array(outputs: &[Option<Vec<u8>>]) -> Vec<u8> {
     out
 }
 
+/// A running task's progress report, as `status` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TaskProgress {
+    /// From 0 to 1.
+    pub fraction: f32,
+    pub message: String,
+}
+
 /// Everything known about a task, for `status` and `result`.
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskRecord {
@@ -361,6 +373,9 @@ pub struct TaskRecord {
     pub cancel_requested: bool,
     /// Why the task was cancelled (for a cancelled task).
     pub cancel_reason: Option<String>,
+    /// The running attempt's last progress report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<TaskProgress>,
     /// Its parents (`enqueue --after`), in order.
     pub after: Vec<String>,
     /// While blocked: the parents that have not succeeded, with their state (filled in by the
@@ -414,6 +429,12 @@ impl TaskRecord {
             stalls: uint(field::STALLS).unwrap_or(0),
             cancel_requested: f.bytes(field::CANCEL) == Some(b"1"),
             cancel_reason: lossy(field::CANCEL_REASON),
+            progress: f
+                .text(field::PROGRESS)
+                .ok()
+                .flatten()
+                .and_then(|p| p.parse::<f32>().ok())
+                .map(|fraction| TaskProgress { fraction, message: lossy(field::PROGRESS_MSG).unwrap_or_default() }),
             after: parents(f).unwrap_or_default().into_iter().map(|s| TaskId::new(id.queue.clone(), s).to_string()).collect(),
             blocked_on: Vec::new(),
             input_bytes: f.bytes(field::INPUT).map_or(0, |b| b.len()),

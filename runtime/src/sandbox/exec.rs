@@ -11,6 +11,7 @@ use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::cancel::CancelToken;
+use super::host::{HasHost, TaskFailed, TaskHost};
 use super::limits::{Limits, ResourceLimitExceeded, TaskLimiter};
 use super::outcome::{Failure, FailureKind, Outcome};
 use super::stdio::{CappedPipe, OutputLimitExceeded};
@@ -42,6 +43,7 @@ pub(crate) struct Guard {
     limiter: TaskLimiter,
     deadline: Instant,
     cancel: CancelToken,
+    host: TaskHost,
 }
 
 pub(crate) struct CoreState {
@@ -77,6 +79,18 @@ impl HasGuard for ComponentState {
     }
 }
 
+impl HasHost for CoreState {
+    fn host(&mut self) -> &mut TaskHost {
+        &mut self.guard.host
+    }
+}
+
+impl HasHost for ComponentState {
+    fn host(&mut self) -> &mut TaskHost {
+        &mut self.guard.host
+    }
+}
+
 /// The linkers of both kinds, built once per engine: WASI preview 1 for modules, preview 2 for
 /// components.
 pub(crate) struct Linkers {
@@ -88,8 +102,10 @@ impl Linkers {
     pub(crate) fn new(engine: &Engine) -> wasmtime::Result<Self> {
         let mut core = Linker::new(engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut core, |s: &mut CoreState| &mut s.wasi)?;
+        super::host::add_to_core_linker(&mut core)?;
         let mut component = wasmtime::component::Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut component)?;
+        super::host::add_to_component_linker(&mut component)?;
         Ok(Self { core, component })
     }
 
@@ -166,7 +182,17 @@ enum Ended {
     Error(wasmtime::Error),
 }
 
-pub(crate) async fn run(engine: &Engine, module: &LoadedModule, name: &str, input: Vec<u8>, limits: &Limits, cancel: &CancelToken, metering: bool) -> Outcome {
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run(
+    engine: &Engine,
+    module: &LoadedModule,
+    name: &str,
+    input: Vec<u8>,
+    limits: &Limits,
+    cancel: &CancelToken,
+    metering: bool,
+    host: TaskHost,
+) -> Outcome {
     // A run cancelled before it started never starts.
     if cancel.is_cancelled() {
         return Outcome::not_run(Failure::new(FailureKind::Cancelled, "the task was cancelled before it started"));
@@ -175,7 +201,7 @@ pub(crate) async fn run(engine: &Engine, module: &LoadedModule, name: &str, inpu
     let stdout = CappedPipe::strict(limits.stdout);
     let stderr = CappedPipe::truncating(limits.stderr);
     let started = Instant::now();
-    let guard = Guard { limiter: TaskLimiter::new(limits), deadline: started + limits.timeout, cancel: cancel.clone() };
+    let guard = Guard { limiter: TaskLimiter::new(limits), deadline: started + limits.timeout, cancel: cancel.clone(), host };
     let builder = wasi_builder(name, input, &stdout, &stderr, limits);
     let deadline = tokio::time::Instant::from_std(guard.deadline);
 
@@ -299,6 +325,9 @@ fn classify(e: &wasmtime::Error, limits: &Limits) -> Failure {
             Interrupted::Timeout => Failure::new(FailureKind::Timeout, format!("the task ran past its timeout of {}", fmt_duration(limits.timeout))),
             Interrupted::Cancelled => Failure::new(FailureKind::Cancelled, "the task was cancelled while running"),
         };
+    }
+    if let Some(TaskFailed(message)) = find::<TaskFailed>(e) {
+        return Failure::new(FailureKind::Permanent, format!("the task failed permanently (not retried): {message}"));
     }
     if let Some(l) = find::<ResourceLimitExceeded>(e) {
         return Failure::new(FailureKind::MemoryLimit, l.to_string());

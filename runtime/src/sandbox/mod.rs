@@ -9,13 +9,16 @@
 //!
 //! A task sees: its input on stdin, one argument (its name), no environment variables, no
 //! preopened directories, no sockets (preview 2 sockets are linked but every address is
-//! refused), and WASI clocks and randomness (real ones, or fixed and seeded in deterministic mode).
+//! refused), and WASI clocks and randomness (real ones, or fixed and seeded in deterministic mode),
+//! and the wasmq host API (`host`): progress reports, its queue's settings and granted secrets,
+//! and a permanent failure.
 
 mod artifacts;
 mod cancel;
 mod deterministic;
 mod engine;
 mod exec;
+pub mod host;
 mod limits;
 mod outcome;
 mod stdio;
@@ -31,6 +34,7 @@ use wasmtime::{Engine, Module};
 pub use artifacts::{ArtifactDir, ArtifactDirError};
 pub use cancel::{CancelReason, CancelToken};
 pub use engine::{DEFAULT_MAX_MEMORY, DEFAULT_MAX_STACK, DEFAULT_MAX_TABLE_ELEMENTS, EPOCH_TICK, SandboxConfig, default_cache_dir};
+pub use host::{Progress, ProgressSlot, TaskHost};
 pub use limits::{
     DEFAULT_MEMORY, DEFAULT_STDERR, DEFAULT_STDOUT, DEFAULT_TABLE_ELEMENTS, DEFAULT_TIMEOUT, Limits, MAX_STDERR, MAX_STDOUT, ResourceLimitExceeded,
 };
@@ -270,12 +274,18 @@ impl Sandbox {
     /// Runs a loaded module once with `input` on stdin. Never fails: every problem is an
     /// [`Outcome`] with a failure kind. `name` is the task's only argument (`argv[0]`).
     pub async fn run(&self, module: &LoadedModule, name: &str, input: Vec<u8>, limits: &Limits, cancel: &CancelToken) -> Outcome {
+        self.run_with(module, name, input, limits, cancel, TaskHost::default()).await
+    }
+
+    /// [`Sandbox::run`] with what the task may use of the host API: where its progress goes,
+    /// the settings and secrets it may read.
+    pub async fn run_with(&self, module: &LoadedModule, name: &str, input: Vec<u8>, limits: &Limits, cancel: &CancelToken, host: TaskHost) -> Outcome {
         if limits.fuel.is_some() && !self.inner.config.metering {
             return Outcome::not_run(Failure::new(
                 FailureKind::Internal,
                 "this worker runs without fuel metering (--no-metering); the task asks for a fuel budget",
             ));
         }
-        exec::run(&self.inner.engine, module, name, input, limits, cancel, self.inner.config.metering).await
+        exec::run(&self.inner.engine, module, name, input, limits, cancel, self.inner.config.metering, host).await
     }
 }

@@ -96,6 +96,21 @@ pub struct WorkerConfig {
     pub exit_when_idle: bool,
     /// Identifies this worker in task hashes and logs.
     pub worker_id: String,
+    /// Secret values by name (`wasmq worker --secret NAME=@FILE`): a task reads one through the
+    /// host API's `config` when its queue is granted the name. Never written to Redis or logs.
+    pub secrets: Secrets,
+}
+
+/// Secret values by name; their `Debug` shows the names only.
+#[derive(Clone, Default)]
+pub struct Secrets(pub std::collections::HashMap<String, String>);
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&String> = self.0.keys().collect();
+        names.sort();
+        f.debug_set().entries(names.iter().map(|n| format!("{n}=***"))).finish()
+    }
 }
 
 impl Default for WorkerConfig {
@@ -123,6 +138,7 @@ impl Default for WorkerConfig {
             grace: DEFAULT_GRACE,
             exit_when_idle: false,
             worker_id: default_worker_id(),
+            secrets: Secrets::default(),
         }
     }
 }

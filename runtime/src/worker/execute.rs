@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 
 use crate::queue::task::field;
 use crate::queue::{Action, AttemptFailure, ClaimedTask, Completion, TaskId, TaskSpec};
-use crate::sandbox::{CancelReason, CancelToken, Failure, FailureKind, Limits, Outcome};
+use crate::sandbox::{CancelReason, CancelToken, Failure, FailureKind, Limits, Outcome, TaskHost};
 
 use super::backoff::retry_delay;
 use super::held::HeldRun;
@@ -61,7 +61,7 @@ pub async fn run_held(shared: Arc<Shared>, task: ClaimedTask, run: HeldRun, slot
     let clock = std::time::Instant::now();
     // Boxed: the run's state machine is large, and an unboxed one would be copied into every
     // spawned task.
-    let exec = Box::pin(execute(&shared, task, &run.cancel));
+    let exec = Box::pin(execute(&shared, task, &run));
     let mut completion = match std::panic::AssertUnwindSafe(exec).catch_unwind().await {
         Ok(c) => c,
         Err(panic) => {
@@ -83,8 +83,9 @@ pub async fn run_held(shared: Arc<Shared>, task: ClaimedTask, run: HeldRun, slot
 
 /// Runs a claimed task to its completion record. `cancel` is tripped (with its reason) when the
 /// task is cancelled, its lease is lost, or the worker stops.
-async fn execute(shared: &Shared, task: ClaimedTask, cancel: &CancelToken) -> Completion {
+async fn execute(shared: &Shared, task: ClaimedTask, run: &HeldRun) -> Completion {
     let ClaimedTask { id, token, attempt, spec, oversized_input } = task;
+    let cancel = &run.cancel;
     let config = &shared.config;
     let (outcome, max_attempts) = match &spec {
         Err(e) => (Outcome::not_run(Failure::new(FailureKind::InvalidTask, e.to_string())), attempt),
@@ -106,7 +107,8 @@ async fn execute(shared: &Shared, task: ClaimedTask, cancel: &CancelToken) -> Co
                     (Ok(input), Ok(module)) => {
                         let limits = resolve_limits(spec, config, shared.max_output);
                         let name = shared.modules.name(&spec.module);
-                        shared.sandbox.run(&module, &name, input, &limits, cancel).await
+                        let host = TaskHost { progress: run.progress.clone(), config: shared.settings.of(&id.queue) };
+                        shared.sandbox.run_with(&module, &name, input, &limits, cancel, host).await
                     }
                 };
                 (outcome, max)

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 use crate::queue::{HeldLease, QueueName, TaskId};
-use crate::sandbox::{CancelReason, CancelToken};
+use crate::sandbox::{CancelReason, CancelToken, ProgressSlot};
 
 /// What the run of one held task shares with the heartbeat.
 #[derive(Clone, Default)]
@@ -17,6 +17,8 @@ pub struct HeldRun {
     pub cancel: CancelToken,
     /// Unix ms when the task started running; 0 while it waits for a run slot.
     pub started: Arc<AtomicU64>,
+    /// The task's progress reports (host API), carried to Redis by the heartbeat.
+    pub progress: ProgressSlot,
 }
 
 struct Held {
@@ -63,7 +65,12 @@ impl HeldTasks {
     pub fn leases(&self) -> HashMap<QueueName, Vec<HeldLease>> {
         let mut out: HashMap<QueueName, Vec<HeldLease>> = HashMap::new();
         for ((id, token), h) in self.map.lock().expect("held lock").iter() {
-            out.entry(id.queue.clone()).or_default().push(HeldLease { seq: id.seq, token: *token, started_ms: h.run.started.load(Ordering::Relaxed) });
+            out.entry(id.queue.clone()).or_default().push(HeldLease {
+                seq: id.seq,
+                token: *token,
+                started_ms: h.run.started.load(Ordering::Relaxed),
+                progress: h.run.progress.take_new().map(|p| (p.fraction, p.message)),
+            });
         }
         out
     }
@@ -102,6 +109,6 @@ mod tests {
         held.forget(&id, 1);
         assert_eq!(held.count(), 1);
         let leases = held.leases();
-        assert_eq!(leases[&id.queue], [HeldLease { seq: 7, token: 2, started_ms: 0 }]);
+        assert_eq!(leases[&id.queue], [HeldLease { seq: 7, token: 2, started_ms: 0, progress: None }]);
     }
 }

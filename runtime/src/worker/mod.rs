@@ -26,6 +26,7 @@ mod held;
 mod lease;
 mod modules;
 mod periodic;
+mod settings;
 mod wake;
 
 use std::sync::Arc;
@@ -43,7 +44,7 @@ use crate::store::ModuleStore;
 pub use backoff::{Backoff, retry_delay};
 pub use config::{
     DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_CAP, DEFAULT_GRACE, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_STALLS, DEFAULT_MAX_TIMEOUT,
-    DEFAULT_PREFETCH_BYTES, DEFAULT_REAP_INTERVAL, MAX_CONCURRENCY, MAX_PREFETCH, QueueWeight, WorkerConfig, default_worker_id,
+    DEFAULT_PREFETCH_BYTES, DEFAULT_REAP_INTERVAL, MAX_CONCURRENCY, MAX_PREFETCH, QueueWeight, Secrets, WorkerConfig, default_worker_id,
 };
 pub use execute::resolve_limits;
 
@@ -73,6 +74,8 @@ pub(crate) struct Shared {
     /// Mean wall time of running one task, µs (exponentially weighted; 0 until known).
     avg_task_us: AtomicU64,
     counters: [AtomicU64; 6],
+    /// What tasks may read through the host API's `config`, per queue.
+    settings: settings::TaskSettings,
 }
 
 impl Shared {
@@ -167,12 +170,14 @@ pub async fn run(redis: Redis, db: Db, config: WorkerConfig, shutdown: impl std:
         max_output,
         avg_task_us: AtomicU64::new(0),
         counters: Default::default(),
+        settings: Default::default(),
     });
     // Register the queues so that `queue stats` and `module rm` see them.
     for q in shared.queues() {
         let _ = db.register_queue(&mut conn.clone(), &q).await;
     }
     warn_about_eviction(&mut conn.clone()).await;
+    settings::refresh(&shared).await;
     tracing::info!(worker = %shared.config.worker_id, queues = ?shared.queues().iter().map(|q| q.to_string()).collect::<Vec<_>>(),
         concurrency = shared.config.concurrency, redis = %redis.describe(), "worker started");
 
@@ -180,6 +185,7 @@ pub async fn run(redis: Redis, db: Db, config: WorkerConfig, shutdown: impl std:
         tokio::spawn(lease::heartbeat(shared.clone(), shared.config.heartbeat)),
         tokio::spawn(lease::reaper(shared.clone(), shared.config.reap_interval)),
         tokio::spawn(periodic::run(shared.clone())),
+        tokio::spawn(settings::run(shared.clone())),
     ];
     let wake = wake::Wake::new();
     let stop_listeners = Arc::new(Notify::new());

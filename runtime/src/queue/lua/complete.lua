@@ -46,7 +46,8 @@ while i <= #ARGV do
   local tkey = task_key(seq)
   -- pcall: a task key overwritten with another type is refused (and dropped from `active`)
   -- instead of failing the script half-way through the batch.
-  local cur = redis.pcall('HMGET', tkey, 'state', 'lease', 'module', 'unique_key', 'waiters', 'error_kind', 'cancel', 'attempts', 'deps', 'after', 'flow')
+  local cur = redis.pcall('HMGET', tkey, 'state', 'lease', 'module', 'unique_key', 'waiters', 'error_kind', 'cancel', 'attempts', 'deps', 'after', 'flow',
+    'progress')
   local valid = type(cur) == 'table' and not cur.err
   if not valid then off_active[#off_active + 1] = seq end
   -- A cancel requested while the task ran wins over a retry or a hand-back.
@@ -58,6 +59,8 @@ while i <= #ARGV do
     results[#results + 1] = 1
     off_active[#off_active + 1] = seq
     if cur[11] then hincr(BASE .. 'flow:' .. cur[11], 'active', -1) end
+    -- The attempt's progress report ends with it.
+    if cur[12] then redis.call('HDEL', tkey, 'progress', 'progress_msg') end
     local module = cur[3]
     local fields = {}
     for j = first_field, first_field + 2 * nfields - 1 do fields[#fields + 1] = ARGV[j] end

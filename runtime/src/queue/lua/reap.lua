@@ -38,9 +38,10 @@ local pol = nil
 for _, seq in ipairs(expired) do
   local tkey = task_key(seq)
   -- pcall: a task key overwritten with another type is dropped from `active`, not fatal.
-  local f = redis.pcall('HMGET', tkey, 'state', 'attempts', 'max_attempts', 'worker', 'cancel', 'lease', 'running', 'stalls', 'flow')
+  local f = redis.pcall('HMGET', tkey, 'state', 'attempts', 'max_attempts', 'worker', 'cancel', 'lease', 'running', 'stalls', 'flow', 'progress')
   if type(f) == 'table' and not f.err and f[1] == 'active' then
     if f[9] then hincr(BASE .. 'flow:' .. f[9], 'active', -1) end
+    if f[10] then redis.call('HDEL', tkey, 'progress', 'progress_msg') end
     local attempts = tonumber(f[2]) or 1
     local max = tonumber(f[3]) or default_max
     local worker = f[4] or '?'
