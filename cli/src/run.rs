@@ -36,6 +36,10 @@ pub struct RunArgs {
     /// Print how the module was loaded and how long the run took, to stderr.
     #[arg(long)]
     pub timing: bool,
+    /// A value the task reads through the host API's `config` (as `wasmq config set` gives it on
+    /// a queue): `KEY=VALUE`. Repeatable.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = config_pair)]
+    pub config: Vec<(String, String)>,
 }
 
 fn read_input(a: &RunArgs) -> anyhow::Result<Vec<u8>> {
@@ -96,11 +100,12 @@ pub async fn run(a: RunArgs) -> Outcome {
     let limits = a.limits.limits();
     let name = a.file.file_stem().and_then(|s| s.to_str()).unwrap_or("task").to_string();
     let cancel = CancelToken::new();
+    let host = wasmq::sandbox::TaskHost { config: std::sync::Arc::new(a.config.iter().cloned().collect()), ..Default::default() };
     let mut samples = Vec::with_capacity(a.repeat.min(1_000_000) as usize);
     let mut outcome = None;
     for _ in 0..a.repeat {
         let t = Instant::now();
-        let o = sandbox.run(&module, &name, input.clone(), &limits, &cancel).await;
+        let o = sandbox.run_with(&module, &name, input.clone(), &limits, &cancel, host.clone()).await;
         samples.push(t.elapsed());
         let failed = !o.is_success();
         outcome = Some(o);
@@ -126,6 +131,10 @@ pub async fn run(a: RunArgs) -> Outcome {
     } else if a.timing {
         writeln!(stderr, "run: {:.1} µs{}", samples[0].as_secs_f64() * 1e6, outcome.fuel_used.map(|f| format!(", fuel used {f}")).unwrap_or_default())?;
     }
+    if let Some(p) = host.progress.latest() {
+        let message = if p.message.is_empty() { String::new() } else { format!(" {}", wasmq::text::escape_control(&p.message, false)) };
+        writeln!(stderr, "[wasmq: last progress {:.0}%{message}]", p.fraction * 100.0)?;
+    }
     match outcome.result {
         Ok(()) => Ok(exit::OK),
         Err(f) => {
@@ -147,4 +156,13 @@ fn timing_summary(samples: &mut [Duration]) -> String {
     let pct = |p: f64| us(body[((body.len() - 1) as f64 * p).round() as usize]);
     let mean = body.iter().map(|d| us(*d)).sum::<f64>() / body.len() as f64;
     format!("{total} runs: median {:.1} µs, p90 {:.1} µs, p99 {:.1} µs, min {:.1} µs, mean {:.1} µs", pct(0.5), pct(0.9), pct(0.99), us(body[0]), mean)
+}
+
+/// `KEY=VALUE` of `--config`.
+fn config_pair(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or("expected KEY=VALUE")?;
+    if k.is_empty() || k.len() > wasmq::sandbox::host::MAX_CONFIG_KEY {
+        return Err(format!("a key is 1 to {} bytes", wasmq::sandbox::host::MAX_CONFIG_KEY));
+    }
+    Ok((k.to_string(), v.to_string()))
 }

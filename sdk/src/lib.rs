@@ -52,9 +52,11 @@
 //! [wasmq]: https://github.com/wasmq/wasmq
 
 pub mod codec;
+pub mod host;
 mod run;
 
 pub use codec::Json;
+pub use host::{config, fail, progress};
 /// Turns `fn name(input: In) -> Result<Out, E>` (or `-> Out`) into a task's `main`.
 ///
 /// The function is kept exactly as written; the attribute only adds a `main` that reads

@@ -73,6 +73,12 @@ where
     if !outcome.stderr.is_empty() {
         let _ = std::io::stderr().write_all(outcome.stderr.as_bytes());
     }
+    // A component's exit carries no number: input it cannot decode is a permanent failure
+    // through the host API instead of status 2.
+    #[cfg(all(target_arch = "wasm32", target_os = "wasi", target_env = "p2"))]
+    if code == exit_code::INVALID_INPUT {
+        crate::host::fail(outcome.stderr.trim_end());
+    }
     std::process::exit(code)
 }
 

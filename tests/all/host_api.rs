@@ -51,3 +51,33 @@ fn config_secrets_progress_and_fail_through_a_worker() {
     assert_eq!(w.run(&["config", "revoke", "default", "token"]).status.code(), Some(1));
     assert_eq!(w.run(&["worker", "--secret", "bad name=@/nonexistent"]).status.code(), Some(2));
 }
+
+/// The SDK's host API from a Rust task, as a core module and as a component, through a worker:
+/// `config` reads the queue's setting, progress reaches the task hash while it runs (checked at
+/// the end through `wasmq run`), `fail` and undecodable input are permanent failures on both.
+#[test]
+fn the_sdk_host_api_in_a_module_and_a_component() {
+    use wasmq_testkit::examples::WasmTarget;
+    let s = RedisServer::start().expect("redis-server");
+    let w = Wasmq::new(&s);
+    w.ok(&["config", "set", "default", "greeting", "from the queue"]);
+    let mut ids = Vec::new();
+    for (t, name) in [(WasmTarget::P1, "demo-p1"), (WasmTarget::P2, "demo-p2")] {
+        w.push(&crate::common::example(t, "host-demo"), name);
+        ids.push((name, w.enqueue(name, r#"{"steps": 4}"#, &[]), w.enqueue(name, r#"{"steps": 1, "fail": true}"#, &[]), w.enqueue(name, "{}", &[])));
+    }
+    let mut worker = w.spawn_worker(&["--exit-when-idle"]);
+    assert_eq!(worker.wait(Duration::from_secs(60)), Some(0), "{}", worker.log());
+    for (name, ok, fail, bad) in ids {
+        assert_eq!(w.ok(&["result", &ok]).trim_end(), r#"{"greeting":"from the queue","steps":4}"#, "{name}");
+        for id in [&fail, &bad] {
+            let st = w.status(id).unwrap();
+            assert_eq!((st["state"].as_str(), st["attempts"].as_u64(), st["error_kind"].as_str()), (Some("dead"), Some(1), Some("permanent")), "{name}: {st}");
+        }
+    }
+    // `wasmq run` gives the same API locally: `--config`, and the last progress on stderr.
+    let out =
+        w.run(&["run", crate::common::example(WasmTarget::P2, "host-demo").to_str().unwrap(), "--config", "greeting=local", "--input", r#"{"steps": 2}"#]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), r#"{"greeting":"local","steps":2}"#);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[wasmq: last progress 100% step 2 of 2]"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -87,13 +87,14 @@ fn a_task_error_exits_non_zero_with_its_message() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("exit_code: the task exited with status 1"), "{t:?}: {err}");
         assert!(err.contains("rule 0 has neither"), "{t:?}: the task's own message is missing: {err}");
-        // Input that does not decode names the expected type (exit status 2 from the SDK; a
-        // component's libc reports every non-zero status as 1).
+        // Input that does not decode names the expected type and is a permanent failure: exit
+        // status 2 from a core module, the host API's `fail` from a component (whose exit
+        // carries no number).
         let out = run(&crate::common::example(t, "wordcount"), "not json", &[]);
         assert_eq!(out.status.code(), Some(5));
         let err = String::from_utf8_lossy(&out.stderr);
-        let status = if t == WasmTarget::P1 { "status 2" } else { "status 1" };
-        assert!(err.contains(status), "{t:?}: {err}");
+        let how = if t == WasmTarget::P1 { "permanent: the task exited with status 2" } else { "permanent: the task failed permanently" };
+        assert!(err.contains(how), "{t:?}: {err}");
         assert!(err.contains("expected JSON for wordcount::Input"), "{t:?}: the decode error does not name the type: {err}");
     }
 }
