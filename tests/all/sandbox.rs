@@ -212,3 +212,21 @@ async fn a_core_module_uses_the_host_api() {
     // Without the host API's imports a module runs as before: nothing else changed for it.
     assert!(run_fixture(&sb, "echo.wat", b"x", Limits::default()).await.is_success());
 }
+
+/// A component importing an interface no worker provides is refused before it is compiled, with
+/// the interface's name and what to do about it (not a linker error after a long compile).
+#[test]
+fn a_component_import_no_worker_provides_is_named() {
+    let sb = sandbox();
+    let load = |wat: &str| {
+        let (binary, _) = prepare(wat.as_bytes()).unwrap();
+        sb.load(&sha256_hex(&binary), &binary).err().map(|e| e.to_string()).unwrap_or_default()
+    };
+    let err = load(r#"(component (import "wasi:http/outgoing-handler@0.2.0" (instance)))"#);
+    assert!(err.contains("`wasi:http/outgoing-handler@0.2.0`") && err.contains("--disable http"), "{err}");
+    let err = load(r#"(component (import "wasmq:task/host@0.2.0" (instance)))"#);
+    assert!(err.contains("`wasmq:task/host@0.2.0`") && err.contains("0.1"), "{err}");
+    // A provided interface passes the check (this one then fails for exporting no wasi:cli/run).
+    let err = load(r#"(component (import "wasi:cli/environment@0.2.3" (instance)))"#);
+    assert!(!err.contains("do not provide") && err.contains("wasi:cli/run"), "{err}");
+}

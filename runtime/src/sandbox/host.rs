@@ -201,3 +201,51 @@ mod tests {
         assert_eq!(h.progress.take_new().unwrap().fraction, 0.0);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// What a component may import.
+
+/// The interfaces workers provide to components: WASI 0.2 (`wasi:cli`, `wasi:io`, `wasi:clocks`,
+/// `wasi:random`, `wasi:filesystem`, `wasi:sockets`) and the host API.
+const PROVIDED: [&str; 6] = ["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:filesystem/", "wasi:sockets/"];
+
+/// Checks a component's imports before it is compiled (a large one takes seconds): one that no
+/// worker provides is refused with its name and what would provide it, instead of a linker error
+/// after the compile.
+pub(crate) fn check_component_imports(binary: &[u8]) -> Result<(), String> {
+    let mut depth = 0usize;
+    for payload in wasmparser::Parser::new(0).parse_all(binary) {
+        // Malformed bytes are left to the compiler, whose error is the precise one.
+        let Ok(payload) = payload else { return Ok(()) };
+        match payload {
+            wasmparser::Payload::Version { .. } => depth += 1,
+            wasmparser::Payload::End(_) => depth = depth.saturating_sub(1),
+            // Imports of nested components and modules are satisfied inside the component.
+            wasmparser::Payload::ComponentImportSection(reader) if depth == 1 => {
+                for import in reader.into_iter().flatten() {
+                    let name = import.name.name;
+                    let provided = PROVIDED.iter().any(|p| name.starts_with(p) && name.contains("@0.2."))
+                        || name.strip_prefix("wasmq:task/host@").is_some_and(|v| v.starts_with("0.1."));
+                    if !provided {
+                        return Err(format!("the component imports `{name}`, which wasmq workers do not provide{}", hint(name)));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// What provides an import, or how to do without it.
+fn hint(name: &str) -> &'static str {
+    if name.starts_with("wasi:http/") {
+        "; outbound HTTP is not available to tasks yet (componentize-js: build with `--disable http`)"
+    } else if name.starts_with("wasmq:task/") {
+        "; this worker provides wasmq:task/host@0.1.x (wit/wasmq.wit)"
+    } else if name.starts_with("wasi:") {
+        "; workers provide wasi:cli, io, clocks, random, filesystem and sockets at 0.2.x"
+    } else {
+        "; a task may import WASI 0.2 and wasmq:task/host only"
+    }
+}

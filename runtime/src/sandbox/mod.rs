@@ -201,6 +201,9 @@ impl Sandbox {
             return Ok(m);
         }
         let (binary, kind) = prepare(binary)?;
+        if kind == ModuleKind::Component {
+            host::check_component_imports(&binary).map_err(SandboxError::InvalidModule)?;
+        }
         let started = Instant::now();
         let (code, source) = self.compile_or_deserialize(sha, &binary, kind)?;
         let pre = self.inner.linkers.pre(code)?;
@@ -262,6 +265,9 @@ impl Sandbox {
     /// Compiles and links a module without keeping it: checks that it is a runnable WASI command.
     pub fn validate(&self, binary: &[u8]) -> Result<ModuleKind, SandboxError> {
         let (binary, kind) = prepare(binary)?;
+        if kind == ModuleKind::Component {
+            host::check_component_imports(&binary).map_err(SandboxError::InvalidModule)?;
+        }
         let invalid = |e: wasmtime::Error| SandboxError::InvalidModule(format!("{e:#}"));
         let code = match kind {
             ModuleKind::Module => exec::Code::Module(Module::from_binary(&self.inner.engine, &binary).map_err(invalid)?),
