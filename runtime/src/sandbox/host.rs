@@ -184,24 +184,6 @@ impl ComponentHost for TaskHost {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn progress_is_clamped_and_clipped_and_taken_once() {
-        let h = TaskHost::default();
-        h.report_progress(1.5, &"é".repeat(200));
-        let p = h.progress.take_new().expect("a report");
-        assert_eq!(p.fraction, 1.0);
-        assert!(p.message.len() <= MAX_PROGRESS_MESSAGE && p.message.chars().all(|c| c == 'é'));
-        assert_eq!(h.progress.take_new(), None, "taken already");
-        assert_eq!(h.progress.latest(), Some(p));
-        h.report_progress(f32::NAN, "x");
-        assert_eq!(h.progress.take_new().unwrap().fraction, 0.0);
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // What a component may import.
 
@@ -247,5 +229,23 @@ fn hint(name: &str) -> &'static str {
         "; workers provide wasi:cli, io, clocks, random, filesystem and sockets at 0.2.x"
     } else {
         "; a task may import WASI 0.2 and wasmq:task/host only"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_is_clamped_and_clipped_and_taken_once() {
+        let h = TaskHost::default();
+        h.report_progress(1.5, &"é".repeat(200));
+        let p = h.progress.take_new().expect("a report");
+        assert_eq!(p.fraction, 1.0);
+        assert!(p.message.len() <= MAX_PROGRESS_MESSAGE && p.message.chars().all(|c| c == 'é'));
+        assert_eq!(h.progress.take_new(), None, "taken already");
+        assert_eq!(h.progress.latest(), Some(p));
+        h.report_progress(f32::NAN, "x");
+        assert_eq!(h.progress.take_new().unwrap().fraction, 0.0);
     }
 }
