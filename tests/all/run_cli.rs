@@ -194,3 +194,23 @@ fn the_demo_runs_end_to_end() {
     assert!(stdout.contains("HELLO FROM HAND-WRITTEN WASM"), "{stdout}");
     assert!(stdout.contains("has neither"), "the task's own reason is missing: {stdout}");
 }
+
+/// A worker compiles the modules its queues' tasks reference ahead of them: a task due in a few
+/// seconds finds its module loaded (the log says so before the task runs).
+#[test]
+fn a_worker_compiles_referenced_modules_ahead() {
+    let s = crate::common::RedisServer::start().expect("redis-server");
+    let w = crate::common::Wasmq::new(&s);
+    w.push(&crate::common::fixture("echo.wat"), "echo");
+    let id = w.enqueue("echo", "later", &["--delay", "4s"]);
+    let cache = tempfile::tempdir().unwrap();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut worker = w.cmd().env("WASMQ_CACHE_DIR", cache.path()).args(["worker"]).stderr(log.reopen().unwrap()).spawn().unwrap();
+    let read_log = || std::fs::read_to_string(log.path()).unwrap_or_default();
+    let warmed = crate::common::eventually(std::time::Duration::from_secs(3), || read_log().contains("module loaded").then_some(()));
+    let state = w.status(&id).unwrap()["state"].clone();
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert!(warmed.is_some(), "the module was not compiled ahead: {}", read_log());
+    assert_eq!(state, "delayed", "the task ran already: the check proves nothing");
+}

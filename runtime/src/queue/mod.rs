@@ -525,3 +525,18 @@ impl Db {
         })
     }
 }
+
+impl Db {
+    /// The modules (SHA-256) that unfinished tasks of `q` reference, at most `limit` of them.
+    pub async fn referenced_modules(&self, conn: &mut Conn, q: &QueueName, limit: usize) -> redis::RedisResult<Vec<String>> {
+        let (_, shas): (u64, Vec<String>) = redis::cmd("HSCAN")
+            .arg(self.keys.queue(q).modrefs())
+            .arg(0)
+            .arg("COUNT")
+            .arg(limit)
+            .query_async::<(u64, Vec<String>)>(conn)
+            .await
+            .map(|(c, kv)| (c, kv.chunks(2).filter(|p| p.get(1).and_then(|n| n.parse::<i64>().ok()).unwrap_or(0) > 0).map(|p| p[0].clone()).collect()))?;
+        Ok(shas.into_iter().take(limit).collect())
+    }
+}

@@ -186,6 +186,7 @@ pub async fn run(redis: Redis, db: Db, config: WorkerConfig, shutdown: impl std:
         tokio::spawn(lease::reaper(shared.clone(), shared.config.reap_interval)),
         tokio::spawn(periodic::run(shared.clone())),
         tokio::spawn(settings::run(shared.clone())),
+        tokio::spawn(modules::warm(shared.clone(), settings::REFRESH)),
     ];
     let wake = wake::Wake::new();
     let stop_listeners = Arc::new(Notify::new());

@@ -34,6 +34,11 @@ impl ModuleLoader {
         self.names.lock().expect("names lock").get(sha).cloned().unwrap_or_else(|| "task".into())
     }
 
+    /// True for a module known not to compile.
+    pub fn is_invalid(&self, sha: &str) -> bool {
+        self.invalid.lock().expect("invalid lock").contains_key(sha)
+    }
+
     pub fn store(&self) -> &ModuleStore {
         &self.store
     }
@@ -87,5 +92,31 @@ impl ModuleLoader {
         self.names.lock().expect("names lock").insert(sha.to_string(), name);
         tracing::info!(sha, source = ?module.source, ms = %format!("{:.2}", module.load_time.as_secs_f64() * 1e3), "module loaded");
         Ok(module)
+    }
+}
+
+/// Most modules compiled ahead per pass of [`warm`] (well under the sandbox's memory cache).
+const WARM_PER_PASS: usize = 16;
+
+/// Compiles ahead the modules that unfinished tasks of this worker's queues reference, at start
+/// and every `interval`, so that the first task of a module pushed and enqueued a moment ago
+/// does not pay the compile (seconds, for an interpreter's component). Loading is shared with
+/// the tasks: a task that arrives meanwhile waits for the same compile, once.
+pub async fn warm(shared: std::sync::Arc<super::Shared>, interval: std::time::Duration) {
+    let mut conn = shared.conn.clone();
+    loop {
+        for q in shared.queues() {
+            match shared.db.referenced_modules(&mut conn, &q, WARM_PER_PASS).await {
+                Ok(shas) => {
+                    for sha in shas {
+                        if shared.sandbox.cached(&sha).is_none() && !shared.modules.is_invalid(&sha) {
+                            let _ = shared.modules.get(&sha).await;
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(queue = %q, error = %e, "could not list the queue's modules"),
+            }
+        }
+        tokio::time::sleep(interval).await;
     }
 }
