@@ -46,7 +46,7 @@ fn config_secrets_progress_and_fail_through_a_worker() {
         assert!(!dump.windows(12).any(|w| w == b"s3cr3t-value"), "the secret is in {k}");
     }
     assert!(!worker.log().contains("s3cr3t-value"), "the secret is in the worker's log");
-    // A revoked grant is gone for the next task (workers reread settings every 2 s).
+    // A revoked grant is gone for the next task (workers reread settings every 5 s).
     assert!(w.ok(&["config", "revoke", "default", "token"]).contains("revoked"));
     assert_eq!(w.run(&["config", "revoke", "default", "token"]).status.code(), Some(1));
     assert_eq!(w.run(&["worker", "--secret", "bad name=@/nonexistent"]).status.code(), Some(2));

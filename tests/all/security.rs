@@ -41,7 +41,7 @@ fn a_hundred_bad_tasks_among_a_thousand_good_ones() {
         ("spin".into(), "timeout"),
         ("sleep".into(), "timeout"),
         ("alloc".into(), "memory_limit"),
-        ("recurse".into(), "trap"),
+        ("recurse".into(), "stack_overflow"),
         ("flood".into(), "output_limit"),
         ("exit 7".into(), "exit_code"),
         ("panic".into(), "trap"),

@@ -12,7 +12,7 @@ use crate::queue::QueueName;
 use super::Shared;
 
 /// How often the settings are read again.
-pub const REFRESH: Duration = Duration::from_secs(2);
+pub const REFRESH: Duration = Duration::from_secs(5);
 
 /// The latest settings per queue, with granted secrets over them.
 #[derive(Default)]
