@@ -43,19 +43,6 @@ pub fn resolve_limits(spec: &TaskSpec, config: &WorkerConfig, max_output: usize)
 pub async fn run_held(shared: Arc<Shared>, task: ClaimedTask, run: HeldRun, slots: Arc<Semaphore>, stopping: CancelToken) -> Done {
     use futures_util::FutureExt;
     let (id, token, attempt) = (task.id.clone(), task.token, task.attempt);
-    // A module this worker has not loaded yet is fetched and compiled before the task takes a run
-    // slot: a compile of seconds holds no slot that other tasks could use. (Its failure, if any,
-    // is met again, from the cache, when the task runs.)
-    if let Ok(spec) = &task.spec
-        && shared.sandbox.cached(&spec.module).is_none()
-    {
-        tokio::select! {
-            biased;
-            _ = stopping.cancelled() => {}
-            _ = run.cancel.cancelled() => {}
-            _ = shared.modules.get(&spec.module) => {}
-        }
-    }
     // Biased: a stop or a cancel that is already known wins over a slot that frees up.
     let slot = tokio::select! {
         biased;
