@@ -107,7 +107,7 @@ async fn execute(shared: &Shared, task: ClaimedTask, run: &HeldRun) -> Completio
                     (Ok(input), Ok(module)) => {
                         let limits = resolve_limits(spec, config, shared.max_output);
                         let name = shared.modules.name(&spec.module);
-                        let host = TaskHost { progress: run.progress.clone(), config: shared.settings.of(&id.queue) };
+                        let host = TaskHost { progress: run.progress.clone(), config: super::settings::of(shared, &id.queue).await };
                         shared.sandbox.run_with(&module, &name, input, &limits, cancel, host).await
                     }
                 };

@@ -76,6 +76,8 @@ pub(crate) struct Shared {
     counters: [AtomicU64; 6],
     /// What tasks may read through the host API's `config`, per queue.
     settings: settings::TaskSettings,
+    /// Set when tasks are claimed; the module warm-up runs again only after some were.
+    claimed: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -171,13 +173,13 @@ pub async fn run(redis: Redis, db: Db, config: WorkerConfig, shutdown: impl std:
         avg_task_us: AtomicU64::new(0),
         counters: Default::default(),
         settings: Default::default(),
+        claimed: Default::default(),
     });
     // Register the queues so that `queue stats` and `module rm` see them.
     for q in shared.queues() {
         let _ = db.register_queue(&mut conn.clone(), &q).await;
     }
     warn_about_eviction(&mut conn.clone()).await;
-    settings::refresh(&shared).await;
     tracing::info!(worker = %shared.config.worker_id, queues = ?shared.queues().iter().map(|q| q.to_string()).collect::<Vec<_>>(),
         concurrency = shared.config.concurrency, redis = %redis.describe(), "worker started");
 
@@ -185,7 +187,6 @@ pub async fn run(redis: Redis, db: Db, config: WorkerConfig, shutdown: impl std:
         tokio::spawn(lease::heartbeat(shared.clone(), shared.config.heartbeat)),
         tokio::spawn(lease::reaper(shared.clone(), shared.config.reap_interval)),
         tokio::spawn(periodic::run(shared.clone())),
-        tokio::spawn(settings::run(shared.clone())),
         tokio::spawn(modules::warm(shared.clone(), settings::REFRESH)),
     ];
     let wake = wake::Wake::new();
@@ -268,6 +269,9 @@ async fn claim_loop(shared: &Arc<Shared>, runs: &mut Runs, wake: &Arc<wake::Wake
             }
             if let Some(d) = batch.next_due {
                 next_due = Some(next_due.map_or(d, |n| n.min(d)));
+            }
+            if !batch.tasks.is_empty() {
+                shared.claimed.store(true, Ordering::Relaxed);
             }
             for task in batch.tasks {
                 claimed_any = true;

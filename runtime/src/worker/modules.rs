@@ -98,13 +98,19 @@ impl ModuleLoader {
 /// Most modules compiled ahead per pass of [`warm`] (well under the sandbox's memory cache).
 const WARM_PER_PASS: usize = 16;
 
-/// Compiles ahead the modules that unfinished tasks of this worker's queues reference, at start
-/// and every `interval`, so that the first task of a module pushed and enqueued a moment ago
-/// does not pay the compile (seconds, for an interpreter's component). Loading is shared with
-/// the tasks: a task that arrives meanwhile waits for the same compile, once.
+/// Compiles ahead the modules that unfinished tasks of this worker's queues reference: at start,
+/// and every `interval` while the worker claims tasks (an idle worker sends nothing), so that
+/// the first task of a module pushed and enqueued a moment ago mostly does not pay the compile
+/// (seconds, for an interpreter's component). Loading is shared with the tasks: a task that
+/// arrives meanwhile waits for the same compile, once.
 pub async fn warm(shared: std::sync::Arc<super::Shared>, interval: std::time::Duration) {
     let mut conn = shared.conn.clone();
+    let mut first = true;
     loop {
+        if !std::mem::take(&mut first) && !shared.claimed.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            tokio::time::sleep(interval).await;
+            continue;
+        }
         for q in shared.queues() {
             match shared.db.referenced_modules(&mut conn, &q, WARM_PER_PASS).await {
                 Ok(shas) => {

@@ -1,53 +1,57 @@
 //! What tasks may read through the host API's `config`: each queue's settings (`wasmq config
 //! set`) and the values of the secrets it is granted (`wasmq config grant`, the values from this
-//! worker's `--secret`). Refreshed in the background, so that reading them costs a task nothing;
-//! a change reaches running workers within [`REFRESH`].
+//! worker's `--secret`). Read when a task of the queue runs and the last read is older than
+//! [`REFRESH`] (one round trip per queue at most that often, and none while the worker is idle),
+//! so a change reaches running workers within [`REFRESH`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::queue::QueueName;
 
 use super::Shared;
 
-/// How often the settings are read again.
+/// How old the settings a task reads may be.
 pub const REFRESH: Duration = Duration::from_secs(5);
 
-/// The latest settings per queue, with granted secrets over them.
+/// A queue's settings with its granted secrets over them, as tasks read them.
+type Values = Arc<HashMap<String, String>>;
+
+/// The last settings read per queue, and when they were read.
 #[derive(Default)]
-pub struct TaskSettings(Mutex<HashMap<QueueName, Arc<HashMap<String, String>>>>);
+pub struct TaskSettings(Mutex<HashMap<QueueName, (Instant, Values)>>);
 
 impl TaskSettings {
-    /// What a task of `q` may read (empty until first read).
-    pub fn of(&self, q: &QueueName) -> Arc<HashMap<String, String>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(q).cloned().unwrap_or_default()
+    fn last(&self, q: &QueueName) -> Option<(Instant, Values)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(q).cloned()
     }
 }
 
-/// Reads every queue's settings once.
-pub async fn refresh(shared: &Shared) {
-    let mut conn = shared.conn.clone();
-    for q in shared.queues() {
-        match shared.db.task_settings(&mut conn, &q).await {
-            Ok((mut config, grants)) => {
-                for name in grants {
-                    // A granted name this worker holds no value for is simply absent.
-                    if let Some(v) = shared.config.secrets.0.get(&name) {
-                        config.insert(name, v.clone());
-                    }
+/// What a task of `q` may read: the last read if it is recent enough, else read now. If Redis
+/// cannot be read, the last read (or nothing) is used, and the failure logged.
+pub async fn of(shared: &Shared, q: &QueueName) -> Values {
+    let last = shared.settings.last(q);
+    if let Some((at, values)) = &last
+        && at.elapsed() < REFRESH
+    {
+        return values.clone();
+    }
+    match shared.db.task_settings(&mut shared.conn.clone(), q).await {
+        Ok((mut config, grants)) => {
+            for name in grants {
+                // A granted name this worker holds no value for is simply absent.
+                if let Some(v) = shared.config.secrets.0.get(&name) {
+                    config.insert(name, v.clone());
                 }
-                shared.settings.0.lock().unwrap_or_else(|e| e.into_inner()).insert(q, Arc::new(config));
             }
-            Err(e) => tracing::warn!(queue = %q, error = %e, "could not read the queue's config; tasks keep the last one read"),
+            let values = Arc::new(config);
+            shared.settings.0.lock().unwrap_or_else(|e| e.into_inner()).insert(q.clone(), (Instant::now(), values.clone()));
+            values
         }
-    }
-}
-
-/// Every [`REFRESH`]: [`refresh`].
-pub async fn run(shared: Arc<Shared>) {
-    loop {
-        tokio::time::sleep(REFRESH).await;
-        refresh(&shared).await;
+        Err(e) => {
+            tracing::warn!(queue = %q, error = %e, "could not read the queue's config; the task gets the last one read");
+            last.map(|(_, v)| v).unwrap_or_default()
+        }
     }
 }
