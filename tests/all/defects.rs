@@ -469,3 +469,42 @@ fn a_worker_keeps_its_results_through_a_full_redis_and_resumes() {
     }
     assert_eq!(worker.stop(), Some(0));
 }
+
+/// A flow whose members all finish before `map` seals it (fast workers, a slow producer) ends
+/// when it is sealed: the root's end decides it, instead of the flow staying `running`.
+#[test]
+fn a_flow_finished_before_it_was_sealed_ends_at_the_seal() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    let sha = w.push(&fixture("echo.wat"), "echo");
+    let q = queue("default");
+    let (n, root) = rt().block_on(async {
+        let redis = wasmq::conn::Redis::open(wasmq::conn::RedisOptions::new(s.url())).unwrap();
+        let mut conn = redis.connect().await.unwrap();
+        let n = db().create_flow(&mut conn, &q, 1, wasmq::queue::ParentFailure::Ignore).await.unwrap();
+        let member = |after: Vec<u64>| wasmq::queue::NewTask {
+            module: &sha,
+            priority: 0,
+            due: wasmq::queue::Due { at_ms: 0, delay: Duration::ZERO },
+            unique_key: None,
+            unique_for: None,
+            fields: vec![("flow", n.to_string().into_bytes()), ("input", b"\"x\"".to_vec())],
+            after,
+            on_parent_failure: wasmq::queue::ParentFailure::Ignore,
+        };
+        let child = db().enqueue(&mut conn, &q, &member(vec![])).await.unwrap().seq;
+        let root = db().enqueue(&mut conn, &q, &member(vec![child])).await.unwrap().seq;
+        (n, root)
+    });
+    let mut worker = w.spawn_worker(&["--exit-when-idle"]);
+    assert_eq!(worker.wait(Duration::from_secs(30)), Some(0));
+    let flow = format!("default:{n}");
+    assert_eq!(w.status(&format!("default:{root}")).unwrap()["state"], "succeeded");
+    let sealed = rt().block_on(async {
+        let redis = wasmq::conn::Redis::open(wasmq::conn::RedisOptions::new(s.url())).unwrap();
+        let mut conn = redis.connect().await.unwrap();
+        db().seal_flow(&mut conn, &q, n, root).await.unwrap()
+    });
+    assert_eq!(sealed, "succeeded");
+    assert_eq!(w.run(&["result", &flow]).status.code(), Some(0));
+}

@@ -400,10 +400,12 @@ local function flow_member_finished(flow, seq, state)
   local f = redis.call('HMGET', fkey, 'state', 'children', 'root', 'policy', 'succeeded', 'dead')
   if f[1] == 'cancelled' or f[1] == 'succeeded' then return end
   local root = tonumber(f[3]) or 0
-  if state == 'dead' and f[4] ~= 'ignore' then
+  local is_root = root > 0 and tostring(root) == tostring(seq)
+  -- A dead root fails the flow whatever the policy: there is no result to give.
+  if state == 'dead' and (f[4] ~= 'ignore' or is_root) then
     if f[1] ~= 'failed' and f[1] ~= 'building' then flow_ended(fkey, flow, 'failed')
     elseif f[1] == 'building' then redis.call('HSET', fkey, 'state', 'failed') end
-  elseif root > 0 and tostring(root) == tostring(seq) then
+  elseif is_root then
     if state == 'succeeded' then flow_ended(fkey, flow, 'succeeded')
     elseif state == 'cancelled' and f[1] ~= 'failed' then flow_ended(fkey, flow, 'cancelled') end
   elseif root == 0 and f[1] == 'running' then

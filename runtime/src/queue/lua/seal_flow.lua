@@ -15,8 +15,18 @@ local f = redis.call('HMGET', fkey, 'state', 'children', 'policy', 'succeeded', 
 -- A dead child made it `failed` while it was being built: it ends now that its size is known.
 if f[1] == 'failed' then flow_ended(fkey, n, 'failed') end
 if f[1] ~= 'building' then return f[1] end
+-- Workers may have finished the whole flow, root included, before it was sealed (the root was
+-- not known to it then): its end decides now.
+local root = tonumber(ARGV[3]) or 0
+if root > 0 then
+  local ended = ({succeeded = 'succeeded', cancelled = 'cancelled', dead = 'failed'})[redis.call('HGET', task_key(root), 'state')]
+  if ended then
+    flow_ended(fkey, n, ended)
+    return ended
+  end
+end
 local done = (tonumber(f[4]) or 0) + ((f[3] == 'ignore') and (tonumber(f[5]) or 0) or 0)
-if tonumber(ARGV[3]) == 0 and done >= (tonumber(f[2]) or 0) then
+if root == 0 and done >= (tonumber(f[2]) or 0) then
   flow_ended(fkey, n, 'succeeded')
   return 'succeeded'
 end
