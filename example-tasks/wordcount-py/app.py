@@ -120,15 +120,21 @@ def parse_input(data):
     return text, top, keep_counts
 
 
+def write_all(stream, data):
+    """Writes all of data: the standard streams of the component are unbuffered (raw) files, whose
+    write may take only part of it (one WASI write: at most 64 KiB under wasmq)."""
+    view = memoryview(data)
+    while view:
+        view = view[stream.write(view) or 0 :]
+
+
 class Run(exports.Run):
     def run(self) -> None:
         try:
             text, top, keep_counts = parse_input(sys.stdin.buffer.read())
         except InvalidInput as e:
             message = " ".join(str(e).split())
-            sys.stderr.buffer.write(("invalid input: %s\n" % message).encode("utf-8", "replace"))
-            sys.stderr.flush()
+            write_all(sys.stderr.buffer, ("invalid input: %s\n" % message).encode("utf-8", "replace"))
             exit_with_code(EXIT_INVALID_INPUT)
             return
-        sys.stdout.buffer.write(wordcount(text, top, keep_counts).encode("utf-8"))
-        sys.stdout.flush()
+        write_all(sys.stdout.buffer, wordcount(text, top, keep_counts).encode("utf-8"))

@@ -205,7 +205,13 @@ pub fn build_in(layout: &Layout, lang: Language) -> Result<PathBuf, LanguageErro
         }
         Language::Python => {
             let mut c = Command::new(layout.venv().join("bin").join("componentize-py"));
-            c.arg("--wit-path").arg(src.join("wit")).args(["--world", "wordcount", "componentize", "--python-path"]).arg(&src).arg("app").arg("--output").arg(&tmp);
+            c.arg("--wit-path")
+                .arg(src.join("wit"))
+                .args(["--world", "wordcount", "componentize", "--python-path"])
+                .arg(&src)
+                .arg("app")
+                .arg("--output")
+                .arg(&tmp);
             c
         }
         Language::C => {
@@ -463,7 +469,9 @@ pub fn c_tables() -> String {
     out.push_str("};\n\n");
     out.push_str("/* Code points first, first + stride, ... (count of them) lowercase to themselves plus delta;\n");
     out.push_str(" * ascending by first. U+0130 lowercases to two code points, U+0069 U+0307: not listed. */\n");
-    out.push_str("static const struct lowercase_run {\n    uint32_t first;\n    uint32_t count;\n    uint32_t stride;\n    int32_t delta;\n} LOWERCASE_RUNS[] = {\n");
+    out.push_str(
+        "static const struct lowercase_run {\n    uint32_t first;\n    uint32_t count;\n    uint32_t stride;\n    int32_t delta;\n} LOWERCASE_RUNS[] = {\n",
+    );
     for chunk in lowercase_runs().chunks(4) {
         let items: Vec<String> = chunk.iter().map(|r| format!("{{0x{:x}, {}, {}, {}}}", r.first, r.count, r.stride, r.delta)).collect();
         let _ = writeln!(out, "    {},", items.join(", "));
@@ -521,7 +529,7 @@ mod tests {
         if i > 0 {
             let r = runs[i - 1];
             let offset = cp - r.first;
-            if offset % r.stride == 0 && offset / r.stride < r.count {
+            if offset.is_multiple_of(r.stride) && offset / r.stride < r.count {
                 return (cp as i64 + r.delta as i64) as u32;
             }
         }
@@ -538,6 +546,15 @@ mod tests {
             let expected = if lower.len() == 1 { lower[0] as u32 } else { c as u32 };
             assert_eq!(lowercase_by_runs(&runs, c as u32), expected, "U+{:04X}", c as u32);
         }
+    }
+
+    #[test]
+    fn a_missing_tool_is_named_with_what_to_install() {
+        let err = run_step(&mut Command::new("wasmq-no-such-npm"), "installing", NODE_HINT).unwrap_err();
+        assert!(matches!(err, LanguageError::NotFound { .. }), "{err:?}");
+        assert_eq!(err.to_string(), format!("wasmq-no-such-npm not found: {NODE_HINT}"));
+        let err = run_step(Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]), "a step", NODE_HINT).unwrap_err();
+        assert_eq!(err.to_string(), "a step failed (exit status: 3):\nout\nerr\n");
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod chaos;
 mod defects;
 mod flows;
 mod ha;
+mod languages;
 mod queue;
 mod reliability;
 mod run_cli;
