@@ -323,6 +323,13 @@ static void parse_string(parser *p, buf *out) {
             return;
         }
         if (c < 0x20) invalid_input("expected JSON: control character in a string at byte %zu", p->pos);
+        if (c < 0x80 && c != '\\') { /* a run of plain ASCII, copied at once */
+            size_t end = p->pos + 1;
+            while (end < p->len && p->s[end] >= 0x20 && p->s[end] < 0x80 && p->s[end] != '"' && p->s[end] != '\\') end++;
+            buf_push(out, (const char *)p->s + p->pos, end - p->pos);
+            p->pos = end;
+            continue;
+        }
         if (c != '\\') {
             size_t n = utf8_sequence(p->s + p->pos, p->len - p->pos);
             if (n == 0) invalid_input("the input is not UTF-8 (at byte %zu)", p->pos);
@@ -440,7 +447,7 @@ static void parse_input(const unsigned char *s, size_t len, buf *text, uint32_t 
 int main(void) {
     buf input = {0};
     for (;;) {
-        buf_reserve(&input, 65536);
+        buf_reserve(&input, 4096);
         size_t n = fread(input.data + input.len, 1, input.cap - input.len, stdin);
         input.len += n;
         if (n == 0) break;

@@ -67,7 +67,7 @@ const ALNUM_TABLE =
   'd z q 6 q 6 q 21y a sm wyo w 3dq 2 4ge 2 5rl f ha 1wi f2 15u 3t7 5 6ju';
 // END GENERATED
 
-// [start, end) ranges, from the table: alternating gaps and lengths, in base 36.
+// The table as [start, end) ranges (it holds alternating gaps and lengths, in base 36).
 const RANGE_STARTS = [];
 const RANGE_ENDS = [];
 {
@@ -81,11 +81,25 @@ const RANGE_ENDS = [];
   }
 }
 
-function isAlphanumeric(cp) {
-  if (cp < 0x80) {
-    return (cp >= 0x30 && cp <= 0x39) || (cp >= 0x61 && cp <= 0x7a) || (cp >= 0x41 && cp <= 0x5a);
-  }
-  // The last range that starts at or before cp.
+// Lowercase as Rust's char::to_lowercase, one code point at a time. toLowerCase on a whole word
+// is the same but for one context rule, the final sigma (Σ at the end of a word is ς), which
+// Rust does not apply: a word with Σ is lowercased one code point at a time.
+function lowercase(word) {
+  if (!word.includes('\u03a3')) return word.toLowerCase();
+  let lower = '';
+  for (const c of word) lower += c.toLowerCase();
+  return lower;
+}
+
+// 1 for the ASCII letters and digits.
+const ASCII_ALNUM = new Uint8Array(128);
+for (let c = 0; c < 128; c++) {
+  if ((c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a)) ASCII_ALNUM[c] = 1;
+}
+
+// The length (in UTF-16 code units) of the alphanumeric at text[i], a non-ASCII one, or 0.
+function nonAsciiAlnumLength(text, i) {
+  const cp = text.codePointAt(i);
   let lo = 0;
   let hi = RANGE_STARTS.length;
   while (lo < hi) {
@@ -93,44 +107,57 @@ function isAlphanumeric(cp) {
     if (RANGE_STARTS[mid] <= cp) lo = mid + 1;
     else hi = mid;
   }
-  return lo > 0 && cp < RANGE_ENDS[lo - 1];
-}
-
-function lowercase(cp) {
-  if (cp < 0x80) {
-    return String.fromCharCode(cp >= 0x41 && cp <= 0x5a ? cp + 32 : cp);
-  }
-  // One code point at a time, as Rust's char::to_lowercase: no context rule (a final Σ is σ).
-  return String.fromCodePoint(cp).toLowerCase();
+  if (lo === 0 || cp >= RANGE_ENDS[lo - 1]) return 0;
+  return cp > 0xffff ? 2 : 1;
 }
 
 // Word counts of a text: lowercased runs of alphanumerics; an apostrophe (' or ’) between two
-// alphanumerics stays in the word, stored as '.
+// alphanumerics stays in the word, stored as '. The engine is an interpreter, so the loop does
+// as little as it can per character: a word is sliced from the text and lowercased at once.
 function countWords(text) {
   const counts = new Map();
-  let word = '';
   const n = text.length;
   let i = 0;
   while (i < n) {
-    const cp = text.codePointAt(i);
-    i += cp > 0xffff ? 2 : 1;
-    if (isAlphanumeric(cp)) {
-      word += lowercase(cp);
+    let c = text.charCodeAt(i);
+    let len = c < 0x80 ? ASCII_ALNUM[c] : nonAsciiAlnumLength(text, i);
+    if (len === 0) {
+      i++;
       continue;
     }
-    if ((cp === 0x27 || cp === 0x2019) && word !== '' && i < n && isAlphanumeric(text.codePointAt(i))) {
-      word += "'";
-    } else if (word !== '') {
-      counts.set(word, (counts.get(word) || 0) + 1);
-      word = '';
+    const start = i;
+    let plain = c < 0x80;
+    i += len;
+    while (i < n) {
+      c = text.charCodeAt(i);
+      len = c < 0x80 ? ASCII_ALNUM[c] : nonAsciiAlnumLength(text, i);
+      if (len > 0) {
+        if (c >= 0x80) plain = false;
+        i += len;
+        continue;
+      }
+      if ((c === 0x27 || c === 0x2019) && i + 1 < n) {
+        const d = text.charCodeAt(i + 1);
+        const next = d < 0x80 ? ASCII_ALNUM[d] : nonAsciiAlnumLength(text, i + 1);
+        if (next > 0) {
+          if (c === 0x2019 || d >= 0x80) plain = false;
+          i += 1 + next;
+          continue;
+        }
+      }
+      break;
     }
+    const word = plain ? text.slice(start, i).toLowerCase() : lowercase(text.slice(start, i).replaceAll('\u2019', "'"));
+    counts.set(word, (counts.get(word) || 0) + 1);
   }
-  if (word !== '') counts.set(word, (counts.get(word) || 0) + 1);
   return counts;
 }
 
-// Strings compared by code point, as Rust compares them (JavaScript's < compares UTF-16 code
-// units, which puts U+E000..U+FFFF after the surrogate pairs of U+10000 and above).
+// Strings compared by code point, as Rust compares them. JavaScript's < compares UTF-16 code
+// units, which puts U+E000..U+FFFF after the surrogate pairs of U+10000 and above: the two orders
+// differ only where both strings have a code unit from U+D800 up, which HIGH tells.
+const HIGH = /[\ud800-\uffff]/;
+
 function compareCodePoints(a, b) {
   const n = Math.min(a.length, b.length);
   for (let i = 0; i < n; i++) {
@@ -147,16 +174,23 @@ function compareCodePoints(a, b) {
   return a.length - b.length;
 }
 
+// Entries [word, count, high]: by word.
+function byWord(a, b) {
+  if (a[2] && b[2]) return compareCodePoints(a[0], b[0]);
+  return a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0;
+}
+
 // Count descending, then word ascending.
 function byFrequency(a, b) {
-  return b[1] - a[1] || compareCodePoints(a[0], b[0]);
+  return b[1] - a[1] || byWord(a, b);
 }
 
 function wordcount(input) {
   const counts = countWords(input.text);
   let total = 0;
   for (const n of counts.values()) total += n;
-  const entries = [...counts];
+  const entries = [];
+  for (const [word, count] of counts) entries.push([word, count, HIGH.test(word)]);
   const top = input.top === 0 ? [] : entries.sort(byFrequency).slice(0, input.top);
   // Built by hand: JSON.stringify would put keys like "42" first, and serde_json's output is
   // compact with the fields in this order.
@@ -164,7 +198,7 @@ function wordcount(input) {
   json += top.map(([word, count]) => `{"word":${JSON.stringify(word)},"count":${count}}`).join(',');
   json += ']';
   if (input.counts) {
-    const all = [...counts].sort((a, b) => compareCodePoints(a[0], b[0]));
+    const all = entries.sort(byWord);
     json += ',"counts":{' + all.map(([word, count]) => `${JSON.stringify(word)}:${count}`).join(',') + '}';
   }
   return json + '}\n';

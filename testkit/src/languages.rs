@@ -89,6 +89,8 @@ pub enum LanguageError {
     },
     #[error("{step} failed ({status}):\n{output}")]
     Failed { step: String, status: ExitStatus, output: String },
+    #[error("Node.js {found} is too old: componentize-js needs Node.js {NODE_MAJOR} or later")]
+    OldNode { found: String },
     #[error("{step} reported success but {path} is missing")]
     NoOutput { step: String, path: PathBuf },
     #[error("{}: {source}", path.display())]
@@ -142,6 +144,8 @@ impl Layout {
     }
 }
 
+/// The oldest Node.js componentize-js 0.23 runs on (its parser, oxc-parser, needs 20).
+const NODE_MAJOR: u32 = 20;
 const NODE_HINT: &str = "install Node.js 20 or later with npm (Debian: apt-get install nodejs npm)";
 const PYTHON_HINT: &str = "install CPython 3.10 or later with venv and pip (Debian: apt-get install python3 python3-venv)";
 
@@ -216,7 +220,7 @@ pub fn build_in(layout: &Layout, lang: Language) -> Result<PathBuf, LanguageErro
         }
         Language::C => {
             let mut c = Command::new(layout.venv_python());
-            c.args(["-m", "ziglang", "cc", "--target=wasm32-wasi", "-Os", "-s", "-Wall", "-Wextra", "-Werror", "-o"]).arg(&tmp).arg(src.join("wordcount.c"));
+            c.args(["-m", "ziglang", "cc", "--target=wasm32-wasi", "-O2", "-s", "-Wall", "-Wextra", "-Werror", "-o"]).arg(&tmp).arg(src.join("wordcount.c"));
             c
         }
     };
@@ -272,6 +276,7 @@ fn install_npm(layout: &Layout) -> Result<PathBuf, LanguageError> {
     if std::fs::read(&stamp).is_ok_and(|s| s == wanted) {
         return Ok(stamp);
     }
+    check_node()?;
     std::fs::create_dir_all(&prefix).map_err(io_err(&prefix))?;
     let _ = std::fs::remove_file(&stamp);
     for (file, bytes) in ["package.json", "package-lock.json"].iter().zip(&pins) {
@@ -284,6 +289,20 @@ fn install_npm(layout: &Layout) -> Result<PathBuf, LanguageError> {
     run_step(&mut npm, "installing componentize-js (npm ci)", NODE_HINT)?;
     std::fs::write(&stamp, wanted).map_err(io_err(&stamp))?;
     Ok(stamp)
+}
+
+/// Fails unless `node` runs and is recent enough.
+fn check_node() -> Result<(), LanguageError> {
+    let out = Command::new("node").arg("--version").stdin(Stdio::null()).output().map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => LanguageError::NotFound { program: "node".into(), hint: NODE_HINT },
+        _ => LanguageError::Spawn { program: "node".into(), source },
+    })?;
+    let found = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let major = found.trim_start_matches('v').split('.').next().and_then(|m| m.parse::<u32>().ok());
+    match major {
+        Some(m) if m >= NODE_MAJOR => Ok(()),
+        _ => Err(LanguageError::OldNode { found }),
+    }
 }
 
 /// A virtual environment in `target/lang-tools/venv` with the Python and C tasks' pinned
