@@ -150,7 +150,15 @@ fn every_code_point_inputs() -> Vec<Vec<u8>> {
 }
 
 /// Inputs the Rust wordcount rejects, and so must every other: not JSON, not an object, no text,
-/// fields of the wrong type, an unknown field.
+/// fields of the wrong type, an unknown field; nesting deep enough to overflow a recursive parser.
+fn invalid_inputs() -> Vec<String> {
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let mut inputs: Vec<String> = INVALID_INPUTS.iter().map(|s| s.to_string()).collect();
+    inputs.push(format!("{{\"text\": \"a\", \"x\": {deep}}}"));
+    inputs.push(deep);
+    inputs
+}
+
 const INVALID_INPUTS: &[&str] = &[
     "to be or not to be",
     "",
@@ -173,10 +181,12 @@ const INVALID_INPUTS: &[&str] = &[
 /// the Rust wordcount does.
 fn assert_rejects_invalid_input(lang: Language, task: &Path) {
     let rust = rust_wordcount();
-    for input in INVALID_INPUTS {
+    for input in invalid_inputs() {
+        let input = input.as_str();
         for (name, module) in [("Rust", rust.as_path()), (lang.name(), task)] {
             let out = run(module, input.as_bytes());
             let stderr = String::from_utf8_lossy(&out.stderr);
+            let input = &input[..input.len().min(100)];
             assert_eq!(out.status.code(), Some(5), "{name} wordcount on {input:?}: {stderr}");
             assert!(out.stdout.is_empty(), "{name} wordcount on {input:?} printed {}", String::from_utf8_lossy(&out.stdout));
             // The task's log (one line), then wasmq's own line.
