@@ -10,6 +10,7 @@ Invalid input: one line on stderr and exit status 2 (a permanent failure for was
 
 import heapq
 import json
+import re
 import sys
 
 from wit_world import exports
@@ -20,6 +21,11 @@ DEFAULT_TOP = 10
 MAX_TOP = 2**32 - 1
 EXIT_INVALID_INPUT = 2
 APOSTROPHES = ("'", "\u2019")
+# serde_json's limit. The json module recurses for each level, and deep nesting would overflow
+# the task's stack (512 KiB by default) before Python's own recursion limit stops it.
+MAX_DEPTH = 128
+JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+BRACKET = re.compile(r"[\[\]{}]")
 
 
 class InvalidInput(Exception):
@@ -86,6 +92,16 @@ def no_constant(name):
     raise InvalidInput("expected JSON: %s is not JSON" % name)
 
 
+def too_deep(source):
+    """Whether the JSON text nests arrays and objects more than MAX_DEPTH deep."""
+    depth = 0
+    for bracket in BRACKET.findall(JSON_STRING.sub("", source)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > MAX_DEPTH:
+            return True
+    return False
+
+
 def parse_input(data):
     """The input as the Rust task accepts it: a JSON object with a string `text`, optionally an
     integer `top` (0 to 2^32-1) and a boolean `counts`, and no other field."""
@@ -93,6 +109,8 @@ def parse_input(data):
         source = data.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidInput("the input is not UTF-8") from None
+    if too_deep(source):
+        raise InvalidInput("expected JSON: nested more than %d levels deep" % MAX_DEPTH)
     try:
         value = json.loads(source, object_pairs_hook=no_duplicates, parse_constant=no_constant)
     except ValueError as e:

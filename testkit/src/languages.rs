@@ -178,19 +178,38 @@ pub fn build_in(layout: &Layout, lang: Language) -> Result<PathBuf, LanguageErro
     let stamp = install_locked(layout, lang)?;
     let src = layout.root.join(lang.folder());
     let out = layout.module(lang);
+    // Built under a temporary name and renamed: a failed or interrupted build never leaves a
+    // module that looks current.
+    let tmp = layout.out.join(format!(".{}.wasm.tmp", lang.task()));
+    let mut cmd = build_command(layout, lang, &src, &tmp);
+    // The command line, kept beside the module: a module built another way is rebuilt.
+    let recipe_path = layout.out.join(format!("{}.wasm.recipe", lang.task()));
+    let recipe = format!("{cmd:?}");
     let newest_input = lang.sources().iter().map(|s| newest_mtime(&src.join(s))).chain([modified(&stamp)]).max().flatten();
     if let (Some(built), Some(input)) = (modified(&out), newest_input)
         && built >= input
+        && std::fs::read_to_string(&recipe_path).is_ok_and(|r| r == recipe)
     {
         return Ok(out);
     }
     std::fs::create_dir_all(&layout.out).map_err(io_err(&layout.out))?;
-    // Built under a temporary name and renamed: a failed or interrupted build never leaves a
-    // module that looks current.
-    let tmp = layout.out.join(format!(".{}.wasm.tmp", lang.task()));
     let _ = std::fs::remove_file(&tmp);
+    let _ = std::fs::remove_file(&recipe_path);
     let work = tempfile::Builder::new().prefix("build-").tempdir_in(&layout.tools).map_err(io_err(&layout.tools))?;
+    cmd.current_dir(work.path());
     let step = format!("building {} ({})", lang.task(), lang.name());
+    let hint = if lang == Language::JavaScript { NODE_HINT } else { PYTHON_HINT };
+    run_step(&mut cmd, &step, hint)?;
+    if !tmp.is_file() {
+        return Err(LanguageError::NoOutput { step, path: tmp });
+    }
+    std::fs::rename(&tmp, &out).map_err(io_err(&out))?;
+    std::fs::write(&recipe_path, recipe).map_err(io_err(&recipe_path))?;
+    Ok(out)
+}
+
+/// The command that builds the task of `lang` from `src` into `out`.
+fn build_command(layout: &Layout, lang: Language, src: &Path, out: &Path) -> Command {
     let mut cmd = match lang {
         Language::JavaScript => {
             let mut c = Command::new("node");
@@ -204,7 +223,7 @@ pub fn build_in(layout: &Layout, lang: Language) -> Result<PathBuf, LanguageErro
                 // reports uncaught errors on stderr.
                 .args(["--disable", "clocks", "random", "http", "fetch-event"])
                 .arg("--out")
-                .arg(&tmp);
+                .arg(out);
             c
         }
         Language::Python => {
@@ -212,32 +231,25 @@ pub fn build_in(layout: &Layout, lang: Language) -> Result<PathBuf, LanguageErro
             c.arg("--wit-path")
                 .arg(src.join("wit"))
                 .args(["--world", "wordcount", "componentize", "--python-path"])
-                .arg(&src)
+                .arg(src)
                 .arg("app")
                 .arg("--output")
-                .arg(&tmp);
+                .arg(out);
             c
         }
         Language::C => {
             let mut c = Command::new(layout.venv_python());
-            c.args(["-m", "ziglang", "cc", "--target=wasm32-wasi", "-O2", "-s", "-Wall", "-Wextra", "-Werror", "-o"]).arg(&tmp).arg(src.join("wordcount.c"));
+            c.args(["-m", "ziglang", "cc", "--target=wasm32-wasi", "-O2", "-s", "-Wall", "-Wextra", "-Werror", "-o"]).arg(out).arg(src.join("wordcount.c"));
             c
         }
     };
-    cmd.current_dir(work.path())
-        .env("ZIG_GLOBAL_CACHE_DIR", layout.tools.join("zig-cache"))
+    cmd.env("ZIG_GLOBAL_CACHE_DIR", layout.tools.join("zig-cache"))
         .env("ZIG_LOCAL_CACHE_DIR", layout.tools.join("zig-cache"))
         .env("PYTHONDONTWRITEBYTECODE", "1")
         // Nothing of the user's environment leaks into the build.
         .env_remove("VIRTUAL_ENV")
         .env_remove("PYTHONPATH");
-    let hint = if lang == Language::JavaScript { NODE_HINT } else { PYTHON_HINT };
-    run_step(&mut cmd, &step, hint)?;
-    if !tmp.is_file() {
-        return Err(LanguageError::NoOutput { step, path: tmp });
-    }
-    std::fs::rename(&tmp, &out).map_err(io_err(&out))?;
-    Ok(out)
+    cmd
 }
 
 /// Builds all three tasks; returns `(language, module)` for each.

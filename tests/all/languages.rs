@@ -150,7 +150,15 @@ fn every_code_point_inputs() -> Vec<Vec<u8>> {
 }
 
 /// Inputs the Rust wordcount rejects, and so must every other: not JSON, not an object, no text,
-/// fields of the wrong type, an unknown field.
+/// fields of the wrong type, an unknown field; nesting deep enough to overflow a recursive parser.
+fn invalid_inputs() -> Vec<String> {
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let mut inputs: Vec<String> = INVALID_INPUTS.iter().map(|s| s.to_string()).collect();
+    inputs.push(format!("{{\"text\": \"a\", \"x\": {deep}}}"));
+    inputs.push(deep);
+    inputs
+}
+
 const INVALID_INPUTS: &[&str] = &[
     "to be or not to be",
     "",
@@ -173,10 +181,12 @@ const INVALID_INPUTS: &[&str] = &[
 /// the Rust wordcount does.
 fn assert_rejects_invalid_input(lang: Language, task: &Path) {
     let rust = rust_wordcount();
-    for input in INVALID_INPUTS {
+    for input in invalid_inputs() {
+        let input = input.as_str();
         for (name, module) in [("Rust", rust.as_path()), (lang.name(), task)] {
             let out = run(module, input.as_bytes());
             let stderr = String::from_utf8_lossy(&out.stderr);
+            let input = &input[..input.len().min(100)];
             assert_eq!(out.status.code(), Some(5), "{name} wordcount on {input:?}: {stderr}");
             assert!(out.stdout.is_empty(), "{name} wordcount on {input:?} printed {}", String::from_utf8_lossy(&out.stdout));
             // The task's log (one line), then wasmq's own line.
@@ -229,6 +239,57 @@ fn python_word_rules_differ_from_rust_only_as_documented() {
     // virama ् is not alphabetic.
     assert_eq!(words(run(&rust_wordcount(), input.as_bytes())), ["दी", "हिन", "ⓐⓑ"]);
     assert_eq!(words(run(&task, input.as_bytes())), ["द", "न", "ह"]);
+}
+
+/// The top-level imports of a module (`module/name` for a core module, the interface for a
+/// component), without their versions.
+fn imports(bytes: &[u8]) -> Vec<String> {
+    use wasmparser::{Parser, Payload};
+    let mut names = Vec::new();
+    // Nested modules and components have imports of their own, which the outer one satisfies.
+    let mut depth = 0;
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.expect("valid wasm") {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) => depth -= 1,
+            Payload::ImportSection(reader) if depth == 0 => {
+                names.extend(reader.into_imports().map(|i| i.expect("an import")).map(|i| format!("{}/{}", i.module, i.name)));
+            }
+            Payload::ComponentImportSection(reader) if depth == 0 => {
+                names.extend(reader.into_iter().map(|i| i.expect("an import").name.name.split('@').next().unwrap_or_default().to_string()));
+            }
+            _ => {}
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// What each module imports, all of which the worker provides: the JavaScript component only
+/// WASI's cli, io, clocks and filesystem (its engine's features that would import HTTP or
+/// randomness are disabled); the Python one, through CPython's C library, also random and
+/// sockets (linked by the worker, no network granted); the C module only WASI preview 1.
+#[test]
+fn the_modules_import_only_what_the_worker_provides() {
+    let _turn = take_turn();
+    for lang in Language::ALL {
+        let imports = imports(&std::fs::read(module(lang)).expect("read the module"));
+        let allowed: &[&str] = match lang {
+            Language::JavaScript => &["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:filesystem/"],
+            Language::Python => &["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:filesystem/", "wasi:random/", "wasi:sockets/"],
+            Language::C => &["wasi_snapshot_preview1/"],
+        };
+        assert!(imports.len() >= 3, "{}: {imports:?}", lang.name());
+        let stray: Vec<&String> = imports.iter().filter(|i| !allowed.iter().any(|a| i.starts_with(a))).collect();
+        assert!(stray.is_empty(), "{} imports {stray:?}; all: {imports:?}", lang.name());
+        for needed in ["wasi:cli/stdin", "wasi:cli/stdout", "wasi:cli/stderr", "wasi:cli/exit"] {
+            assert!(lang == Language::C || imports.iter().any(|i| i == needed), "{} does not import {needed}: {imports:?}", lang.name());
+        }
+        if lang == Language::JavaScript {
+            assert!(!imports.iter().any(|i| i.starts_with("wasi:http/") || i.starts_with("wasi:random/")), "{imports:?}");
+        }
+    }
 }
 
 /// The two generated tables (C's and JavaScript's) are what this Rust's `char` methods say.
