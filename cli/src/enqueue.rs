@@ -86,6 +86,14 @@ pub(crate) fn read_limited(mut r: impl Read, max: u64, what: &str) -> anyhow::Re
 
 /// Splits a JSON-lines file into inputs, checking that every non-blank line is JSON; with each
 /// input, its line index (0-based) in the file.
+/// A JSON-lines file of task inputs (`--inputs-file`), every line checked: the inputs and the
+/// file line of each.
+pub(crate) fn read_inputs_file(p: &std::path::Path) -> anyhow::Result<(Vec<Vec<u8>>, Vec<usize>)> {
+    let f = std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
+    let text = read_limited(f, 4 << 30, &p.display().to_string())?;
+    json_lines(&text, &p.display().to_string())
+}
+
 pub(crate) fn json_lines(text: &[u8], source: &str) -> anyhow::Result<(Vec<Vec<u8>>, Vec<usize>)> {
     let mut out = Vec::new();
     let mut lines = Vec::new();
@@ -114,12 +122,6 @@ fn line_ranges(lines: &[usize], inputs: &[std::ops::Range<usize>]) -> Vec<std::o
 
 pub async fn run(g: &Global, a: EnqueueArgs) -> Outcome {
     let options = EnqueueOptions {
-        queue: a.queue.clone(),
-        priority: a.priority,
-        max_attempts: a.limits.max_attempts,
-        timeout: a.limits.timeout,
-        memory: a.limits.memory,
-        fuel: a.limits.fuel,
         at: a.at,
         delay: a.delay,
         unique_key: a.unique_key.clone(),
@@ -130,20 +132,14 @@ pub async fn run(g: &Global, a: EnqueueArgs) -> Outcome {
         after: a.after.clone(),
         on_parent_failure: a.on_parent_failure,
         input_from_after: a.input_from_after,
+        ..a.limits.options(a.queue.clone(), a.priority)
     };
     if let Some(p) = a.after.iter().find(|p| p.queue != a.queue) {
         eprintln!("error: parent {p} is not in queue {}: a task and its parents share one queue (use --queue {})", a.queue, p.queue);
         return Ok(exit::USAGE);
     }
     // Read and check all input before connecting: a bad input enqueues nothing.
-    let bulk = match &a.inputs_file {
-        Some(p) => {
-            let f = std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
-            let text = read_limited(f, 4 << 30, &p.display().to_string())?;
-            Some(json_lines(&text, &p.display().to_string())?)
-        }
-        None => None,
-    };
+    let bulk = a.inputs_file.as_deref().map(read_inputs_file).transpose()?;
     let single = if bulk.is_some() {
         None
     } else if let Some(t) = &a.input {

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 
 use super::{Global, Outcome, exit, value};
-use wasmq::client::{Client, EnqueueOptions, FlowOutput};
+use wasmq::client::{Client, FlowOutput};
 use wasmq::queue::{FlowRecord, FlowState, ParentFailure, QueueName, TaskId};
 use wasmq::text::escape_control;
 
@@ -55,20 +55,10 @@ pub struct MapArgs {
 }
 
 pub async fn map(g: &Global, a: MapArgs) -> Outcome {
-    let f = std::fs::File::open(&a.inputs_file).with_context(|| format!("cannot open {}", a.inputs_file.display()))?;
-    let text = super::enqueue::read_limited(f, 4 << 30, &a.inputs_file.display().to_string())?;
-    let (inputs, _) = super::enqueue::json_lines(&text, &a.inputs_file.display().to_string())?;
+    let (inputs, _) = super::enqueue::read_inputs_file(&a.inputs_file)?;
     let mut client = g.client().await?;
     client.set_max_input_size(a.max_input_size);
-    let o = EnqueueOptions {
-        queue: a.queue.clone(),
-        priority: a.priority,
-        max_attempts: a.limits.max_attempts,
-        timeout: a.limits.timeout,
-        memory: a.limits.memory,
-        fuel: a.limits.fuel,
-        ..Default::default()
-    };
+    let o = a.limits.options(a.queue.clone(), a.priority);
     let flow = client.map(&a.module, &inputs, a.reduce.as_deref(), a.reduce_fan_in, a.on_child_failure, &o).await.context("the map was not created")?;
     if !a.wait {
         println!("{flow}");

@@ -320,6 +320,21 @@ pub struct TaskLimitArgs {
     pub fuel: Option<u64>,
 }
 
+impl TaskLimitArgs {
+    /// Enqueue options for `queue` and `priority` with these limits, the rest default.
+    pub fn options(&self, queue: wasmq::queue::QueueName, priority: i64) -> wasmq::client::EnqueueOptions {
+        wasmq::client::EnqueueOptions {
+            queue,
+            priority,
+            max_attempts: self.max_attempts,
+            timeout: self.timeout,
+            memory: self.memory,
+            fuel: self.fuel,
+            ..Default::default()
+        }
+    }
+}
+
 /// The sandbox limits of a task run, as `run` and `worker` take them (for `worker`: the limits of
 /// tasks that did not set their own).
 #[derive(Debug, Args, Clone)]
