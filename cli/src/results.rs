@@ -83,8 +83,11 @@ fn describe(r: &TaskRecord) -> String {
     if let Some(d) = r.due_ms {
         line("due", parse::format_ms(d));
     }
+    if !r.spawned.is_empty() {
+        line("spawned", id_list(&r.spawned));
+    }
     if !r.after.is_empty() {
-        line("after", r.after.join(", "));
+        line("after", id_list(&r.after));
     }
     for p in &r.blocked_on {
         line("blocked on", format!("{} ({})", p.id, p.state.map_or("gone", |s| s.as_str())));
@@ -188,5 +191,15 @@ pub async fn cancel(g: &Global, a: CancelArgs) -> Outcome {
             Ok(exit::ERROR)
         }
         CancelOutcome::Unknown => super::flow::cancel(&client, &a.id).await,
+    }
+}
+
+/// Task ids for `status` (parents, spawned children): all of a few, the count and the first five
+/// of many.
+fn id_list(ids: &[String]) -> String {
+    match ids {
+        [] => String::new(),
+        [a, b, c, d, e, ..] if ids.len() > 5 => format!("{} tasks: {a}, {b}, {c}, {d}, {e}, …", ids.len()),
+        _ => ids.join(", "),
     }
 }

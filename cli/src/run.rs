@@ -2,12 +2,14 @@
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
 
 use super::{Outcome, exit};
+use wasmq::sandbox::host::{DEFAULT_MAX_CHILDREN, DryRunBroker, SpawnOptions, Spawns};
 use wasmq::sandbox::{CancelToken, Sandbox, SandboxConfig};
 use wasmq::store::sha256_hex;
 
@@ -100,13 +102,16 @@ pub async fn run(a: RunArgs) -> Outcome {
     let limits = a.limits.limits();
     let name = a.file.file_stem().and_then(|s| s.to_str()).unwrap_or("task").to_string();
     let cancel = CancelToken::new();
-    let host = wasmq::sandbox::TaskHost { config: std::sync::Arc::new(a.config.iter().cloned().collect()), ..Default::default() };
+    let spawns = Spawns::new(Arc::new(DryRunBroker::default()), DEFAULT_MAX_CHILDREN, wasmq::client::DEFAULT_MAX_INPUT_SIZE);
+    let host = wasmq::sandbox::TaskHost { config: Arc::new(a.config.iter().cloned().collect()), spawns: Some(spawns.clone()), ..Default::default() };
+    let mut spawned = Vec::new();
     let mut samples = Vec::with_capacity(a.repeat.min(1_000_000) as usize);
     let mut outcome = None;
     for _ in 0..a.repeat {
         let t = Instant::now();
         let o = sandbox.run_with(&module, &name, input.clone(), &limits, &cancel, host.clone()).await;
         samples.push(t.elapsed());
+        spawned = spawns.take();
         let failed = !o.is_success();
         outcome = Some(o);
         if failed {
@@ -135,6 +140,14 @@ pub async fn run(a: RunArgs) -> Outcome {
         let message = if p.message.is_empty() { String::new() } else { format!(" {}", wasmq::text::escape_control(&p.message, false)) };
         writeln!(stderr, "[wasmq: last progress {:.0}%{message}]", p.fraction * 100.0)?;
     }
+    if !spawned.is_empty() {
+        let verb = if outcome.is_success() { "would enqueue" } else { "would not enqueue (the task failed)" };
+        writeln!(stderr, "[wasmq: the task spawned {} children; a worker {verb} them:]", spawned.len())?;
+        for c in &spawned {
+            let name = wasmq::text::escape_control(&c.module, false);
+            writeln!(stderr, "[wasmq:   {} {name}, {} input bytes{}]", c.id, c.input.len(), options_text(&c.options))?;
+        }
+    }
     match outcome.result {
         Ok(()) => Ok(exit::OK),
         Err(f) => {
@@ -156,6 +169,24 @@ fn timing_summary(samples: &mut [Duration]) -> String {
     let pct = |p: f64| us(body[((body.len() - 1) as f64 * p).round() as usize]);
     let mean = body.iter().map(|d| us(*d)).sum::<f64>() / body.len() as f64;
     format!("{total} runs: median {:.1} µs, p90 {:.1} µs, p99 {:.1} µs, min {:.1} µs, mean {:.1} µs", pct(0.5), pct(0.9), pct(0.99), us(body[0]), mean)
+}
+
+/// A spawned child's options as `run` shows them (the set ones only).
+fn options_text(o: &SpawnOptions) -> String {
+    let mut parts = Vec::new();
+    if let Some(p) = o.priority {
+        parts.push(format!("priority {p}"));
+    }
+    if let Some(d) = o.delay_ms {
+        parts.push(format!("delay {d} ms"));
+    }
+    if let Some(t) = o.timeout_ms {
+        parts.push(format!("timeout {t} ms"));
+    }
+    if let Some(m) = o.max_attempts {
+        parts.push(format!("max attempts {m}"));
+    }
+    parts.iter().map(|p| format!(", {p}")).collect()
 }
 
 /// `KEY=VALUE` of `--config`.

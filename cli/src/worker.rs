@@ -69,6 +69,10 @@ pub struct WorkerArgs {
     /// Largest task input this worker runs.
     #[arg(long, default_value = value::text_size(wasmq::client::DEFAULT_MAX_INPUT_SIZE), value_parser = value::size)]
     pub max_input_size: u64,
+    /// Most children one task may spawn through the host API (their inputs together at most
+    /// --max-input-size); 0 refuses every spawn.
+    #[arg(long, default_value_t = wasmq::sandbox::host::DEFAULT_MAX_CHILDREN)]
+    pub max_children: usize,
     /// Largest module this worker loads.
     #[arg(long, default_value = value::text_size(wasmq::store::DEFAULT_MAX_MODULE_SIZE), value_parser = value::size)]
     pub max_module_size: u64,
@@ -139,6 +143,7 @@ impl WorkerArgs {
             default_limits: self.limits.limits(),
             max_timeout: self.max_timeout,
             max_input_size: self.max_input_size,
+            max_children: self.max_children,
             max_module_size: self.max_module_size,
             sandbox: SandboxConfig {
                 max_concurrency: concurrency,

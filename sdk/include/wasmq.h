@@ -21,6 +21,17 @@ WASMQ_IMPORT("progress") void wasmq_progress(float fraction, const char *message
  * again with a buffer of n bytes when n > out_cap). Keys are at most 256 bytes. */
 WASMQ_IMPORT("config") int64_t wasmq_config(const char *key, size_t key_len, char *out, size_t out_cap);
 
+/* Starts a child task: the module named by module (module_len bytes: a name in the module store
+ * or a SHA-256) with input (input_len bytes), in this task's queue; options is a JSON object
+ * (options_len bytes, 0 for none) with any of "priority", "delay_ms", "timeout_ms",
+ * "max_attempts". The child is enqueued only if this attempt succeeds; this task's dependents
+ * wait for it too. Returns n >= 0: the child's id (n bytes, e.g. "default:42") was written to out
+ * (min(n, out_cap) bytes: 256 always suffice); or -n: the worker refused (past --max-children,
+ * inputs over --max-input-size in total, an unknown module, bad options) and min(n, out_cap)
+ * bytes of the reason were written to out. */
+WASMQ_IMPORT("spawn") int64_t wasmq_spawn(const char *module, size_t module_len, const uint8_t *input, size_t input_len, const char *options,
+                                          size_t options_len, char *out, size_t out_cap);
+
 /* Ends the task as a permanent failure (never retried) with a message of len bytes. Does not
  * return. Exiting with status 2 means the same. */
 WASMQ_IMPORT("fail") _Noreturn void wasmq_fail(const char *message, size_t len);

@@ -1,11 +1,11 @@
 //! The wasmq host API from a task: report progress, read the queue's config and granted
-//! secrets, end as a permanent failure. The same functions on every target:
+//! secrets, spawn child tasks, end as a permanent failure. The same functions on every target:
 //!
 //! - `wasm32-wasip1` (core modules): imports of module `wasmq` (docs/host-api.md has the ABI);
 //! - `wasm32-wasip2` (components): the WIT interface `wasmq:task/host@0.1.0` (`wit/`);
 //! - any other target (native unit tests of a task): `progress` does nothing, `config` reads the
 //!   environment variable `WASMQ_CONFIG_<KEY>` (key uppercased, `-` and `.` as `_`), `fail`
-//!   prints the message and exits with status 2.
+//!   prints the message and exits with status 2, `spawn` refuses (there is no queue).
 //!
 //! A task that uses none of them imports nothing of the host API: it runs on any WASI host.
 
@@ -20,6 +20,49 @@ pub fn progress(fraction: f32, message: &str) {
 /// granted (`wasmq config grant QUEUE NAME`); `None` when there is neither.
 pub fn config(key: &str) -> Option<String> {
     imp::config(key)
+}
+
+/// Options of a spawned task; `None` takes the defaults of the queue and of the worker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpawnOptions {
+    /// Higher runs first, like `wasmq enqueue --priority`.
+    pub priority: Option<i32>,
+    /// Not ready before this long after this task succeeded, in ms.
+    pub delay_ms: Option<u64>,
+    /// The child's wall-clock limit per attempt, in ms.
+    pub timeout_ms: Option<u64>,
+    /// Attempts before the child is dead.
+    pub max_attempts: Option<u32>,
+}
+
+impl SpawnOptions {
+    /// The options as the core-module ABI passes them: a JSON object of the set ones.
+    pub fn to_json(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(v) = self.priority {
+            parts.push(format!("\"priority\":{v}"));
+        }
+        if let Some(v) = self.delay_ms {
+            parts.push(format!("\"delay_ms\":{v}"));
+        }
+        if let Some(v) = self.timeout_ms {
+            parts.push(format!("\"timeout_ms\":{v}"));
+        }
+        if let Some(v) = self.max_attempts {
+            parts.push(format!("\"max_attempts\":{v}"));
+        }
+        format!("{{{}}}", parts.join(","))
+    }
+}
+
+/// Starts a child task: `module` (a name in the module store or a SHA-256) with `input`, in this
+/// task's queue. Returns the child's id (`QUEUE:N`) at once; the child is enqueued only if this
+/// attempt succeeds, and this task's dependents (tasks `--after` it, its flow's reducer) wait
+/// for it too, getting its output after this task's with `--input-from-after`. `Err` says why the
+/// worker refused (past `--max-children`, inputs over `--max-input-size` in total, an unknown
+/// module): the task may go on without the child.
+pub fn spawn(module: &str, input: &[u8], options: &SpawnOptions) -> Result<String, String> {
+    imp::spawn(module, input, options)
 }
 
 /// Ends the task at once as a permanent failure (error kind `permanent`): it is never retried.
@@ -42,6 +85,27 @@ mod imp {
         fn host_config(key_ptr: *const u8, key_len: usize, out_ptr: *mut u8, out_cap: usize) -> i64;
         #[link_name = "fail"]
         fn host_fail(ptr: *const u8, len: usize);
+        #[link_name = "spawn"]
+        fn host_spawn(
+            mod_ptr: *const u8,
+            mod_len: usize,
+            in_ptr: *const u8,
+            in_len: usize,
+            opt_ptr: *const u8,
+            opt_len: usize,
+            out_ptr: *mut u8,
+            out_cap: usize,
+        ) -> i64;
+    }
+
+    pub fn spawn(module: &str, input: &[u8], options: &super::SpawnOptions) -> Result<String, String> {
+        let options = options.to_json();
+        let mut out = vec![0u8; 512];
+        let n = unsafe { host_spawn(module.as_ptr(), module.len(), input.as_ptr(), input.len(), options.as_ptr(), options.len(), out.as_mut_ptr(), out.len()) };
+        // The id or the reason, cut to the buffer (an id is far shorter; a reason may be cut).
+        out.truncate(n.unsigned_abs().min(out.len() as u64) as usize);
+        let text = String::from_utf8_lossy(&out).into_owned();
+        if n >= 0 { Ok(text) } else { Err(text) }
     }
 
     pub fn progress(fraction: f32, message: &str) {
@@ -91,6 +155,11 @@ mod imp {
         host::config(key)
     }
 
+    pub fn spawn(module: &str, input: &[u8], o: &super::SpawnOptions) -> Result<String, String> {
+        let options = host::SpawnOptions { priority: o.priority, delay_ms: o.delay_ms, timeout_ms: o.timeout_ms, max_attempts: o.max_attempts };
+        host::spawn(module, input, options)
+    }
+
     pub fn fail(message: &str) -> ! {
         host::fail(message);
         // The host never returns from `fail`.
@@ -105,6 +174,10 @@ mod imp {
     pub fn config(key: &str) -> Option<String> {
         let name: String = key.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
         std::env::var(format!("WASMQ_CONFIG_{name}")).ok()
+    }
+
+    pub fn spawn(_module: &str, _input: &[u8], _options: &super::SpawnOptions) -> Result<String, String> {
+        Err("spawning needs a wasmq worker (or `wasmq run`)".into())
     }
 
     pub fn fail(message: &str) -> ! {

@@ -56,7 +56,7 @@ pub mod host;
 mod run;
 
 pub use codec::Json;
-pub use host::{config, fail, progress};
+pub use host::{SpawnOptions, config, fail, progress, spawn};
 /// Turns `fn name(input: In) -> Result<Out, E>` (or `-> Out`) into a task's `main`.
 ///
 /// The function is kept exactly as written; the attribute only adds a `main` that reads

@@ -18,4 +18,5 @@ mod run_cli;
 mod sandbox;
 mod scheduling;
 mod security;
+mod spawn;
 mod split;

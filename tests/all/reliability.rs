@@ -246,13 +246,13 @@ fn durable_enqueue_reports_what_it_can_guarantee() {
 /// The scripts a worker runs, driven by hand against one queue (`default`) so that a test can
 /// place a worker's death exactly. Times are offsets (ms) from the Redis server's clock, which the
 /// scripts read: a test moves time forward instead of sleeping.
-struct Scripts {
+pub(crate) struct Scripts {
     conn: wasmq::conn::Conn,
     q: wasmq::queue::QueueName,
 }
 
 impl Scripts {
-    async fn new(s: &RedisServer) -> Self {
+    pub(crate) async fn new(s: &RedisServer) -> Self {
         let redis = wasmq::conn::Redis::open(wasmq::conn::RedisOptions::new(s.url())).unwrap();
         let conn = redis.connect().await.unwrap();
         Self { conn, q: wasmq::queue::QueueName::new("default").unwrap() }
@@ -269,7 +269,7 @@ impl Scripts {
     }
 
     /// Claims one task with a 1 s lease at `at`; returns its lease token.
-    async fn claim(&self, at: i64) -> Option<u64> {
+    pub(crate) async fn claim(&self, at: i64) -> Option<u64> {
         self.claim_batch("w", at).await.tasks.first().map(|t| t.token)
     }
 
@@ -287,14 +287,27 @@ impl Scripts {
     }
 
     /// Completes a task with `action` and result `fields`; returns whether it was applied.
-    async fn complete(&self, seq: u64, token: u64, action: wasmq::queue::Action, fields: &[(&'static str, &str)]) -> bool {
+    pub(crate) async fn complete(&self, seq: u64, token: u64, action: wasmq::queue::Action, fields: &[(&'static str, &str)]) -> bool {
+        self.complete_spawning(seq, token, action, fields, Vec::new()).await
+    }
+
+    /// Completes a task whose attempt spawned `children` (committed only by a success).
+    pub(crate) async fn complete_spawning(
+        &self,
+        seq: u64,
+        token: u64,
+        action: wasmq::queue::Action,
+        fields: &[(&'static str, &str)],
+        children: Vec<wasmq::queue::ChildTask>,
+    ) -> bool {
         let c = wasmq::queue::Completion {
             seq,
             token,
             action,
-            delay: Duration::ZERO,
+            delay: Duration::from_millis(10),
             error: None,
             fields: fields.iter().map(|(k, v)| (*k, v.as_bytes().to_vec())).collect(),
+            children,
         };
         let r = Self::db(0).complete(&mut self.conn.clone(), &self.q, "w", Default::default(), &[&c]).await.unwrap();
         r[0]

@@ -10,7 +10,7 @@ use redis::Commands;
 use wasmq_testkit::examples::{self, WasmTarget};
 use wasmq_testkit::redis_server::ServerOptions;
 
-fn adversary(target: WasmTarget) -> std::path::PathBuf {
+pub(crate) fn adversary(target: WasmTarget) -> std::path::PathBuf {
     static BUILT: std::sync::Mutex<Option<HashMap<&'static str, std::path::PathBuf>>> = std::sync::Mutex::new(None);
     let mut g = BUILT.lock().unwrap();
     let map = g.get_or_insert_with(HashMap::new);
@@ -449,4 +449,50 @@ fn throwaway_servers_listen_on_loopback_only_and_require_a_password() {
     assert_ne!(other.url().split('@').next(), url.split('@').next());
     let pong: String = redis::cmd("PING").query(&mut crate::common::redis_conn(&s)).unwrap();
     assert_eq!(pong, "PONG");
+}
+
+/// Abuse of the host API: a flood of progress reports costs Redis nothing more than the
+/// heartbeats it would make anyway; a secret the queue was not granted reads as absent though the
+/// worker holds it; an import of a host function that does not exist is refused at load, named.
+#[test]
+fn host_api_abuse_progress_floods_ungranted_secrets_unknown_imports() {
+    let s = RedisServer::start().unwrap();
+    let w = Wasmq::new(&s);
+    w.push(&adversary(WasmTarget::P1), "adv1");
+    w.push(&adversary(WasmTarget::P2), "adv2");
+    // Refused when pushed: the store keeps only modules that load.
+    let out = w.run(&["module", "push", crate::common::fixture("unknown_import.wat").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("imports `wasmq.teleport`, which is not in the host API"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("token");
+    std::fs::write(&secret, "hunter2-secret").unwrap();
+    w.ok(&["config", "grant", "granted", "token"]);
+    let floods = [w.enqueue("adv1", "progress 2000000", &[]), w.enqueue("adv2", "progress 2000000", &[])];
+    let ungranted = [w.enqueue("adv1", "secret token", &["--max-attempts", "1"]), w.enqueue("adv2", "secret token", &["--max-attempts", "1"])];
+    let granted = w.enqueue("adv1", "secret token", &["--queue", "granted"]);
+    let mut c = crate::common::redis_conn(&s);
+    let calls = |c: &mut redis::Connection| -> u64 {
+        let info: String = redis::cmd("INFO").arg("commandstats").query(c).unwrap();
+        info.lines().filter_map(|l| l.split_once("calls=")).map(|(_, r)| r.split(',').next().unwrap().parse::<u64>().unwrap()).sum()
+    };
+    let before = calls(&mut c);
+    let secret_arg = format!("token=@{}", secret.display());
+    let mut worker = w.spawn_worker(&["--exit-when-idle", "--queue", "default", "--queue", "granted", "--secret", &secret_arg, "--timeout", "60s"]);
+    assert_eq!(worker.wait(Duration::from_secs(120)), Some(0), "{}", worker.log());
+    let spent = calls(&mut c) - before;
+    for f in &floods {
+        assert_eq!(w.ok(&["result", f]), "reported 2000000 times");
+    }
+    // Four million reports; Redis saw the worker's usual commands (a few per task and per second).
+    assert!(spent < 2000, "the progress flood cost Redis {spent} commands");
+    for id in &ungranted {
+        let st = w.status(id).unwrap();
+        assert_eq!(st["state"], "dead", "{st}");
+        assert!(st["log"].as_str().unwrap().contains("secret denied: token is not granted"), "{st}");
+    }
+    assert_eq!(w.ok(&["result", &granted]), "read the secret: hunter2-secret");
+    // Locally, the same refusal at load.
+    let out = w.run(&["run", crate::common::fixture("unknown_import.wat").to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`wasmq.teleport`"), "{}", String::from_utf8_lossy(&out.stderr));
 }

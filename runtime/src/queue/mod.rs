@@ -28,8 +28,8 @@ pub use ids::{DEFAULT_QUEUE, MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, QueueName
 pub use keys::Keys;
 pub use policy::{DEFAULT_RETENTION_AGE, DEFAULT_RETENTION_COUNT, Policy, Retention, WsjfSettings};
 pub use scripts::{
-    Action, AttemptFailure, CancelOutcome, CancelReason, ClaimBatch, ClaimRequest, ClaimedTask, Completion, Due, EnqueueReply, FireReply, HeartbeatReply,
-    HeldLease, NewTask, NewTasks, ParentFailure, ReapReply, ReapRequest, RetryReply, RetrySelection, Tick, WaitRegistration,
+    Action, AttemptFailure, CancelOutcome, CancelReason, ChildTask, ClaimBatch, ClaimRequest, ClaimedTask, Completion, Due, EnqueueReply, FireReply,
+    HeartbeatReply, HeldLease, NewTask, NewTasks, ParentFailure, ReapReply, ReapRequest, RetryReply, RetrySelection, Tick, WaitRegistration,
 };
 pub use task::{Fields, TaskRecord, TaskSpec, TaskState};
 
@@ -44,6 +44,8 @@ pub enum QueueError {
     NotFinished(TaskState),
     #[error("unknown parent task {0} (never enqueued in this queue, or its result expired)")]
     UnknownParent(u64),
+    #[error("the parents and the children they spawned come to {0} tasks, more than a task may wait for (10000)")]
+    TooManyParents(u64),
     #[error("queue {queue} has malformed settings: {reason}")]
     Settings { queue: String, reason: String },
 }
@@ -113,6 +115,12 @@ impl Db {
         let mut qs: Vec<QueueName> = names.iter().filter_map(|n| std::str::from_utf8(n).ok().and_then(|n| QueueName::new(n).ok())).collect();
         qs.sort();
         Ok(qs)
+    }
+
+    /// Reserves the next task number of queue `q` for a task that is enqueued later (a spawned
+    /// child, committed by its spawner's completion). A number never committed is a gap.
+    pub async fn reserve_seq(&self, conn: &mut Conn, q: &QueueName) -> redis::RedisResult<u64> {
+        conn.incr(self.keys.queue(q).seq(), 1).await
     }
 
     /// The raw fields of a task hash (None for an unknown task).

@@ -171,10 +171,11 @@ impl std::str::FromStr for ParentFailure {
     }
 }
 
-/// The error `enqueue.lua` gives for a parent that does not exist.
+/// The errors `enqueue.lua` gives for a parent that does not exist, and for too many parents.
 fn unknown_parent(e: redis::RedisError) -> super::QueueError {
     match e.code() {
         Some("UNKNOWNPARENT") => super::QueueError::UnknownParent(e.detail().and_then(|d| d.trim().parse().ok()).unwrap_or(0)),
+        Some("TOOMANYPARENTS") => super::QueueError::TooManyParents(e.detail().and_then(|d| d.trim().parse().ok()).unwrap_or(0)),
         _ => e.into(),
     }
 }
@@ -442,6 +443,22 @@ pub struct Completion {
     pub error: Option<AttemptFailure>,
     /// Result fields written to the task hash.
     pub fields: Vec<(&'static str, Vec<u8>)>,
+    /// Tasks the attempt spawned, committed only if it is a `Succeeded` that applies.
+    pub children: Vec<ChildTask>,
+}
+
+/// A task spawned by a running attempt (host API `spawn`), enqueued by that attempt's completion
+/// under the number reserved for it ([`Db::reserve_seq`]).
+#[derive(Debug, Clone)]
+pub struct ChildTask {
+    pub seq: u64,
+    /// The module's SHA-256 (hex).
+    pub module: String,
+    pub priority: i64,
+    /// Not ready before this long after the completion.
+    pub delay: Duration,
+    /// Its task fields (input, limits, grants), as an enqueue would write them.
+    pub fields: Vec<(&'static str, Vec<u8>)>,
 }
 
 impl Db {
@@ -455,6 +472,13 @@ impl Db {
             inv.arg(c.seq).arg(c.token).arg(c.action.as_str()).arg(c.delay.as_millis() as u64).arg(kind).arg(message).arg(c.fields.len());
             for (name, value) in &c.fields {
                 inv.arg(*name).arg(value.as_slice());
+            }
+            inv.arg(c.children.len());
+            for k in &c.children {
+                inv.arg(k.seq).arg(&k.module).arg(k.priority).arg(k.delay.as_millis() as u64).arg(k.fields.len());
+                for (name, value) in &k.fields {
+                    inv.arg(*name).arg(value.as_slice());
+                }
             }
         }
         let applied: Vec<i64> = inv.invoke_async(conn).await?;

@@ -58,6 +58,11 @@ pub mod field {
     pub const ON_PARENT_FAILURE: &str = "on_parent_failure";
     /// The flow (`wasmq map`) the task belongs to: the flow's number in the task's queue.
     pub const FLOW: &str = "flow";
+    /// The children a succeeded attempt spawned (host API `spawn`): seqs, comma-separated. A task
+    /// enqueued `--after` it waits for them too.
+    pub const SPAWNED: &str = "spawned";
+    /// How many dependents still need the task kept (retention keeps it for them).
+    pub const OPEN_DEPS: &str = "open_deps";
     /// `1`: the input is the JSON array of the parents' outputs, built by the worker.
     pub const INPUT_FROM_AFTER: &str = "input_from_after";
     pub const DURATION_US: &str = "duration_us";
@@ -251,10 +256,13 @@ impl TaskSpec {
 
 /// The parents a task names in `after`.
 fn parents(f: &Fields) -> Result<Vec<u64>, TaskDataError> {
-    let Some(t) = f.text(field::AFTER)? else { return Ok(Vec::new()) };
-    t.split(',')
-        .map(|p| p.parse().map_err(|_| TaskDataError::Invalid { field: field::AFTER, reason: format!("expected task numbers, got {:?}", clip(t)) }))
-        .collect()
+    seq_list(f, field::AFTER)
+}
+
+/// A comma-separated list of task numbers (`after`, `spawned`).
+fn seq_list(f: &Fields, name: &'static str) -> Result<Vec<u64>, TaskDataError> {
+    let Some(t) = f.text(name)? else { return Ok(Vec::new()) };
+    t.split(',').map(|p| p.parse().map_err(|_| TaskDataError::Invalid { field: name, reason: format!("expected task numbers, got {:?}", clip(t)) })).collect()
 }
 
 /// A parent of a task and where it is.
@@ -381,6 +389,9 @@ pub struct TaskRecord {
     /// While blocked: the parents that have not succeeded, with their state (filled in by the
     /// client).
     pub blocked_on: Vec<ParentState>,
+    /// The children its succeeded attempt spawned, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub spawned: Vec<String>,
     pub input_bytes: usize,
     /// The output's bytes, exactly (`wasmq result`).
     #[serde(skip)]
@@ -437,6 +448,7 @@ impl TaskRecord {
                 .map(|fraction| TaskProgress { fraction, message: lossy(field::PROGRESS_MSG).unwrap_or_default() }),
             after: parents(f).unwrap_or_default().into_iter().map(|s| TaskId::new(id.queue.clone(), s).to_string()).collect(),
             blocked_on: Vec::new(),
+            spawned: seq_list(f, field::SPAWNED).unwrap_or_default().into_iter().map(|s| TaskId::new(id.queue.clone(), s).to_string()).collect(),
             input_bytes: f.bytes(field::INPUT).map_or(0, |b| b.len()),
             output_text: output.as_ref().and_then(|o| std::str::from_utf8(o).ok().map(str::to_string)),
             output_bytes: output.as_ref().map(|o| o.len()),

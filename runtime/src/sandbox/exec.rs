@@ -124,6 +124,14 @@ impl Linkers {
                         ));
                     }
                 }
+                // An import of module `wasmq` that is not in the host API: say what is.
+                if let Some(i) = m.imports().find(|i| i.module() == "wasmq" && !super::host::CORE_IMPORTS.contains(&i.name())) {
+                    return Err(SandboxError::InvalidModule(format!(
+                        "the module imports `wasmq.{}`, which is not in the host API wasmq:task@0.1.0 of this worker (it has {}; docs/host-api.md)",
+                        i.name(),
+                        super::host::CORE_IMPORTS.join(", ")
+                    )));
+                }
                 Ok(Pre::Module(self.core.instantiate_pre(&m).map_err(invalid)?))
             }
             Code::Component(c) => {

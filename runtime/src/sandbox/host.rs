@@ -3,11 +3,16 @@
 //! same functions from module `wasmq` with a pointer/length ABI (docs/host-api.md).
 //!
 //! A run gets a [`TaskHost`]: where its progress reports go (the worker's heartbeat picks them
-//! up) and the settings and secrets its queue may read. Nothing here touches Redis: the worker
-//! fetches what a task may read before it runs and writes what it reported afterwards.
+//! up), the settings and secrets its queue may read, and where its spawned children go. Nothing
+//! here touches Redis: the worker fetches what a task may read before it runs, and writes what it
+//! reported afterwards; `spawn` asks the run's [`SpawnBroker`] (the worker's reserves an id in the
+//! queue, `wasmq run`'s only prints) and keeps the child in memory until the attempt ends.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use wasmtime::{Caller, Linker};
 
@@ -53,12 +58,129 @@ impl ProgressSlot {
     }
 }
 
+/// Options of a spawned task (host API `spawn-options`); unset ones take the defaults of the
+/// queue and of the worker that runs the child. Core modules pass them as a JSON object with the
+/// same names (docs/host-api.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpawnOptions {
+    pub priority: Option<i64>,
+    /// Not ready before this long after the spawner's attempt is committed.
+    pub delay_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub max_attempts: Option<u32>,
+}
+
+/// A child a running task spawned: its id is reserved, it becomes a task only if the attempt
+/// succeeds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpawnedTask {
+    /// Its number in the spawner's queue, reserved when it was spawned.
+    pub seq: u64,
+    /// Its id as the task was told it (`QUEUE:N`).
+    pub id: String,
+    /// The module's SHA-256 (hex).
+    pub module: String,
+    pub input: Vec<u8>,
+    pub options: SpawnOptions,
+}
+
+/// A spawn the broker accepted: the child's reserved number and id, and its module's hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub seq: u64,
+    pub id: String,
+    pub module: String,
+}
+
+/// What `spawn` asks of the world outside the sandbox: resolve the module (name or hash), check
+/// the options, and reserve the child's id. The error is the message the task gets.
+pub trait SpawnBroker: Send + Sync + std::fmt::Debug {
+    fn reserve<'a>(&'a self, module: &'a str, options: &'a SpawnOptions) -> Pin<Box<dyn Future<Output = Result<Reservation, String>> + Send + 'a>>;
+}
+
+/// A broker for runs outside a queue (`wasmq run`): it accepts any module and numbers the children
+/// `local:1`, `local:2`, ...; nothing is enqueued, the caller shows what would have been.
+#[derive(Debug, Default)]
+pub struct DryRunBroker(std::sync::atomic::AtomicU64);
+
+impl SpawnBroker for DryRunBroker {
+    fn reserve<'a>(&'a self, module: &'a str, _options: &'a SpawnOptions) -> Pin<Box<dyn Future<Output = Result<Reservation, String>> + Send + 'a>> {
+        let seq = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        Box::pin(std::future::ready(Ok(Reservation { seq, id: format!("local:{seq}"), module: module.to_string() })))
+    }
+}
+
+/// Most children one task may spawn by default (`wasmq worker --max-children`).
+pub const DEFAULT_MAX_CHILDREN: usize = 1000;
+
+/// The children one attempt spawned, under its caps: how many, and their input bytes in total.
+#[derive(Debug, Clone)]
+pub struct Spawns {
+    broker: Arc<dyn SpawnBroker>,
+    max_children: usize,
+    max_input_bytes: u64,
+    spawned: Arc<Mutex<(Vec<SpawnedTask>, u64)>>,
+}
+
+impl Spawns {
+    pub fn new(broker: Arc<dyn SpawnBroker>, max_children: usize, max_input_bytes: u64) -> Self {
+        Self { broker, max_children, max_input_bytes, spawned: Arc::default() }
+    }
+
+    /// The children spawned so far, in order (the worker takes them when the attempt ends).
+    pub fn take(&self) -> Vec<SpawnedTask> {
+        std::mem::take(&mut self.spawned.lock().unwrap_or_else(|e| e.into_inner()).0)
+    }
+
+    /// Checks the caps, then has the broker reserve the child. A refusal is the task's to handle
+    /// (it may go on without the child); nothing is spawned by a refused call.
+    async fn spawn(&self, module: String, input: Vec<u8>, options: SpawnOptions) -> Result<String, String> {
+        {
+            let g = self.spawned.lock().unwrap_or_else(|e| e.into_inner());
+            if g.0.len() >= self.max_children {
+                return Err(format!("this task has spawned {} children, its limit (--max-children)", self.max_children));
+            }
+            let total = g.1 + input.len() as u64;
+            if total > self.max_input_bytes {
+                return Err(format!(
+                    "the inputs of this task's children would come to {total} bytes, more than the limit of {} bytes (--max-input-size)",
+                    self.max_input_bytes
+                ));
+            }
+        }
+        let r = self.broker.reserve(&module, &options).await?;
+        let mut g = self.spawned.lock().unwrap_or_else(|e| e.into_inner());
+        // Checked again: calls of one task do not overlap today, but the caps must hold if they do.
+        if g.0.len() >= self.max_children || g.1 + input.len() as u64 > self.max_input_bytes {
+            return Err("this task reached its limit of children".into());
+        }
+        g.1 += input.len() as u64;
+        g.0.push(SpawnedTask { seq: r.seq, id: r.id.clone(), module: r.module, input, options });
+        Ok(r.id)
+    }
+}
+
 /// What one run may use of the host API.
 #[derive(Debug, Clone, Default)]
 pub struct TaskHost {
     pub progress: ProgressSlot,
     /// The queue's settings, with the values of the secrets it is granted over them.
     pub config: Arc<HashMap<String, String>>,
+    /// Where spawned children go; None: `spawn` is refused (a run with nowhere to put them).
+    pub spawns: Option<Spawns>,
+}
+
+/// Longest module name or hash `spawn` takes, bytes.
+pub const MAX_SPAWN_MODULE: usize = 256;
+/// Longest options text (core modules) `spawn` takes, bytes.
+pub const MAX_SPAWN_OPTIONS: usize = 4096;
+
+/// The delay a spawned task's options ask for.
+impl SpawnOptions {
+    pub fn delay(&self) -> Option<Duration> {
+        self.delay_ms.map(Duration::from_millis)
+    }
 }
 
 impl TaskHost {
@@ -69,6 +191,17 @@ impl TaskHost {
 
     fn lookup(&self, key: &str) -> Option<&str> {
         self.config.get(key).map(String::as_str)
+    }
+
+    /// `spawn`, whatever the kind of module: a future that does not borrow the store.
+    fn spawn_child(&self, module: String, input: Vec<u8>, options: SpawnOptions) -> impl Future<Output = Result<String, String>> + Send + 'static {
+        let spawns = self.spawns.clone();
+        async move {
+            match spawns {
+                Some(s) => s.spawn(module, input, options).await,
+                None => Err("spawning children is not available in this run".into()),
+            }
+        }
     }
 }
 
@@ -115,8 +248,32 @@ fn guest_str<T>(caller: &mut Caller<'_, T>, call: &str, ptr: i32, len: i32, max:
     Ok(String::from_utf8_lossy(&guest_bytes(caller, call, ptr, len)?).into_owned())
 }
 
+/// What a core module's `spawn` call asks for, read from its memory: `Err` is a refusal the task
+/// is told, a trap (out-of-bounds pointers) the outer error.
+#[allow(clippy::type_complexity)]
+fn spawn_request<T>(
+    caller: &mut Caller<'_, T>,
+    (mod_ptr, mod_len): (i32, i32),
+    (in_ptr, in_len): (i32, i32),
+    (opt_ptr, opt_len): (i32, i32),
+) -> wasmtime::Result<Result<(String, Vec<u8>, SpawnOptions), String>> {
+    if mod_len < 0 || mod_len as usize > MAX_SPAWN_MODULE || opt_len < 0 || opt_len as usize > MAX_SPAWN_OPTIONS {
+        return Ok(Err(format!("a module name is at most {MAX_SPAWN_MODULE} bytes, options at most {MAX_SPAWN_OPTIONS}")));
+    }
+    let module = String::from_utf8_lossy(&guest_bytes(caller, "spawn", mod_ptr, mod_len)?).into_owned();
+    let input = guest_bytes(caller, "spawn", in_ptr, in_len)?;
+    let text = guest_bytes(caller, "spawn", opt_ptr, opt_len)?;
+    if text.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Ok((module, input, SpawnOptions::default())));
+    }
+    Ok(serde_json::from_slice::<SpawnOptions>(&text).map(|o| (module, input, o)).map_err(|e| format!("bad spawn options: {e}")))
+}
+
+/// The functions of module `wasmq` a core module may import.
+pub(crate) const CORE_IMPORTS: [&str; 4] = ["progress", "config", "spawn", "fail"];
+
 /// Adds the `wasmq` imports to a core linker.
-pub(crate) fn add_to_core_linker<T: HasHost + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+pub(crate) fn add_to_core_linker<T: HasHost + Send + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     linker.func_wrap("wasmq", "progress", |mut caller: Caller<'_, T>, fraction: f32, ptr: i32, len: i32| -> wasmtime::Result<()> {
         let message = guest_str(&mut caller, "progress", ptr, len, MAX_PROGRESS_MESSAGE)?;
         caller.data_mut().host().report_progress(fraction, &message);
@@ -138,6 +295,33 @@ pub(crate) fn add_to_core_linker<T: HasHost + 'static>(linker: &mut Linker<T>) -
         }
         Ok(value.len() as i64)
     })?;
+    // spawn(module, input, options JSON, out) -> i64: the child's id written to `out`, its length
+    // returned; a refusal writes its reason and returns minus its length (docs/host-api.md).
+    linker.func_wrap_async(
+        "wasmq",
+        "spawn",
+        |mut caller: Caller<'_, T>, (mod_ptr, mod_len, in_ptr, in_len, opt_ptr, opt_len, out_ptr, out_cap): (i32, i32, i32, i32, i32, i32, i32, i32)| {
+            Box::new(async move {
+                let request = spawn_request(&mut caller, (mod_ptr, mod_len), (in_ptr, in_len), (opt_ptr, opt_len))?;
+                let answer = match request {
+                    Ok((module, input, options)) => caller.data_mut().host().spawn_child(module, input, options).await,
+                    Err(e) => Err(e),
+                };
+                let (text, sign) = match &answer {
+                    Ok(id) => (id.as_str(), 1),
+                    Err(why) => (why.as_str(), -1),
+                };
+                let n = text.len().min(out_cap.max(0) as usize);
+                if n > 0 {
+                    let memory = caller.get_export("memory").and_then(|e| e.into_memory()).expect("checked by guest_bytes");
+                    memory
+                        .write(&mut caller, out_ptr as u32 as usize, &text.as_bytes()[..n])
+                        .map_err(|_| wasmtime::Error::msg(format!("wasmq.spawn: {n} bytes at {out_ptr} are outside the module's memory")))?;
+                }
+                Ok(sign * text.len() as i64)
+            })
+        },
+    )?;
     linker.func_wrap("wasmq", "fail", |mut caller: Caller<'_, T>, ptr: i32, len: i32| -> wasmtime::Result<()> {
         let message = guest_str(&mut caller, "fail", ptr, len, MAX_FAIL_MESSAGE)?;
         Err(wasmtime::Error::new(TaskFailed(message)))
@@ -152,7 +336,7 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "wasmq:task/host-api",
-        imports: { "wasmq:task/host.fail": trappable },
+        imports: { "wasmq:task/host.fail": trappable, "wasmq:task/host.spawn": async },
     });
 }
 
@@ -166,7 +350,7 @@ impl wasmtime::component::HasData for HostData {
 }
 
 /// Adds the `wasmq:task/host` interface to a component linker.
-pub(crate) fn add_to_component_linker<T: HasHost + 'static>(linker: &mut wasmtime::component::Linker<T>) -> wasmtime::Result<()> {
+pub(crate) fn add_to_component_linker<T: HasHost + Send + 'static>(linker: &mut wasmtime::component::Linker<T>) -> wasmtime::Result<()> {
     bindings::wasmq::task::host::add_to_linker::<T, HostData>(linker, |s: &mut T| s.host())
 }
 
@@ -177,6 +361,19 @@ impl ComponentHost for TaskHost {
 
     fn config(&mut self, key: String) -> Option<String> {
         self.lookup(&key).map(str::to_owned)
+    }
+
+    async fn spawn(&mut self, module: String, input: Vec<u8>, options: bindings::wasmq::task::host::SpawnOptions) -> Result<String, String> {
+        let options = SpawnOptions {
+            priority: options.priority.map(i64::from),
+            delay_ms: options.delay_ms,
+            timeout_ms: options.timeout_ms,
+            max_attempts: options.max_attempts,
+        };
+        if module.len() > MAX_SPAWN_MODULE {
+            return Err(format!("a module name is at most {MAX_SPAWN_MODULE} bytes"));
+        }
+        self.spawn_child(module, input, options).await
     }
 
     fn fail(&mut self, message: String) -> wasmtime::Result<()> {

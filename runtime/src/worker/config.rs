@@ -87,6 +87,9 @@ pub struct WorkerConfig {
     /// Largest input a task may carry (checked again here: task hashes can be written by anyone
     /// with access to Redis, not only through `enqueue`).
     pub max_input_size: u64,
+    /// Most children one attempt may spawn (host API `spawn`); their inputs together are at most
+    /// `max_input_size`. 0: spawning is refused.
+    pub max_children: usize,
     /// Largest module this worker loads.
     pub max_module_size: u64,
     pub sandbox: SandboxConfig,
@@ -133,6 +136,7 @@ impl Default for WorkerConfig {
             default_limits: Limits::default(),
             max_timeout: DEFAULT_MAX_TIMEOUT,
             max_input_size: crate::client::DEFAULT_MAX_INPUT_SIZE,
+            max_children: crate::sandbox::host::DEFAULT_MAX_CHILDREN,
             max_module_size: crate::store::DEFAULT_MAX_MODULE_SIZE,
             sandbox,
             grace: DEFAULT_GRACE,

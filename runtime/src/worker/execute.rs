@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 
 use crate::queue::task::field;
 use crate::queue::{Action, AttemptFailure, ClaimedTask, Completion, TaskId, TaskSpec};
+use crate::sandbox::host::Spawns;
 use crate::sandbox::{CancelReason, CancelToken, Failure, FailureKind, Limits, Outcome, TaskHost};
 
 use super::backoff::retry_delay;
@@ -87,6 +88,7 @@ async fn execute(shared: &Shared, task: ClaimedTask, run: &HeldRun) -> Completio
     let ClaimedTask { id, token, attempt, spec, oversized_input } = task;
     let cancel = &run.cancel;
     let config = &shared.config;
+    let mut children = Vec::new();
     let (outcome, max_attempts) = match &spec {
         Err(e) => (Outcome::not_run(Failure::new(FailureKind::InvalidTask, e.to_string())), attempt),
         Ok(spec) => {
@@ -107,15 +109,25 @@ async fn execute(shared: &Shared, task: ClaimedTask, run: &HeldRun) -> Completio
                     (Ok(input), Ok(module)) => {
                         let limits = resolve_limits(spec, config, shared.max_output);
                         let name = shared.modules.name(&spec.module);
-                        let host = TaskHost { progress: run.progress.clone(), config: super::settings::of(shared, &id.queue).await };
-                        shared.sandbox.run_with(&module, &name, input, &limits, cancel, host).await
+                        let broker = super::spawn::QueueBroker::new(shared.db.clone(), shared.conn.clone(), shared.modules.store().clone(), id.queue.clone());
+                        let spawns = Spawns::new(Arc::new(broker), config.max_children, config.max_input_size);
+                        let host =
+                            TaskHost { progress: run.progress.clone(), config: super::settings::of(shared, &id.queue).await, spawns: Some(spawns.clone()) };
+                        let outcome = shared.sandbox.run_with(&module, &name, input, &limits, cancel, host).await;
+                        children = super::spawn::children(spawns.take(), &[]);
+                        outcome
                     }
                 };
                 (outcome, max)
             }
         }
     };
-    completion(config, id.seq, token, outcome, attempt, max_attempts, cancel.reason())
+    let mut c = completion(config, id.seq, token, outcome, attempt, max_attempts, cancel.reason());
+    // Only a success commits what the attempt spawned.
+    if c.action == Action::Succeeded {
+        c.children = children;
+    }
+    c
 }
 
 /// The input of an `--input-from-after` task: the JSON array of its parents' outputs, in order,
@@ -145,7 +157,7 @@ async fn parents_input(shared: &Shared, id: &TaskId, parents: &[u64]) -> Result<
 /// it was).
 #[allow(clippy::too_many_arguments)]
 pub fn completion(config: &WorkerConfig, seq: u64, token: u64, outcome: Outcome, attempt: u32, max_attempts: u32, stopped: Option<CancelReason>) -> Completion {
-    let release = Completion { seq, token, action: Action::Release, delay: Default::default(), error: None, fields: Vec::new() };
+    let release = Completion { seq, token, action: Action::Release, delay: Default::default(), error: None, fields: Vec::new(), children: Vec::new() };
     let mut fields: Vec<(&'static str, Vec<u8>)> = vec![(field::DURATION_US, (outcome.duration.as_micros() as u64).to_string().into_bytes())];
     if let Some(f) = outcome.fuel_used {
         fields.push((field::FUEL_USED, f.to_string().into_bytes()));

@@ -27,6 +27,7 @@ mod lease;
 mod modules;
 mod periodic;
 mod settings;
+mod spawn;
 mod wake;
 
 use std::sync::Arc;

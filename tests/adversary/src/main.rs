@@ -4,7 +4,9 @@
 //! sandbox failure.
 //!
 //! Commands: `ok TEXT` (echo, a good task), `spin`, `sleep`, `alloc`, `recurse`, `flood`,
-//! `exit N`, `panic`, `file PATH`, `env`, `args`, `connect ADDR`.
+//! `exit N`, `panic`, `file PATH`, `env`, `args`, `connect ADDR`, and through the host API
+//! `spawn N MODULE` (a spawn bomb: N children, counting refusals), `progress N` (a flood of N
+//! reports) and `secret NAME` (a config read of a secret).
 
 use std::io::{Read, Write};
 
@@ -74,6 +76,32 @@ fn main() {
         "connect" => match std::net::TcpStream::connect(arg) {
             Ok(_) => print!("connected to {arg}"),
             Err(e) => denied("connect", e),
+        },
+        "spawn" => {
+            let (n, module) = arg.split_once(' ').unwrap_or((arg, "adv"));
+            let n: u64 = n.parse().unwrap_or(1);
+            let (mut spawned, mut refused, mut last) = (0u64, 0u64, String::new());
+            for i in 0..n {
+                match wasmq_sdk::spawn(module, format!("ok child-{i}").as_bytes(), &wasmq_sdk::SpawnOptions::default()) {
+                    Ok(_) => spawned += 1,
+                    Err(why) => {
+                        refused += 1;
+                        last = why;
+                    }
+                }
+            }
+            print!("spawned {spawned}, refused {refused}: {last}");
+        }
+        "progress" => {
+            let n: u64 = arg.parse().unwrap_or(1_000_000);
+            for i in 0..n {
+                wasmq_sdk::progress(i as f32 / n as f32, &format!("report {i}"));
+            }
+            print!("reported {n} times");
+        }
+        "secret" => match wasmq_sdk::config(arg) {
+            Some(v) => print!("read the secret: {v}"),
+            None => denied("secret", format!("{arg} is not granted")),
         },
         other => {
             eprintln!("unknown command {other:?}");

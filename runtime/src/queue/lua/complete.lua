@@ -19,11 +19,14 @@
 -- ARGV[3] retention  the caller's default retention (see lib.lua `retention`)
 -- ARGV[4] worker     the worker's id (recorded with each error)
 -- ARGV[5..]          records, each: seq, token, action, delay_ms, error_kind, error_message, nfields,
---                    name1, value1, ...
+--                    name1, value1, ..., nchildren, then per child: seq, module, priority,
+--                    delay_ms, nfields, name1, value1, ...
 --   action  succeeded | retry | dead | cancelled | release
 --   delay   for retry: ms from now until the task is due again (otherwise ignored)
 --   error   for retry/dead/cancelled: this attempt's error kind and message ('' for none)
 --   fields  result fields written to the task hash (output, log, exit_code, error, duration_us, ...)
+--   children  tasks the attempt spawned (host API), with the numbers reserved for them; committed
+--           (see lib.lua `commit_children`) only when the record is a `succeeded` that applies
 -- A `retry` or `release` of a task whose cancel was requested finishes it as `cancelled`.
 -- Returns one integer per record: 1 applied, 0 refused (lease lost, task gone or not a hash, or an
 -- unknown action).
@@ -42,6 +45,16 @@ while i <= #ARGV do
   local nfields = tonumber(ARGV[i + 6])
   local first_field = i + 7
   i = first_field + 2 * nfields
+  local kids = {}
+  local nkids = tonumber(ARGV[i]) or 0
+  i = i + 1
+  for _ = 1, nkids do
+    local nf = tonumber(ARGV[i + 4])
+    local kf = {}
+    for j = i + 5, i + 4 + 2 * nf do kf[#kf + 1] = ARGV[j] end
+    kids[#kids + 1] = {seq = ARGV[i], module = ARGV[i + 1], prio = tonumber(ARGV[i + 2]) or 0, delay = tonumber(ARGV[i + 3]) or 0, fields = kf}
+    i = i + 5 + 2 * nf
+  end
 
   local tkey = task_key(seq)
   -- pcall: a task key overwritten with another type is refused (and dropped from `active`)
@@ -83,7 +96,9 @@ while i <= #ARGV do
         fields[#fields + 1] = 'cancel_reason'
         fields[#fields + 1] = cancel_reason(cur[7])
       end
-      finish(b, seq, tkey, action, fields, {module = module, unique_key = cur[4], waiters = cur[5], deps = cur[9], after = cur[10], flow = cur[11]})
+      local c = {module = module, unique_key = cur[4], waiters = cur[5], deps = cur[9], after = cur[10], flow = cur[11]}
+      if action == 'succeeded' and #kids > 0 then commit_children(K, seq, tkey, c, kids) end
+      finish(b, seq, tkey, action, fields, c)
     elseif action == 'retry' then
       local due = NOW + delay
       fields[#fields + 1] = 'state'; fields[#fields + 1] = 'delayed'

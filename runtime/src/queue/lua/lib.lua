@@ -514,10 +514,15 @@ end
 --   unique   unique key or '' (unique_ms: how long it may be held; 0 = until the task ends)
 --   extra    further task fields as a flat name, value list
 --   deps     nil, or {after = 'seq,seq', policy = 'block' | 'cancel' | 'ignore'}: parents in this
---            queue
+--            queue. A parent that succeeded after spawning children (field `spawned`) brings
+--            them along as parents (and theirs, transitively), after it in `after`.
+--   seq      the task's number when it was reserved already (a spawned child), else nil: the
+--            next of the queue's counter K.seq
 -- Returns seq, is_new (0 when an unfinished task holds the unique key: its seq is returned), or
--- an error reply `UNKNOWNPARENT <seq>` (nothing written) when a parent does not exist.
-local function add_task(K, due, module, prio, unique, unique_ms, extra, deps)
+-- an error reply `UNKNOWNPARENT <seq>` (nothing written) when a parent does not exist, or
+-- `TOOMANYPARENTS <n>` when the parents and their spawned descendants are over MAX_PARENTS.
+local MAX_PARENTS = 10000
+local function add_task(K, due, module, prio, unique, unique_ms, extra, deps, seq)
   if unique ~= '' then
     local held = redis.call('GET', BASE .. 'unique:' .. unique)
     if held then
@@ -530,19 +535,41 @@ local function add_task(K, due, module, prio, unique, unique_ms, extra, deps)
   -- Parents: all must exist; those that finished count now.
   local parents, waiting, ended = {}, 0, nil
   if deps then
-    for p in string.gmatch(deps.after, '[^,]+') do
-      local st = redis.call('HGET', task_key(p), 'state')
-      if not st then return redis.error_reply('UNKNOWNPARENT ' .. p) end
-      parents[#parents + 1] = {seq = p, state = st}
-      if st == 'cancelled' then
-        ended = 'parent_cancelled'
-      elseif st == 'dead' and deps.policy == 'cancel' and not ended then
-        ended = 'parent_dead'
+    local list = {}
+    for p in string.gmatch(deps.after, '[^,]+') do list[#list + 1] = p end
+    local named = #list
+    local i = 1
+    while i <= #list do
+      local p = list[i]
+      local f = redis.call('HMGET', task_key(p), 'state', 'spawned')
+      local st = f[1]
+      i = i + 1
+      if not st and i - 1 <= named then return redis.error_reply('UNKNOWNPARENT ' .. p) end
+      -- A spawned child that retention removed has finished long ago: nothing to wait for.
+      if st then
+        parents[#parents + 1] = {seq = p, state = st}
+        if st == 'succeeded' and f[2] then
+          for c in string.gmatch(f[2], '[^,]+') do list[#list + 1] = c end
+          if #list > MAX_PARENTS then return redis.error_reply('TOOMANYPARENTS ' .. #list) end
+        end
       end
-      if st ~= 'succeeded' and not (st == 'dead' and deps.policy == 'ignore') then waiting = waiting + 1 end
+    end
+    if #list > named then
+      local kept = {}
+      for _, p in ipairs(parents) do kept[#kept + 1] = p.seq end
+      deps.after = table.concat(kept, ',')
     end
   end
-  local seq = redis.call('INCR', K.seq)
+  for _, p in ipairs(parents) do
+    local st = p.state
+    if st == 'cancelled' then
+      ended = 'parent_cancelled'
+    elseif st == 'dead' and deps.policy == 'cancel' and not ended then
+      ended = 'parent_dead'
+    end
+    if st ~= 'succeeded' and not (st == 'dead' and deps.policy == 'ignore') then waiting = waiting + 1 end
+  end
+  seq = seq or redis.call('INCR', K.seq)
   local tkey = task_key(seq)
   -- A member of a flow (field `flow`) joins its list in the same script, so that a flow's lists
   -- name exactly the tasks that exist: a reducer (it has parents) or a child.
@@ -616,6 +643,47 @@ local function add_task(K, due, module, prio, unique, unique_ms, extra, deps)
   -- Delayed tasks signal too: an idle worker then learns the new earliest due time.
   signal(K.signal)
   return seq, 1
+end
+
+-- Commits the children a succeeded attempt spawned (host API `spawn`), before the spawner is
+-- finished: each becomes a task with the number reserved when it was spawned, in the spawner's
+-- flow if it has one. The spawner's blocked dependents wait for them too: each child joins their
+-- `after` (an `--input-from-after` dependent gets the children's outputs after the spawner's),
+-- their `waiting` count, and the child's `deps:` set. O(children × dependents).
+--   kids  list of {seq, module, prio, delay (ms), fields (flat name, value list)}
+-- Children of a spawner whose flow was cancelled are not committed.
+local function commit_children(K, seq, tkey, cur, kids)
+  if cur.flow and redis.call('HGET', BASE .. 'flow:' .. cur.flow, 'state') == 'cancelled' then return end
+  local seqs = {}
+  for _, c in ipairs(kids) do
+    if cur.flow then
+      c.fields[#c.fields + 1] = 'flow'
+      c.fields[#c.fields + 1] = cur.flow
+    end
+    add_task(K, NOW + c.delay, c.module, c.prio, '', 0, c.fields, nil, c.seq)
+    seqs[#seqs + 1] = c.seq
+  end
+  if cur.flow then hincr(BASE .. 'flow:' .. cur.flow, 'children', #seqs) end
+  local list = table.concat(seqs, ',')
+  redis.call('HSET', tkey, 'spawned', list)
+  if not cur.deps then return end
+  local waited = false
+  for _, d in ipairs(redis.call('SMEMBERS', BASE .. 'deps:' .. seq)) do
+    local dkey = task_key(d)
+    local f = redis.call('HMGET', dkey, 'state', 'after')
+    if f[1] == 'blocked' then
+      redis.call('HSET', dkey, 'after', f[2] and (f[2] .. ',' .. list) or list)
+      hincr(dkey, 'waiting', #seqs)
+      for _, c in ipairs(seqs) do
+        redis.call('SADD', BASE .. 'deps:' .. c, d)
+        hincr(task_key(c), 'open_deps', 1)
+      end
+      waited = true
+    end
+  end
+  if waited then
+    for _, c in ipairs(seqs) do redis.call('HSET', task_key(c), 'deps', '1') end
+  end
 end
 
 -- When a task becomes due: the later of an absolute time and a delay from now (both optional).
