@@ -139,6 +139,9 @@ pub enum Command {
     Split(split::SplitArgs),
     /// Run an executor host: claim tasks, run them sandboxed, write their results.
     Worker(worker::WorkerArgs),
+    /// The live workers: id, host, queues, busy slots, tasks done (an entry disappears within 5 s
+    /// of its worker stopping or dying).
+    Workers(worker::WorkersArgs),
     /// Map-reduce: one task per input line and, with --reduce, reducers over their outputs.
     Map(flow::MapArgs),
     /// Show a task's (or a flow's) state and result.
@@ -294,6 +297,7 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::Result(a) => results::result(g, a).await,
         Command::Cancel(a) => results::cancel(g, a).await,
         Command::Queue(c) => queue::run(g, c).await,
+        Command::Workers(a) => worker::list(g, a).await,
         Command::Config(c) => config::run(g, c).await,
         Command::Dead(c) => queue::dead(g, c).await,
         Command::Purge(a) => queue::purge(g, a).await,

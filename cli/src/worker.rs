@@ -189,3 +189,52 @@ pub async fn run(g: &Global, a: WorkerArgs) -> Outcome {
     tracing::debug!(?report, "done");
     Ok(exit::OK)
 }
+
+#[derive(Debug, Args)]
+pub struct WorkersArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `wasmq workers`: the registry of live workers.
+pub async fn list(g: &Global, a: WorkersArgs) -> Outcome {
+    let client = g.client().await?;
+    let workers = client.workers().await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&workers)?);
+        return Ok(exit::OK);
+    }
+    if workers.is_empty() {
+        eprintln!("no live workers");
+        return Ok(exit::OK);
+    }
+    let now = wasmq::parse::now_ms();
+    let mut t = super::table::Table::new(&["WORKER", "HOST", "PID", "VERSION", "QUEUES", "BUSY", "HELD", "SUCCEEDED", "FAILED", "UP"]);
+    for w in &workers {
+        t.row(vec![
+            w.id.clone(),
+            w.host.clone(),
+            w.pid.to_string(),
+            w.version.clone(),
+            w.queues.join(","),
+            format!("{}/{}", w.busy, w.concurrency),
+            w.held.to_string(),
+            w.succeeded.to_string(),
+            w.failed.to_string(),
+            humantime_secs(now.saturating_sub(w.started_ms) / 1000),
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(exit::OK)
+}
+
+/// `3d4h`, `2h5m`, `4m10s`, `12s`: how long a worker has been up.
+fn humantime_secs(s: u64) -> String {
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{}h", s / 86400, s % 86400 / 3600),
+    }
+}

@@ -618,6 +618,11 @@ impl Client {
     }
 
     /// Counts of one queue.
+    /// The live workers (the registry each worker writes every second).
+    pub async fn workers(&self) -> Result<Vec<crate::queue::workers::WorkerInfo>, ClientError> {
+        Ok(self.db.workers(&mut self.conn.clone()).await?)
+    }
+
     pub async fn stats(&self, q: &QueueName) -> Result<QueueStats, ClientError> {
         Ok(self.db.stats(&mut self.conn.clone(), q).await?)
     }

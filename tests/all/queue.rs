@@ -380,3 +380,36 @@ fn dead_list_limit_is_at_least_one() {
     assert!(err.contains("--limit must be at least 1"), "{err}");
     assert!(out.stdout.is_empty());
 }
+
+/// The registry of live workers: both workers listed with their queues and slots while idle;
+/// one stopped with SIGTERM leaves at once, one killed with SIGKILL within the entry's expiry.
+#[test]
+fn workers_list_live_workers_and_forget_stopped_and_killed_ones() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    let mut a = w.spawn_worker(&["--id", "worker-a", "--queue", "a", "--queue", "b", "--concurrency", "3"]);
+    let mut b = w.spawn_worker(&["--id", "worker-b"]);
+    let listed = |w: &Wasmq| -> Vec<serde_json::Value> { serde_json::from_str::<Vec<serde_json::Value>>(&w.ok(&["workers", "--json"])).unwrap() };
+    let both = eventually(Duration::from_secs(10), || Some(listed(&w)).filter(|l| l.len() == 2)).expect("both workers listed");
+    assert_eq!(
+        (both[0]["id"].as_str(), both[0]["queues"].clone(), both[0]["concurrency"].as_u64()),
+        (Some("worker-a"), serde_json::json!(["a", "b"]), Some(3))
+    );
+    assert_eq!((both[1]["id"].as_str(), both[1]["queues"].clone(), both[1]["busy"].as_u64()), (Some("worker-b"), serde_json::json!(["default"]), Some(0)));
+    assert_eq!(both[0]["pid"].as_u64(), Some(a.pid() as u64));
+    let seen = both[1]["seen_ms"].as_u64().unwrap();
+    // Idle, it still beats: the entry is refreshed.
+    eventually(Duration::from_secs(5), || listed(&w).iter().find(|x| x["id"] == "worker-b").filter(|x| x["seen_ms"].as_u64().unwrap() > seen).map(drop))
+        .expect("an idle worker's entry was not refreshed");
+    let table = w.ok(&["workers"]);
+    assert!(table.lines().any(|l| l.starts_with("worker-a ") && l.contains(" 0/3 ")), "{table}");
+    a.signal(crate::common::Signal::TERM);
+    assert_eq!(a.wait(Duration::from_secs(10)), Some(0));
+    let after_term = listed(&w);
+    assert_eq!(after_term.iter().map(|x| x["id"].as_str().unwrap()).collect::<Vec<_>>(), ["worker-b"], "a stopped worker is removed at once");
+    b.signal(crate::common::Signal::KILL);
+    let _ = b.wait(Duration::from_secs(5));
+    // Its entry expires 5 s after its last beat.
+    eventually(Duration::from_secs(10), || listed(&w).is_empty().then_some(())).expect("a killed worker stayed listed");
+    assert_eq!(w.run(&["workers"]).status.code(), Some(0));
+}

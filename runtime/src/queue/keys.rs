@@ -32,6 +32,8 @@
 //! | `P:{Q}:unique:<key>`              | string | seq of the queued/running task holding a unique key    |
 //! | `P:{Q}:schedules`                 | hash   | periodic task name → JSON schedule                     |
 //! | `P:{Q}:schedule-due`              | zset   | periodic task name → next fire time ms                 |
+//! | `P:{~workers}:index`              | zset   | live worker ids → last beat ms (the registry)          |
+//! | `P:{~workers}:w:<id>`             | hash   | a live worker's description; expires without beats     |
 
 use super::ids::{QueueName, TaskId};
 
@@ -88,6 +90,20 @@ impl Keys {
 
     pub fn task(&self, id: &TaskId) -> String {
         self.queue(&id.queue).task(id.seq)
+    }
+
+    /// The registry of live workers: one hash tag that no queue name can take (`~` is not
+    /// allowed in queue names), so that its keys share a Cluster slot with each other only.
+    pub fn workers_base(&self) -> String {
+        format!("{}:{{~workers}}:", self.prefix)
+    }
+
+    pub fn workers_index(&self) -> String {
+        format!("{}index", self.workers_base())
+    }
+
+    pub fn worker(&self, id: &str) -> String {
+        format!("{}w:{id}", self.workers_base())
     }
 }
 

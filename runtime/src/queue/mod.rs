@@ -17,6 +17,7 @@ pub mod keys;
 pub mod policy;
 mod scripts;
 pub mod task;
+pub mod workers;
 
 use std::collections::HashMap;
 use std::time::Duration;

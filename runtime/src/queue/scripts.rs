@@ -39,6 +39,7 @@ script!(SCHEDULE_FIRE, "schedule_fire.lua");
 script!(REPOLICY, "repolicy.lua");
 script!(SEAL_FLOW, "seal_flow.lua");
 script!(CANCEL_FLOW, "cancel_flow.lua");
+script!(WORKER_BEAT, "worker_beat.lua");
 
 /// The KEYS of each script, in the order its header lists them.
 mod keys {
@@ -829,6 +830,8 @@ mod tests {
         }
         let (keys, _) = header(include_str!("lua/schedule_fire.lua"));
         assert_eq!(keys, ["schedule_due"]);
+        let (keys, argv) = header(include_str!("lua/worker_beat.lua"));
+        assert_eq!((keys, argv.get(..2).map(<[String]>::to_vec)), (vec!["index".to_string(), "worker".to_string()], Some(vec!["base".into(), "clock".into()])));
     }
 
     /// The ARGV each wrapper passes after the base and the clock, against the header's names.
@@ -853,5 +856,6 @@ mod tests {
         expect(include_str!("lua/wait.lua"), &[]);
         expect(include_str!("lua/seal_flow.lua"), &["root"]);
         expect(include_str!("lua/cancel_flow.lua"), &[]);
+        expect(include_str!("lua/worker_beat.lua"), &["id", "ttl_ms"]);
     }
 }

@@ -187,7 +187,10 @@ impl WorkerConfig {
 
 /// `host-pid-xxxx`: unique per process, readable in task hashes.
 pub fn default_worker_id() -> String {
-    let host =
-        std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()).filter(|h| !h.is_empty()).unwrap_or_else(|| "host".into());
-    format!("{host}-{}-{:04x}", std::process::id(), fastrand::u16(..))
+    format!("{}-{}-{:04x}", hostname(), std::process::id(), fastrand::u16(..))
+}
+
+/// This machine's name (`host` where it cannot be read).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()).filter(|h| !h.is_empty()).unwrap_or_else(|| "host".into())
 }

@@ -59,6 +59,7 @@ pub async fn run_held(shared: Arc<Shared>, task: ClaimedTask, run: HeldRun, slot
     };
     let started_ms = crate::parse::now_ms();
     run.started.store(started_ms, Ordering::Relaxed);
+    shared.busy.fetch_add(1, Ordering::Relaxed);
     let clock = std::time::Instant::now();
     // Boxed: the run's state machine is large, and an unboxed one would be copied into every
     // spawned task.
@@ -75,6 +76,7 @@ pub async fn run_held(shared: Arc<Shared>, task: ClaimedTask, run: HeldRun, slot
         }
     };
     drop(slot);
+    shared.busy.fetch_sub(1, Ordering::Relaxed);
     shared.observe_task(clock.elapsed());
     if completion.action != Action::Release {
         completion.fields.push((field::STARTED, started_ms.to_string().into_bytes()));

@@ -26,6 +26,7 @@ mod held;
 mod lease;
 mod modules;
 mod periodic;
+mod registry;
 mod settings;
 mod spawn;
 mod wake;
@@ -79,6 +80,8 @@ pub(crate) struct Shared {
     settings: settings::TaskSettings,
     /// Set when tasks are claimed; the module warm-up runs again only after some were.
     claimed: std::sync::atomic::AtomicBool,
+    /// Run slots in use (the registry shows them).
+    busy: AtomicU64,
 }
 
 impl Shared {
@@ -175,6 +178,7 @@ pub async fn run(redis: Redis, db: Db, config: WorkerConfig, shutdown: impl std:
         counters: Default::default(),
         settings: Default::default(),
         claimed: Default::default(),
+        busy: AtomicU64::new(0),
     });
     // Register the queues so that `queue stats` and `module rm` see them.
     for q in shared.queues() {
@@ -189,6 +193,7 @@ pub async fn run(redis: Redis, db: Db, config: WorkerConfig, shutdown: impl std:
         tokio::spawn(lease::reaper(shared.clone(), shared.config.reap_interval)),
         tokio::spawn(periodic::run(shared.clone())),
         tokio::spawn(modules::warm(shared.clone(), settings::REFRESH)),
+        tokio::spawn(registry::beat(shared.clone(), crate::parse::now_ms())),
     ];
     let wake = wake::Wake::new();
     let stop_listeners = Arc::new(Notify::new());
@@ -204,6 +209,9 @@ pub async fn run(redis: Redis, db: Db, config: WorkerConfig, shutdown: impl std:
     shut_down(&shared, runs, completer).await;
     for b in background {
         b.abort();
+    }
+    if let Err(e) = shared.db.worker_gone(&mut conn.clone(), &shared.config.worker_id).await {
+        tracing::debug!(error = %e, "could not remove this worker from the registry; it expires by itself");
     }
     let report = shared.report();
     tracing::info!(?report, "worker stopped");
