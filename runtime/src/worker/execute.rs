@@ -107,8 +107,13 @@ async fn execute(shared: &Shared, task: ClaimedTask, run: &HeldRun) -> Completio
                     (Ok(input), Ok(module)) => {
                         let limits = resolve_limits(spec, config, shared.max_output);
                         let name = shared.modules.name(&spec.module);
-                        let host = TaskHost { progress: run.progress.clone(), config: super::settings::of(shared, &id.queue).await };
-                        shared.sandbox.run_with(&module, &name, input, &limits, cancel, host).await
+                        match http_grant(spec) {
+                            Err(failure) => Outcome::not_run(failure),
+                            Ok(http) => {
+                                let host = TaskHost { progress: run.progress.clone(), config: super::settings::of(shared, &id.queue).await, http };
+                                shared.sandbox.run_with(&module, &name, input, &limits, cancel, host).await
+                            }
+                        }
                     }
                 };
                 (outcome, max)
@@ -116,6 +121,20 @@ async fn execute(shared: &Shared, task: ClaimedTask, run: &HeldRun) -> Completio
         }
     };
     completion(config, id.seq, token, outcome, attempt, max_attempts, cancel.reason())
+}
+
+/// The task's HTTP grant: its host patterns (an unreadable field fails the task as
+/// `invalid_task`, like any malformed field) and its own caps. The worker's ceiling and caps
+/// apply on top, in the sandbox.
+fn http_grant(spec: &TaskSpec) -> Result<crate::http::HttpGrant, Failure> {
+    let allow = match &spec.allow_hosts {
+        None => crate::http::AllowList::default(),
+        Some(text) => crate::http::AllowList::parse(text).map_err(|e| {
+            let e = crate::queue::task::TaskDataError::Invalid { field: field::ALLOW_HOSTS, reason: e.to_string() };
+            Failure::new(FailureKind::InvalidTask, e.to_string())
+        })?,
+    };
+    Ok(crate::http::HttpGrant { allow, max_requests: spec.max_http_requests, max_response_bytes: spec.max_http_response_bytes })
 }
 
 /// The input of an `--input-from-after` task: the JSON array of its parents' outputs, in order,
