@@ -78,7 +78,7 @@ impl TaskHttp {
             return Err(WasiError::ConnectionLimitReached);
         }
         if self.grant.is_empty() {
-            note(&self.log, format_args!("request to {shown} denied: the task is granted no host (enqueue --allow-host HOST[:PORT])"));
+            note(&self.log, format_args!("request to {shown} denied: the task is granted no host (--allow-host HOST[:PORT])"));
             return Err(WasiError::HttpRequestDenied);
         }
         if !self.grant.may_allow(&host, port) {
