@@ -172,7 +172,13 @@ impl Url {
         if authority.is_empty() || authority.contains('@') || authority.contains(char::is_whitespace) {
             return Err(invalid());
         }
-        let path = if path.starts_with('?') { format!("/{path}") } else if path.is_empty() { "/".to_string() } else { path.to_string() };
+        let path = if path.starts_with('?') {
+            format!("/{path}")
+        } else if path.is_empty() {
+            "/".to_string()
+        } else {
+            path.to_string()
+        };
         Ok(Self { https, authority: authority.to_string(), path })
     }
 
@@ -206,8 +212,8 @@ mod imp {
     });
 
     use super::{Error, Response, Url};
-    use wasi::http::types::{self as t, ErrorCode};
     use wasi::http::outgoing_handler;
+    use wasi::http::types::{self as t, ErrorCode};
     use wasi::io::streams::StreamError;
 
     /// The WIT name of an error code, as the WASI HTTP specification spells it.

@@ -51,13 +51,7 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
-        let server = Self {
-            port,
-            seen: Default::default(),
-            connections: Default::default(),
-            hung_up: Default::default(),
-            stop: Default::default(),
-        };
+        let server = Self { port, seen: Default::default(), connections: Default::default(), hung_up: Default::default(), stop: Default::default() };
         let (seen, connections, hung_up, stop) = (server.seen.clone(), server.connections.clone(), server.hung_up.clone(), server.stop.clone());
         let route = Arc::new(route);
         std::thread::spawn(move || {
@@ -235,11 +229,12 @@ fn a_granted_task_posts_and_others_are_denied() {
 fn redirects_caps_and_a_slow_server() {
     let denied = TestServer::start(|_| Reply::Ok("should never be reached"));
     let denied_url = denied.url("/");
+    let redirect_to = denied_url.clone();
     let hook = Arc::new(Mutex::new(0u16));
     let port = hook.clone();
     let server = TestServer::start(move |path| match path {
         "/moved" => Reply::Redirect("/hook".into()),
-        "/away" => Reply::Redirect(denied_url.clone()),
+        "/away" => Reply::Redirect(redirect_to.clone()),
         "/loop" => Reply::Redirect(format!("http://127.0.0.1:{}/loop", port.lock().unwrap())),
         "/big" => Reply::Big(64 << 10),
         "/slow" => Reply::Hang,

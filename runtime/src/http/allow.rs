@@ -360,9 +360,21 @@ mod tests {
 
     #[test]
     fn bad_patterns_are_refused_with_a_reason() {
-        for text in
-            ["", "http://example.com", "example.com:0", "example.com:99999", "exa mple.com", "10.0.0.1/8", "10.0.0.0/33", "ex*mple.com", "1.2.3", "[::1", "[zz]:80", "a..b", "-a.com"]
-        {
+        for text in [
+            "",
+            "http://example.com",
+            "example.com:0",
+            "example.com:99999",
+            "exa mple.com",
+            "10.0.0.1/8",
+            "10.0.0.0/33",
+            "ex*mple.com",
+            "1.2.3",
+            "[::1",
+            "[zz]:80",
+            "a..b",
+            "-a.com",
+        ] {
             let e = text.parse::<HostPattern>().unwrap_err().to_string();
             assert!(e.contains("host pattern"), "{text}: {e}");
         }

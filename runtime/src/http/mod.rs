@@ -93,8 +93,10 @@ impl Default for HttpConfig {
 /// The TLS client settings with Mozilla's roots only: built once per process.
 fn default_tls() -> Arc<rustls::ClientConfig> {
     static TLS: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
-    TLS.get_or_init(|| Arc::new(tls_config(rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() }).expect("ring supports the default protocol versions")))
-        .clone()
+    TLS.get_or_init(|| {
+        Arc::new(tls_config(rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() }).expect("ring supports the default protocol versions"))
+    })
+    .clone()
 }
 
 fn tls_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, HttpError> {

@@ -40,7 +40,8 @@ impl StaticResolver {
 
 impl Resolve for StaticResolver {
     fn resolve<'a>(&'a self, name: &'a str, _port: u16) -> Resolving<'a> {
-        let answer = self.0.get(name).cloned().ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{name} is not in the static resolver")));
+        let answer =
+            self.0.get(name).cloned().ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{name} is not in the static resolver")));
         Box::pin(async move { answer })
     }
 }

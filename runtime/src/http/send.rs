@@ -74,7 +74,10 @@ impl TaskHttp {
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let shown = format!("{scheme}://{host}:{port}");
         if self.requests > self.max_requests {
-            note(&self.log, format_args!("request {} to {shown} refused: over the task's limit of {} requests (--max-http-requests)", self.requests, self.max_requests));
+            note(
+                &self.log,
+                format_args!("request {} to {shown} refused: over the task's limit of {} requests (--max-http-requests)", self.requests, self.max_requests),
+            );
             return Err(WasiError::ConnectionLimitReached);
         }
         if self.grant.is_empty() {
@@ -218,7 +221,8 @@ impl Sender {
             Ok(s) => Ok(Box::new(s)),
             Err(e) => {
                 note(&self.log, format_args!("request to {} failed: TLS: {e}", t.shown));
-                let certificate = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()).is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
+                let certificate =
+                    e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()).is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
                 Err(if certificate { WasiError::TlsCertificateError } else { WasiError::TlsProtocolError })
             }
         }
