@@ -356,3 +356,95 @@ fn only_tasks_that_use_http_import_it() {
     let wordcount = imports(crate::common::example(WasmTarget::P2, "wordcount"));
     assert!(!wordcount.iter().any(|i| i.starts_with("wasi:http/")), "{wordcount:?}");
 }
+
+/// HTTPS to a service behind a private CA: verified with the host's name against the CA given
+/// with `--http-ca` (`HttpConfig::with_ca_file`); without it, the certificate is not trusted and
+/// the task sees `TLS-certificate-error`. The name resolves through the test resolver to the
+/// test's own TLS server on 127.0.0.1, which the worker's list names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_private_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use wasmq::http::{AllowList, HttpConfig, HttpGrant, StaticResolver};
+    use wasmq::sandbox::{CancelToken, Limits, Sandbox, SandboxConfig, TaskHost, prepare};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let issuer = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["api.internal.test".to_string()]).unwrap().signed_by(&key, &issuer).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, issuer.pem()).unwrap();
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into())
+        .unwrap();
+    let tls = Arc::new(tls);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bodies = Arc::new(Mutex::new(Vec::<Vec<u8>>::new()));
+    let got = bodies.clone();
+    // Two connections at most (the untrusted attempt and the trusted one), each bounded in time.
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(2) {
+            let Ok(stream) = stream else { continue };
+            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut tls = rustls::StreamOwned::new(rustls::ServerConnection::new(tls.clone()).unwrap(), stream);
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = tls.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
+                    let len = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok()).unwrap_or(0);
+                    if buf.len() >= i + 4 + len {
+                        got.lock().unwrap().push(buf[i + 4..].to_vec());
+                        let _ = tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+                        let _ = tls.flush();
+                        break;
+                    }
+                }
+            }
+        }
+    });
+
+    let name = format!("api.internal.test:{port}");
+    let resolver = Arc::new(StaticResolver::new([("api.internal.test".to_string(), vec!["127.0.0.1".parse().unwrap()])]));
+    let bytes = std::fs::read(webhook()).unwrap();
+    let (binary, _) = prepare(&bytes).unwrap();
+    let run = |ca: Option<std::path::PathBuf>| {
+        let (resolver, binary, name) = (resolver.clone(), binary.to_vec(), name.clone());
+        async move {
+            let mut http = HttpConfig::new(AllowList::parse(&format!("{name},127.0.0.1:{port}")).unwrap()).with_resolver(resolver);
+            if let Some(ca) = ca {
+                http = http.with_ca_file(&ca).unwrap();
+            }
+            let config = SandboxConfig { max_concurrency: 1, cache_dir: Some(crate::common::cache_dir().to_path_buf()), http, ..Default::default() };
+            let sandbox = Sandbox::new(config).unwrap();
+            let module = sandbox.load(&wasmq::store::sha256_hex(&binary), &binary).unwrap();
+            let host = TaskHost { http: HttpGrant { allow: AllowList::parse(&name).unwrap(), ..Default::default() }, ..Default::default() };
+            let input = format!(r#"{{"webhook_url": "https://{name}/hook", "text": "over TLS"}}"#);
+            sandbox.run_with(&module, "webhook", input.into_bytes(), &Limits::default(), &CancelToken::new(), host).await
+        }
+    };
+    let untrusted = run(None).await;
+    let log = String::from_utf8_lossy(&untrusted.log).to_string();
+    assert!(!untrusted.is_success() && log.contains("TLS-certificate-error"), "{log}");
+    let trusted = run(Some(ca_file)).await;
+    assert!(trusted.is_success(), "{:?} {}", trusted.result, String::from_utf8_lossy(&trusted.log));
+    assert_eq!(String::from_utf8_lossy(&trusted.output).trim_end(), r#"{"status":200,"response":"ok"}"#);
+    let bodies = bodies.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&bodies[0]).unwrap(), serde_json::json!({"text": "over TLS"}));
+    // A CA file that holds no certificate is refused with the reason.
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let e = HttpConfig::default().with_ca_file(&empty).expect_err("an empty CA file is refused").to_string();
+    assert!(e.contains("holds no PEM certificate"), "{e}");
+}
