@@ -36,6 +36,8 @@ pub struct EnqueueArgs {
     pub queue: QueueName,
     #[command(flatten)]
     pub limits: super::TaskLimitArgs,
+    #[command(flatten)]
+    pub http: super::HttpGrantArgs,
     /// Run no earlier than this long from now.
     #[arg(long, value_parser = value::duration, conflicts_with = "at")]
     pub delay: Option<Duration>,
@@ -121,7 +123,7 @@ fn line_ranges(lines: &[usize], inputs: &[std::ops::Range<usize>]) -> Vec<std::o
 }
 
 pub async fn run(g: &Global, a: EnqueueArgs) -> Outcome {
-    let options = EnqueueOptions {
+    let mut options = EnqueueOptions {
         at: a.at,
         delay: a.delay,
         unique_key: a.unique_key.clone(),
@@ -134,6 +136,7 @@ pub async fn run(g: &Global, a: EnqueueArgs) -> Outcome {
         input_from_after: a.input_from_after,
         ..a.limits.options(a.queue.clone(), a.priority)
     };
+    a.http.apply(&mut options);
     if let Some(p) = a.after.iter().find(|p| p.queue != a.queue) {
         eprintln!("error: parent {p} is not in queue {}: a task and its parents share one queue (use --queue {})", a.queue, p.queue);
         return Ok(exit::USAGE);

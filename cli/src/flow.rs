@@ -43,6 +43,9 @@ pub struct MapArgs {
     pub on_child_failure: ParentFailure,
     #[command(flatten)]
     pub limits: super::TaskLimitArgs,
+    /// The HTTP grant of every task of the flow (children and reducers).
+    #[command(flatten)]
+    pub http: super::HttpGrantArgs,
     /// Wait for the flow to finish and print its result (with a progress bar on a terminal).
     #[arg(long)]
     pub wait: bool,
@@ -58,7 +61,8 @@ pub async fn map(g: &Global, a: MapArgs) -> Outcome {
     let (inputs, _) = super::enqueue::read_inputs_file(&a.inputs_file)?;
     let mut client = g.client().await?;
     client.set_max_input_size(a.max_input_size);
-    let o = a.limits.options(a.queue.clone(), a.priority);
+    let mut o = a.limits.options(a.queue.clone(), a.priority);
+    a.http.apply(&mut o);
     let flow = client.map(&a.module, &inputs, a.reduce.as_deref(), a.reduce_fan_in, a.on_child_failure, &o).await.context("the map was not created")?;
     if !a.wait {
         println!("{flow}");

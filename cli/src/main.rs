@@ -339,6 +339,33 @@ impl TaskLimitArgs {
     }
 }
 
+/// A task's HTTP grant, as `enqueue` and `map` take it.
+#[derive(Debug, Args, Clone)]
+pub struct HttpGrantArgs {
+    /// A host the task may send HTTP requests to (components, through wasi:http): a name,
+    /// `*.domain`, an IP, a CIDR range or `*`, with `:PORT` or `:*` (without a port: 80 and 443).
+    /// Repeatable or comma-separated. The worker's --allow-hosts must allow it too, and only an
+    /// IP or range there reaches a loopback or private address. Without it, every request is denied.
+    #[arg(long = "allow-host", value_name = "HOST[:PORT]", value_delimiter = ',', value_parser = value::host_pattern)]
+    pub allow_host: Vec<wasmq::http::HostPattern>,
+    /// Most HTTP requests per attempt (default and upper bound: the worker's --max-http-requests).
+    #[arg(long)]
+    pub max_http_requests: Option<u32>,
+    /// Most HTTP response body bytes per attempt, all responses together (default and upper
+    /// bound: the worker's --max-http-response-bytes).
+    #[arg(long, value_parser = value::size)]
+    pub max_http_response_bytes: Option<u64>,
+}
+
+impl HttpGrantArgs {
+    /// Sets the grant on enqueue options.
+    pub fn apply(&self, o: &mut wasmq::client::EnqueueOptions) {
+        o.allow_hosts = wasmq::http::AllowList::new(self.allow_host.clone());
+        o.max_http_requests = self.max_http_requests;
+        o.max_http_response_bytes = self.max_http_response_bytes;
+    }
+}
+
 /// The sandbox limits of a task run, as `run` and `worker` take them (for `worker`: the limits of
 /// tasks that did not set their own).
 #[derive(Debug, Args, Clone)]
@@ -470,6 +497,10 @@ pub mod value {
 
     pub fn queue(s: &str) -> Result<wasmq::queue::QueueName, String> {
         wasmq::queue::QueueName::new(s).map_err(|e| e.to_string())
+    }
+
+    pub fn host_pattern(s: &str) -> Result<wasmq::http::HostPattern, String> {
+        s.parse().map_err(|e: wasmq::http::HttpError| e.to_string())
     }
 
     pub fn task_id(s: &str) -> Result<wasmq::queue::TaskId, String> {

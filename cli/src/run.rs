@@ -42,6 +42,22 @@ pub struct RunArgs {
     /// a queue): `KEY=VALUE`. Repeatable.
     #[arg(long, value_name = "KEY=VALUE", value_parser = config_pair)]
     pub config: Vec<(String, String)>,
+    /// A host the task may send HTTP requests to (components, through wasi:http): HOST[:PORT],
+    /// repeatable or comma-separated. A local run has no worker ceiling: this list is both the
+    /// grant and the ceiling, so an IP or CIDR range here reaches a loopback or private address
+    /// (`--allow-host 127.0.0.1:8080`), a host name never does. Without it, every request is
+    /// denied.
+    #[arg(long = "allow-host", value_name = "HOST[:PORT]", value_delimiter = ',', value_parser = super::value::host_pattern)]
+    pub allow_host: Vec<wasmq::http::HostPattern>,
+    /// PEM file of CA certificates that the task's HTTPS requests trust besides Mozilla's roots.
+    #[arg(long, value_name = "FILE")]
+    pub http_ca: Option<PathBuf>,
+    /// Most HTTP requests of the run.
+    #[arg(long, default_value_t = wasmq::http::DEFAULT_MAX_REQUESTS)]
+    pub max_http_requests: u32,
+    /// Most HTTP response body bytes of the run, all responses together.
+    #[arg(long, default_value = super::value::text_size(wasmq::http::DEFAULT_MAX_RESPONSE_BYTES), value_parser = super::value::size)]
+    pub max_http_response_bytes: u64,
 }
 
 fn read_input(a: &RunArgs) -> anyhow::Result<Vec<u8>> {
@@ -75,6 +91,7 @@ pub async fn run(a: RunArgs) -> Outcome {
         cache_dir: if a.no_cache { None } else { a.cache_dir.clone().or_else(wasmq::sandbox::default_cache_dir) },
         metering: true,
         pooling: true,
+        http: super::worker::http_config(a.allow_host.clone(), a.http_ca.as_deref(), a.max_http_requests, a.max_http_response_bytes)?,
     };
     let sandbox = Sandbox::new(config)?;
     if let Some(w) = sandbox.artifact_warning() {
@@ -103,7 +120,8 @@ pub async fn run(a: RunArgs) -> Outcome {
     let name = a.file.file_stem().and_then(|s| s.to_str()).unwrap_or("task").to_string();
     let cancel = CancelToken::new();
     let spawns = Spawns::new(Arc::new(DryRunBroker::default()), DEFAULT_MAX_CHILDREN, wasmq::client::DEFAULT_MAX_INPUT_SIZE);
-    let host = wasmq::sandbox::TaskHost { config: Arc::new(a.config.iter().cloned().collect()), spawns: Some(spawns.clone()), ..Default::default() };
+    let http = wasmq::http::HttpGrant { allow: wasmq::http::AllowList::new(a.allow_host.clone()), ..Default::default() };
+    let host = wasmq::sandbox::TaskHost { config: Arc::new(a.config.iter().cloned().collect()), spawns: Some(spawns.clone()), http, ..Default::default() };
     let mut spawned = Vec::new();
     let mut samples = Vec::with_capacity(a.repeat.min(1_000_000) as usize);
     let mut outcome = None;

@@ -94,6 +94,26 @@ pub struct WorkerArgs {
     /// Worker id in task hashes and logs (default: host-pid-random).
     #[arg(long)]
     pub id: Option<String>,
+    /// Hosts this worker's tasks may send HTTP requests to, at most: the ceiling no task grant
+    /// (`enqueue --allow-host`) can widen; a request needs both. Patterns as for --allow-host,
+    /// comma-separated or repeated; `*` allows any public host a task is granted. Loopback,
+    /// private, link-local and other non-public addresses are reached only through an IP or CIDR
+    /// range here, never a host name (a metadata address only by itself). Default: none, no task
+    /// makes any request.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = value::host_pattern)]
+    pub allow_hosts: Vec<wasmq::http::HostPattern>,
+    /// PEM file of CA certificates that tasks' HTTPS requests trust besides Mozilla's roots (for
+    /// services behind a private CA).
+    #[arg(long, value_name = "FILE")]
+    pub http_ca: Option<PathBuf>,
+    /// Most HTTP requests one attempt of a task makes (a task may ask for fewer); refused
+    /// requests count too.
+    #[arg(long, default_value_t = wasmq::http::DEFAULT_MAX_REQUESTS)]
+    pub max_http_requests: u32,
+    /// Most HTTP response body bytes one attempt of a task reads, all responses together (a task
+    /// may ask for fewer).
+    #[arg(long, default_value = value::text_size(wasmq::http::DEFAULT_MAX_RESPONSE_BYTES), value_parser = value::size)]
+    pub max_http_response_bytes: u64,
     /// A secret its tasks may read through the host API's `config` where their queue is granted
     /// NAME (`wasmq config grant QUEUE NAME`): `NAME=@FILE`, the value read from FILE (one
     /// trailing newline dropped). Repeatable. The value never goes to Redis or the logs.
@@ -153,6 +173,7 @@ impl WorkerArgs {
                 cache_dir: if self.no_cache { None } else { self.cache_dir.clone().or_else(wasmq::sandbox::default_cache_dir) },
                 metering: !self.no_metering,
                 pooling: true,
+                http: http_config(self.allow_hosts.clone(), self.http_ca.as_deref(), self.max_http_requests, self.max_http_response_bytes)?,
             },
             grace: self.grace,
             exit_when_idle: self.exit_when_idle,
@@ -162,6 +183,22 @@ impl WorkerArgs {
         config.validate().map_err(anyhow::Error::msg)?;
         Ok(config)
     }
+}
+
+/// The HTTP settings of `worker` and `run`: a ceiling, a private CA, caps.
+pub fn http_config(
+    allow: Vec<wasmq::http::HostPattern>,
+    ca: Option<&std::path::Path>,
+    max_requests: u32,
+    max_response_bytes: u64,
+) -> anyhow::Result<wasmq::http::HttpConfig> {
+    let mut http = wasmq::http::HttpConfig::new(wasmq::http::AllowList::new(allow));
+    if let Some(ca) = ca {
+        http = http.with_ca_file(ca)?;
+    }
+    http.max_requests = max_requests;
+    http.max_response_bytes = max_response_bytes;
+    Ok(http)
 }
 
 /// Resolves on SIGINT or SIGTERM.

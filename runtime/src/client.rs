@@ -18,6 +18,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use crate::conn::{Conn, ConnError, Redis, RedisOptions};
+use crate::http::AllowList;
 use crate::parse::{self, ParseError};
 use crate::queue::task::field;
 use crate::queue::{
@@ -111,6 +112,11 @@ pub struct EnqueueOptions {
     pub on_parent_failure: ParentFailure,
     /// The task's input is the JSON array of its parents' outputs, in the order of `after`.
     pub input_from_after: bool,
+    /// Hosts the task may send HTTP requests to (within the worker's `--allow-hosts`).
+    pub allow_hosts: AllowList,
+    /// Caps of the task's HTTP use per attempt, below the worker's (None: the worker's).
+    pub max_http_requests: Option<u32>,
+    pub max_http_response_bytes: Option<u64>,
 }
 
 impl Default for EnqueueOptions {
@@ -132,6 +138,9 @@ impl Default for EnqueueOptions {
             after: Vec::new(),
             on_parent_failure: ParentFailure::Block,
             input_from_after: false,
+            allow_hosts: AllowList::default(),
+            max_http_requests: None,
+            max_http_response_bytes: None,
         }
     }
 }
@@ -299,6 +308,15 @@ impl Client {
         }
         if o.input_from_after {
             f.push((field::INPUT_FROM_AFTER, "1".into()));
+        }
+        if !o.allow_hosts.is_empty() {
+            f.push((field::ALLOW_HOSTS, o.allow_hosts.to_string()));
+        }
+        if let Some(v) = o.max_http_requests {
+            f.push((field::MAX_HTTP_REQUESTS, v.to_string()));
+        }
+        if let Some(v) = o.max_http_response_bytes {
+            f.push((field::MAX_HTTP_RESPONSE_BYTES, v.to_string()));
         }
         f.into_iter().map(|(k, v)| (k, v.into_bytes())).collect()
     }

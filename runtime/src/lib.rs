@@ -14,6 +14,7 @@
 //! - [`conn`]: connections to a single node, a Sentinel-managed master or a Cluster.
 //! - [`store`]: the content-addressed module store (push, resolve, fetch with hash check).
 //! - [`sandbox`]: runs one task under limits (wasmtime, WASI preview 1 and 2).
+//! - [`http`]: outbound HTTP of component tasks: grants, address checks, the sender.
 //! - [`client`]: the library API for producers and operators (enqueue, results, queue settings).
 //! - [`worker`]: the executor host: claim loop, runs, result writers, leases, shutdown.
 //! - [`schedule`]: periodic tasks (cron), fired by workers, each tick once.
@@ -22,6 +23,7 @@
 
 pub mod client;
 pub mod conn;
+pub mod http;
 pub mod parse;
 pub mod queue;
 pub mod sandbox;

@@ -53,6 +53,7 @@
 
 pub mod codec;
 pub mod host;
+pub mod http;
 mod run;
 
 pub use codec::Json;

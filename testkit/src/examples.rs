@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The SDK-built example tasks (crate names).
-pub const SDK_TASKS: [&str; 6] = ["wordcount", "merge-counts", "normalize", "threshold-alert", "host-demo", "split-count"];
+pub const SDK_TASKS: [&str; 7] = ["wordcount", "merge-counts", "normalize", "threshold-alert", "host-demo", "split-count", "webhook"];
 /// The example task written by hand in WebAssembly text, without the SDK.
 pub const WAT_TASK: &str = "example-tasks/uppercase-wat/uppercase.wat";
 

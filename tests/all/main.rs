@@ -11,6 +11,7 @@ mod defects;
 mod flows;
 mod ha;
 mod host_api;
+mod http;
 mod languages;
 mod queue;
 mod reliability;

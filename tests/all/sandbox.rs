@@ -222,11 +222,14 @@ fn a_component_import_no_worker_provides_is_named() {
         let (binary, _) = prepare(wat.as_bytes()).unwrap();
         sb.load(&sha256_hex(&binary), &binary).err().map(|e| e.to_string()).unwrap_or_default()
     };
-    let err = load(r#"(component (import "wasi:http/outgoing-handler@0.2.0" (instance)))"#);
-    assert!(err.contains("`wasi:http/outgoing-handler@0.2.0`") && err.contains("--disable http"), "{err}");
+    // wasi:http's client side is provided (requests denied unless granted), its server side not.
+    let err = load(r#"(component (import "wasi:http/incoming-handler@0.2.0" (instance)))"#);
+    assert!(err.contains("`wasi:http/incoming-handler@0.2.0`") && err.contains("outgoing-handler"), "{err}");
     let err = load(r#"(component (import "wasmq:task/host@0.2.0" (instance)))"#);
     assert!(err.contains("`wasmq:task/host@0.2.0`") && err.contains("0.1"), "{err}");
     // A provided interface passes the check (this one then fails for exporting no wasi:cli/run).
-    let err = load(r#"(component (import "wasi:cli/environment@0.2.3" (instance)))"#);
-    assert!(!err.contains("do not provide") && err.contains("wasi:cli/run"), "{err}");
+    for provided in ["wasi:cli/environment@0.2.3", "wasi:http/outgoing-handler@0.2.0"] {
+        let err = load(&format!(r#"(component (import "{provided}" (instance)))"#));
+        assert!(!err.contains("do not provide") && err.contains("wasi:cli/run"), "{provided}: {err}");
+    }
 }

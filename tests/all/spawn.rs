@@ -157,7 +157,7 @@ fn spawn_bombs_stop_at_the_cap_and_a_failed_attempt_spawns_nothing() {
     }
     w.push(&crate::common::example(WasmTarget::P1, "wordcount"), "wordcount");
     w.push(&crate::common::example(WasmTarget::P1, "split-count"), "split-count");
-    let bombs = [w.enqueue("adv", "spawn 50 adv", &[]), w.enqueue("adv2", "spawn 50 adv", &[])];
+    let bombs = [w.enqueue("adv", "spawn 50 adv", &["--allow-host", "127.0.0.1:9", "--max-http-requests", "3"]), w.enqueue("adv2", "spawn 50 adv", &[])];
     let unknown = w.enqueue("adv", "spawn 2 no-such-module", &[]);
     let split = w.enqueue("split-count", &serde_json::json!({"text": text(200), "chunk_bytes": 512}).to_string(), &[]);
     let mut worker = w.spawn_worker(&["--exit-when-idle", "--max-children", "7"]);
@@ -171,6 +171,10 @@ fn spawn_bombs_stop_at_the_cap_and_a_failed_attempt_spawns_nothing() {
         for (i, k) in kids.iter().enumerate() {
             assert_eq!(w.ok(&["result", k.as_str().unwrap()]), format!("child-{i}"), "{bomb}: child {k}");
         }
+        // A child gets its spawner's grants, no more.
+        let child: std::collections::HashMap<String, String> = redis_conn(&s).hgetall(task_key("default", seq(kids[0].as_str().unwrap()))).unwrap();
+        let grant = (child.get("allow_hosts").map(String::as_str), child.get("max_http_requests").map(String::as_str));
+        assert_eq!(grant, if bomb == &bombs[0] { (Some("127.0.0.1:9"), Some("3")) } else { (None, None) }, "{bomb}");
     }
     let out = w.ok(&["result", &unknown]);
     assert!(out.starts_with("spawned 0, refused 2: cannot spawn \"no-such-module\": "), "{out}");

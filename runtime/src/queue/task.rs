@@ -76,6 +76,14 @@ pub mod field {
     /// Leases that expired before the task was seen running (not attempts; see reap.lua).
     pub const STALLS: &str = "stalls";
     pub const DETERMINISTIC: &str = "deterministic";
+    /// The hosts the task may send HTTP requests to (`enqueue --allow-host`): canonical host
+    /// patterns, comma-separated (`crate::http::AllowList`). Absent: none. Spawned children copy
+    /// it (at most their spawner's grants).
+    pub const ALLOW_HOSTS: &str = "allow_hosts";
+    /// The task's own caps on HTTP requests and response body bytes per attempt, below the
+    /// worker's (`enqueue --max-http-requests`, `--max-http-response-bytes`).
+    pub const MAX_HTTP_REQUESTS: &str = "max_http_requests";
+    pub const MAX_HTTP_RESPONSE_BYTES: &str = "max_http_response_bytes";
     pub const SCHEDULE: &str = "schedule";
     pub const SCHEDULED_FOR: &str = "scheduled_for";
 }
@@ -218,10 +226,14 @@ pub struct TaskSpec {
     /// The parents whose outputs make the input (`--input-from-after`), in order; empty when
     /// the input is the task's own.
     pub input_from: Vec<u64>,
+    /// The task's HTTP grant as stored (comma-separated host patterns; the worker parses it).
+    pub allow_hosts: Option<String>,
+    pub max_http_requests: Option<u32>,
+    pub max_http_response_bytes: Option<u64>,
 }
 
 /// The task fields a worker needs to run a task: what a claim returns of each task.
-pub const SPEC_FIELDS: [&str; 9] = [
+pub const SPEC_FIELDS: [&str; 12] = [
     field::MODULE,
     field::INPUT,
     field::MAX_ATTEMPTS,
@@ -231,6 +243,9 @@ pub const SPEC_FIELDS: [&str; 9] = [
     field::DETERMINISTIC,
     field::AFTER,
     field::INPUT_FROM_AFTER,
+    field::ALLOW_HOSTS,
+    field::MAX_HTTP_REQUESTS,
+    field::MAX_HTTP_RESPONSE_BYTES,
 ];
 
 impl TaskSpec {
@@ -250,6 +265,9 @@ impl TaskSpec {
             limits: RequestedLimits { timeout, memory: f.uint(field::MEMORY, 1 << 40)?, fuel: f.uint(field::FUEL, u64::MAX)? },
             deterministic: f.text(field::DETERMINISTIC)? == Some("1"),
             input_from: if f.text(field::INPUT_FROM_AFTER)? == Some("1") { parents(f)? } else { Vec::new() },
+            allow_hosts: f.text(field::ALLOW_HOSTS)?.map(str::to_string),
+            max_http_requests: f.uint(field::MAX_HTTP_REQUESTS, u32::MAX as u64)?.map(|v| v as u32),
+            max_http_response_bytes: f.uint(field::MAX_HTTP_RESPONSE_BYTES, u64::MAX)?,
         })
     }
 }
@@ -569,6 +587,9 @@ mod properties {
         field::DETERMINISTIC,
         field::LOG,
         field::OUTPUT,
+        field::ALLOW_HOSTS,
+        field::MAX_HTTP_REQUESTS,
+        field::MAX_HTTP_RESPONSE_BYTES,
     ];
 
     fn value() -> impl Strategy<Value = Vec<u8>> {

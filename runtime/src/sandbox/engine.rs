@@ -37,6 +37,9 @@ pub struct SandboxConfig {
     /// Use the pooling allocator (fast instantiation from pre-reserved slots). Off, every
     /// instantiation maps fresh memory.
     pub pooling: bool,
+    /// Outbound HTTP of component tasks: the worker's ceiling (`--allow-hosts`), caps, TLS roots
+    /// and resolver. The default allows no request.
+    pub http: crate::http::HttpConfig,
 }
 
 pub const DEFAULT_MAX_STACK: usize = 512 << 10;
@@ -55,6 +58,7 @@ impl Default for SandboxConfig {
             cache_dir: default_cache_dir(),
             metering: true,
             pooling: true,
+            http: crate::http::HttpConfig::default(),
         }
     }
 }

@@ -9,6 +9,9 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::http::{HttpConfig, TaskHttp};
 
 use super::cancel::CancelToken;
 use super::host::{HasHost, TaskFailed, TaskHost};
@@ -55,11 +58,20 @@ pub(crate) struct ComponentState {
     ctx: WasiCtx,
     table: ResourceTable,
     guard: Guard,
+    http_ctx: WasiHttpCtx,
+    /// The task's grant and caps; sends its requests (`crate::http`).
+    http: TaskHttp,
 }
 
 impl WasiView for ComponentState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.ctx, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for ComponentState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http_ctx, table: &mut self.table, hooks: &mut self.http }
     }
 }
 
@@ -91,8 +103,8 @@ impl HasHost for ComponentState {
     }
 }
 
-/// The linkers of both kinds, built once per engine: WASI preview 1 for modules, preview 2 for
-/// components.
+/// The linkers of both kinds, built once per engine: WASI preview 1 for modules, preview 2 and
+/// `wasi:http` for components.
 pub(crate) struct Linkers {
     core: Linker<CoreState>,
     component: wasmtime::component::Linker<ComponentState>,
@@ -105,6 +117,9 @@ impl Linkers {
         super::host::add_to_core_linker(&mut core)?;
         let mut component = wasmtime::component::Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut component)?;
+        // Always linked, so that components that import it load (componentize-js's do by
+        // default); each request is checked against the task's grant when it is sent.
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut component)?;
         super::host::add_to_component_linker(&mut component)?;
         Ok(Self { core, component })
     }
@@ -200,6 +215,7 @@ pub(crate) async fn run(
     cancel: &CancelToken,
     metering: bool,
     host: TaskHost,
+    http: &HttpConfig,
 ) -> Outcome {
     // A run cancelled before it started never starts.
     if cancel.is_cancelled() {
@@ -236,7 +252,10 @@ pub(crate) async fn run(
         }
         Pre::Component(pre) => {
             let mut builder = builder;
-            let data = ComponentState { ctx: builder.build(), table: ResourceTable::new(), guard };
+            // Refusals of HTTP requests go to the task's log, where its author looks.
+            let log = stderr.clone();
+            let task_http = TaskHttp::new(http, &guard.host.http, std::sync::Arc::new(move |line: &str| log.note(line)));
+            let data = ComponentState { ctx: builder.build(), table: ResourceTable::new(), guard, http_ctx: WasiHttpCtx::new(), http: task_http };
             match new_store(engine, data, limits, metering) {
                 Err(e) => (Ended::Error(e), None, None),
                 Ok(mut store) => {

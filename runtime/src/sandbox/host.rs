@@ -169,6 +169,9 @@ pub struct TaskHost {
     pub config: Arc<HashMap<String, String>>,
     /// Where spawned children go; None: `spawn` is refused (a run with nowhere to put them).
     pub spawns: Option<Spawns>,
+    /// The hosts the task may send HTTP requests to, and its own caps (components only; the
+    /// worker's ceiling is in [`crate::http::HttpConfig`]).
+    pub http: crate::http::HttpGrant,
 }
 
 /// Longest module name or hash `spawn` takes, bytes.
@@ -385,8 +388,11 @@ impl ComponentHost for TaskHost {
 // What a component may import.
 
 /// The interfaces workers provide to components: WASI 0.2 (`wasi:cli`, `wasi:io`, `wasi:clocks`,
-/// `wasi:random`, `wasi:filesystem`, `wasi:sockets`) and the host API.
-const PROVIDED: [&str; 6] = ["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:filesystem/", "wasi:sockets/"];
+/// `wasi:random`, `wasi:filesystem`, `wasi:sockets`, `wasi:http`) and the host API. `wasi:http`
+/// is always linked (componentize-js imports it by default); its requests are denied unless the
+/// task is granted the host (`crate::http`).
+const PROVIDED: [&str; 8] =
+    ["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:filesystem/", "wasi:sockets/", "wasi:http/types@", "wasi:http/outgoing-handler@"];
 
 /// Checks a component's imports before it is compiled (a large one takes seconds): one that no
 /// worker provides is refused with its name and what would provide it, instead of a linker error
@@ -419,11 +425,11 @@ pub(crate) fn check_component_imports(binary: &[u8]) -> Result<(), String> {
 /// What provides an import, or how to do without it.
 fn hint(name: &str) -> &'static str {
     if name.starts_with("wasi:http/") {
-        "; outbound HTTP is not available to tasks yet (componentize-js: build with `--disable http`)"
+        "; workers provide wasi:http at 0.2.x (outgoing-handler and types; a task is a command, not an HTTP handler)"
     } else if name.starts_with("wasmq:task/") {
         "; this worker provides wasmq:task/host@0.1.x (wit/wasmq.wit)"
     } else if name.starts_with("wasi:") {
-        "; workers provide wasi:cli, io, clocks, random, filesystem and sockets at 0.2.x"
+        "; workers provide wasi:cli, io, clocks, random, filesystem, sockets and http at 0.2.x"
     } else {
         "; a task may import WASI 0.2 and wasmq:task/host only"
     }
@@ -432,6 +438,20 @@ fn hint(name: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `wasi:http`'s client interfaces at 0.2.x are provided; its server side, and other
+    /// versions, are refused by name before any compile.
+    #[test]
+    fn wasi_http_client_imports_are_accepted() {
+        let component = |import: &str| wat::parse_str(format!("(component (import \"{import}\" (instance)))")).expect("a component");
+        for ok in ["wasi:http/types@0.2.12", "wasi:http/outgoing-handler@0.2.0", "wasi:cli/stdin@0.2.3", "wasmq:task/host@0.1.0"] {
+            assert_eq!(check_component_imports(&component(ok)), Ok(()), "{ok}");
+        }
+        for refused in ["wasi:http/incoming-handler@0.2.12", "wasi:http/types@0.3.0", "wasi:keyvalue/store@0.2.0", "acme:thing/x@1.0.0"] {
+            let e = check_component_imports(&component(refused)).unwrap_err();
+            assert!(e.contains(refused) && e.contains("do not provide"), "{e}");
+        }
+    }
 
     #[test]
     fn progress_is_clamped_and_clipped_and_taken_once() {

@@ -11,7 +11,8 @@
 //! preopened directories, no sockets (preview 2 sockets are linked but every address is
 //! refused), and WASI clocks and randomness (real ones, or fixed and seeded in deterministic mode),
 //! and the wasmq host API (`host`): progress reports, its queue's settings and granted secrets,
-//! and a permanent failure.
+//! and a permanent failure. A component also gets `wasi:http`, whose requests go out only to the
+//! hosts it is granted within the worker's ceiling (`crate::http`).
 
 mod artifacts;
 mod cancel;
@@ -292,6 +293,6 @@ impl Sandbox {
                 "this worker runs without fuel metering (--no-metering); the task asks for a fuel budget",
             ));
         }
-        exec::run(&self.inner.engine, module, name, input, limits, cancel, self.inner.config.metering, host).await
+        exec::run(&self.inner.engine, module, name, input, limits, cancel, self.inner.config.metering, host, &self.inner.config.http).await
     }
 }

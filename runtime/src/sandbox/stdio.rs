@@ -61,6 +61,11 @@ impl CappedPipe {
         true
     }
 
+    /// Appends a line of the host's own (a refused HTTP request, say), within the same cap.
+    pub(crate) fn note(&self, line: &str) {
+        self.push(line.as_bytes());
+    }
+
     /// The bytes written so far and whether anything was cut off.
     pub fn take(&self) -> (Vec<u8>, bool) {
         let mut g = self.buffer.lock().expect("stdio lock");

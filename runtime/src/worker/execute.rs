@@ -111,13 +111,23 @@ async fn execute(shared: &Shared, task: ClaimedTask, run: &HeldRun) -> Completio
                     (Ok(input), Ok(module)) => {
                         let limits = resolve_limits(spec, config, shared.max_output);
                         let name = shared.modules.name(&spec.module);
-                        let broker = super::spawn::QueueBroker::new(shared.db.clone(), shared.conn.clone(), shared.modules.store().clone(), id.queue.clone());
-                        let spawns = Spawns::new(Arc::new(broker), config.max_children, config.max_input_size);
-                        let host =
-                            TaskHost { progress: run.progress.clone(), config: super::settings::of(shared, &id.queue).await, spawns: Some(spawns.clone()) };
-                        let outcome = shared.sandbox.run_with(&module, &name, input, &limits, cancel, host).await;
-                        children = super::spawn::children(spawns.take(), &[]);
-                        outcome
+                        match http_grant(spec) {
+                            Err(failure) => Outcome::not_run(failure),
+                            Ok(http) => {
+                                let broker =
+                                    super::spawn::QueueBroker::new(shared.db.clone(), shared.conn.clone(), shared.modules.store().clone(), id.queue.clone());
+                                let spawns = Spawns::new(Arc::new(broker), config.max_children, config.max_input_size);
+                                let host = TaskHost {
+                                    progress: run.progress.clone(),
+                                    config: super::settings::of(shared, &id.queue).await,
+                                    spawns: Some(spawns.clone()),
+                                    http,
+                                };
+                                let outcome = shared.sandbox.run_with(&module, &name, input, &limits, cancel, host).await;
+                                children = super::spawn::children(spawns.take(), &inherited_grants(spec));
+                                outcome
+                            }
+                        }
                     }
                 };
                 (outcome, max)
@@ -130,6 +140,36 @@ async fn execute(shared: &Shared, task: ClaimedTask, run: &HeldRun) -> Completio
         c.children = children;
     }
     c
+}
+
+/// What a spawned child gets of its spawner's grants: the same HTTP allow-list and caps (a
+/// child never gets more than its spawner).
+fn inherited_grants(spec: &TaskSpec) -> Vec<(&'static str, Vec<u8>)> {
+    let mut f = Vec::new();
+    if let Some(a) = &spec.allow_hosts {
+        f.push((field::ALLOW_HOSTS, a.clone().into_bytes()));
+    }
+    if let Some(n) = spec.max_http_requests {
+        f.push((field::MAX_HTTP_REQUESTS, n.to_string().into_bytes()));
+    }
+    if let Some(n) = spec.max_http_response_bytes {
+        f.push((field::MAX_HTTP_RESPONSE_BYTES, n.to_string().into_bytes()));
+    }
+    f
+}
+
+/// The task's HTTP grant: its host patterns (an unreadable field fails the task as
+/// `invalid_task`, like any malformed field) and its own caps. The worker's ceiling and caps
+/// apply on top, in the sandbox.
+fn http_grant(spec: &TaskSpec) -> Result<crate::http::HttpGrant, Failure> {
+    let allow = match &spec.allow_hosts {
+        None => crate::http::AllowList::default(),
+        Some(text) => crate::http::AllowList::parse(text).map_err(|e| {
+            let e = crate::queue::task::TaskDataError::Invalid { field: field::ALLOW_HOSTS, reason: e.to_string() };
+            Failure::new(FailureKind::InvalidTask, e.to_string())
+        })?,
+    };
+    Ok(crate::http::HttpGrant { allow, max_requests: spec.max_http_requests, max_response_bytes: spec.max_http_response_bytes })
 }
 
 /// The input of an `--input-from-after` task: the JSON array of its parents' outputs, in order,
