@@ -8,6 +8,7 @@ mod enqueue;
 mod flow;
 mod module;
 mod queue;
+mod replay;
 mod results;
 mod run;
 mod schedule;
@@ -144,6 +145,9 @@ pub enum Command {
     Workers(worker::WorkersArgs),
     /// Map-reduce: one task per input line and, with --reduce, reducers over their outputs.
     Map(flow::MapArgs),
+    /// Run a task again locally, with no worker: its module (hash checked), its input, the
+    /// limits its last failed attempt ran with; output, log and exit codes as `wasmq run`.
+    Replay(replay::ReplayArgs),
     /// Show a task's (or a flow's) state and result.
     Status(results::StatusArgs),
     /// Print a task's output bytes exactly (exit code tells how it ended).
@@ -288,6 +292,7 @@ async fn dispatch(cli: Cli) -> Outcome {
     let g = &cli.global;
     match cli.command {
         Command::Run(a) => run::run(a).await,
+        Command::Replay(a) => replay::replay(g, a).await,
         Command::Module(c) => module::run(g, c).await,
         Command::Enqueue(a) => enqueue::run(g, a).await,
         Command::Split(a) => split::run(a),

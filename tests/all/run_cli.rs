@@ -214,3 +214,49 @@ fn a_worker_compiles_referenced_modules_ahead() {
     assert!(warmed.is_some(), "the module was not compiled ahead: {}", read_log());
     assert_eq!(state, "delayed", "the task ran already: the check proves nothing");
 }
+
+/// `wasmq replay`: a dead task runs again locally under the limits its attempt recorded and fails
+/// the same way; an `--input-from-after` task gets its parents' outputs; spawns are only listed.
+#[test]
+fn replay_runs_a_task_where_you_sit() {
+    use crate::security::adversary;
+    use wasmq_testkit::examples::WasmTarget;
+    let s = crate::common::RedisServer::start().expect("redis-server");
+    let w = crate::common::Wasmq::new(&s);
+    w.push(&adversary(WasmTarget::P1), "adv");
+    w.push(&crate::common::fixture("echo.wat"), "echo");
+    let hog = w.enqueue("adv", "alloc", &["--memory", "40MiB", "--max-attempts", "1"]);
+    let spawner = w.enqueue("adv", "spawn 2 adv", &[]);
+    let (a, b) = (w.enqueue("echo", "\"one\"", &[]), w.enqueue("echo", "[2]", &[]));
+    let joined = w.ok(&["enqueue", "echo", "--after", &format!("{a},{b}"), "--input-from-after"]).trim().to_string();
+    let mut worker = w.spawn_worker(&["--exit-when-idle"]);
+    assert_eq!(worker.wait(std::time::Duration::from_secs(60)), Some(0), "{}", worker.log());
+    let st = w.status(&hog).unwrap();
+    assert_eq!(st["error_kind"], "memory_limit", "{st}");
+    let recorded: serde_json::Value = serde_json::from_str(
+        &redis::Commands::hget::<_, _, String>(
+            &mut crate::common::redis_conn(&s),
+            crate::common::task_key("default", hog.rsplit(':').next().unwrap()),
+            "limits",
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(recorded["memory"], 40 << 20, "{recorded}");
+    let out = w.run(&["replay", &hog]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("under the limits its last failed attempt ran with") && err.contains("memory"), "{err}");
+    // Its parents' outputs, as the worker built them.
+    let out = w.run(&["replay", &joined]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), w.ok(&["result", &joined]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), r#"["one",[2]]"#);
+    // Spawns are listed, not enqueued.
+    let before = w.ok(&["queue", "stats", "--json"]);
+    let out = w.run(&["replay", &spawner]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("a worker would enqueue them") && err.contains("local:1 adv"), "{err}");
+    assert_eq!(w.ok(&["queue", "stats", "--json"]), before);
+    assert_eq!(w.run(&["replay", "default:999"]).status.code(), Some(3));
+}

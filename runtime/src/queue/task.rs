@@ -65,6 +65,9 @@ pub mod field {
     pub const OPEN_DEPS: &str = "open_deps";
     /// `1`: the input is the JSON array of the parents' outputs, built by the worker.
     pub const INPUT_FROM_AFTER: &str = "input_from_after";
+    /// The limits a failed attempt ran under (JSON, see `RanLimits`), for `wasmq replay`. Only
+    /// failed attempts record it: a success costs no extra field.
+    pub const LIMITS: &str = "limits";
     pub const DURATION_US: &str = "duration_us";
     pub const FUEL_USED: &str = "fuel_used";
     pub const UNIQUE_KEY: &str = "unique_key";
@@ -230,6 +233,23 @@ pub struct TaskSpec {
     pub allow_hosts: Option<String>,
     pub max_http_requests: Option<u32>,
     pub max_http_response_bytes: Option<u64>,
+}
+
+/// The limits an attempt ran under, as the worker resolved them (its defaults and caps applied to
+/// the task's requests): what `wasmq replay` runs a failed task under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RanLimits {
+    pub timeout_ms: u64,
+    pub memory: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
+    pub stdout: u64,
+    pub stderr: u64,
+    pub table_elements: u64,
+    /// The worker's guest stack size (an engine setting).
+    pub stack: u64,
+    #[serde(default)]
+    pub deterministic: bool,
 }
 
 /// The task fields a worker needs to run a task: what a claim returns of each task.

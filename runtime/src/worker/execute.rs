@@ -91,6 +91,7 @@ async fn execute(shared: &Shared, task: ClaimedTask, run: &HeldRun) -> Completio
     let cancel = &run.cancel;
     let config = &shared.config;
     let mut children = Vec::new();
+    let mut ran: Option<Limits> = None;
     let (outcome, max_attempts) = match &spec {
         Err(e) => (Outcome::not_run(Failure::new(FailureKind::InvalidTask, e.to_string())), attempt),
         Ok(spec) => {
@@ -110,6 +111,7 @@ async fn execute(shared: &Shared, task: ClaimedTask, run: &HeldRun) -> Completio
                     (Err(failure), _) | (_, Err(failure)) => Outcome::not_run(failure),
                     (Ok(input), Ok(module)) => {
                         let limits = resolve_limits(spec, config, shared.max_output);
+                        ran = Some(limits);
                         let name = shared.modules.name(&spec.module);
                         match http_grant(spec) {
                             Err(failure) => Outcome::not_run(failure),
@@ -138,6 +140,20 @@ async fn execute(shared: &Shared, task: ClaimedTask, run: &HeldRun) -> Completio
     // Only a success commits what the attempt spawned.
     if c.action == Action::Succeeded {
         c.children = children;
+    }
+    // A failed attempt records what it ran under, for `wasmq replay`.
+    if let (Some(l), Action::Retry | Action::Dead) = (ran, c.action) {
+        let r = crate::queue::task::RanLimits {
+            timeout_ms: l.timeout.as_millis() as u64,
+            memory: l.memory,
+            fuel: l.fuel,
+            stdout: l.stdout as u64,
+            stderr: l.stderr as u64,
+            table_elements: l.table_elements as u64,
+            stack: config.sandbox.max_stack as u64,
+            deterministic: l.deterministic,
+        };
+        c.fields.push((field::LIMITS, serde_json::to_vec(&r).unwrap_or_default()));
     }
     c
 }
