@@ -246,6 +246,22 @@ fn guest_bytes<T>(caller: &mut Caller<'_, T>, call: &str, ptr: i32, len: i32) ->
         .ok_or_else(|| wasmtime::Error::msg(format!("wasmq.{call}: {len} bytes at {start} are outside the module's memory")))
 }
 
+/// Writes `min(bytes.len(), cap)` bytes of an answer into the guest's buffer at `ptr`, or traps
+/// naming the call (no exported memory, or a buffer outside it).
+fn write_out<T>(caller: &mut Caller<'_, T>, call: &str, ptr: i32, cap: i32, bytes: &[u8]) -> wasmtime::Result<()> {
+    let n = bytes.len().min(cap.max(0) as usize);
+    if n == 0 {
+        return Ok(());
+    }
+    let memory = caller
+        .get_export("memory")
+        .and_then(|e| e.into_memory())
+        .ok_or_else(|| wasmtime::Error::msg(format!("wasmq.{call}: the module exports no memory named `memory`")))?;
+    memory
+        .write(caller, ptr as u32 as usize, &bytes[..n])
+        .map_err(|_| wasmtime::Error::msg(format!("wasmq.{call}: {n} bytes at {ptr} are outside the module's memory")))
+}
+
 fn guest_str<T>(caller: &mut Caller<'_, T>, call: &str, ptr: i32, len: i32, max: usize) -> wasmtime::Result<String> {
     let len = len.clamp(0, max as i32);
     Ok(String::from_utf8_lossy(&guest_bytes(caller, call, ptr, len)?).into_owned())
@@ -289,13 +305,7 @@ pub(crate) fn add_to_core_linker<T: HasHost + Send + 'static>(linker: &mut Linke
         let key =
             String::from_utf8(guest_bytes(&mut caller, "config", key_ptr, key_len)?).map_err(|_| wasmtime::Error::msg("wasmq.config: the key is not UTF-8"))?;
         let Some(value) = caller.data_mut().host().lookup(&key).map(str::to_owned) else { return Ok(-1) };
-        let n = value.len().min(out_cap.max(0) as usize);
-        if n > 0 {
-            let memory = caller.get_export("memory").and_then(|e| e.into_memory()).expect("checked by guest_bytes");
-            memory
-                .write(&mut caller, out_ptr as u32 as usize, &value.as_bytes()[..n])
-                .map_err(|_| wasmtime::Error::msg(format!("wasmq.config: {n} bytes at {out_ptr} are outside the module's memory")))?;
-        }
+        write_out(&mut caller, "config", out_ptr, out_cap, value.as_bytes())?;
         Ok(value.len() as i64)
     })?;
     // spawn(module, input, options JSON, out) -> i64: the child's id written to `out`, its length
@@ -314,13 +324,7 @@ pub(crate) fn add_to_core_linker<T: HasHost + Send + 'static>(linker: &mut Linke
                     Ok(id) => (id.as_str(), 1),
                     Err(why) => (why.as_str(), -1),
                 };
-                let n = text.len().min(out_cap.max(0) as usize);
-                if n > 0 {
-                    let memory = caller.get_export("memory").and_then(|e| e.into_memory()).expect("checked by guest_bytes");
-                    memory
-                        .write(&mut caller, out_ptr as u32 as usize, &text.as_bytes()[..n])
-                        .map_err(|_| wasmtime::Error::msg(format!("wasmq.spawn: {n} bytes at {out_ptr} are outside the module's memory")))?;
-                }
+                write_out(&mut caller, "spawn", out_ptr, out_cap, text.as_bytes())?;
                 Ok(sign * text.len() as i64)
             })
         },
