@@ -260,3 +260,15 @@ fn replay_runs_a_task_where_you_sit() {
     assert_eq!(w.ok(&["queue", "stats", "--json"]), before);
     assert_eq!(w.run(&["replay", "default:999"]).status.code(), Some(3));
 }
+
+/// A core module without exported memory whose `spawn` is refused: the host cannot write the
+/// reason back and traps the task with that message (it used to panic the host).
+#[test]
+fn a_host_call_answer_to_a_module_without_memory_is_a_trap_not_a_panic() {
+    let s = crate::common::RedisServer::start().expect("redis-server");
+    let w = crate::common::Wasmq::new(&s);
+    let out = w.run(&["run", crate::common::fixture("spawn_no_memory.wat").to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("wasmq.spawn: the module exports no memory named `memory`") && !err.contains("panicked"), "{err}");
+}
