@@ -72,6 +72,23 @@ pub enum QueueCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Remove a queue's waiting tasks: each is finished as cancelled with reason `drained` (and
+    /// its blocked dependents with it), a thousand per script call. Running tasks are left alone.
+    Drain {
+        #[arg(value_parser = value::queue)]
+        queue: QueueName,
+        /// Which waiting tasks: any of pending, delayed, blocked.
+        #[arg(long, value_delimiter = ',', default_value = "pending,delayed,blocked", value_parser = waiting_state)]
+        state: Vec<TaskState>,
+    },
+}
+
+/// A state `queue drain` takes.
+fn waiting_state(s: &str) -> Result<TaskState, String> {
+    match TaskState::parse(s) {
+        Some(t @ (TaskState::Pending | TaskState::Delayed | TaskState::Blocked)) => Ok(t),
+        _ => Err(format!("cannot drain {s:?} tasks; use pending, delayed or blocked")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,6 +176,11 @@ pub async fn run(g: &Global, c: QueueCommand) -> Outcome {
         QueueCommand::Policy { queue, policy, stretch, max_wait, default_estimate } => {
             let n = client.set_policy(&queue, policy, WsjfSettings { stretch, max_wait, default_estimate }).await?;
             println!("{queue}: policy {} ({n} pending task(s) re-ordered)", policy.as_str());
+            Ok(exit::OK)
+        }
+        QueueCommand::Drain { queue, state } => {
+            let n = client.drain(&queue, &state).await?;
+            println!("{queue}: drained {n} task(s)");
             Ok(exit::OK)
         }
         QueueCommand::Pause { queue } => {

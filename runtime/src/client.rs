@@ -184,6 +184,9 @@ fn bulk_chunks(inputs: &[Vec<u8>]) -> Vec<&[Vec<u8>]> {
     out
 }
 
+/// Most tasks one `drain.lua` call finishes.
+const DRAIN_BATCH: u64 = 1000;
+
 /// Default largest task input accepted by `enqueue` (`--max-input-size`).
 pub const DEFAULT_MAX_INPUT_SIZE: u64 = 16 << 20;
 
@@ -636,6 +639,23 @@ impl Client {
     }
 
     /// Counts of one queue.
+    /// Removes the waiting tasks of `q` in `states` (pending, delayed, blocked), finishing each as
+    /// cancelled with reason `drained`, a thousand per script call so that Redis never blocks on
+    /// a large queue. Returns how many were drained. Running tasks are left alone.
+    pub async fn drain(&self, q: &QueueName, states: &[TaskState]) -> Result<u64, ClientError> {
+        if let Some(s) = states.iter().find(|s| !matches!(s, TaskState::Pending | TaskState::Delayed | TaskState::Blocked)) {
+            return Err(ClientError::Invalid(format!("cannot drain {s} tasks; use pending, delayed or blocked")));
+        }
+        let mut total = 0;
+        loop {
+            let (n, more) = self.db.drain(&mut self.conn.clone(), q, self.retention, states, DRAIN_BATCH).await?;
+            total += n;
+            if !more {
+                return Ok(total);
+            }
+        }
+    }
+
     /// The live workers (the registry each worker writes every second).
     pub async fn workers(&self) -> Result<Vec<crate::queue::workers::WorkerInfo>, ClientError> {
         Ok(self.db.workers(&mut self.conn.clone()).await?)

@@ -413,3 +413,42 @@ fn workers_list_live_workers_and_forget_stopped_and_killed_ones() {
     eventually(Duration::from_secs(10), || listed(&w).is_empty().then_some(())).expect("a killed worker stayed listed");
     assert_eq!(w.run(&["workers"]).status.code(), Some(0));
 }
+
+/// `queue drain`: waiting tasks of the chosen states are finished as cancelled (`drained`), in
+/// script calls of a thousand, with their blocked dependents; other states and running tasks stay.
+#[test]
+fn drain_removes_waiting_tasks_in_bounded_calls() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&crate::common::fixture("echo.wat"), "echo");
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    for i in 0..2500 {
+        use std::io::Write;
+        writeln!(file, "{i}").unwrap();
+    }
+    w.ok(&["enqueue", "echo", "--inputs-file", file.path().to_str().unwrap(), "--priority", "3"]);
+    let delayed: Vec<String> = (0..3).map(|_| w.enqueue("echo", "later", &["--delay", "1h"])).collect();
+    let blocked = w.ok(&["enqueue", "echo", "--after", &delayed[0]]).trim().to_string();
+    w.ok(&["cancel", &w.enqueue("echo", "gone", &[])]);
+    // Only the delayed ones: their dependent is cancelled with its parent.
+    assert_eq!(w.ok(&["queue", "drain", "default", "--state", "delayed"]).trim(), "default: drained 3 task(s)");
+    let st = w.status(&blocked).unwrap();
+    assert_eq!((st["state"].as_str(), st["cancel_reason"].as_str()), (Some("cancelled"), Some("parent_cancelled")), "{st}");
+    assert_eq!(w.status(&delayed[1]).unwrap()["cancel_reason"], "drained");
+    let stats = |w: &Wasmq| -> Value { serde_json::from_str::<Value>(&w.ok(&["queue", "stats", "--queue", "default", "--json"])).unwrap()[0].clone() };
+    assert_eq!((stats(&w)["pending"].as_u64(), stats(&w)["cancelled"].as_u64()), (Some(2500), Some(5)));
+    // The rest, in three calls of at most a thousand.
+    assert_eq!(w.ok(&["queue", "drain", "default"]).trim(), "default: drained 2500 task(s)");
+    let st = stats(&w);
+    assert_eq!(
+        (st["pending"].as_u64(), st["delayed"].as_u64(), st["blocked"].as_u64(), st["cancelled"].as_u64()),
+        (Some(0), Some(0), Some(0), Some(2505)),
+        "{st}"
+    );
+    assert_eq!(w.ok(&["queue", "drain", "default"]).trim(), "default: drained 0 task(s)");
+    assert_eq!(w.run(&["queue", "drain", "default", "--state", "active"]).status.code(), Some(2));
+    // Nothing drained ever runs.
+    let mut worker = w.spawn_worker(&["--exit-when-idle"]);
+    assert_eq!(worker.wait(Duration::from_secs(30)), Some(0));
+    assert_eq!(stats(&w)["succeeded"].as_u64(), Some(0));
+}

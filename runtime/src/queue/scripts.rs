@@ -40,6 +40,7 @@ script!(REPOLICY, "repolicy.lua");
 script!(SEAL_FLOW, "seal_flow.lua");
 script!(CANCEL_FLOW, "cancel_flow.lua");
 script!(WORKER_BEAT, "worker_beat.lua");
+script!(DRAIN, "drain.lua");
 
 /// The KEYS of each script, in the order its header lists them.
 mod keys {
@@ -622,6 +623,16 @@ impl Db {
         })
     }
 
+    /// `drain.lua`: finishes up to `limit` waiting tasks of `q` in `states` (pending, delayed,
+    /// blocked) as cancelled (`drained`); returns how many, and whether more may remain.
+    pub async fn drain(&self, conn: &mut Conn, q: &QueueName, retention: Retention, states: &[TaskState], limit: u64) -> redis::RedisResult<(u64, bool)> {
+        let mut inv = self.invocation(&DRAIN, q, keys::cancel(&self.keys.queue(q)));
+        let states: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+        inv.arg(retention.arg()).arg(states.join(",")).arg(limit);
+        let (n, more): (u64, i64) = inv.invoke_async(conn).await?;
+        Ok((n, more == 1))
+    }
+
     /// `wait.lua`.
     pub async fn register_waiter(&self, conn: &mut Conn, id: &TaskId) -> redis::RedisResult<WaitRegistration> {
         let inv = self.invocation(&WAIT, &id.queue, [self.keys.task(id)]);
@@ -813,6 +824,7 @@ mod tests {
             (include_str!("lua/heartbeat.lua"), keys::heartbeat(&k).to_vec()),
             (include_str!("lua/reap.lua"), keys::reap(&k).to_vec()),
             (include_str!("lua/cancel.lua"), keys::cancel(&k).to_vec()),
+            (include_str!("lua/drain.lua"), keys::cancel(&k).to_vec()),
             (include_str!("lua/retry_dead.lua"), keys::retry_dead(&k).to_vec()),
             (include_str!("lua/repolicy.lua"), keys::repolicy(&k).to_vec()),
         ];
@@ -857,5 +869,6 @@ mod tests {
         expect(include_str!("lua/seal_flow.lua"), &["root"]);
         expect(include_str!("lua/cancel_flow.lua"), &[]);
         expect(include_str!("lua/worker_beat.lua"), &["id", "ttl_ms"]);
+        expect(include_str!("lua/drain.lua"), &["retention", "states", "limit"]);
     }
 }
