@@ -6,8 +6,10 @@
  * Input on stdin: {"text": "...", "top": 10, "counts": false}. Output on stdout:
  * {"total_words":N,"distinct_words":N,"top":[{"word":"the","count":12},...]} plus
  * "counts":{"the":12,...} (every word, ordered by word) when "counts" is true.
- * Invalid input: one line on stderr and exit status 2 (a permanent failure for wasmq); out of
- * memory: exit status 1.
+ * Progress, through the host API (sdk/include/wasmq.h): every PROGRESS_STEP bytes of text while
+ * counting, and a last report "N words, M distinct". Invalid input: one line on stderr and exit
+ * status 2 (WASMQ_EXIT_PERMANENT: a permanent failure, never retried); out of memory: exit
+ * status 1.
  *
  * Which code points are alphanumeric and how they lowercase come from unicode_tables.h, generated
  * from Rust's char::is_alphanumeric and char::to_lowercase: the word rules are exactly Rust's.
@@ -22,9 +24,15 @@
 #include <string.h>
 
 #include "unicode_tables.h"
+#include "wasmq.h"
 
 #define DEFAULT_TOP 10u
-#define EXIT_INVALID_INPUT 2
+#define EXIT_INVALID_INPUT WASMQ_EXIT_PERMANENT
+/* How many bytes of text to count between two progress reports. A report is cheap (the worker
+ * keeps the latest and writes it once a second), but not free. */
+#define PROGRESS_STEP ((size_t)1 << 16)
+/* The share of the work that counting is (then sorting and writing the output). */
+#define COUNTING_SHARE 0.9f
 
 /* ---- failures ---------------------------------------------------------------------------- */
 
@@ -222,12 +230,24 @@ static void table_add(table *t, const char *word, size_t len) {
     t->total++;
 }
 
+/* Reports progress: a fraction and a message (printf-style) through the host API. */
+__attribute__((format(printf, 2, 3))) static void report(float fraction, const char *format, ...) {
+    char message[128];
+    va_list args;
+    va_start(args, format);
+    int n = vsnprintf(message, sizeof message, format, args);
+    va_end(args);
+    if (n < 0) return;
+    wasmq_progress(fraction, message, (size_t)n < sizeof message ? (size_t)n : sizeof message - 1);
+}
+
 /* Counts the lowercased words of text (valid UTF-8): runs of alphanumerics; an apostrophe (' or
- * U+2019) between two alphanumerics stays in the word, stored as '. */
+ * U+2019) between two alphanumerics stays in the word, stored as '. Reports progress every
+ * PROGRESS_STEP bytes (asked once per word, not per character). */
 static void count_words(table *t, const char *text, size_t len) {
     const unsigned char *s = (const unsigned char *)text;
     buf word = {0};
-    size_t i = 0;
+    size_t i = 0, next_report = PROGRESS_STEP;
     while (i < len) {
         uint32_t c = next_code_point(s, len, &i);
         if (is_alphanumeric(c)) {
@@ -240,6 +260,10 @@ static void count_words(table *t, const char *text, size_t len) {
         } else if (word.len > 0) {
             table_add(t, word.data, word.len);
             word.len = 0;
+            if (i >= next_report) {
+                report(COUNTING_SHARE * (float)i / (float)len, "%" PRIu64 " words so far", t->total);
+                next_report = i + PROGRESS_STEP;
+            }
         }
     }
     if (word.len > 0) table_add(t, word.data, word.len);
@@ -502,5 +526,6 @@ int main(void) {
         fputs("cannot write stdout\n", stderr);
         return 1;
     }
+    report(1.0f, "%" PRIu64 " words, %zu distinct", t.total, t.size);
     return 0;
 }

@@ -1,21 +1,30 @@
 // wordcount in JavaScript: word frequencies of a text, with the same input, output and word
 // rules as the Rust example (example-tasks/wordcount), built into a WASI preview-2 component
-// by componentize-js (see README.md).
+// by componentize-js against wasmq's world `wasmq:task/task` (the repository's wit/ folder; see
+// README.md).
 //
 // Input on stdin: {"text": "...", "top": 10, "counts": false}. Output on stdout:
 // {"total_words":N,"distinct_words":N,"top":[{"word":"the","count":12},...]} plus
 // "counts":{"the":12,...} (every word, ordered by word) when "counts" is true.
-// Invalid input: one line on stderr and exit status 2 (a permanent failure for wasmq).
+// Progress, through the host API: every PROGRESS_STEP characters of text while counting, and a
+// last report "N words, M distinct". Invalid input: the host API's `fail`, a permanent failure
+// (never retried: the same input would fail the same way). Any other error is logged with its
+// stack (componentize-js itself reports nothing of an uncaught error) and fails the task with
+// status 1, an ordinary failure that is retried.
 
 import { getStdin } from 'wasi:cli/stdin@0.2.12';
 import { getStdout } from 'wasi:cli/stdout@0.2.12';
 import { getStderr } from 'wasi:cli/stderr@0.2.12';
-import { exitWithCode } from 'wasi:cli/exit@0.2.12';
+import { progress, fail } from 'wasmq:task/host@0.1.0';
 
 const DEFAULT_TOP = 10;
 // The Rust task's `top` is a usize of wasm32.
 const MAX_TOP = 0xffffffff;
-const EXIT_INVALID_INPUT = 2;
+// How many characters (UTF-16 code units) of text to count between two progress reports. A
+// report is cheap (the worker keeps the latest and writes it once a second), but not free.
+const PROGRESS_STEP = 1 << 16;
+// The share of the work that counting is (then sorting and writing the output).
+const COUNTING_SHARE = 0.9;
 
 // The engine is built without ICU, so regular expressions have no \p{...} classes: which code
 // points are alphanumeric (Rust's char::is_alphanumeric: Unicode Alphabetic or Numeric) comes
@@ -113,12 +122,19 @@ function nonAsciiAlnumLength(text, i) {
 
 // Word counts of a text: lowercased runs of alphanumerics; an apostrophe (' or ’) between two
 // alphanumerics stays in the word, stored as '. The engine is an interpreter, so the loop does
-// as little as it can per character: a word is sliced from the text and lowercased at once.
+// as little as it can per character: a word is sliced from the text and lowercased at once, and
+// whether to report progress is asked once per word.
 function countWords(text) {
   const counts = new Map();
   const n = text.length;
+  let words = 0;
+  let nextReport = PROGRESS_STEP;
   let i = 0;
   while (i < n) {
+    if (i >= nextReport) {
+      progress((COUNTING_SHARE * i) / n, `${words} words so far`);
+      nextReport = i + PROGRESS_STEP;
+    }
     let c = text.charCodeAt(i);
     let len = c < 0x80 ? ASCII_ALNUM[c] : nonAsciiAlnumLength(text, i);
     if (len === 0) {
@@ -149,6 +165,7 @@ function countWords(text) {
     }
     const word = plain ? text.slice(start, i).toLowerCase() : lowercase(text.slice(start, i).replaceAll('\u2019', "'"));
     counts.set(word, (counts.get(word) || 0) + 1);
+    words++;
   }
   return counts;
 }
@@ -185,6 +202,7 @@ function byFrequency(a, b) {
   return b[1] - a[1] || byWord(a, b);
 }
 
+// The output, and the last progress message.
 function wordcount(input) {
   const counts = countWords(input.text);
   let total = 0;
@@ -201,7 +219,7 @@ function wordcount(input) {
     const all = entries.sort(byWord);
     json += ',"counts":{' + all.map(([word, count]) => `${JSON.stringify(word)}:${count}`).join(',') + '}';
   }
-  return json + '}\n';
+  return { json: json + '}\n', summary: `${total} words, ${counts.size} distinct` };
 }
 
 class InvalidInput extends Error {}
@@ -274,16 +292,29 @@ function writeAll(stream, text) {
   }
 }
 
+function main() {
+  let input;
+  try {
+    input = parseInput(readAll(getStdin()));
+  } catch (e) {
+    if (!(e instanceof InvalidInput)) throw e;
+    // Does not return: the task ends here, as a permanent failure with this message.
+    fail(`invalid input: ${e.message.replace(/\s+/g, ' ')}`);
+    throw e;
+  }
+  const { json, summary } = wordcount(input);
+  writeAll(getStdout(), json);
+  progress(1, summary);
+}
+
 export const run = {
   run() {
-    let input;
     try {
-      input = parseInput(readAll(getStdin()));
+      main();
     } catch (e) {
-      if (!(e instanceof InvalidInput)) throw e;
-      writeAll(getStderr(), `invalid input: ${e.message.replace(/\s+/g, ' ')}\n`);
-      exitWithCode(EXIT_INVALID_INPUT);
+      // `TypeError: ...` and then the stack: wasmq takes the error line as the failure's summary.
+      writeAll(getStderr(), `${e}\n${(e && e.stack) || ''}`);
+      throw e;
     }
-    writeAll(getStdout(), wordcount(input));
   },
 };

@@ -1,11 +1,14 @@
 """wordcount in Python: word frequencies of a text, with the same input, output and word rules
 as the Rust example (example-tasks/wordcount), built into a WASI preview-2 component by
-componentize-py (see README.md).
+componentize-py against wasmq's world `wasmq:task/task` (the repository's wit/ folder; see
+README.md).
 
 Input on stdin: {"text": "...", "top": 10, "counts": false}. Output on stdout:
 {"total_words":N,"distinct_words":N,"top":[{"word":"the","count":12},...]} plus
 "counts":{"the":12,...} (every word, ordered by word) when "counts" is true.
-Invalid input: one line on stderr and exit status 2 (a permanent failure for wasmq).
+Progress, through the host API: every PROGRESS_STEP characters of text while counting, and a
+last report "N words, M distinct". Invalid input: the host API's `fail`, a permanent failure
+(never retried: the same input would fail the same way).
 """
 
 import heapq
@@ -14,18 +17,25 @@ import re
 import sys
 
 from wit_world import exports
-from wit_world.imports.exit import exit_with_code
+from wit_world.imports.host import fail, progress
 
 DEFAULT_TOP = 10
 # The Rust task's `top` is a usize of wasm32.
 MAX_TOP = 2**32 - 1
-EXIT_INVALID_INPUT = 2
+# How many characters of text to count between two progress reports. A report is cheap (the
+# worker keeps the latest and writes it once a second), but not free.
+PROGRESS_STEP = 1 << 16
+# The share of the work that counting is (then sorting and writing the output).
+COUNTING_SHARE = 0.9
 APOSTROPHES = ("'", "\u2019")
 # serde_json's limit. The json module recurses for each level, and deep nesting would overflow
 # the task's stack (512 KiB by default) before Python's own recursion limit stops it.
 MAX_DEPTH = 128
 JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 BRACKET = re.compile(r"[\[\]{}]")
+# Where the text may be cut into pieces counted one at a time: no word, and no apostrophe that
+# joins two parts of one, spans a whitespace character.
+WHITESPACE = re.compile(r"\s")
 
 
 class InvalidInput(Exception):
@@ -33,9 +43,28 @@ class InvalidInput(Exception):
 
 
 def count_words(text):
-    """Word counts of a text: lowercased runs of alphanumerics (str.isalnum); an apostrophe
-    (' or ’) between two alphanumerics stays in the word, stored as '."""
+    """Word counts of a text, reporting progress every PROGRESS_STEP characters or so: the text
+    is counted in pieces cut at whitespace, so that the loop over characters stays as it is."""
     counts = {}
+    words = 0
+    n = len(text)
+    start = 0
+    while start < n:
+        end = start + PROGRESS_STEP
+        cut = WHITESPACE.search(text, end) if end < n else None
+        end = cut.start() if cut else n
+        words += count_piece(text[start:end], counts)
+        start = end
+        if start < n:
+            progress(COUNTING_SHARE * start / n, "%d words so far" % words)
+    return counts
+
+
+def count_piece(text, counts):
+    """Adds the word counts of a text to counts: lowercased runs of alphanumerics (str.isalnum);
+    an apostrophe (' or ’) between two alphanumerics stays in the word, stored as '. Returns how
+    many words it added."""
+    words = 0
     word = []
     n = len(text)
     for i, c in enumerate(text):
@@ -48,11 +77,13 @@ def count_words(text):
         elif word:
             w = "".join(word)
             counts[w] = counts.get(w, 0) + 1
+            words += 1
             word.clear()
     if word:
         w = "".join(word)
         counts[w] = counts.get(w, 0) + 1
-    return counts
+        words += 1
+    return words
 
 
 def by_frequency(entry):
@@ -61,10 +92,12 @@ def by_frequency(entry):
 
 
 def wordcount(text, top, keep_counts):
+    """The output, and the last progress message."""
     counts = count_words(text)
     best = heapq.nsmallest(top, counts.items(), key=by_frequency) if top else []
     # Written by hand to match serde_json's compact output, field for field.
-    out = ['{"total_words":%d,"distinct_words":%d,"top":[' % (sum(counts.values()), len(counts))]
+    total = sum(counts.values())
+    out = ['{"total_words":%d,"distinct_words":%d,"top":[' % (total, len(counts))]
     out.append(",".join('{"word":%s,"count":%d}' % (dumps(w), c) for w, c in best))
     out.append("]")
     if keep_counts:
@@ -72,7 +105,7 @@ def wordcount(text, top, keep_counts):
         out.append(",".join("%s:%d" % (dumps(w), counts[w]) for w in sorted(counts)))
         out.append("}")
     out.append("}\n")
-    return "".join(out)
+    return "".join(out), "%d words, %d distinct" % (total, len(counts))
 
 
 def dumps(s):
@@ -151,8 +184,12 @@ class Run(exports.Run):
         try:
             text, top, keep_counts = parse_input(sys.stdin.buffer.read())
         except InvalidInput as e:
-            message = " ".join(str(e).split())
-            write_all(sys.stderr.buffer, ("invalid input: %s\n" % message).encode("utf-8", "replace"))
-            exit_with_code(EXIT_INVALID_INPUT)
-            return
-        write_all(sys.stdout.buffer, wordcount(text, top, keep_counts).encode("utf-8"))
+            # Does not return: the task ends here, as a permanent failure with this message.
+            # (A string crossing into the host must be valid Unicode: a lone surrogate from a
+            # \ud800 escape in a field name becomes U+FFFD.)
+            message = " ".join(str(e).split()).encode("utf-8", "replace").decode("utf-8")
+            fail("invalid input: %s" % message)
+            raise
+        output, summary = wordcount(text, top, keep_counts)
+        write_all(sys.stdout.buffer, output.encode("utf-8"))
+        progress(1.0, summary)

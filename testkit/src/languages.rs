@@ -1,6 +1,11 @@
 //! Building the example tasks written in other languages: `wordcount` in JavaScript (a component
 //! made by componentize-js), Python (a component made by componentize-py) and C (a preview-1
-//! core module compiled by `zig cc`), for the tests, the benchmarks and by hand.
+//! core module compiled by `zig cc`), for the tests, the benchmarks and by hand; and other small
+//! programs in those languages that the tests need ([`Program`]).
+//!
+//! They are built as a task author would build them: the components against the world
+//! `wasmq:task/task` of the repository's `wit/` folder (WASI's command world plus the host API),
+//! the C module with `sdk/include/wasmq.h` on its include path.
 //!
 //! The toolchains are installed on first use into folders under the workspace's
 //! `target/lang-tools/`, never globally: npm packages with `npm ci` from the lock file committed
@@ -62,15 +67,68 @@ impl Language {
     /// The files (or folders) the module is built from, relative to its folder.
     fn sources(self) -> &'static [&'static str] {
         match self {
-            Self::JavaScript => &["wordcount.js", "wit", "package-lock.json"],
-            Self::Python => &["app.py", "wit", "requirements.txt"],
+            Self::JavaScript => &["wordcount.js", "package-lock.json"],
+            Self::Python => &["app.py", "requirements.txt"],
             Self::C => &["wordcount.c", "unicode_tables.h", "requirements.txt"],
+        }
+    }
+
+    /// What every program of the language is built with from the workspace root: the shipped
+    /// WIT of a component's world, the C header of the host API.
+    fn shared_sources(self) -> &'static [&'static str] {
+        match self {
+            Self::JavaScript | Self::Python => &["wit"],
+            Self::C => &["sdk/include"],
         }
     }
 
     /// Whether the module is a component (WASI preview 2) rather than a core module.
     pub fn is_component(self) -> bool {
         !matches!(self, Self::C)
+    }
+}
+
+/// The world components are built against: a WASI command that may import the host API
+/// (`wit/wasmq.wit`).
+const WORLD: &str = "wasmq:task/task";
+
+/// A program to build in one of the languages: the `wordcount` example of a language, or another
+/// small task (a test fixture, say) written the same way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Program {
+    pub lang: Language,
+    /// The module is `target/lang-tasks/NAME.wasm`.
+    pub name: String,
+    /// The program's folder, relative to the workspace root.
+    pub folder: PathBuf,
+    /// The file the build starts from, in that folder: the script (JavaScript), the module
+    /// `NAME.py` that defines the `Run` export (Python), the one translation unit (C).
+    pub entry: String,
+    /// The files the module is built from, relative to the folder (a change rebuilds it).
+    sources: Vec<String>,
+}
+
+impl Program {
+    /// The `wordcount` example of a language.
+    pub fn wordcount(lang: Language) -> Self {
+        let entry = match lang {
+            Language::JavaScript => "wordcount.js",
+            Language::Python => "app.py",
+            Language::C => "wordcount.c",
+        };
+        Self {
+            lang,
+            name: lang.task().to_string(),
+            folder: lang.folder(),
+            entry: entry.to_string(),
+            sources: lang.sources().iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// A program of one file, `entry` in `folder` (relative to the workspace root), built into
+    /// `target/lang-tasks/NAME.wasm`.
+    pub fn single_file(lang: Language, name: &str, folder: impl Into<PathBuf>, entry: &str) -> Self {
+        Self { lang, name: name.to_string(), folder: folder.into(), entry: entry.to_string(), sources: vec![entry.to_string()] }
     }
 }
 
@@ -142,6 +200,11 @@ impl Layout {
     pub fn module(&self, lang: Language) -> PathBuf {
         self.out.join(format!("{}.wasm", lang.task()))
     }
+
+    /// The built module of a program.
+    pub fn program_module(&self, program: &Program) -> PathBuf {
+        self.out.join(format!("{}.wasm", program.name))
+    }
 }
 
 /// The oldest Node.js componentize-js 0.23 runs on (its parser, oxc-parser, needs 20).
@@ -173,19 +236,32 @@ pub fn build(lang: Language) -> Result<PathBuf, LanguageError> {
 
 /// [`build`] in a given layout.
 pub fn build_in(layout: &Layout, lang: Language) -> Result<PathBuf, LanguageError> {
+    build_program_in(layout, &Program::wordcount(lang))
+}
+
+/// Builds a program (installing its language's toolchain first if needed) and returns the path
+/// of its .wasm. A module newer than its sources and its toolchain is reused.
+pub fn build_program(program: &Program) -> Result<PathBuf, LanguageError> {
+    build_program_in(&Layout::find()?, program)
+}
+
+/// [`build_program`] in a given layout.
+pub fn build_program_in(layout: &Layout, program: &Program) -> Result<PathBuf, LanguageError> {
+    let lang = program.lang;
     let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let _lock = FileLock::acquire(&layout.tools)?;
     let stamp = install_locked(layout, lang)?;
-    let src = layout.root.join(lang.folder());
-    let out = layout.module(lang);
+    let src = layout.root.join(&program.folder);
+    let out = layout.program_module(program);
     // Built under a temporary name and renamed: a failed or interrupted build never leaves a
     // module that looks current.
-    let tmp = layout.out.join(format!(".{}.wasm.tmp", lang.task()));
-    let mut cmd = build_command(layout, lang, &src, &tmp);
+    let tmp = layout.out.join(format!(".{}.wasm.tmp", program.name));
+    let mut cmd = build_command(layout, program, &src, &tmp);
     // The command line, kept beside the module: a module built another way is rebuilt.
-    let recipe_path = layout.out.join(format!("{}.wasm.recipe", lang.task()));
+    let recipe_path = layout.out.join(format!("{}.wasm.recipe", program.name));
     let recipe = format!("{cmd:?}");
-    let newest_input = lang.sources().iter().map(|s| newest_mtime(&src.join(s))).chain([modified(&stamp)]).max().flatten();
+    let sources = program.sources.iter().map(|s| src.join(s)).chain(lang.shared_sources().iter().map(|s| layout.root.join(s)));
+    let newest_input = sources.map(|s| newest_mtime(&s)).chain([modified(&stamp)]).max().flatten();
     if let (Some(built), Some(input)) = (modified(&out), newest_input)
         && built >= input
         && std::fs::read_to_string(&recipe_path).is_ok_and(|r| r == recipe)
@@ -197,7 +273,7 @@ pub fn build_in(layout: &Layout, lang: Language) -> Result<PathBuf, LanguageErro
     let _ = std::fs::remove_file(&recipe_path);
     let work = tempfile::Builder::new().prefix("build-").tempdir_in(&layout.tools).map_err(io_err(&layout.tools))?;
     cmd.current_dir(work.path());
-    let step = format!("building {} ({})", lang.task(), lang.name());
+    let step = format!("building {} ({})", program.name, lang.name());
     let hint = if lang == Language::JavaScript { NODE_HINT } else { PYTHON_HINT };
     run_step(&mut cmd, &step, hint)?;
     if !tmp.is_file() {
@@ -208,16 +284,17 @@ pub fn build_in(layout: &Layout, lang: Language) -> Result<PathBuf, LanguageErro
     Ok(out)
 }
 
-/// The command that builds the task of `lang` from `src` into `out`.
-fn build_command(layout: &Layout, lang: Language, src: &Path, out: &Path) -> Command {
-    let mut cmd = match lang {
+/// The command that builds `program` from its folder `src` into `out`.
+fn build_command(layout: &Layout, program: &Program, src: &Path, out: &Path) -> Command {
+    let wit = layout.root.join("wit");
+    let mut cmd = match program.lang {
         Language::JavaScript => {
             let mut c = Command::new("node");
             c.arg(layout.npm_prefix().join("node_modules/@bytecodealliance/componentize-js/src/cli.js"))
-                .arg(src.join("wordcount.js"))
+                .arg(src.join(&program.entry))
                 .arg("--wit")
-                .arg(src.join("wit"))
-                .args(["--world-name", "wordcount"])
+                .arg(&wit)
+                .args(["--world-name", WORLD])
                 // The engine's own features that would import what a task has no use for:
                 // clocks, randomness (deterministic without it), HTTP. `stdio` stays: it
                 // reports uncaught errors on stderr.
@@ -229,17 +306,21 @@ fn build_command(layout: &Layout, lang: Language, src: &Path, out: &Path) -> Com
         Language::Python => {
             let mut c = Command::new(layout.venv().join("bin").join("componentize-py"));
             c.arg("--wit-path")
-                .arg(src.join("wit"))
-                .args(["--world", "wordcount", "componentize", "--python-path"])
+                .arg(&wit)
+                .args(["--world", WORLD, "componentize", "--python-path"])
                 .arg(src)
-                .arg("app")
+                .arg(program.entry.trim_end_matches(".py"))
                 .arg("--output")
                 .arg(out);
             c
         }
         Language::C => {
             let mut c = Command::new(layout.venv_python());
-            c.args(["-m", "ziglang", "cc", "--target=wasm32-wasi", "-O2", "-s", "-Wall", "-Wextra", "-Werror", "-o"]).arg(out).arg(src.join("wordcount.c"));
+            c.args(["-m", "ziglang", "cc", "--target=wasm32-wasi", "-O2", "-s", "-Wall", "-Wextra", "-Werror", "-I"])
+                .arg(layout.root.join("sdk/include"))
+                .arg("-o")
+                .arg(out)
+                .arg(src.join(&program.entry));
             c
         }
     };

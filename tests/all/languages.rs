@@ -1,7 +1,9 @@
 //! `wordcount` in JavaScript, Python and C (example-tasks/wordcount-{js,py,c}): built by the
-//! testkit (which installs their toolchains under target/lang-tools on first use), run by the real
-//! `wasmq` binary, and compared byte for byte with the Rust wordcount on the same inputs; then all
-//! three through a real Redis and a worker.
+//! testkit (which installs their toolchains under target/lang-tools on first use) against the
+//! shipped `wit/` world and `wasmq.h`, run by the real `wasmq` binary, and compared byte for byte
+//! with the Rust wordcount on the same inputs, their progress reports and permanent failures
+//! checked; then all three through a real Redis and a worker. And the failure summary of an
+//! interpreter's uncaught exception.
 //!
 //! The components are large (12–18 MB) and compile slowly on first use: the tests of this module
 //! take turns (one lock), so that each module is compiled once per test process, into the
@@ -71,7 +73,17 @@ fn first_difference(a: &[u8], b: &[u8]) -> String {
     format!("first difference at byte {at} (lengths {} and {}):\n  rust: …{}…\n  this: …{}…", a.len(), b.len(), show(a), show(b))
 }
 
-/// Runs the Rust wordcount and `task` on each input, asserting both succeed with the same bytes.
+/// The line `wasmq run` prints for the last progress report of a wordcount task: the task's own
+/// summary of its output, which every language words the same way.
+fn last_progress_line(output: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(output).expect("wordcount output is JSON");
+    let (total, distinct) = (v["total_words"].as_u64().expect("total_words"), v["distinct_words"].as_u64().expect("distinct_words"));
+    format!("[wasmq: last progress 100% {total} words, {distinct} distinct]\n")
+}
+
+/// Runs the Rust wordcount and `task` on each input, asserting both succeed with the same bytes,
+/// and that `task` logs nothing but reports its progress through the host API, ending with the
+/// number of words it counted (`wasmq run` prints the last report).
 fn assert_same_output(lang: Language, task: &Path, inputs: &[Vec<u8>]) {
     let rust = rust_wordcount();
     for input in inputs {
@@ -80,7 +92,12 @@ fn assert_same_output(lang: Language, task: &Path, inputs: &[Vec<u8>]) {
         assert!(expected.status.success(), "the Rust wordcount failed on {shown}: {}", String::from_utf8_lossy(&expected.stderr));
         let got = run(task, input);
         assert!(got.status.success(), "{} wordcount failed on {shown}: {}", lang.name(), String::from_utf8_lossy(&got.stderr));
-        assert!(got.stderr.is_empty(), "{} wordcount logged on {shown}: {}", lang.name(), String::from_utf8_lossy(&got.stderr));
+        assert_eq!(
+            String::from_utf8_lossy(&got.stderr),
+            last_progress_line(&expected.stdout),
+            "{} wordcount on {shown}: not its last progress alone on stderr",
+            lang.name()
+        );
         assert!(
             got.stdout == expected.stdout,
             "{} wordcount differs from the Rust one on {shown}\n{}",
@@ -177,23 +194,33 @@ const INVALID_INPUTS: &[&str] = &[
     "{\"text\": \"lone \\ud800 surrogate\"}",
 ];
 
-/// Each invalid input fails with exit status 2 (a permanent failure) and one line on stderr, as
-/// the Rust wordcount does.
+/// Each invalid input is a permanent failure, as in the Rust wordcount: the core modules (Rust's
+/// and C's) log one line and exit with status 2; the components call the host API's `fail` with
+/// that line, which becomes the error, and log nothing.
 fn assert_rejects_invalid_input(lang: Language, task: &Path) {
     let rust = rust_wordcount();
     for input in invalid_inputs() {
         let input = input.as_str();
-        for (name, module) in [("Rust", rust.as_path()), (lang.name(), task)] {
+        for (name, module, component) in [("Rust", rust.as_path(), false), (lang.name(), task, lang.is_component())] {
             let out = run(module, input.as_bytes());
             let stderr = String::from_utf8_lossy(&out.stderr);
             let input = &input[..input.len().min(100)];
             assert_eq!(out.status.code(), Some(5), "{name} wordcount on {input:?}: {stderr}");
             assert!(out.stdout.is_empty(), "{name} wordcount on {input:?} printed {}", String::from_utf8_lossy(&out.stdout));
-            // The task's log (one line), then wasmq's own line.
             let lines: Vec<&str> = stderr.lines().collect();
-            assert_eq!(lines.len(), 2, "{name} wordcount on {input:?}: not one line of log:\n{stderr}");
-            assert!(lines[0].starts_with("invalid input: "), "{name} wordcount on {input:?}: {stderr}");
-            assert!(lines[1].contains("exited with status 2, a permanent failure"), "{name} wordcount on {input:?}: {stderr}");
+            if component {
+                // wasmq's own line alone, quoting the message given to `fail`.
+                assert_eq!(lines.len(), 1, "{name} wordcount on {input:?}: {stderr}");
+                assert!(
+                    lines[0].starts_with("error: task failed: permanent: the task failed permanently (not retried): invalid input: "),
+                    "{name} wordcount on {input:?}: {stderr}"
+                );
+            } else {
+                // The task's log (one line), then wasmq's own line.
+                assert_eq!(lines.len(), 2, "{name} wordcount on {input:?}: not one line of log:\n{stderr}");
+                assert!(lines[0].starts_with("invalid input: "), "{name} wordcount on {input:?}: {stderr}");
+                assert!(lines[1].contains("exited with status 2, a permanent failure"), "{name} wordcount on {input:?}: {stderr}");
+            }
         }
     }
 }
@@ -266,28 +293,27 @@ fn imports(bytes: &[u8]) -> Vec<String> {
     names
 }
 
-/// What each module imports, all of which the worker provides: the JavaScript component only
-/// WASI's cli, io, clocks and filesystem (its engine's features that would import HTTP or
-/// randomness are disabled); the Python one, through CPython's C library, also random and
-/// sockets (linked by the worker, no network granted); the C module only WASI preview 1.
+/// What each module imports, all of which the worker provides. The components are built against
+/// the shipped world `wasmq:task/task` and import what it has: WASI's command world (cli, io,
+/// clocks, filesystem, random, sockets: linked by the worker, no folder or network granted) and
+/// the host API; not `wasi:http`, which componentize-js would import by default (its engine's
+/// HTTP feature is disabled). The C module imports WASI preview 1 and the host API's `progress`.
 #[test]
 fn the_modules_import_only_what_the_worker_provides() {
     let _turn = take_turn();
     for lang in Language::ALL {
         let imports = imports(&std::fs::read(module(lang)).expect("read the module"));
-        let allowed: &[&str] = match lang {
-            Language::JavaScript => &["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:filesystem/"],
-            Language::Python => &["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:filesystem/", "wasi:random/", "wasi:sockets/"],
-            Language::C => &["wasi_snapshot_preview1/"],
+        let (allowed, needed): (&[&str], &[&str]) = match lang {
+            Language::JavaScript | Language::Python => (
+                &["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:filesystem/", "wasi:random/", "wasi:sockets/", "wasmq:task/host"],
+                &["wasi:cli/stdin", "wasi:cli/stdout", "wasmq:task/host"],
+            ),
+            Language::C => (&["wasi_snapshot_preview1/", "wasmq/progress"], &["wasi_snapshot_preview1/fd_read", "wasmq/progress"]),
         };
-        assert!(imports.len() >= 3, "{}: {imports:?}", lang.name());
         let stray: Vec<&String> = imports.iter().filter(|i| !allowed.iter().any(|a| i.starts_with(a))).collect();
         assert!(stray.is_empty(), "{} imports {stray:?}; all: {imports:?}", lang.name());
-        for needed in ["wasi:cli/stdin", "wasi:cli/stdout", "wasi:cli/stderr", "wasi:cli/exit"] {
-            assert!(lang == Language::C || imports.iter().any(|i| i == needed), "{} does not import {needed}: {imports:?}", lang.name());
-        }
-        if lang == Language::JavaScript {
-            assert!(!imports.iter().any(|i| i.starts_with("wasi:http/") || i.starts_with("wasi:random/")), "{imports:?}");
+        for needed in needed {
+            assert!(imports.iter().any(|i| i == needed), "{} does not import {needed}: {imports:?}", lang.name());
         }
     }
 }
@@ -349,4 +375,35 @@ fn the_three_languages_run_through_the_queue() {
         );
         assert!(st["error"].as_str().is_some_and(|e| e.contains("invalid input: ") && e.contains("`txt`")), "{}: {st}", lang.name());
     }
+}
+
+/// A Python task failing on an uncaught exception (tests/fixtures/lang/keyerror.py): its error's
+/// one-line summary names the exception, `KeyError: 'threshold'` (the traceback's last line), and
+/// not the panic that componentize-py's runtime logs after it ("panicked at
+/// runtime/src/lib.rs:…"), through `wasmq run` and through a worker; the whole traceback stays in
+/// the task's log.
+#[test]
+fn a_python_exception_is_the_failures_summary() {
+    let _turn = take_turn();
+    let program = languages::Program::single_file(Language::Python, "keyerror-py", "tests/fixtures/lang", "keyerror.py");
+    let task = languages::build_program(&program).unwrap_or_else(|e| panic!("building {}: {e}", program.name));
+    let out = run(&task, b"{\"limit\": 3}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: task failed: trap: ") && last.ends_with("; from the log: KeyError: 'threshold'"), "{stderr}");
+    assert!(stderr.contains("Traceback (most recent call last):"), "the log is shown whole: {stderr}");
+
+    let server = RedisServer::start().expect("start redis-server");
+    let w = Wasmq::new(&server);
+    w.push(&task, "keyerror");
+    let id = w.enqueue("keyerror", "{}", &["--max-attempts", "1"]);
+    let mut worker = w.spawn_worker(&["--exit-when-idle"]);
+    assert_eq!(worker.wait(Duration::from_secs(120)), Some(0), "worker log:\n{}", worker.log());
+    let st = w.status(&id).expect("status");
+    assert_eq!((st["state"].as_str(), st["error_kind"].as_str()), (Some("dead"), Some("trap")), "{st}");
+    let error = st["error"].as_str().unwrap_or_default();
+    assert!(error.ends_with("KeyError: 'threshold'") && !error.contains("runtime/src/lib.rs"), "{st}");
+    let log = st["log"].as_str().unwrap_or_default();
+    assert!(log.contains("KeyError: 'threshold'") && log.contains("panicked at runtime/src/lib.rs"), "{st}");
 }

@@ -16,7 +16,7 @@ use crate::http::{HttpConfig, TaskHttp};
 use super::cancel::CancelToken;
 use super::host::{HasHost, TaskFailed, TaskHost};
 use super::limits::{Limits, ResourceLimitExceeded, TaskLimiter};
-use super::outcome::{Failure, FailureKind, Outcome};
+use super::outcome::{Failure, FailureKind, Outcome, summarize_log};
 use super::stdio::{CappedPipe, OutputLimitExceeded};
 use super::{LoadedModule, SandboxError};
 
@@ -285,7 +285,7 @@ pub(crate) async fn run(
     let (result, exit_code) = match ended {
         Ended::Exit(0) => (Ok(()), Some(0)),
         Ended::Exit(code) => {
-            let reason = last_log_line(&log).map(|l| format!(": {l}")).unwrap_or_default();
+            let reason = summarize_log(&log).map(|l| format!(": {l}")).unwrap_or_default();
             let failure = match code {
                 PERMANENT_EXIT => Failure::new(FailureKind::Permanent, format!("the task exited with status 2, a permanent failure (not retried){reason}")),
                 _ => Failure::new(FailureKind::ExitCode, format!("the task exited with status {code}{reason}")),
@@ -295,10 +295,11 @@ pub(crate) async fn run(
         Ended::Error(e) => {
             let mut failure = classify(&e, limits);
             if failure.kind == FailureKind::Trap
-                && let Some(l) = last_log_line(&log)
+                && let Some(l) = summarize_log(&log)
             {
-                // A panic message, for instance, says more than `unreachable`.
-                failure = Failure::new(FailureKind::Trap, format!("{}; last log line: {l}", failure.message));
+                // A panic message or a Python exception, for instance, says more than
+                // `unreachable`.
+                failure = Failure::new(FailureKind::Trap, format!("{}; from the log: {l}", failure.message));
             }
             (Err(failure), None)
         }
@@ -385,21 +386,6 @@ fn classify(e: &wasmtime::Error, limits: &Limits) -> Failure {
         return Failure::new(FailureKind::ExitCode, "the task exited with a status of 126 or more (invalid in WASI)");
     }
     Failure::new(FailureKind::Trap, text)
-}
-
-/// The last non-empty line the task wrote to stderr (usually its reason for failing), clipped.
-/// A Rust panic is reported as `panicked at FILE:LINE:COL: MESSAGE` (its two lines joined), and
-/// the `RUST_BACKTRACE` hint after it is skipped.
-fn last_log_line(log: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(log);
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    let clip = |s: String| -> String { s.chars().take(300).collect() };
-    if let Some(i) = lines.iter().rposition(|l| l.contains(" panicked at ")) {
-        let at = lines[i].split_once(" panicked at ").map_or(lines[i], |(_, r)| r);
-        let message = lines.get(i + 1).filter(|m| !m.starts_with("note: run with `RUST_BACKTRACE")).copied().unwrap_or("");
-        return Some(clip(format!("panicked at {at} {message}").trim_end().to_string()));
-    }
-    lines.iter().rev().find(|l| !l.starts_with("note: run with `RUST_BACKTRACE")).map(|l| clip(l.to_string()))
 }
 
 /// `30s`, `1.5s`, `250ms`.
