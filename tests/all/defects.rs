@@ -508,3 +508,17 @@ fn a_flow_finished_before_it_was_sealed_ends_at_the_seal() {
     assert_eq!(sealed, "succeeded");
     assert_eq!(w.run(&["result", &flow]).status.code(), Some(0));
 }
+
+/// The docs promise that a stack overflow is not retried (it recurs with the same input on the
+/// same stack); it used to be retried like a trap until its attempts ran out.
+#[test]
+fn a_stack_overflow_is_not_retried() {
+    let s = crate::common::RedisServer::start().expect("redis-server");
+    let w = crate::common::Wasmq::new(&s);
+    w.push(&crate::security::adversary(wasmq_testkit::examples::WasmTarget::P1), "adv");
+    let id = w.enqueue("adv", "recurse", &["--max-attempts", "3"]);
+    let mut worker = w.spawn_worker(&["--exit-when-idle", "--backoff-base", "10ms"]);
+    assert_eq!(worker.wait(std::time::Duration::from_secs(60)), Some(0), "{}", worker.log());
+    let st = w.status(&id).unwrap();
+    assert_eq!((st["state"].as_str(), st["error_kind"].as_str(), st["attempts"].as_u64()), (Some("dead"), Some("stack_overflow"), Some(1)), "{st}");
+}

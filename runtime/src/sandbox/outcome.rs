@@ -68,7 +68,18 @@ impl FailureKind {
     /// Whether another attempt could succeed. A bad module, a tampered module, a missing module,
     /// malformed task data or a task that says so itself will fail the same way every time.
     pub fn retryable(self) -> bool {
-        !matches!(self, Self::InvalidModule | Self::Integrity | Self::UnknownModule | Self::InvalidTask | Self::InputLimit | Self::Cancelled | Self::Permanent)
+        // A stack overflow recurs with the same input on the same stack size: not retried.
+        !matches!(
+            self,
+            Self::InvalidModule
+                | Self::Integrity
+                | Self::UnknownModule
+                | Self::InvalidTask
+                | Self::InputLimit
+                | Self::Cancelled
+                | Self::Permanent
+                | Self::StackOverflow
+        )
     }
 }
 
