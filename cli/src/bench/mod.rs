@@ -321,9 +321,6 @@ impl Bench {
     /// `k` queue names for one run. Against a Redis Cluster they are picked so that each lands on
     /// a different shard (as far as there are shards), so that the run spreads over them.
     async fn spread_queues(&self, stem: &str, k: usize) -> anyhow::Result<Vec<QueueName>> {
-        if k == 1 {
-            return Ok(vec![self.queue(stem)]);
-        }
         let mut conn = self.client.conn();
         let slots: redis::RedisResult<Vec<redis::Value>> = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn).await;
         let shard_of = |slot: u16, ranges: &[(u16, u16, String)]| ranges.iter().find(|(lo, hi, _)| (*lo..=*hi).contains(&slot)).map(|r| r.2.clone());
@@ -341,6 +338,13 @@ impl Bench {
                 .collect(),
             Err(_) => Vec::new(),
         };
+        if ranges.is_empty() && k == 1 {
+            return Ok(vec![self.queue(stem)]);
+        }
+        // One queue: always on the shard that serves slot 0, so that the rounds of a one-shard run
+        // all load the same node (each round has a queue name of its own, which would otherwise
+        // hash anywhere).
+        let first = ranges.iter().min_by_key(|r| r.0).map(|r| r.2.clone());
         let mut out = Vec::new();
         let mut used = std::collections::HashSet::new();
         for i in 0..10_000 {
@@ -355,6 +359,12 @@ impl Bench {
             }
             let slot: u16 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(&key).query_async(&mut conn).await?;
             let shard = shard_of(slot, &ranges).unwrap_or_default();
+            if k == 1 {
+                if Some(&shard) == first.as_ref() {
+                    out.push(q);
+                }
+                continue;
+            }
             // Distinct shards first; once every shard has a queue, any queue will do.
             if used.insert(shard) || used.len() >= ranges.iter().map(|r| &r.2).collect::<std::collections::HashSet<_>>().len() {
                 out.push(q);
