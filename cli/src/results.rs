@@ -92,6 +92,9 @@ fn describe(r: &TaskRecord) -> String {
     for p in &r.blocked_on {
         line("blocked on", format!("{} ({})", p.id, p.state.map_or("gone", |s| s.as_str())));
     }
+    if let Some(hosts) = &r.allow_hosts {
+        line("http hosts", hosts.clone());
+    }
     if let Some(why) = &r.cancel_reason {
         line("cancelled", why.clone());
     }

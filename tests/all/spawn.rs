@@ -175,6 +175,9 @@ fn spawn_bombs_stop_at_the_cap_and_a_failed_attempt_spawns_nothing() {
         let child: std::collections::HashMap<String, String> = redis_conn(&s).hgetall(task_key("default", seq(kids[0].as_str().unwrap()))).unwrap();
         let grant = (child.get("allow_hosts").map(String::as_str), child.get("max_http_requests").map(String::as_str));
         assert_eq!(grant, if bomb == &bombs[0] { (Some("127.0.0.1:9"), Some("3")) } else { (None, None) }, "{bomb}");
+        // `status` shows a task's grant.
+        let shown = w.ok_any(&["status", kids[0].as_str().unwrap()]);
+        assert_eq!(shown.contains("http hosts  127.0.0.1:9\n"), bomb == &bombs[0], "{shown}");
     }
     let out = w.ok(&["result", &unknown]);
     assert!(out.starts_with("spawned 0, refused 2: cannot spawn \"no-such-module\": "), "{out}");

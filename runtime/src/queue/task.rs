@@ -419,6 +419,9 @@ pub struct TaskRecord {
     pub cancel_requested: bool,
     /// Why the task was cancelled (for a cancelled task).
     pub cancel_reason: Option<String>,
+    /// The hosts the task may send HTTP requests to (`enqueue --allow-host`), as stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_hosts: Option<String>,
     /// The running attempt's last progress report.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress: Option<TaskProgress>,
@@ -478,6 +481,7 @@ impl TaskRecord {
             stalls: uint(field::STALLS).unwrap_or(0),
             cancel_requested: f.bytes(field::CANCEL) == Some(b"1"),
             cancel_reason: lossy(field::CANCEL_REASON),
+            allow_hosts: lossy(field::ALLOW_HOSTS),
             progress: f
                 .text(field::PROGRESS)
                 .ok()
