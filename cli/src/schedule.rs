@@ -14,7 +14,7 @@ use wasmq::schedule::{self, Missed, Schedule};
 #[derive(Debug, Subcommand)]
 pub enum ScheduleCommand {
     /// Add (or replace) a periodic task: every tick of the cron expression (UTC) enqueues one task.
-    Add(AddArgs),
+    Add(Box<AddArgs>),
     /// List periodic tasks with their next tick.
     List {
         /// Only this queue (default: every known queue).
@@ -53,6 +53,8 @@ pub struct AddArgs {
     pub priority: i64,
     #[command(flatten)]
     pub limits: super::TaskLimitArgs,
+    #[command(flatten)]
+    pub http: super::HttpGrantArgs,
     /// Ticks missed while no worker ran: `once` (one catch-up run) or `skip` (dropped when more
     /// than a minute late).
     #[arg(long, default_value = "once")]
@@ -82,6 +84,9 @@ pub async fn run(g: &Global, c: ScheduleCommand) -> Outcome {
                 timeout_ms: a.limits.timeout.map(|d| d.as_millis() as u64),
                 memory: a.limits.memory,
                 fuel: a.limits.fuel,
+                allow_hosts: (!a.http.allow_host.is_empty()).then(|| wasmq::http::AllowList::new(a.http.allow_host.clone()).to_string()),
+                max_http_requests: a.http.max_http_requests,
+                max_http_response_bytes: a.http.max_http_response_bytes,
                 missed: a.missed,
                 created_ms: 0,
             };

@@ -81,6 +81,13 @@ pub struct Schedule {
     pub memory: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fuel: Option<u64>,
+    /// The HTTP grant of every run (`allow_hosts` of its tasks), as stored on a task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_hosts: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_http_requests: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_http_response_bytes: Option<u64>,
     #[serde(default)]
     pub missed: Missed,
     #[serde(default)]
@@ -219,12 +226,20 @@ pub async fn fire_due(conn: &mut Conn, db: &Db, store: &ModuleStore, queue: &Que
             (field::SCHEDULE, name.as_bytes().to_vec()),
             (field::SCHEDULED_FOR, tick.to_string().into_bytes()),
         ];
-        for (f, v) in
-            [(field::MAX_ATTEMPTS, s.max_attempts.map(u64::from)), (field::TIMEOUT_MS, s.timeout_ms), (field::MEMORY, s.memory), (field::FUEL, s.fuel)]
-        {
+        for (f, v) in [
+            (field::MAX_ATTEMPTS, s.max_attempts.map(u64::from)),
+            (field::TIMEOUT_MS, s.timeout_ms),
+            (field::MEMORY, s.memory),
+            (field::FUEL, s.fuel),
+            (field::MAX_HTTP_REQUESTS, s.max_http_requests.map(u64::from)),
+            (field::MAX_HTTP_RESPONSE_BYTES, s.max_http_response_bytes),
+        ] {
             if let Some(v) = v {
                 fields.push((f, v.to_string().into_bytes()));
             }
+        }
+        if let Some(hosts) = s.allow_hosts.as_ref().filter(|h| !h.is_empty()) {
+            fields.push((field::ALLOW_HOSTS, hosts.clone().into_bytes()));
         }
         let task = sha.as_deref().map(|sha| NewTask { module: sha, priority: s.priority, fields: fields.clone(), ..Default::default() });
         let fired = match db.fire_schedule(conn, queue, &Tick { name: &name, expected_ms: due_ms, next_ms: next, task }).await? {

@@ -302,3 +302,21 @@ fn a_tick_more_than_a_minute_late_is_dropped_under_the_skip_policy() {
     assert_eq!(once.len(), 1, "{once:?}");
     assert!(scheduled(&s, "late-skip").is_empty(), "a tick more than a minute late ran under --missed skip");
 }
+
+/// A periodic task's HTTP grant (`schedule add --allow-host`) is every run's: the fired tasks
+/// carry it, as an enqueued one would.
+#[test]
+fn a_schedule_s_http_grant_reaches_its_runs() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&crate::common::fixture("echo.wat"), "echo");
+    w.ok(&["schedule", "add", "hook", "echo", "--cron", "* * * * * *", "--allow-host", "hooks.example.com", "--max-http-requests", "2"]);
+    let listed = w.ok(&["schedule", "list", "--json"]);
+    assert!(listed.contains("\"allow_hosts\": \"hooks.example.com\""), "{listed}");
+    let mut worker = w.spawn_worker(&[]);
+    eventually(Duration::from_secs(10), || scheduled(&s, "hook").first().copied()).expect("no run");
+    assert_eq!(worker.stop(), Some(0));
+    let mut c = crate::common::redis_conn(&s);
+    let h: HashMap<String, String> = c.hgetall(crate::common::task_key("default", 1)).unwrap();
+    assert_eq!((h.get("allow_hosts").map(String::as_str), h.get("max_http_requests").map(String::as_str)), (Some("hooks.example.com"), Some("2")), "{h:?}");
+}
