@@ -12,6 +12,7 @@ mod replay;
 mod results;
 mod run;
 mod schedule;
+mod serve;
 mod split;
 mod table;
 
@@ -168,6 +169,8 @@ pub enum Command {
     /// Periodic tasks (cron).
     #[command(subcommand)]
     Schedule(schedule::ScheduleCommand),
+    /// Serve the HTTP API (/v1), Prometheus metrics (/metrics) and the web dashboard (/).
+    Serve(serve::ServeArgs),
     /// Measure throughput, latency, cold start, Redis memory per task and scheduling policies
     /// against a Redis (a throwaway redis-server when none answers at --redis-url).
     Bench(bench::BenchArgs),
@@ -241,7 +244,7 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let long_running = matches!(cli.command, Command::Worker(_) | Command::Demo(_));
+    let long_running = matches!(cli.command, Command::Worker(_) | Command::Demo(_) | Command::Serve(_));
     init_logging(&cli.global, if long_running { "info" } else { "warn" });
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
@@ -307,6 +310,7 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::Dead(c) => queue::dead(g, c).await,
         Command::Purge(a) => queue::purge(g, a).await,
         Command::Schedule(c) => schedule::run(g, c).await,
+        Command::Serve(a) => serve::run(g, a).await,
         Command::Demo(a) => demo::run(g, a).await,
         Command::Bench(a) => bench::run(g, a).await,
     }

@@ -19,5 +19,6 @@ mod run_cli;
 mod sandbox;
 mod scheduling;
 mod security;
+mod serve;
 mod spawn;
 mod split;

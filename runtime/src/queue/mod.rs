@@ -173,6 +173,23 @@ impl Db {
         Ok(popped.is_some())
     }
 
+    /// `wait_done` for many tasks of one queue at once (one slot: they share the queue's hash
+    /// tag): waits up to `timeout` for the first done token of any of `ids`, passes it on, and
+    /// returns whose it was. One blocked connection serves every waiter of a server this way.
+    pub async fn wait_any_done(&self, conn: &mut Conn, q: &QueueName, ids: &[TaskId], timeout: Duration) -> redis::RedisResult<Option<TaskId>> {
+        let k = self.keys.queue(q);
+        let keys: Vec<String> = ids.iter().filter(|id| &id.queue == q).map(|id| k.done(id.seq)).collect();
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        let secs = (timeout.as_secs_f64() * 1000.0).ceil().max(10.0) / 1000.0;
+        let popped: Option<(String, String)> = redis::cmd("BLPOP").arg(&keys).arg(secs).query_async(conn).await?;
+        let Some((key, _)) = popped else { return Ok(None) };
+        let _: () = redis::pipe().rpush(&key, 1).ignore().pexpire(&key, 60_000).ignore().query_async(conn).await?;
+        let seq = key.rsplit(':').next().and_then(|s| s.parse().ok());
+        Ok(seq.map(|s| TaskId::new(q.clone(), s)))
+    }
+
     /// Waits up to `timeout` (whole seconds, at least 1) for a wake-up token of an idle worker of
     /// `q`. `conn` must be a connection of its own: the wait blocks it.
     pub async fn wait_signal(&self, conn: &mut Conn, q: &QueueName, timeout_s: u64) -> redis::RedisResult<bool> {

@@ -1,0 +1,291 @@
+//! `wasmq serve`: the API's routes driven through the real router with axum's `oneshot`, against
+//! a real redis-server and a real worker; `/metrics` parsed by a Prometheus parser; the binary
+//! listening on a loopback port; the dashboard in headless Chromium (`serve_browser`).
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::common::*;
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// A router over the server's Redis with `config`.
+async fn app(server: &RedisServer, config: wasmq_serve::ServeConfig) -> axum::Router {
+    let client = wasmq::client::Client::connect(wasmq::conn::RedisOptions::new(server.url()), "wasmq").await.expect("connect");
+    let config = wasmq_serve::ServeConfig { max_module_size: 1 << 20, max_input_size: 1 << 20, ..config };
+    wasmq_serve::router(client, config).expect("router")
+}
+
+fn with_token() -> wasmq_serve::ServeConfig {
+    wasmq_serve::ServeConfig { token: Some(TOKEN.into()), ..Default::default() }
+}
+
+/// One request through the router: status, headers and body (JSON when it parses, else a string).
+async fn call(app: &axum::Router, method: Method, uri: &str, token: Option<&str>, body: Option<(&str, Vec<u8>)>) -> (StatusCode, Value) {
+    let (status, _, body) = call_raw(app, method, uri, token, body, &[]).await;
+    (status, serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned())))
+}
+
+async fn call_raw(
+    app: &axum::Router,
+    method: Method,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<(&str, Vec<u8>)>,
+    headers: &[(&str, &str)],
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let mut r = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        r = r.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    let req = match body {
+        Some((ct, b)) => r.header(header::CONTENT_TYPE, ct).body(Body::from(b)).unwrap(),
+        None => r.body(Body::empty()).unwrap(),
+    };
+    let resp = tokio::time::timeout(Duration::from_secs(30), app.clone().oneshot(req)).await.expect("answered in time").expect("infallible");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20).await.expect("body");
+    (status, headers, bytes.to_vec())
+}
+
+fn json_body(v: Value) -> Option<(&'static str, Vec<u8>)> {
+    Some(("application/json", serde_json::to_vec(&v).unwrap()))
+}
+
+fn wasm(name: &str) -> Vec<u8> {
+    wat::parse_file(fixture(name)).expect("fixture compiles")
+}
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or_else(|| panic!("no error code in {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_api_routes_auth_and_bad_input() {
+    let server = RedisServer::start().expect("redis-server");
+    let w = Wasmq::new(&server);
+    let app = app(&server, with_token()).await;
+
+    // Push a module: token, content type and the bytes are checked.
+    let push = || Some(("application/wasm", wasm("echo.wat")));
+    let (s, v) = call(&app, Method::POST, "/v1/modules?name=echo", None, push()).await;
+    assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    let (s, v) = call(&app, Method::POST, "/v1/modules?name=echo", Some("wrong-token-0123456789"), push()).await;
+    assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    let (s, v) = call(&app, Method::POST, "/v1/modules?name=echo", Some(TOKEN), Some(("text/plain", b"x".to_vec()))).await;
+    assert_eq!((s, code(&v)), (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"));
+    let (s, v) = call(&app, Method::POST, "/v1/modules?name=echo", Some(TOKEN), Some(("application/wasm", b"\0asm garbage".to_vec()))).await;
+    assert_eq!((s, code(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_module"), "{v}");
+    let (s, v) = call(&app, Method::POST, "/v1/modules?name=echo", Some(TOKEN), Some(("application/wasm", vec![0u8; (1 << 20) + 1]))).await;
+    assert_eq!((s, code(&v)), (StatusCode::PAYLOAD_TOO_LARGE, "module_too_large"), "{v}");
+    let (s, v) = call(&app, Method::POST, "/v1/modules?name=echo", Some(TOKEN), push()).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["sha256"].as_str().unwrap().len(), 64);
+    let (s, v) = call(&app, Method::POST, "/v1/modules?name=trap", Some(TOKEN), Some(("application/wasm", wasm("trap.wat")))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = call(&app, Method::GET, "/v1/modules", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["modules"].as_array().unwrap().len(), 2);
+
+    // Enqueue: bad input is a 4xx with a stable code, never a 500.
+    let enq = "/v1/queues/api/tasks";
+    let (s, v) = call(&app, Method::POST, enq, None, json_body(json!({"module": "echo", "input": "x"}))).await;
+    assert_eq!((s, code(&v)), (StatusCode::UNAUTHORIZED, "unauthorized"));
+    for (body, want) in [
+        (Some(("application/json", b"{not json".to_vec())), "invalid_json"),
+        (json_body(json!({"module": "echo", "inptu": "typo"})), "invalid_json"),
+        (json_body(json!({"module": "echo", "input": "a", "input_json": 1})), "invalid"),
+        (json_body(json!({"module": "echo", "timeout": "soon"})), "invalid"),
+        (json_body(json!({"module": "echo", "priority": 99999999})), "invalid"),
+        (json_body(json!({"module": "echo", "input_base64": "!!"})), "invalid"),
+        (json_body(json!({"module": "echo", "after": ["nope"]})), "invalid_id"),
+        (json_body(json!({"module": "echo", "inputs": []})), "invalid"),
+    ] {
+        let (s, v) = call(&app, Method::POST, enq, Some(TOKEN), body).await;
+        assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, want), "{v}");
+    }
+    let (s, v) = call(&app, Method::POST, enq, Some(TOKEN), json_body(json!({"module": "nosuch"}))).await;
+    assert_eq!((s, code(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "unknown_module"));
+    let (s, v) = call(&app, Method::POST, enq, Some(TOKEN), json_body(json!({"module": "echo", "after": ["api:999"]}))).await;
+    assert_eq!((s, code(&v)), (StatusCode::UNPROCESSABLE_ENTITY, "unknown_parent"), "{v}");
+    let (s, v) = call(&app, Method::POST, "/v1/queues/bad%20name/tasks", Some(TOKEN), json_body(json!({"module": "echo"}))).await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_queue"), "{v}");
+
+    let (s, v) =
+        call(&app, Method::POST, enq, Some(TOKEN), json_body(json!({"module": "echo", "input": "hello", "priority": 5, "max_attempts": 2, "timeout": "10s"})))
+            .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let text_id = v["id"].as_str().unwrap().to_string();
+    let (_, v) = call(&app, Method::POST, enq, Some(TOKEN), json_body(json!({"module": "echo", "input_json": {"a": [1, 2]}}))).await;
+    let json_id = v["id"].as_str().unwrap().to_string();
+    let (_, v) = call(&app, Method::POST, enq, Some(TOKEN), json_body(json!({"module": "echo", "input_base64": "/wA="}))).await;
+    let bin_id = v["id"].as_str().unwrap().to_string();
+    let (s, v) = call(&app, Method::POST, enq, Some(TOKEN), json_body(json!({"module": "echo", "inputs": [{"input": "b1"}, {"input_json": 2}, {}]}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let batch: Vec<String> = v["ids"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_string()).collect();
+    assert_eq!(batch.len(), 3);
+    let (_, v) = call(&app, Method::POST, enq, Some(TOKEN), json_body(json!({"module": "trap", "max_attempts": 1}))).await;
+    let dead_id = v["id"].as_str().unwrap().to_string();
+
+    // Read: pending as `status --json` shows it; unknown 404; malformed 400; wait bounded.
+    let (s, v) = call(&app, Method::GET, &format!("/v1/tasks/{text_id}"), None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!((v["state"].as_str(), v["priority"].as_i64(), v["max_attempts"].as_u64()), (Some("pending"), Some(5), Some(2)));
+    assert_eq!(v, w.status(&text_id).unwrap(), "the API shows the task as status --json does");
+    let (s, v) = call(&app, Method::GET, "/v1/tasks/api:424242", None, None).await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "unknown_task"));
+    let (s, v) = call(&app, Method::GET, "/v1/tasks/api:424242?wait=1s", None, None).await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "unknown_task"));
+    let (s, v) = call(&app, Method::GET, "/v1/tasks/nonsense", None, None).await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_id"));
+    let (s, v) = call(&app, Method::GET, &format!("/v1/tasks/{text_id}?wait=2h"), None, None).await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid"));
+    let (s, v) = call(&app, Method::GET, &format!("/v1/tasks/{text_id}?wiat=1s"), None, None).await;
+    assert!(s.is_client_error(), "{s} {v}");
+    let (s, v) = call(&app, Method::GET, "/v1/nothing", None, None).await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "not_found"));
+
+    // A long poll that the worker's completion ends (through the shared listener), well before
+    // its deadline.
+    let started = std::time::Instant::now();
+    let poll = {
+        let app = app.clone();
+        let id = text_id.clone();
+        tokio::spawn(async move { call(&app, Method::GET, &format!("/v1/tasks/{id}?wait=30s"), None, None).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut worker = w.spawn_worker(&["--queue", "api", "--concurrency", "2"]);
+    let (s, v) = poll.await.unwrap();
+    assert_eq!((s, v["state"].as_str()), (StatusCode::OK, Some("succeeded")), "{v}");
+    assert_eq!(v["output_text"], "hello");
+    assert!(started.elapsed() < Duration::from_secs(25), "the wait ended with the task, not at its deadline");
+    let (_, v) = call(&app, Method::GET, &format!("/v1/tasks/{json_id}?wait=20s"), None, None).await;
+    assert_eq!((v["state"].as_str(), &v["output"]), (Some("succeeded"), &json!({"a": [1, 2]})), "{v}");
+    let (_, v) = call(&app, Method::GET, &format!("/v1/tasks/{bin_id}?wait=20s"), None, None).await;
+    assert_eq!((v["output_text"].clone(), v["output_base64"].as_str()), (Value::Null, Some("/wA=")), "{v}");
+    for id in &batch {
+        let (_, v) = call(&app, Method::GET, &format!("/v1/tasks/{id}?wait=20s"), None, None).await;
+        assert_eq!(v["state"], "succeeded", "{v}");
+    }
+    let (_, v) = call(&app, Method::GET, &format!("/v1/tasks/{dead_id}?wait=20s"), None, None).await;
+    assert_eq!(v["state"], "dead", "{v}");
+    // Many long polls at once share the listener: no connection per request.
+    let polls: Vec<_> = (0..20)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let (_, v) = call(&app, Method::POST, "/v1/queues/api/tasks", Some(TOKEN), json_body(json!({"module": "echo", "input": "p"}))).await;
+                let id = v["id"].as_str().unwrap().to_string();
+                call(&app, Method::GET, &format!("/v1/tasks/{id}?wait=20s"), None, None).await
+            })
+        })
+        .collect();
+    for p in polls {
+        let (s, v) = p.await.unwrap();
+        assert_eq!((s, v["state"].as_str()), (StatusCode::OK, Some("succeeded")), "{v}");
+    }
+
+    // Cancel: a delayed task, then again (409), an unknown one (404).
+    let (_, v) = call(&app, Method::POST, enq, Some(TOKEN), json_body(json!({"module": "echo", "delay": "1h"}))).await;
+    let later = v["id"].as_str().unwrap().to_string();
+    let (s, _) = call(&app, Method::POST, &format!("/v1/tasks/{later}/cancel"), None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, v) = call(&app, Method::POST, &format!("/v1/tasks/{later}/cancel"), Some(TOKEN), None).await;
+    assert_eq!((s, v["outcome"].as_str()), (StatusCode::OK, Some("cancelled")), "{v}");
+    let (s, v) = call(&app, Method::POST, &format!("/v1/tasks/{later}/cancel"), Some(TOKEN), None).await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "already_finished"));
+    let (s, v) = call(&app, Method::POST, "/v1/tasks/api:999999/cancel", Some(TOKEN), None).await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "unknown_task"));
+
+    // Queues and workers.
+    let (s, v) = call(&app, Method::GET, "/v1/queues", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let q = v["queues"].as_array().unwrap().iter().find(|q| q["queue"] == "api").expect("queue api listed").clone();
+    assert_eq!((q["succeeded"].as_u64(), q["dead"].as_u64(), q["cancelled"].as_u64()), (Some(26), Some(1), Some(1)), "{q}");
+    let (s, v) = call(&app, Method::GET, "/v1/queues/api", None, None).await;
+    assert_eq!((s, v["pending"].as_u64()), (StatusCode::OK, Some(0)));
+    let (s, v) = call(&app, Method::GET, "/v1/workers", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(v["workers"].as_array().unwrap().iter().any(|x| x["queues"] == json!(["api"])), "{v}");
+
+    // Queue actions: pause/resume, retry the dead task, purge.
+    let (s, v) = call(&app, Method::POST, "/v1/queues/api/pause", Some(TOKEN), None).await;
+    assert_eq!((s, v["paused"].as_bool()), (StatusCode::OK, Some(true)));
+    let (s, v) = call(&app, Method::POST, "/v1/queues/api/dead/retry", Some(TOKEN), json_body(json!({"ids": [dead_id.clone()]}))).await;
+    assert_eq!((s, v["retried"].clone()), (StatusCode::OK, json!([dead_id.clone()])), "{v}");
+    let (_, v) = call(&app, Method::GET, &format!("/v1/tasks/{dead_id}"), None, None).await;
+    assert_eq!(v["state"], "pending");
+    let (s, v) = call(&app, Method::POST, "/v1/queues/api/dead/retry", Some(TOKEN), json_body(json!({"ids": ["other:1"]}))).await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid_id"));
+    let (s, _) = call(&app, Method::POST, "/v1/queues/api/resume", Some(TOKEN), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = call(&app, Method::POST, "/v1/queues/api/purge", Some(TOKEN), json_body(json!({"state": "pending"}))).await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid"));
+    let (s, v) = call(&app, Method::POST, "/v1/queues/api/purge", Some(TOKEN), json_body(json!({"state": "cancelled"}))).await;
+    assert_eq!((s, v["purged"].as_u64()), (StatusCode::OK, Some(1)), "{v}");
+    worker.stop();
+
+    // --read-only refuses every action, even with the token; reads still work.
+    let ro = app_with(&server, wasmq_serve::ServeConfig { read_only: true, ..with_token() }).await;
+    for (m, uri) in [
+        (Method::POST, "/v1/queues/api/tasks"),
+        (Method::POST, "/v1/queues/api/pause"),
+        (Method::POST, "/v1/tasks/api:1/cancel"),
+        (Method::POST, "/v1/modules"),
+        (Method::POST, "/v1/queues/api/dead/retry"),
+        (Method::POST, "/v1/queues/api/purge"),
+    ] {
+        let (s, v) = call(&ro, m, uri, Some(TOKEN), json_body(json!({"module": "echo"}))).await;
+        assert_eq!((s, code(&v)), (StatusCode::FORBIDDEN, "read_only"), "{uri}");
+    }
+    assert_eq!(call(&ro, Method::GET, "/v1/queues", None, None).await.0, StatusCode::OK);
+
+    // --auth-read: reads need the token too.
+    let ar = app_with(&server, wasmq_serve::ServeConfig { auth_read: true, ..with_token() }).await;
+    for uri in ["/v1/queues", "/v1/workers", "/v1/modules", "/v1/queues/api"] {
+        let (s, _) = call(&ar, Method::GET, uri, None, None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{uri}");
+        let (s, _) = call(&ar, Method::GET, uri, Some(TOKEN), None).await;
+        assert_eq!(s, StatusCode::OK, "{uri}");
+    }
+    let (s, _) = call(&ar, Method::GET, &format!("/v1/tasks/{text_id}"), None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    // Without a token (loopback only), actions are open.
+    let open = app_with(&server, wasmq_serve::ServeConfig::default()).await;
+    let (s, v) = call(&open, Method::POST, "/v1/queues/open/tasks", None, json_body(json!({"module": "echo"}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+}
+
+async fn app_with(server: &RedisServer, config: wasmq_serve::ServeConfig) -> axum::Router {
+    app(server, config).await
+}
+
+#[test]
+fn serve_refuses_an_open_address_without_a_token() {
+    let any: std::net::SocketAddr = "0.0.0.0:8080".parse().unwrap();
+    let lo: std::net::SocketAddr = "127.0.0.1:8080".parse().unwrap();
+    let lo6: std::net::SocketAddr = "[::1]:8080".parse().unwrap();
+    assert!(wasmq_serve::ServeConfig::default().for_address(any).is_err());
+    assert!(wasmq_serve::ServeConfig::default().for_address(lo).is_ok());
+    assert!(wasmq_serve::ServeConfig::default().for_address(lo6).is_ok());
+    let c = with_token().for_address(any).unwrap();
+    assert!(c.auth_read, "off loopback, reads need the token too");
+    let weak = wasmq_serve::ServeConfig { token: Some("short".into()), ..Default::default() };
+    assert!(weak.for_address(lo).is_err());
+
+    // The binary says so and exits with the usage code.
+    let server = RedisServer::start().expect("redis-server");
+    let w = Wasmq::new(&server);
+    let out = w.run(&["serve", "--listen", "0.0.0.0:0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("without a token"));
+}
