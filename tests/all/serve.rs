@@ -250,7 +250,7 @@ async fn serve_api_routes_auth_and_bad_input() {
 
     // --auth-read: reads need the token too.
     let ar = app_with(&server, wasmq_serve::ServeConfig { auth_read: true, ..with_token() }).await;
-    for uri in ["/v1/queues", "/v1/workers", "/v1/modules", "/v1/queues/api"] {
+    for uri in ["/v1/queues", "/v1/workers", "/v1/modules", "/v1/queues/api", "/metrics"] {
         let (s, _) = call(&ar, Method::GET, uri, None, None).await;
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{uri}");
         let (s, _) = call(&ar, Method::GET, uri, Some(TOKEN), None).await;
@@ -288,4 +288,85 @@ fn serve_refuses_an_open_address_without_a_token() {
     let out = w.run(&["serve", "--listen", "0.0.0.0:0"]);
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("without a token"));
+}
+
+/// The samples of one metric whose labels include `labels`, as (value, sample).
+fn samples<'a>(scrape: &'a prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> Vec<&'a prometheus_parse::Sample> {
+    scrape.samples.iter().filter(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))).collect()
+}
+
+fn scalar(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    let found = samples(scrape, metric, labels);
+    assert_eq!(found.len(), 1, "one sample of {metric} {labels:?}, got {found:?}");
+    match found[0].value {
+        prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+        ref other => panic!("{metric}: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_metrics_parse_and_match_queue_stats() {
+    let server = RedisServer::start().expect("redis-server");
+    let w = Wasmq::new(&server);
+    w.push(&fixture("echo.wat"), "echo");
+    w.push(&fixture("trap.wat"), "trap");
+    for i in 0..3 {
+        w.enqueue("echo", &format!("m{i}"), &["--queue", "m"]);
+    }
+    w.enqueue("trap", "", &["--queue", "m", "--max-attempts", "1"]);
+    let later = w.enqueue("echo", "", &["--queue", "m", "--delay", "1h"]);
+    w.ok(&["cancel", &later]);
+    let app = app(&server, wasmq_serve::ServeConfig::default()).await;
+
+    // Before any claim: the next task's age grows, no claim time yet.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (s, headers, body) = call_raw(&app, Method::GET, "/metrics", None, None, &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(headers[header::CONTENT_TYPE].to_str().unwrap().contains("openmetrics-text"));
+    let text = String::from_utf8(body).unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("valid exposition");
+    assert!(scalar(&scrape, "wasmq_queue_next_task_age_seconds", &[("queue", "m")]) >= 1.0, "{text}");
+    assert!(samples(&scrape, "wasmq_queue_last_claim_timestamp_seconds", &[("queue", "m")]).is_empty(), "{text}");
+    assert_eq!(scalar(&scrape, "wasmq_tasks", &[("queue", "m"), ("state", "pending")]), 4.0);
+
+    let mut worker = w.spawn_worker(&["--queue", "m", "--exit-when-idle"]);
+    assert!(worker.wait(Duration::from_secs(60)).is_some(), "worker finished: {}", worker.log());
+
+    let (_, _, body) = call_raw(&app, Method::GET, "/metrics", None, None, &[]).await;
+    let text = String::from_utf8(body).unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("valid exposition");
+    let stats: Value = serde_json::from_str(&w.ok(&["queue", "stats", "--queue", "m", "--json"])).unwrap();
+    let st = &stats[0];
+    for (outcome, field) in [("succeeded", "succeeded_total"), ("dead", "dead_total"), ("cancelled", "cancelled_total")] {
+        let v = scalar(&scrape, "wasmq_tasks_finished_total", &[("queue", "m"), ("outcome", outcome)]);
+        assert_eq!(v, st[field].as_u64().unwrap() as f64, "{outcome}: {text}");
+    }
+    assert_eq!((st["succeeded_total"].as_u64(), st["dead_total"].as_u64(), st["cancelled_total"].as_u64()), (Some(3), Some(1), Some(1)));
+    assert_eq!(scalar(&scrape, "wasmq_tasks_enqueued_total", &[("queue", "m")]), st["enqueued_total"].as_u64().unwrap() as f64);
+    for state in ["pending", "delayed", "blocked", "active", "succeeded", "dead", "cancelled"] {
+        assert_eq!(scalar(&scrape, "wasmq_tasks", &[("queue", "m"), ("state", state)]), st[state].as_u64().unwrap() as f64, "{state}");
+    }
+    assert_eq!(scalar(&scrape, "wasmq_queue_next_task_age_seconds", &[("queue", "m")]), 0.0);
+    let claimed = scalar(&scrape, "wasmq_queue_last_claim_timestamp_seconds", &[("queue", "m")]);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!((now - claimed).abs() < 120.0, "last claim {claimed}, now {now}");
+    assert_eq!(st["last_claim_ms"].as_f64().unwrap() / 1000.0, claimed);
+    // Histograms: every attempt's run time (4 attempts), every first claim's wait (4 tasks).
+    for (metric, n) in [("wasmq_task_run_seconds", 4.0), ("wasmq_task_wait_seconds", 4.0)] {
+        let h = samples(&scrape, metric, &[("queue", "m")]);
+        let buckets = h.iter().find_map(|s| match &s.value {
+            prometheus_parse::Value::Histogram(b) => Some(b.clone()),
+            _ => None,
+        });
+        let buckets = buckets.unwrap_or_else(|| panic!("{metric} histogram in {text}"));
+        let inf = buckets.iter().find(|b| b.less_than.is_infinite()).expect("+Inf bucket");
+        assert_eq!(inf.count, n, "{metric}: {text}");
+        assert!(buckets.windows(2).all(|w| w[0].count <= w[1].count), "cumulative buckets");
+        assert_eq!(scalar(&scrape, &format!("{metric}_count"), &[("queue", "m")]), n);
+    }
+    let waits = samples(&scrape, "wasmq_task_wait_seconds", &[("queue", "m")]);
+    assert!(!waits.is_empty());
+    assert!(scalar(&scrape, "wasmq_task_wait_seconds_sum", &[("queue", "m")]) >= 1.0 * 4.0, "each task waited over a second: {text}");
+    assert!(scalar(&scrape, "wasmq_redis_memory_used_bytes", &[]) > 0.0);
+    assert_eq!(scalar(&scrape, "wasmq_workers", &[]), 0.0, "the worker exited and left the registry");
 }
