@@ -370,3 +370,114 @@ async fn serve_metrics_parse_and_match_queue_stats() {
     assert!(scalar(&scrape, "wasmq_redis_memory_used_bytes", &[]) > 0.0);
     assert_eq!(scalar(&scrape, "wasmq_workers", &[]), 0.0, "the worker exited and left the registry");
 }
+
+/// One HTTP/1.1 request to the server over a plain loopback socket: status line, headers, body.
+fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to wasmq serve");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+/// Headless Chromium (Debian's package): the DOM of a page after it loaded.
+fn chromium(args: &[&str]) -> String {
+    let bin = ["chromium", "chromium-browser"].into_iter().find(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()));
+    let bin = bin.expect("chromium is not installed: `apt-get install chromium` (.ci/run installs it); this test does not skip");
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(bin)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(["--virtual-time-budget=3000", "--timeout=20000"])
+        .args(args)
+        .output()
+        .expect("run chromium");
+    assert!(out.status.success(), "chromium {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+use std::process::{Command, Stdio};
+
+#[test]
+fn serve_browser_dashboard_retries_a_dead_task() {
+    let server = RedisServer::start().expect("redis-server");
+    let w = Wasmq::new(&server);
+    w.push(&fixture("echo.wat"), "echo");
+    w.push(&fixture("trap.wat"), "trap");
+    for i in 0..2 {
+        w.enqueue("echo", &format!("ok{i}"), &["--queue", "web"]);
+    }
+    let dead = w.enqueue("trap", "<script>alert(1)</script>", &["--queue", "web", "--max-attempts", "1"]);
+    let mut worker = w.spawn_worker(&["--queue", "web", "--exit-when-idle"]);
+    assert!(worker.wait(Duration::from_secs(60)).is_some());
+    w.enqueue("echo", "waiting", &["--queue", "web"]);
+
+    // `wasmq serve` on a free loopback port (it prints the address it bound).
+    let mut child = w.cmd().args(["serve", "--listen", "127.0.0.1:0"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn serve");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let _serve = Kill(child);
+    let addr = line.trim().strip_prefix("listening on http://").unwrap_or_else(|| panic!("serve printed {line:?}")).to_string();
+
+    // The queues page in Chromium shows the counts.
+    let dom = chromium(&["--dump-dom", &format!("http://{addr}/")]);
+    assert!(dom.contains(r#"<tr data-queue="web">"#), "{dom}");
+    let row = dom.split(r#"<tr data-queue="web">"#).nth(1).unwrap().split("</tr>").next().unwrap();
+    assert!(
+        row.contains(r#"<td class="pending">1</td>"#) && row.contains(r#"<td class="succeeded">2</td>"#) && row.contains(r#"<td class="dead">1</td>"#),
+        "{row}"
+    );
+
+    // The task page escapes the task's text.
+    let dom = chromium(&["--dump-dom", &format!("http://{addr}/tasks/{dead}")]);
+    assert!(dom.contains(r#"<td id="state">dead</td>"#), "{dom}");
+    assert!(!dom.contains("<script>alert(1)"), "task text is escaped");
+
+    // Retry with the button's form: the session cookie and CSRF token the page hands out.
+    let (s, head, body) = http(&addr, "GET", &format!("/tasks/{dead}"), &[], "");
+    assert_eq!(s, 200);
+    let cookie = head.lines().find_map(|l| l.strip_prefix("set-cookie: ")).expect("session cookie").split(';').next().unwrap().to_string();
+    assert!(head.to_lowercase().contains("httponly") && head.contains("SameSite=Strict"), "{head}");
+    let csrf = body.split(r#"name="csrf" value=""#).nth(1).expect("a CSRF field").split('"').next().unwrap().to_string();
+    let form = format!("csrf={csrf}");
+    let ct = ("Content-Type", "application/x-www-form-urlencoded");
+    // Without the CSRF token (or the cookie), refused.
+    assert_eq!(http(&addr, "POST", &format!("/tasks/{dead}/retry"), &[("Cookie", &cookie), ct], "csrf=wrong").0, 403);
+    assert_eq!(http(&addr, "POST", &format!("/tasks/{dead}/retry"), &[ct], &form).0, 403);
+    let (s, head, _) = http(&addr, "POST", &format!("/tasks/{dead}/retry"), &[("Cookie", &cookie), ct], &form);
+    assert_eq!(s, 303, "{head}");
+    let dom = chromium(&["--dump-dom", &format!("http://{addr}/tasks/{dead}")]);
+    assert!(dom.contains(r#"<td id="state">pending</td>"#), "{dom}");
+    let dom = chromium(&["--dump-dom", &format!("http://{addr}/queues/web?state=succeeded")]);
+    assert!(dom.contains("web:1") && dom.contains("web:2"), "{dom}");
+
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    chromium(&[&format!("--screenshot={}", shot.display()), "--window-size=1280,800", &format!("http://{addr}/")]);
+    assert!(std::fs::metadata(&shot).map(|m| m.len() > 1000).unwrap_or(false), "screenshot at {}", shot.display());
+}

@@ -325,6 +325,35 @@ impl Db {
         conn.zrange(set, 0, limit as isize - 1).await
     }
 
+    /// One page of the seqs of a queue's tasks in a state that has an index set (delayed,
+    /// blocked, active and the finished states; newest first for finished ones), and how many
+    /// the set holds: two commands whatever the queue's size. Pending tasks live in per-priority
+    /// lists and are not paged here.
+    pub async fn state_page(&self, conn: &mut Conn, q: &QueueName, state: TaskState, offset: usize, limit: usize) -> redis::RedisResult<(Vec<u64>, u64)> {
+        let k = self.keys.queue(q);
+        let (set, newest_first) = match state {
+            TaskState::Delayed => (k.delayed(), false),
+            TaskState::Blocked => (k.blocked(), false),
+            TaskState::Active => (k.active(), false),
+            TaskState::Succeeded => (k.succeeded(), true),
+            TaskState::Dead => (k.dead(), true),
+            TaskState::Cancelled => (k.cancelled(), true),
+            TaskState::Pending => return Ok((Vec::new(), self.pending_count(conn, q).await?)),
+        };
+        if limit == 0 {
+            return Ok((Vec::new(), conn.zcard(&set).await?));
+        }
+        let (start, stop) = (offset as isize, (offset + limit - 1) as isize);
+        let mut pipe = redis::pipe();
+        if newest_first {
+            pipe.zrevrange(&set, start, stop);
+        } else {
+            pipe.zrange(&set, start, stop);
+        }
+        pipe.zcard(&set);
+        pipe.query_async(conn).await
+    }
+
     /// Removes a finished task's index entry whose task hash is gone (found by a reader).
     pub async fn forget_finished(&self, conn: &mut Conn, id: &TaskId, state: TaskState) -> redis::RedisResult<()> {
         let k = self.keys.queue(&id.queue);
