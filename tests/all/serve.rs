@@ -481,3 +481,32 @@ fn serve_browser_dashboard_retries_a_dead_task() {
     chromium(&[&format!("--screenshot={}", shot.display()), "--window-size=1280,800", &format!("http://{addr}/")]);
     assert!(std::fs::metadata(&shot).map(|m| m.len() > 1000).unwrap_or(false), "screenshot at {}", shot.display());
 }
+
+/// The client examples in docs/clients (Python with requests, Node with fetch) enqueue a task
+/// through a running `wasmq serve` and print its output.
+#[test]
+fn serve_client_examples_in_python_and_node() {
+    let server = RedisServer::start().expect("redis-server");
+    let w = Wasmq::new(&server);
+    w.push(&fixture("echo.wat"), "echo");
+    let _worker = w.spawn_worker(&["--queue", "clients"]);
+    let token = TOKEN;
+    let mut child =
+        w.cmd().args(["serve", "--listen", "127.0.0.1:0", "--auth-token", token]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn serve");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let base = line.trim().strip_prefix("listening on ").unwrap().to_string();
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/clients");
+    for (bin, script, input) in [("python3", "enqueue.py", "from python"), ("node", "enqueue.mjs", "from node")] {
+        let out = Command::new(bin)
+            .arg(docs.join(script))
+            .args([&base, "echo", input, "clients"])
+            .env("WASMQ_TOKEN", token)
+            .output()
+            .unwrap_or_else(|e| panic!("{bin} is needed for this test: {e}"));
+        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), input, "{script}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
