@@ -250,7 +250,7 @@ async fn serve_api_routes_auth_and_bad_input() {
 
     // --auth-read: reads need the token too.
     let ar = app_with(&server, wasmq_serve::ServeConfig { auth_read: true, ..with_token() }).await;
-    for uri in ["/v1/queues", "/v1/workers", "/v1/modules", "/v1/queues/api"] {
+    for uri in ["/v1/queues", "/v1/workers", "/v1/modules", "/v1/queues/api", "/metrics"] {
         let (s, _) = call(&ar, Method::GET, uri, None, None).await;
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{uri}");
         let (s, _) = call(&ar, Method::GET, uri, Some(TOKEN), None).await;
@@ -288,4 +288,225 @@ fn serve_refuses_an_open_address_without_a_token() {
     let out = w.run(&["serve", "--listen", "0.0.0.0:0"]);
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("without a token"));
+}
+
+/// The samples of one metric whose labels include `labels`, as (value, sample).
+fn samples<'a>(scrape: &'a prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> Vec<&'a prometheus_parse::Sample> {
+    scrape.samples.iter().filter(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))).collect()
+}
+
+fn scalar(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    let found = samples(scrape, metric, labels);
+    assert_eq!(found.len(), 1, "one sample of {metric} {labels:?}, got {found:?}");
+    match found[0].value {
+        prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+        ref other => panic!("{metric}: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_metrics_parse_and_match_queue_stats() {
+    let server = RedisServer::start().expect("redis-server");
+    let w = Wasmq::new(&server);
+    w.push(&fixture("echo.wat"), "echo");
+    w.push(&fixture("trap.wat"), "trap");
+    for i in 0..3 {
+        w.enqueue("echo", &format!("m{i}"), &["--queue", "m"]);
+    }
+    w.enqueue("trap", "", &["--queue", "m", "--max-attempts", "1"]);
+    let later = w.enqueue("echo", "", &["--queue", "m", "--delay", "1h"]);
+    w.ok(&["cancel", &later]);
+    let app = app(&server, wasmq_serve::ServeConfig::default()).await;
+
+    // Before any claim: the next task's age grows, no claim time yet.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (s, headers, body) = call_raw(&app, Method::GET, "/metrics", None, None, &[]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(headers[header::CONTENT_TYPE].to_str().unwrap().contains("openmetrics-text"));
+    let text = String::from_utf8(body).unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("valid exposition");
+    assert!(scalar(&scrape, "wasmq_queue_next_task_age_seconds", &[("queue", "m")]) >= 1.0, "{text}");
+    assert!(samples(&scrape, "wasmq_queue_last_claim_timestamp_seconds", &[("queue", "m")]).is_empty(), "{text}");
+    assert_eq!(scalar(&scrape, "wasmq_tasks", &[("queue", "m"), ("state", "pending")]), 4.0);
+
+    let mut worker = w.spawn_worker(&["--queue", "m", "--exit-when-idle"]);
+    assert!(worker.wait(Duration::from_secs(60)).is_some(), "worker finished: {}", worker.log());
+
+    let (_, _, body) = call_raw(&app, Method::GET, "/metrics", None, None, &[]).await;
+    let text = String::from_utf8(body).unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("valid exposition");
+    let stats: Value = serde_json::from_str(&w.ok(&["queue", "stats", "--queue", "m", "--json"])).unwrap();
+    let st = &stats[0];
+    for (outcome, field) in [("succeeded", "succeeded_total"), ("dead", "dead_total"), ("cancelled", "cancelled_total")] {
+        let v = scalar(&scrape, "wasmq_tasks_finished_total", &[("queue", "m"), ("outcome", outcome)]);
+        assert_eq!(v, st[field].as_u64().unwrap() as f64, "{outcome}: {text}");
+    }
+    assert_eq!((st["succeeded_total"].as_u64(), st["dead_total"].as_u64(), st["cancelled_total"].as_u64()), (Some(3), Some(1), Some(1)));
+    assert_eq!(scalar(&scrape, "wasmq_tasks_enqueued_total", &[("queue", "m")]), st["enqueued_total"].as_u64().unwrap() as f64);
+    for state in ["pending", "delayed", "blocked", "active", "succeeded", "dead", "cancelled"] {
+        assert_eq!(scalar(&scrape, "wasmq_tasks", &[("queue", "m"), ("state", state)]), st[state].as_u64().unwrap() as f64, "{state}");
+    }
+    assert_eq!(scalar(&scrape, "wasmq_queue_next_task_age_seconds", &[("queue", "m")]), 0.0);
+    let claimed = scalar(&scrape, "wasmq_queue_last_claim_timestamp_seconds", &[("queue", "m")]);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!((now - claimed).abs() < 120.0, "last claim {claimed}, now {now}");
+    assert_eq!(st["last_claim_ms"].as_f64().unwrap() / 1000.0, claimed);
+    // Histograms: every attempt's run time (4 attempts), every first claim's wait (4 tasks).
+    for (metric, n) in [("wasmq_task_run_seconds", 4.0), ("wasmq_task_wait_seconds", 4.0)] {
+        let h = samples(&scrape, metric, &[("queue", "m")]);
+        let buckets = h.iter().find_map(|s| match &s.value {
+            prometheus_parse::Value::Histogram(b) => Some(b.clone()),
+            _ => None,
+        });
+        let buckets = buckets.unwrap_or_else(|| panic!("{metric} histogram in {text}"));
+        let inf = buckets.iter().find(|b| b.less_than.is_infinite()).expect("+Inf bucket");
+        assert_eq!(inf.count, n, "{metric}: {text}");
+        assert!(buckets.windows(2).all(|w| w[0].count <= w[1].count), "cumulative buckets");
+        assert_eq!(scalar(&scrape, &format!("{metric}_count"), &[("queue", "m")]), n);
+    }
+    let waits = samples(&scrape, "wasmq_task_wait_seconds", &[("queue", "m")]);
+    assert!(!waits.is_empty());
+    assert!(scalar(&scrape, "wasmq_task_wait_seconds_sum", &[("queue", "m")]) >= 1.0 * 4.0, "each task waited over a second: {text}");
+    assert!(scalar(&scrape, "wasmq_redis_memory_used_bytes", &[]) > 0.0);
+    assert_eq!(scalar(&scrape, "wasmq_workers", &[]), 0.0, "the worker exited and left the registry");
+}
+
+/// One HTTP/1.1 request to the server over a plain loopback socket: status line, headers, body.
+fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to wasmq serve");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+/// Headless Chromium (Debian's package): the DOM of a page after it loaded.
+fn chromium(args: &[&str]) -> String {
+    let bin = ["chromium", "chromium-browser"].into_iter().find(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()));
+    let bin = bin.expect("chromium is not installed: `apt-get install chromium` (.ci/run installs it); this test does not skip");
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(bin)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(["--virtual-time-budget=3000", "--timeout=20000"])
+        .args(args)
+        .output()
+        .expect("run chromium");
+    assert!(out.status.success(), "chromium {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+use std::process::{Command, Stdio};
+
+#[test]
+fn serve_browser_dashboard_retries_a_dead_task() {
+    let server = RedisServer::start().expect("redis-server");
+    let w = Wasmq::new(&server);
+    w.push(&fixture("echo.wat"), "echo");
+    w.push(&fixture("trap.wat"), "trap");
+    for i in 0..2 {
+        w.enqueue("echo", &format!("ok{i}"), &["--queue", "web"]);
+    }
+    let dead = w.enqueue("trap", "<script>alert(1)</script>", &["--queue", "web", "--max-attempts", "1"]);
+    let mut worker = w.spawn_worker(&["--queue", "web", "--exit-when-idle"]);
+    assert!(worker.wait(Duration::from_secs(60)).is_some());
+    w.enqueue("echo", "waiting", &["--queue", "web"]);
+
+    // `wasmq serve` on a free loopback port (it prints the address it bound).
+    let mut child = w.cmd().args(["serve", "--listen", "127.0.0.1:0"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn serve");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let _serve = Kill(child);
+    let addr = line.trim().strip_prefix("listening on http://").unwrap_or_else(|| panic!("serve printed {line:?}")).to_string();
+
+    // The queues page in Chromium shows the counts.
+    let dom = chromium(&["--dump-dom", &format!("http://{addr}/")]);
+    assert!(dom.contains(r#"<tr data-queue="web">"#), "{dom}");
+    let row = dom.split(r#"<tr data-queue="web">"#).nth(1).unwrap().split("</tr>").next().unwrap();
+    assert!(
+        row.contains(r#"<td class="pending">1</td>"#) && row.contains(r#"<td class="succeeded">2</td>"#) && row.contains(r#"<td class="dead">1</td>"#),
+        "{row}"
+    );
+
+    // The task page escapes the task's text.
+    let dom = chromium(&["--dump-dom", &format!("http://{addr}/tasks/{dead}")]);
+    assert!(dom.contains(r#"<td id="state">dead</td>"#), "{dom}");
+    assert!(!dom.contains("<script>alert(1)"), "task text is escaped");
+
+    // Retry with the button's form: the session cookie and CSRF token the page hands out.
+    let (s, head, body) = http(&addr, "GET", &format!("/tasks/{dead}"), &[], "");
+    assert_eq!(s, 200);
+    let cookie = head.lines().find_map(|l| l.strip_prefix("set-cookie: ")).expect("session cookie").split(';').next().unwrap().to_string();
+    assert!(head.to_lowercase().contains("httponly") && head.contains("SameSite=Strict"), "{head}");
+    let csrf = body.split(r#"name="csrf" value=""#).nth(1).expect("a CSRF field").split('"').next().unwrap().to_string();
+    let form = format!("csrf={csrf}");
+    let ct = ("Content-Type", "application/x-www-form-urlencoded");
+    // Without the CSRF token (or the cookie), refused.
+    assert_eq!(http(&addr, "POST", &format!("/tasks/{dead}/retry"), &[("Cookie", &cookie), ct], "csrf=wrong").0, 403);
+    assert_eq!(http(&addr, "POST", &format!("/tasks/{dead}/retry"), &[ct], &form).0, 403);
+    let (s, head, _) = http(&addr, "POST", &format!("/tasks/{dead}/retry"), &[("Cookie", &cookie), ct], &form);
+    assert_eq!(s, 303, "{head}");
+    let dom = chromium(&["--dump-dom", &format!("http://{addr}/tasks/{dead}")]);
+    assert!(dom.contains(r#"<td id="state">pending</td>"#), "{dom}");
+    let dom = chromium(&["--dump-dom", &format!("http://{addr}/queues/web?state=succeeded")]);
+    assert!(dom.contains("web:1") && dom.contains("web:2"), "{dom}");
+
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    chromium(&[&format!("--screenshot={}", shot.display()), "--window-size=1280,800", &format!("http://{addr}/")]);
+    assert!(std::fs::metadata(&shot).map(|m| m.len() > 1000).unwrap_or(false), "screenshot at {}", shot.display());
+}
+
+/// The client examples in docs/clients (Python with requests, Node with fetch) enqueue a task
+/// through a running `wasmq serve` and print its output.
+#[test]
+fn serve_client_examples_in_python_and_node() {
+    let server = RedisServer::start().expect("redis-server");
+    let w = Wasmq::new(&server);
+    w.push(&fixture("echo.wat"), "echo");
+    let _worker = w.spawn_worker(&["--queue", "clients"]);
+    let token = TOKEN;
+    let mut child =
+        w.cmd().args(["serve", "--listen", "127.0.0.1:0", "--auth-token", token]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn serve");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let base = line.trim().strip_prefix("listening on ").unwrap().to_string();
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/clients");
+    for (bin, script, input) in [("python3", "enqueue.py", "from python"), ("node", "enqueue.mjs", "from node")] {
+        let out = Command::new(bin)
+            .arg(docs.join(script))
+            .args([&base, "echo", input, "clients"])
+            .env("WASMQ_TOKEN", token)
+            .output()
+            .unwrap_or_else(|e| panic!("{bin} is needed for this test: {e}"));
+        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), input, "{script}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -79,6 +79,39 @@ pub struct QueueStats {
     pub cancelled_total: u64,
     pub retried_total: u64,
     pub requeued_total: u64,
+    /// When a worker last claimed a task of the queue (Unix ms, Redis clock).
+    pub last_claim_ms: Option<u64>,
+    /// Attempts' run times, from running totals kept by `complete.lua` (`/metrics`).
+    #[serde(skip)]
+    pub run_time: Histogram,
+    /// Waits from enqueue to first claim, kept by `claim.lua` (`/metrics`).
+    #[serde(skip)]
+    pub wait_time: Histogram,
+}
+
+/// Upper bounds (µs) of the histogram buckets the scripts keep (lib.lua's `HIST_BOUNDS_US`; a
+/// last bucket holds everything above).
+pub const HISTOGRAM_BOUNDS_US: [u64; 10] = [5_000, 25_000, 100_000, 500_000, 1_000_000, 5_000_000, 30_000_000, 120_000_000, 600_000_000, 3_600_000_000];
+
+/// A histogram kept as running totals in a queue's stats hash: per bucket a count (not
+/// cumulative; `buckets[i]` counts observations up to `HISTOGRAM_BOUNDS_US[i]`, the last one the
+/// rest), their sum and count.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Histogram {
+    pub buckets: Vec<u64>,
+    pub sum_us: u64,
+    pub count: u64,
+}
+
+impl Histogram {
+    fn from_counters(name: &str, c: &HashMap<String, i64>) -> Self {
+        let get = |k: String| c.get(&k).copied().unwrap_or(0).max(0) as u64;
+        Self {
+            buckets: (1..=HISTOGRAM_BOUNDS_US.len() + 1).map(|i| get(format!("{name}_b{i}"))).collect(),
+            sum_us: get(format!("{name}_sum_us")),
+            count: get(format!("{name}_count")),
+        }
+    }
 }
 
 impl Db {
@@ -252,7 +285,29 @@ impl Db {
             cancelled_total: c("cancelled"),
             retried_total: c("retried"),
             requeued_total: c("requeued"),
+            last_claim_ms: counters.get("last_claim").map(|v| (*v).max(0) as u64),
+            run_time: Histogram::from_counters("run", &counters),
+            wait_time: Histogram::from_counters("wait", &counters),
         })
+    }
+
+    /// When the task that a worker would claim next was enqueued (Unix ms), or None when nothing
+    /// is pending: the head of the highest priority list or of the wsjf set, whichever the
+    /// queue's policy takes first. Two round trips, whatever the queue's size. The head may be
+    /// a tombstone of a task cancelled while it waited (its age is shown until a claim drops it).
+    pub async fn next_task_created_ms(&self, conn: &mut Conn, q: &QueueName) -> redis::RedisResult<Option<u64>> {
+        let k = self.keys.queue(q);
+        let (levels, zhead, policy): (Vec<String>, Vec<String>, Option<String>) =
+            redis::pipe().zrange(k.levels(), 0, 0).zrange(k.pending(), 0, 0).hget(k.meta(), "policy").query_async(conn).await?;
+        let list_head = match levels.first() {
+            Some(l) => conn.lindex::<_, Option<String>>(k.level(l), 0).await?,
+            None => None,
+        };
+        let wsjf_first = policy.as_deref() == Some(Policy::Wsjf.as_str());
+        let head = if wsjf_first { zhead.first().cloned().or(list_head) } else { list_head.or_else(|| zhead.first().cloned()) };
+        let Some(seq) = head.and_then(|s| s.parse::<u64>().ok()) else { return Ok(None) };
+        let created: Option<u64> = conn.hget(k.task(seq), task::field::CREATED).await?;
+        Ok(created)
     }
 
     /// The seqs of a queue's oldest finished tasks of one state, at most `limit`.
@@ -268,6 +323,35 @@ impl Db {
             return Ok(Vec::new());
         }
         conn.zrange(set, 0, limit as isize - 1).await
+    }
+
+    /// One page of the seqs of a queue's tasks in a state that has an index set (delayed,
+    /// blocked, active and the finished states; newest first for finished ones), and how many
+    /// the set holds: two commands whatever the queue's size. Pending tasks live in per-priority
+    /// lists and are not paged here.
+    pub async fn state_page(&self, conn: &mut Conn, q: &QueueName, state: TaskState, offset: usize, limit: usize) -> redis::RedisResult<(Vec<u64>, u64)> {
+        let k = self.keys.queue(q);
+        let (set, newest_first) = match state {
+            TaskState::Delayed => (k.delayed(), false),
+            TaskState::Blocked => (k.blocked(), false),
+            TaskState::Active => (k.active(), false),
+            TaskState::Succeeded => (k.succeeded(), true),
+            TaskState::Dead => (k.dead(), true),
+            TaskState::Cancelled => (k.cancelled(), true),
+            TaskState::Pending => return Ok((Vec::new(), self.pending_count(conn, q).await?)),
+        };
+        if limit == 0 {
+            return Ok((Vec::new(), conn.zcard(&set).await?));
+        }
+        let (start, stop) = (offset as isize, (offset + limit - 1) as isize);
+        let mut pipe = redis::pipe();
+        if newest_first {
+            pipe.zrevrange(&set, start, stop);
+        } else {
+            pipe.zrange(&set, start, stop);
+        }
+        pipe.zcard(&set);
+        pipe.query_async(conn).await
     }
 
     /// Removes a finished task's index entry whose task hash is gone (found by a reader).

@@ -6,7 +6,8 @@
 -- KEYS[4] meta       P:{Q}:meta       (hash: paused flag, policy)
 -- KEYS[5] signal     P:{Q}:signal     (list)
 -- KEYS[6] estimates  P:{Q}:estimates  (hash)
--- KEYS[7] stats      P:{Q}:stats      (hash: the tombstones counter)
+-- KEYS[7] stats      P:{Q}:stats      (hash: the tombstones counter, `last_claim` ms, and the
+--                    wait-time histogram `wait_*`: enqueue to first claim)
 -- ARGV[1] base       P:{Q}:
 -- ARGV[2] clock      clock offset ms (0 outside tests)
 -- ARGV[3] lease_ms   lease length
@@ -50,12 +51,13 @@ local popped = pop_pending(pol, K.pending, n)
 local deadline_s = string.format('%d', NOW + lease_ms)
 local leased = {}
 local bytes, claimed, tombstones = 0, 0, 0
+local waits = {}
 for i, e in ipairs(popped) do
   local seq = e.seq
   local tkey = task_key(seq)
   -- pcall: a key overwritten with another type counts as gone instead of failing the script
   -- after the pop (which would lose the tasks popped with it).
-  local f = redis.pcall('HMGET', tkey, 'state', 'attempts', 'lease', 'flow', unpack(names))
+  local f = redis.pcall('HMGET', tkey, 'state', 'attempts', 'lease', 'flow', 'created', unpack(names))
   local ok = type(f) == 'table' and not f.err
   -- A hash without a state (written by hand) is still claimed, so that the worker fails it with
   -- a clear error instead of it vanishing; a task in another state (cancelled while it waited in
@@ -63,7 +65,7 @@ for i, e in ipairs(popped) do
   if not ok or (f[1] ~= 'pending' and (f[1] or not is_hash(tkey))) then
     if e.level then tombstones = tombstones + 1 end
   else
-    local input = input_at and f[4 + input_at]
+    local input = input_at and f[5 + input_at]
     local size = input and #input or 0
     if claimed > 0 and max_bytes > 0 and bytes + size > max_bytes then
       -- Over the byte budget: this task and the rest go back where they were.
@@ -77,6 +79,14 @@ for i, e in ipairs(popped) do
     -- `claimed`, not `started`: a prefetched task may wait in the worker before it runs; the
     -- worker reports when it started (heartbeat.lua, complete.lua).
     redis.call('HSET', tkey, 'attempts', a, 'lease', tostring(token), 'state', 'active', 'worker', worker, 'claimed', NOW_S)
+    -- Wait time (enqueue to first claim) for `/metrics`.
+    if a == '1' and f[5] then
+      local wait_us = (NOW - (tonumber(f[5]) or NOW)) * 1000
+      local bkt = 'wait_b' .. hist_bucket(wait_us)
+      waits[bkt] = (waits[bkt] or 0) + 1
+      waits.wait_sum_us = (waits.wait_sum_us or 0) + math.max(wait_us, 0)
+      waits.wait_count = (waits.wait_count or 0) + 1
+    end
     -- A flow member counts as running until complete.lua or reap.lua takes it off `active`.
     if f[4] then hincr(BASE .. 'flow:' .. f[4], 'active', 1) end
     leased[#leased + 1] = deadline_s
@@ -85,12 +95,16 @@ for i, e in ipairs(popped) do
     out[#out + 1] = token
     out[#out + 1] = a
     -- An oversized input (written around `enqueue`'s check) never travels to the worker.
-    if input and max_input > 0 and size > max_input then f[4 + input_at] = size end
-    for j = 1, #names do out[#out + 1] = f[4 + j] end
+    if input and max_input > 0 and size > max_input then f[5 + input_at] = size end
+    for j = 1, #names do out[#out + 1] = f[5 + j] end
   end
 end
 if #leased > 0 then
   redis.call('ZADD', K.active, unpack(leased))
+  -- The time of the last claim, for `/metrics` and the dashboard (a queue whose workers stopped
+  -- claiming shows here).
+  redis.call('HSET', K.stats, 'last_claim', NOW_S)
+  for name, by in pairs(waits) do hincr(K.stats, name, by) end
 end
 if tombstones > 0 and hincr(K.stats, 'tombstones', -tombstones) < 0 then
   redis.call('HSET', K.stats, 'tombstones', 0)

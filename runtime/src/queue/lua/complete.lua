@@ -9,7 +9,7 @@
 -- KEYS[4] succeeded  P:{Q}:succeeded  (zset: finish ms)
 -- KEYS[5] dead       P:{Q}:dead       (zset: finish ms)
 -- KEYS[6] cancelled  P:{Q}:cancelled  (zset: finish ms)
--- KEYS[7] stats      P:{Q}:stats      (hash)
+-- KEYS[7] stats      P:{Q}:stats      (hash: counters, and the run-time histogram `run_*`)
 -- KEYS[8] modrefs    P:{Q}:modrefs    (hash)
 -- KEYS[9] estimates  P:{Q}:estimates  (hash: module -> mean run time µs)
 -- KEYS[10] meta      P:{Q}:meta       (hash)
@@ -79,6 +79,10 @@ while i <= #ARGV do
     for j = first_field, first_field + 2 * nfields - 1 do fields[#fields + 1] = ARGV[j] end
     if err_kind ~= '' then append_error(tkey, cur[8], err_kind, err_msg, worker) end
 
+    -- The attempt's run time, for the run-time histogram of `/metrics`.
+    for j = first_field, first_field + 2 * nfields - 1, 2 do
+      if ARGV[j] == 'duration_us' then observe(b, 'run', tonumber(ARGV[j + 1])) end
+    end
     if finishing[action] then
       if action == 'succeeded' then
         -- Errors of earlier attempts stay in `err:<n>`; the task's own error fields are cleared.

@@ -285,6 +285,25 @@ end
 
 local function count(b, name, by) b.counts[name] = (b.counts[name] or 0) + by end
 
+-- Histograms for `/metrics`, kept as running totals in the queue's stats hash: per observation one
+-- bucket field `<name>_b<i>` (not cumulative; the reader sums them), `<name>_sum_us` and
+-- `<name>_count`. O(1) per task, no list of samples. The bucket bounds (µs) are the Rust side's
+-- `HISTOGRAM_BOUNDS_US`; keep the two in step.
+local HIST_BOUNDS_US = {5000, 25000, 100000, 500000, 1000000, 5000000, 30000000, 120000000, 600000000, 3600000000}
+local function hist_bucket(us)
+  for i, bound in ipairs(HIST_BOUNDS_US) do
+    if us <= bound then return i end
+  end
+  return #HIST_BOUNDS_US + 1
+end
+-- Adds one observation to a batch's counts (flushed with them).
+local function observe(b, name, us)
+  if not us or us < 0 then return end
+  count(b, name .. '_b' .. hist_bucket(us), 1)
+  count(b, name .. '_sum_us', math.floor(us))
+  count(b, name .. '_count', 1)
+end
+
 -- Dependencies (`enqueue --after`). A dependent stores its parents' seqs (`after`), how many of
 -- them have not succeeded (`waiting`) and its policy for a dead parent (`on_parent_failure`); each
 -- parent has a set P:{Q}:deps:<seq> of its dependents, a flag `deps` while it has any, and a count
