@@ -192,7 +192,9 @@ impl Layout {
         self.tools.join("venv")
     }
 
-    fn venv_python(&self) -> PathBuf {
+    /// The Python of the tools' virtual environment (with `requests` for the API client
+    /// example, docs/clients).
+    pub fn venv_python(&self) -> PathBuf {
         self.venv().join("bin").join("python")
     }
 
@@ -399,14 +401,14 @@ fn check_node() -> Result<(), LanguageError> {
 }
 
 /// A virtual environment in `target/lang-tools/venv` with the Python and C tasks' pinned
-/// requirements (componentize-py, ziglang).
+/// requirements (componentize-py, ziglang) and the API client example's (requests).
 fn install_venv(layout: &Layout) -> Result<PathBuf, LanguageError> {
     let venv = layout.venv();
     let stamp = venv.join(".wasmq-installed");
     let mut files = Vec::new();
     let mut wanted = Vec::new();
-    for lang in [Language::Python, Language::C] {
-        let path = layout.root.join(lang.folder()).join("requirements.txt");
+    let clients = layout.root.join("docs").join("clients").join("requirements.txt");
+    for path in [Language::Python, Language::C].map(|lang| layout.root.join(lang.folder()).join("requirements.txt")).into_iter().chain([clients]) {
         wanted.extend(std::fs::read(&path).map_err(io_err(&path))?);
         files.push(path);
     }
@@ -425,7 +427,7 @@ fn install_venv(layout: &Layout) -> Result<PathBuf, LanguageError> {
         pip.arg("--requirement").arg(f);
     }
     pip.env("PIP_CACHE_DIR", layout.tools.join("pip-cache")).env_remove("PIP_USER").env_remove("PYTHONPATH");
-    run_step(&mut pip, "installing componentize-py and ziglang (pip install)", PYTHON_HINT)?;
+    run_step(&mut pip, "installing componentize-py, ziglang and requests (pip install)", PYTHON_HINT)?;
     std::fs::write(&stamp, wanted).map_err(io_err(&stamp))?;
     Ok(stamp)
 }

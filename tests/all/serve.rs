@@ -497,13 +497,17 @@ fn serve_client_examples_in_python_and_node() {
     std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
     let base = line.trim().strip_prefix("listening on ").unwrap().to_string();
     let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/clients");
-    for (bin, script, input) in [("python3", "enqueue.py", "from python"), ("node", "enqueue.mjs", "from node")] {
+    // Python with `requests` from the tools' virtual environment under target/ (nothing global).
+    let layout = wasmq_testkit::languages::Layout::find().expect("source tree");
+    wasmq_testkit::languages::install(&layout, wasmq_testkit::languages::Language::Python).unwrap_or_else(|e| panic!("{e}"));
+    let python = layout.venv_python();
+    for (bin, script, input) in [(python.as_os_str(), "enqueue.py", "from python"), (std::ffi::OsStr::new("node"), "enqueue.mjs", "from node")] {
         let out = Command::new(bin)
             .arg(docs.join(script))
             .args([&base, "echo", input, "clients"])
             .env("WASMQ_TOKEN", token)
             .output()
-            .unwrap_or_else(|e| panic!("{bin} is needed for this test: {e}"));
+            .unwrap_or_else(|e| panic!("{} is needed for this test: {e}", bin.to_string_lossy()));
         assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), input, "{script}");
     }
