@@ -423,7 +423,8 @@ fn may_act(s: &State, headers: &HeaderMap, form: &HashMap<String, String>) -> Re
 }
 
 fn back(to: &str, msg: &str) -> Response {
-    let enc: String = msg.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_string() } else { format!("%{:02X}", c as u32 & 0xff) }).collect();
+    // Percent-encodes the message's UTF-8 bytes (a char cut to its low byte would garble it).
+    let enc: String = msg.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
     Redirect::to(&format!("{to}?msg={enc}")).into_response()
 }
 
