@@ -89,6 +89,9 @@ fn describe(r: &TaskRecord) -> String {
     if !r.after.is_empty() {
         line("after", id_list(&r.after));
     }
+    if let Some(f) = &r.flow {
+        line("flow", f.clone());
+    }
     for p in &r.blocked_on {
         line("blocked on", format!("{} ({})", p.id, p.state.map_or("gone", |s| s.as_str())));
     }

@@ -22,8 +22,8 @@ use crate::http::AllowList;
 use crate::parse::{self, ParseError};
 use crate::queue::task::field;
 use crate::queue::{
-    CancelOutcome, CancelReason, Db, Due, FlowRecord, MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, NewTask, NewTasks, ParentFailure, Policy, QueueError,
-    QueueName, QueueStats, Retention, RetrySelection, TaskId, TaskRecord, TaskState, WaitRegistration, WsjfSettings,
+    CancelOutcome, CancelReason, Db, Due, FlowMembersPage, FlowRecord, MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, NewTask, NewTasks, ParentFailure, Policy,
+    QueueError, QueueName, QueueStats, Retention, RetrySelection, TaskId, TaskRecord, TaskState, WaitRegistration, WsjfSettings,
 };
 use crate::store::{DEFAULT_MAX_MODULE_SIZE, ModuleStore, StoreError};
 
@@ -898,6 +898,23 @@ impl Client {
     /// A flow, or None when `id` names no flow.
     pub async fn flow(&self, id: &TaskId) -> Result<Option<FlowRecord>, ClientError> {
         Ok(self.db.flow(&mut self.conn.clone(), id).await?)
+    }
+
+    /// A flow's first `limit` children and reducers with their states, and how many of each it
+    /// has (a bounded view, for the dashboard's flow tree).
+    pub async fn flow_members(&self, id: &TaskId, limit: usize) -> Result<(FlowMembersPage, Vec<Option<TaskState>>), ClientError> {
+        let mut conn = self.conn.clone();
+        let page = self.db.flow_members_page(&mut conn, id, limit).await?;
+        let seqs: Vec<u64> = page.children.iter().chain(&page.reducers).copied().collect();
+        let states = self.db.states(&mut conn, &id.queue, &seqs).await?;
+        Ok((page, states))
+    }
+
+    /// The last hour's finished attempts of a queue per minute (see [`Db::minutes`]).
+    pub async fn minutes(&self, q: &QueueName) -> Result<Vec<(u64, u64, u64)>, ClientError> {
+        let mut conn = self.conn.clone();
+        let now = self.db.now_ms(&mut conn, q).await?;
+        Ok(self.db.minutes(&mut conn, q, now).await?)
     }
 
     /// The dead members of a flow with their last error, at most `limit`.

@@ -29,20 +29,32 @@ pub const MAX_WAIT: Duration = Duration::from_secs(60);
 /// Most tasks one `POST /v1/queues/{queue}/tasks` enqueues (`inputs`).
 pub const MAX_BATCH: usize = 10_000;
 
-pub fn routes() -> Router<State> {
-    Router::new()
-        .route("/v1/queues", get(queues))
-        .route("/v1/queues/{queue}", get(queue))
-        .route("/v1/queues/{queue}/tasks", post(enqueue))
-        .route("/v1/queues/{queue}/pause", post(pause))
-        .route("/v1/queues/{queue}/resume", post(resume))
-        .route("/v1/queues/{queue}/dead/retry", post(retry_dead))
-        .route("/v1/queues/{queue}/purge", post(purge))
-        .route("/v1/tasks/{id}", get(task))
-        .route("/v1/tasks/{id}/cancel", post(cancel))
-        .route("/v1/workers", get(workers))
-        .route("/v1/modules", get(modules).post(push_module))
-        .fallback(not_found)
+/// The API's routes, written once: the router and [`ROUTES`] both come from this list, so that
+/// a test can hold `docs/openapi.yaml` to exactly what is served.
+macro_rules! api_routes {
+    ($($method:ident $path:literal => $handler:ident),* $(,)?) => {
+        /// Every `(method, path)` the API serves, as the router matches them.
+        pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path)),*];
+
+        pub fn routes() -> Router<State> {
+            Router::new()$(.route($path, $method($handler)))*.fallback(not_found)
+        }
+    };
+}
+
+api_routes! {
+    get "/v1/queues" => queues,
+    get "/v1/queues/{queue}" => queue,
+    post "/v1/queues/{queue}/tasks" => enqueue,
+    post "/v1/queues/{queue}/pause" => pause,
+    post "/v1/queues/{queue}/resume" => resume,
+    post "/v1/queues/{queue}/dead/retry" => retry_dead,
+    post "/v1/queues/{queue}/purge" => purge,
+    get "/v1/tasks/{id}" => task,
+    post "/v1/tasks/{id}/cancel" => cancel,
+    get "/v1/workers" => workers,
+    get "/v1/modules" => modules,
+    post "/v1/modules" => push_module,
 }
 
 /// An API error: an HTTP status, a stable code and a message.

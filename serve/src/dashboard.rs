@@ -18,11 +18,14 @@ use axum::routing::{get, post};
 
 use wasmq::client::ClientError;
 use wasmq::parse::format_ms;
-use wasmq::queue::{QueueStats, TaskId, TaskRecord, TaskState};
+use wasmq::queue::{QueueName, QueueStats, TaskId, TaskRecord, TaskState};
 
 use crate::State;
 use crate::api::{ApiError, parse_id, parse_queue};
 use crate::auth::{self, Access, Session, check};
+
+/// The states a queue page lists, as its tabs.
+const STATES: [&str; 7] = ["pending", "delayed", "blocked", "active", "succeeded", "dead", "cancelled"];
 
 /// Tasks per queue page.
 pub const PAGE_SIZE: usize = 50;
@@ -36,6 +39,7 @@ pub fn routes() -> Router<State> {
         .route("/tasks/{id}", get(task_page))
         .route("/workers", get(workers_page))
         .route("/modules", get(modules_page))
+        .route("/schedules", get(schedules_page))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/queues/{queue}/pause", post(pause))
@@ -104,6 +108,53 @@ pub struct QueueRow {
     pub next_age: String,
     pub last_claim: String,
     pub workers: usize,
+    pub chart: Chart,
+}
+
+/// The last hour of a queue as a small inline SVG bar chart (no script, no image request): one
+/// bar per minute, tasks succeeded at the bottom and failed attempts stacked on top.
+pub struct Chart {
+    pub bars: Vec<Bar>,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub peak: u64,
+}
+
+pub struct Bar {
+    pub x: usize,
+    /// Top and height of the succeeded part, then of the failed part, in pixels.
+    pub s_y: u64,
+    pub s_h: u64,
+    pub f_y: u64,
+    pub f_h: u64,
+    pub title: String,
+}
+
+/// Pixel height of a chart's bars.
+const CHART_H: u64 = 24;
+
+impl Chart {
+    fn new(minutes: &[(u64, u64, u64)]) -> Self {
+        let peak = minutes.iter().map(|(_, s, f)| s + f).max().unwrap_or(0);
+        // Rounded up, so that a minute with anything in it shows at least a pixel.
+        let px = |n: u64| if peak == 0 { 0 } else { (n * CHART_H).div_ceil(peak) };
+        let bars = minutes
+            .iter()
+            .enumerate()
+            .map(|(i, &(at, s, f))| {
+                let (s_h, f_h) = (px(s), px(f).min(CHART_H - px(s).min(CHART_H)));
+                Bar {
+                    x: i * 3,
+                    s_y: CHART_H - s_h,
+                    s_h,
+                    f_y: CHART_H - s_h - f_h,
+                    f_h,
+                    title: format!("{} UTC: {s} succeeded, {f} failed", format_ms(at).get(11..16).unwrap_or("")),
+                }
+            })
+            .collect();
+        Self { bars, succeeded: minutes.iter().map(|m| m.1).sum(), failed: minutes.iter().map(|m| m.2).sum(), peak }
+    }
 }
 
 #[derive(Template)]
@@ -132,7 +183,9 @@ async fn inner_queues(s: &State, headers: &HeaderMap, flash: String) -> Result<R
         let now = c.db().now_ms(&mut conn, &q).await.map_err(ClientError::from)?;
         let stats = c.stats(&q).await?;
         let next = c.db().next_task_created_ms(&mut conn, &q).await.map_err(ClientError::from)?;
+        let minutes = c.db().minutes(&mut conn, &q, now).await.map_err(ClientError::from)?;
         rows.push(QueueRow {
+            chart: Chart::new(&minutes),
             next_age: ago(now, next),
             last_claim: ago(now, stats.last_claim_ms),
             workers: workers.iter().filter(|w| w.queues.iter().any(|x| x == q.as_str())).count(),
@@ -164,6 +217,11 @@ struct QueuePage {
     state: String,
     total: u64,
     tasks: Vec<TaskRow>,
+    /// The module filter (over the page shown) and how many of the page it hid.
+    module: String,
+    /// The filter, percent-encoded for the paging links.
+    module_q: String,
+    hidden: usize,
     offset: usize,
     prev: usize,
     next: usize,
@@ -184,9 +242,15 @@ async fn queue_page(
         let state = TaskState::parse(state).ok_or_else(|| ApiError::bad("invalid", "unknown state"))?;
         let offset: usize = p.get("offset").and_then(|o| o.parse().ok()).unwrap_or(0).min(1_000_000);
         let (seqs, total) = s.client.db().state_page(&mut s.client.conn(), &q, state, offset, PAGE_SIZE).await.map_err(ClientError::from)?;
+        let module = p.get("module").map(|m| m.trim().to_string()).unwrap_or_default();
         let mut tasks = Vec::with_capacity(seqs.len());
+        let mut hidden = 0;
         for seq in seqs {
             if let Some(r) = s.client.status(&TaskId::new(q.clone(), seq)).await? {
+                if !module.is_empty() && !r.module_names.contains(&module) && !r.module.starts_with(&module) {
+                    hidden += 1;
+                    continue;
+                }
                 tasks.push(TaskRow {
                     id: r.id.clone(),
                     state: r.state.to_string(),
@@ -204,10 +268,13 @@ async fn queue_page(
             nav,
             flash: String::new(),
             queue: q.to_string(),
-            states: vec!["pending", "delayed", "blocked", "active", "succeeded", "dead", "cancelled"],
+            states: STATES.to_vec(),
             state: state.to_string(),
             total,
             tasks,
+            module_q: pct(&module),
+            module,
+            hidden,
             offset,
             prev: offset.saturating_sub(PAGE_SIZE),
             next: offset + PAGE_SIZE,
@@ -243,11 +310,76 @@ struct TaskPage {
     worker: String,
     fuel: String,
     progress: String,
-    flow: String,
     error: String,
     output: String,
     output_bytes: String,
     log: String,
+    replay: String,
+    flow_view: Option<FlowView>,
+}
+
+/// The flow a task belongs to, as the task page draws it: the flow's state and counts, its
+/// children (the map's chunks) and then its reducers, each with its state, at most
+/// [`FLOW_MEMBERS`] of each.
+pub struct FlowView {
+    pub id: String,
+    pub state: String,
+    pub succeeded: u64,
+    pub dead: u64,
+    pub cancelled: u64,
+    pub children: Vec<Member>,
+    pub children_total: u64,
+    pub reducers: Vec<Member>,
+    pub reducers_total: u64,
+}
+
+pub struct Member {
+    pub id: String,
+    pub state: String,
+    /// The task whose page this is.
+    pub this: bool,
+}
+
+/// Members of each kind a flow view lists.
+const FLOW_MEMBERS: usize = 50;
+
+async fn flow_view(s: &State, t: &TaskRecord) -> Result<Option<FlowView>, ApiError> {
+    let Some(fid) = t.flow.as_deref().and_then(|f| TaskId::parse(f).ok()) else { return Ok(None) };
+    let Some(f) = s.client.flow(&fid).await? else { return Ok(None) };
+    let (page, states) = s.client.flow_members(&fid, FLOW_MEMBERS).await?;
+    let mut states = states.into_iter();
+    let mut members = |seqs: &[u64]| -> Vec<Member> {
+        seqs.iter()
+            .map(|&n| {
+                let id = TaskId::new(fid.queue.clone(), n).to_string();
+                let state = states.next().flatten().map(|st| st.to_string()).unwrap_or_else(|| "gone".into());
+                Member { this: id == t.id, id, state }
+            })
+            .collect()
+    };
+    let children = members(&page.children);
+    let reducers = members(&page.reducers);
+    Ok(Some(FlowView {
+        id: f.id,
+        state: f.state.as_str().into(),
+        succeeded: f.succeeded,
+        dead: f.dead,
+        cancelled: f.cancelled,
+        children,
+        children_total: page.children_total,
+        reducers,
+        reducers_total: page.reducers_total,
+    }))
+}
+
+/// The command that runs the task again on the operator's machine (`wasmq replay`), with the
+/// task's HTTP grant (which replay denies unless it is given again).
+fn replay_command(t: &TaskRecord) -> String {
+    let mut cmd = format!("wasmq replay {}", t.id);
+    for h in t.allow_hosts.iter().flat_map(|h| h.split(',')).map(str::trim).filter(|h| !h.is_empty()) {
+        cmd.push_str(&format!(" --allow-host {h}"));
+    }
+    cmd
 }
 
 /// At most this much of an output or log is shown.
@@ -280,7 +412,10 @@ async fn task_page(
             (None, Some(raw)) => format!("{} bytes, not UTF-8", raw.len()),
             _ => String::new(),
         };
+        let flow_view = flow_view(&s, &t).await?;
         let page = TaskPage {
+            replay: replay_command(&t),
+            flow_view,
             title: format!("task {id}"),
             refresh: !t.state.is_finished(),
             css: CSS,
@@ -294,7 +429,6 @@ async fn task_page(
             worker: t.worker.clone().unwrap_or_else(|| "-".into()),
             fuel: t.fuel_used.map(|f| f.to_string()).unwrap_or_else(|| "-".into()),
             progress: t.progress.as_ref().map(|p| format!("{:.0}% {}", p.fraction * 100.0, p.message)).unwrap_or_else(|| "-".into()),
-            flow: if t.after.is_empty() { "-".into() } else { format!("after {}", t.after.join(", ")) },
             error: match (&t.error_kind, &t.error) {
                 (Some(k), Some(e)) => format!("{k}: {e}"),
                 _ => "-".into(),
@@ -349,6 +483,51 @@ async fn modules_page(AxState(s): AxState<State>, headers: HeaderMap) -> Result<
         let (nav, cookie) = page_session(&s, &headers)?;
         let modules = s.client.store().list().await.map_err(ClientError::from)?;
         render(ModulesPage { title: "modules".into(), refresh: false, css: CSS, nav, flash: String::new(), modules }, cookie)
+    }
+    .await
+    .map_err(IntoResponse::into_response)
+}
+
+#[derive(Template)]
+#[template(path = "schedules.html")]
+struct SchedulesPage {
+    title: String,
+    refresh: bool,
+    css: &'static str,
+    nav: Nav,
+    flash: String,
+    schedules: Vec<ScheduleRow>,
+}
+
+pub struct ScheduleRow {
+    pub name: String,
+    pub queue: String,
+    pub cron: String,
+    pub module: String,
+    pub priority: i64,
+    pub next: String,
+}
+
+/// Every queue's periodic tasks: one hash and one sorted set per queue, whatever the number of
+/// tasks.
+async fn schedules_page(AxState(s): AxState<State>, headers: HeaderMap) -> Result<Response, Response> {
+    may_read(&s, &headers)?;
+    async {
+        let (nav, cookie) = page_session(&s, &headers)?;
+        let mut conn = s.client.conn();
+        let mut schedules = Vec::new();
+        for q in s.client.queues().await? {
+            let listed = wasmq::schedule::list(&mut conn, s.client.db(), &q).await.map_err(internal)?;
+            schedules.extend(listed.into_iter().map(|l| ScheduleRow {
+                next: l.next_ms.map(format_ms).unwrap_or_else(|| "-".into()),
+                name: l.schedule.name,
+                queue: l.schedule.queue,
+                cron: l.schedule.cron,
+                module: l.schedule.module,
+                priority: l.schedule.priority,
+            }));
+        }
+        render(SchedulesPage { title: "schedules".into(), refresh: true, css: CSS, nav, flash: String::new(), schedules }, cookie)
     }
     .await
     .map_err(IntoResponse::into_response)
@@ -422,79 +601,84 @@ fn may_act(s: &State, headers: &HeaderMap, form: &HashMap<String, String>) -> Re
     Ok(())
 }
 
+/// Percent-encodes a query value's UTF-8 bytes (a char cut to its low byte would garble it).
+fn pct(v: &str) -> String {
+    v.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}
+
 fn back(to: &str, msg: &str) -> Response {
-    // Percent-encodes the message's UTF-8 bytes (a char cut to its low byte would garble it).
-    let enc: String = msg.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
-    Redirect::to(&format!("{to}?msg={enc}")).into_response()
+    Redirect::to(&format!("{to}?msg={}", pct(msg))).into_response()
 }
 
-async fn pause(
-    AxState(s): AxState<State>,
-    Path(queue): Path<String>,
-    headers: HeaderMap,
-    Form(f): Form<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    may_act(&s, &headers, &f)?;
-    let q = parse_queue(&queue)?;
-    s.client.set_paused(&q, true).await?;
-    Ok(back("/", &format!("paused {q}")))
+/// One dashboard action on a queue: checks the session (see [`may_act`]), parses the queue, runs
+/// `act` and sends the browser back to the queues page with what `act` reports.
+async fn queue_action<F, Fut>(s: State, queue: &str, headers: &HeaderMap, form: &HashMap<String, String>, act: F) -> Result<Response, ApiError>
+where
+    F: FnOnce(State, QueueName) -> Fut,
+    Fut: std::future::Future<Output = Result<String, ApiError>>,
+{
+    may_act(&s, headers, form)?;
+    let q = parse_queue(queue)?;
+    Ok(back("/", &act(s, q).await?))
 }
 
-async fn resume(
-    AxState(s): AxState<State>,
-    Path(queue): Path<String>,
-    headers: HeaderMap,
-    Form(f): Form<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    may_act(&s, &headers, &f)?;
-    let q = parse_queue(&queue)?;
-    s.client.set_paused(&q, false).await?;
-    Ok(back("/", &format!("resumed {q}")))
+/// One dashboard action on a task, as [`queue_action`], back to the task's page.
+async fn task_action<F, Fut>(s: State, id: &str, headers: &HeaderMap, form: &HashMap<String, String>, act: F) -> Result<Response, ApiError>
+where
+    F: FnOnce(State, TaskId) -> Fut,
+    Fut: std::future::Future<Output = Result<String, ApiError>>,
+{
+    may_act(&s, headers, form)?;
+    let id = parse_id(id)?;
+    let to = format!("/tasks/{id}");
+    Ok(back(&to, &act(s, id).await?))
 }
 
-async fn retry_all(
-    AxState(s): AxState<State>,
-    Path(queue): Path<String>,
-    headers: HeaderMap,
-    Form(f): Form<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    may_act(&s, &headers, &f)?;
-    let q = parse_queue(&queue)?;
-    let r = s.client.retry_dead(&q, None).await?;
-    Ok(back("/", &format!("retried {} dead tasks of {q}", r.retried.len())))
+type Act = Form<HashMap<String, String>>;
+
+async fn pause(AxState(s): AxState<State>, Path(queue): Path<String>, headers: HeaderMap, Form(f): Act) -> Result<Response, ApiError> {
+    queue_action(s, &queue, &headers, &f, |s, q| async move {
+        s.client.set_paused(&q, true).await?;
+        Ok(format!("paused {q}"))
+    })
+    .await
 }
 
-async fn purge(
-    AxState(s): AxState<State>,
-    Path(queue): Path<String>,
-    headers: HeaderMap,
-    Form(f): Form<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    may_act(&s, &headers, &f)?;
-    let q = parse_queue(&queue)?;
-    let mut n = 0;
-    for st in [TaskState::Succeeded, TaskState::Dead, TaskState::Cancelled] {
-        n += s.client.purge(&q, st, std::time::Duration::ZERO).await?;
-    }
-    Ok(back("/", &format!("purged {n} finished tasks of {q}")))
+async fn resume(AxState(s): AxState<State>, Path(queue): Path<String>, headers: HeaderMap, Form(f): Act) -> Result<Response, ApiError> {
+    queue_action(s, &queue, &headers, &f, |s, q| async move {
+        s.client.set_paused(&q, false).await?;
+        Ok(format!("resumed {q}"))
+    })
+    .await
 }
 
-async fn retry_one(
-    AxState(s): AxState<State>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    Form(f): Form<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    may_act(&s, &headers, &f)?;
-    let id = parse_id(&id)?;
-    let r = s.client.retry_dead(&id.queue, Some(&[id.seq])).await?;
-    let msg = if r.retried.is_empty() { "not retried (not dead, or its unique key is held)" } else { "retried" };
-    Ok(back(&format!("/tasks/{id}"), msg))
+async fn retry_all(AxState(s): AxState<State>, Path(queue): Path<String>, headers: HeaderMap, Form(f): Act) -> Result<Response, ApiError> {
+    queue_action(s, &queue, &headers, &f, |s, q| async move {
+        let r = s.client.retry_dead(&q, None).await?;
+        Ok(format!("retried {} dead tasks of {q}", r.retried.len()))
+    })
+    .await
 }
 
-async fn cancel(AxState(s): AxState<State>, Path(id): Path<String>, headers: HeaderMap, Form(f): Form<HashMap<String, String>>) -> Result<Response, ApiError> {
-    may_act(&s, &headers, &f)?;
-    let id = parse_id(&id)?;
-    let outcome = s.client.cancel(&id).await?;
-    Ok(back(&format!("/tasks/{id}"), &format!("{outcome:?}")))
+async fn purge(AxState(s): AxState<State>, Path(queue): Path<String>, headers: HeaderMap, Form(f): Act) -> Result<Response, ApiError> {
+    queue_action(s, &queue, &headers, &f, |s, q| async move {
+        let mut n = 0;
+        for st in [TaskState::Succeeded, TaskState::Dead, TaskState::Cancelled] {
+            n += s.client.purge(&q, st, std::time::Duration::ZERO).await?;
+        }
+        Ok(format!("purged {n} finished tasks of {q}"))
+    })
+    .await
+}
+
+async fn retry_one(AxState(s): AxState<State>, Path(id): Path<String>, headers: HeaderMap, Form(f): Act) -> Result<Response, ApiError> {
+    task_action(s, &id, &headers, &f, |s, id| async move {
+        let r = s.client.retry_dead(&id.queue, Some(&[id.seq])).await?;
+        Ok(if r.retried.is_empty() { "not retried (not dead, or its unique key is held)" } else { "retried" }.to_string())
+    })
+    .await
+}
+
+async fn cancel(AxState(s): AxState<State>, Path(id): Path<String>, headers: HeaderMap, Form(f): Act) -> Result<Response, ApiError> {
+    task_action(s, &id, &headers, &f, |s, id| async move { Ok(format!("{:?}", s.client.cancel(&id).await?)) }).await
 }

@@ -390,28 +390,175 @@ fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &s
     (status, head.to_string(), body.to_string())
 }
 
-/// Headless Chromium (Debian's package): the DOM of a page after it loaded.
-fn chromium(args: &[&str]) -> String {
-    let bin = ["chromium", "chromium-browser"].into_iter().find(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()));
-    let bin = bin.expect("chromium is not installed: `apt-get install chromium` (.ci/run installs it); this test does not skip");
+/// The Chromium binary (Debian's package); the tests that need it do not skip without it.
+fn chromium_bin() -> &'static str {
+    ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()))
+        .expect("chromium is not installed: `apt-get install chromium` (.ci/run installs it); this test does not skip")
+}
+
+/// The flags every headless run takes: no sandbox (containers), no GPU, nothing that reaches
+/// out to the internet (the machine has none), a fresh profile.
+fn chromium_command(profile: &std::path::Path) -> Command {
+    let mut c = Command::new(chromium_bin());
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()));
+    c
+}
+
+/// Headless Chromium, one shot: a screenshot of a page.
+fn chromium_screenshot(url: &str, to: &std::path::Path) {
     let profile = tempfile::tempdir().unwrap();
-    let out = Command::new(bin)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
-            "--disable-dev-shm-usage",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(["--virtual-time-budget=3000", "--timeout=20000"])
-        .args(args)
+    let out = chromium_command(profile.path())
+        .args(["--virtual-time-budget=3000", "--timeout=20000", "--window-size=1280,800"])
+        .arg(format!("--screenshot={}", to.display()))
+        .arg(url)
         .output()
         .expect("run chromium");
-    assert!(out.status.success(), "chromium {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    assert!(out.status.success(), "chromium --screenshot: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Headless Chromium driven over the DevTools protocol on a loopback WebSocket: it loads pages,
+/// types into fields and clicks buttons as a user does, and the test reads the DOM it shows.
+/// Every wait is bounded by the socket's read timeout.
+struct Browser {
+    child: std::process::Child,
+    ws: tungstenite::WebSocket<std::net::TcpStream>,
+    next_id: u64,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn start() -> Self {
+        let profile = tempfile::tempdir().unwrap();
+        let child = chromium_command(profile.path())
+            .args(["--remote-debugging-port=0", "--remote-allow-origins=*", "about:blank"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn chromium");
+        // Chromium writes the port it took into the profile (first line).
+        let port_file = profile.path().join("DevToolsActivePort");
+        let mut port = None;
+        for _ in 0..300 {
+            if let Some(p) = std::fs::read_to_string(&port_file).ok().and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<u16>().ok())) {
+                port = Some(p);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let port = port.expect("chromium wrote DevToolsActivePort within 30 s");
+        let addr = format!("127.0.0.1:{port}");
+        let targets = devtools_targets(&addr);
+        let url = targets
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["type"] == "page")
+            .and_then(|t| t["webSocketDebuggerUrl"].as_str())
+            .expect("a page target")
+            .to_string();
+        let stream = std::net::TcpStream::connect(&addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let (ws, _) = tungstenite::client::client(url.as_str(), stream).expect("DevTools WebSocket");
+        let mut b = Browser { child, ws, next_id: 0, _profile: profile };
+        b.call("Page.enable", json!({}));
+        b
+    }
+
+    /// Sends one command and returns its result; events that arrive meanwhile are dropped.
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.ws.send(tungstenite::Message::Text(json!({"id": id, "method": method, "params": params}).to_string().into())).expect("send to chromium");
+        loop {
+            let m = self.read();
+            if m["id"] == id {
+                assert!(m.get("error").is_none(), "{method}: {m}");
+                return m["result"].clone();
+            }
+        }
+    }
+
+    fn read(&mut self) -> Value {
+        match self.ws.read().expect("a DevTools message within 20 s") {
+            tungstenite::Message::Text(t) => serde_json::from_str(t.as_str()).expect("DevTools JSON"),
+            _ => Value::Null,
+        }
+    }
+
+    /// Waits for the page's next load event.
+    fn wait_load(&mut self) {
+        while self.read()["method"] != "Page.loadEventFired" {}
+    }
+
+    fn open(&mut self, url: &str) {
+        self.call("Page.navigate", json!({"url": url}));
+        self.wait_load();
+    }
+
+    /// Evaluates JavaScript in the page (DevTools' own evaluation, which the page's CSP does not
+    /// govern: the pages themselves carry no script) and returns its value.
+    fn eval(&mut self, js: &str) -> Value {
+        self.call("Runtime.evaluate", json!({"expression": js, "returnByValue": true}))["result"]["value"].clone()
+    }
+
+    /// Clicks the element and waits for the page it leads to.
+    fn click(&mut self, selector: &str) {
+        let found = self.eval(&format!("(() => {{ const e = document.querySelector({selector:?}); if (!e) return false; e.click(); return true; }})()"));
+        assert_eq!(found, Value::Bool(true), "no element {selector} on {}", self.eval("location.href"));
+        self.wait_load();
+    }
+
+    fn text(&mut self, selector: &str) -> String {
+        self.eval(&format!("document.querySelector({selector:?})?.textContent ?? ''")).as_str().unwrap_or_default().to_string()
+    }
+
+    fn html(&mut self) -> String {
+        self.eval("document.documentElement.outerHTML").as_str().unwrap_or_default().to_string()
+    }
+}
+
+/// DevTools' target list (`GET /json/list`). Its server keeps the connection open, so the body
+/// is read by its length.
+fn devtools_targets(addr: &str) -> Value {
+    use std::io::{BufRead, Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to DevTools");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(s, "GET /json/list HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut r = std::io::BufReader::new(s);
+    let mut len = 0;
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).expect("DevTools answers");
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            len = v.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).unwrap();
+    serde_json::from_slice(&body).expect("the DevTools target list is JSON")
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 use std::process::{Command, Stdio};
@@ -430,8 +577,9 @@ fn serve_browser_dashboard_retries_a_dead_task() {
     assert!(worker.wait(Duration::from_secs(60)).is_some());
     w.enqueue("echo", "waiting", &["--queue", "web"]);
 
-    // `wasmq serve` on a free loopback port (it prints the address it bound).
-    let mut child = w.cmd().args(["serve", "--listen", "127.0.0.1:0"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn serve");
+    // `wasmq serve` with a token on a free loopback port (it prints the address it bound).
+    let mut child =
+        w.cmd().args(["serve", "--listen", "127.0.0.1:0", "--auth-token", TOKEN]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn serve");
     struct Kill(std::process::Child);
     impl Drop for Kill {
         fn drop(&mut self) {
@@ -443,43 +591,160 @@ fn serve_browser_dashboard_retries_a_dead_task() {
     std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
     let _serve = Kill(child);
     let addr = line.trim().strip_prefix("listening on http://").unwrap_or_else(|| panic!("serve printed {line:?}")).to_string();
+    let mut b = Browser::start();
 
-    // The queues page in Chromium shows the counts.
-    let dom = chromium(&["--dump-dom", &format!("http://{addr}/")]);
-    assert!(dom.contains(r#"<tr data-queue="web">"#), "{dom}");
-    let row = dom.split(r#"<tr data-queue="web">"#).nth(1).unwrap().split("</tr>").next().unwrap();
+    // The queues page shows the counts and the last hour's chart; no buttons before logging in.
+    b.open(&format!("http://{addr}/"));
+    let row = b.html().split(r#"<tr data-queue="web">"#).nth(1).expect("a row for the queue").split("</tr>").next().unwrap().to_string();
     assert!(
         row.contains(r#"<td class="pending">1</td>"#) && row.contains(r#"<td class="succeeded">2</td>"#) && row.contains(r#"<td class="dead">1</td>"#),
         "{row}"
     );
+    assert!(row.contains(r#"data-succeeded="2" data-failed="1""#) && row.contains("<rect"), "{row}");
+    assert!(!row.contains("retry all dead"), "actions need a login: {row}");
 
-    // The task page escapes the task's text.
-    let dom = chromium(&["--dump-dom", &format!("http://{addr}/tasks/{dead}")]);
-    assert!(dom.contains(r#"<td id="state">dead</td>"#), "{dom}");
-    assert!(!dom.contains("<script>alert(1)"), "task text is escaped");
+    // The task page escapes the task's text and shows how to replay it.
+    b.open(&format!("http://{addr}/tasks/{dead}"));
+    assert_eq!(b.text("#state"), "dead");
+    assert!(!b.html().contains("<script>alert(1)"), "task text is escaped");
+    assert_eq!(b.eval("document.scripts.length"), json!(0), "no script element on the page");
+    assert_eq!(b.text("#replay"), format!("wasmq replay {dead}"));
+    assert_eq!(b.eval("document.querySelector('#retry') === null"), json!(true), "no retry button before logging in");
 
-    // Retry with the button's form: the session cookie and CSRF token the page hands out.
-    let (s, head, body) = http(&addr, "GET", &format!("/tasks/{dead}"), &[], "");
+    // A wrong token is refused; the right one logs in (the form carries the CSRF token).
+    b.open(&format!("http://{addr}/login"));
+    b.eval("document.querySelector('input[name=token]').value = 'wrong-token-0123456789'");
+    b.click("form[action='/login'] button");
+    assert!(b.html().contains("wrong token"), "{}", b.html());
+    b.open(&format!("http://{addr}/login"));
+    b.eval(&format!("document.querySelector('input[name=token]').value = {TOKEN:?}"));
+    b.click("form[action='/login'] button");
+    assert_eq!(b.eval("location.pathname"), json!("/"));
+    assert!(b.html().contains("log out"));
+
+    // Retry the dead task with its button: it is pending again.
+    b.open(&format!("http://{addr}/tasks/{dead}"));
+    b.click("#retry");
+    assert_eq!(b.text("#state"), "pending", "{}", b.html());
+    assert!(b.html().contains("retried"));
+    b.open(&format!("http://{addr}/queues/web?state=pending"));
+    let listed = b.eval("[...document.querySelectorAll('#tasks td:first-child')].map(e => e.textContent)");
+    assert_eq!(listed, json!([format!("web:4"), dead.clone()]), "pending tasks in the order workers claim them");
+    b.open(&format!("http://{addr}/queues/web?state=succeeded"));
+    let html = b.html();
+    assert!(html.contains("web:1") && html.contains("web:2"), "{html}");
+
+    // The cookie the login set is HttpOnly and SameSite=Strict; a form without its CSRF token
+    // is refused.
+    let (s, head, _) = http(&addr, "GET", "/login", &[], "");
     assert_eq!(s, 200);
-    let cookie = head.lines().find_map(|l| l.strip_prefix("set-cookie: ")).expect("session cookie").split(';').next().unwrap().to_string();
     assert!(head.to_lowercase().contains("httponly") && head.contains("SameSite=Strict"), "{head}");
-    let csrf = body.split(r#"name="csrf" value=""#).nth(1).expect("a CSRF field").split('"').next().unwrap().to_string();
-    let form = format!("csrf={csrf}");
     let ct = ("Content-Type", "application/x-www-form-urlencoded");
-    // Without the CSRF token (or the cookie), refused.
-    assert_eq!(http(&addr, "POST", &format!("/tasks/{dead}/retry"), &[("Cookie", &cookie), ct], "csrf=wrong").0, 403);
-    assert_eq!(http(&addr, "POST", &format!("/tasks/{dead}/retry"), &[ct], &form).0, 403);
-    let (s, head, _) = http(&addr, "POST", &format!("/tasks/{dead}/retry"), &[("Cookie", &cookie), ct], &form);
-    assert_eq!(s, 303, "{head}");
-    let dom = chromium(&["--dump-dom", &format!("http://{addr}/tasks/{dead}")]);
-    assert!(dom.contains(r#"<td id="state">pending</td>"#), "{dom}");
-    let dom = chromium(&["--dump-dom", &format!("http://{addr}/queues/web?state=succeeded")]);
-    assert!(dom.contains("web:1") && dom.contains("web:2"), "{dom}");
+    assert_eq!(http(&addr, "POST", &format!("/tasks/{dead}/retry"), &[ct], "csrf=wrong").0, 403);
+    drop(b);
 
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-dashboard.png");
     let _ = std::fs::remove_file(&shot);
-    chromium(&[&format!("--screenshot={}", shot.display()), "--window-size=1280,800", &format!("http://{addr}/")]);
+    chromium_screenshot(&format!("http://{addr}/"), &shot);
     assert!(std::fs::metadata(&shot).map(|m| m.len() > 1000).unwrap_or(false), "screenshot at {}", shot.display());
+}
+
+/// The dashboard's pages beyond the queues: a flow member's page draws its flow (members and
+/// their states, itself marked) and the replay command with its HTTP grant; the queue page lists
+/// pending tasks in claim order and filters the page shown by module; the schedules page lists
+/// every queue's periodic tasks; the queues page charts the last hour from per-minute counters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_dashboard_pages_flows_schedules_filters_and_chart() {
+    let server = RedisServer::start().expect("redis-server");
+    let w = Wasmq::new(&server);
+    w.push(&fixture("echo.wat"), "echo");
+    w.push(&fixture("trap.wat"), "trap");
+    let mut inputs = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut inputs, b"1\n2\n3\n").unwrap();
+    let flow = w.ok(&["map", "echo", "--inputs-file", inputs.path().to_str().unwrap(), "--reduce", "echo", "--queue", "maps"]).trim().to_string();
+    w.enqueue("trap", "x", &["--queue", "maps", "--max-attempts", "2"]);
+    let mut worker = w.spawn_worker(&["--queue", "maps", "--exit-when-idle"]);
+    assert!(worker.wait(Duration::from_secs(60)).is_some());
+    assert_eq!(w.run(&["result", &flow]).status.code(), Some(0));
+    let fseq: u64 = flow.rsplit(':').next().unwrap().parse().unwrap();
+    let children: Vec<u64> = redis::cmd("LRANGE").arg(format!("{}:children", qk("maps").flow(fseq))).arg(0).arg(-1).query(&mut redis_conn(&server)).unwrap();
+    assert_eq!(children.len(), 3);
+    let app = app(&server, Default::default()).await;
+    let page = |uri: String| {
+        let app = app.clone();
+        async move {
+            let (s, _, body) = call_raw(&app, Method::GET, &uri, None, None, &[]).await;
+            assert_eq!(s, StatusCode::OK, "{uri}");
+            String::from_utf8(body).unwrap()
+        }
+    };
+
+    let second = format!("maps:{}", children[1]);
+    let html = page(format!("/tasks/{second}")).await;
+    let tree = html.split(r#"<ul id="flow""#).nth(1).expect("a flow tree").split("</ul></li></ul>").next().unwrap().to_string();
+    assert!(html.contains(&format!("Flow {flow}: succeeded")), "{html}");
+    assert_eq!(tree.matches(r#"<span class="state">succeeded</span>"#).count(), 4, "3 children and the reducer: {tree}");
+    assert!(tree.contains(&format!(r#"<li class="this"><a href="/tasks/{second}">"#)), "{tree}");
+    assert!(tree.contains("children (3)") && tree.contains("reducers (1)"), "{tree}");
+
+    // The replay command carries the task's grant; a task outside any flow draws no tree.
+    let granted = w.enqueue("echo", "hi", &["--queue", "maps", "--allow-host", "api.example.com", "--priority", "3"]);
+    let html = page(format!("/tasks/{granted}")).await;
+    assert!(html.contains(&format!(r#"<pre id="replay">wasmq replay {granted} --allow-host api.example.com</pre>"#)), "{html}");
+    assert!(!html.contains(r#"<ul id="flow""#));
+
+    // Pending tasks, in claim order (priority 3 before 0), and the module filter over the page.
+    let low = w.enqueue("trap", "later", &["--queue", "maps"]);
+    let html = page("/queues/maps?state=pending".into()).await;
+    let first = html.find(&format!(">{granted}<")).expect("the granted task listed");
+    assert!(html.find(&format!(">{low}<")).is_some_and(|i| i > first), "{html}");
+    let html = page("/queues/maps?state=pending&module=trap".into()).await;
+    assert!(html.contains(&format!(">{low}<")) && !html.contains(&format!(">{granted}<")) && html.contains("1 others hidden"), "{html}");
+    let html = page("/queues/maps?state=dead&module=echo".into()).await;
+    assert!(html.contains("1 others hidden") && !html.contains("<td class=\"state\">dead</td>"), "{html}");
+
+    // Schedules of every queue.
+    w.ok(&["schedule", "add", "nightly", "echo", "--cron", "0 0 3 * * *", "--input", "<b>x</b>", "--queue", "maps"]);
+    let html = page("/schedules".into()).await;
+    assert!(html.contains("<td>nightly</td>") && html.contains("<code>0 0 3 * * *</code>") && html.contains("Schedules (1)"), "{html}");
+
+    // The last hour: 4 flow members succeeded; the trap task failed twice (retried, then dead).
+    let html = page("/".into()).await;
+    assert!(html.contains(r#"data-succeeded="4" data-failed="2""#), "{html}");
+}
+
+/// `docs/openapi.yaml` documents exactly the routes the API serves (the router's own list, plus
+/// `/metrics`), with the same methods, and each of them answers through the real router rather
+/// than its fallback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_openapi_file_matches_the_router() {
+    let doc = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.yaml")).unwrap();
+    // The paths block: a path at two spaces of indentation, its methods at four.
+    let mut documented = std::collections::BTreeSet::new();
+    let mut path = None;
+    for line in doc.lines().skip_while(|l| *l != "paths:").skip(1).take_while(|l| l.is_empty() || l.starts_with(' ')) {
+        if let Some(p) = line.strip_prefix("  /") {
+            path = Some(format!("/{}", p.trim_end_matches(':')));
+        } else if let (Some(p), Some(m)) = (&path, line.strip_prefix("    ").and_then(|l| l.split(':').next()))
+            && ["get", "post", "put", "patch", "delete"].contains(&m)
+        {
+            documented.insert((m.to_string(), p.clone()));
+        }
+    }
+    let mut served: std::collections::BTreeSet<(String, String)> = wasmq_serve::api::ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    served.insert(("get".into(), "/metrics".into()));
+    assert_eq!(documented, served, "docs/openapi.yaml against the router");
+
+    let server = RedisServer::start().expect("redis-server");
+    let app = app(&server, with_token()).await;
+    for (method, path) in &served {
+        let uri = path.replace("{queue}", "q").replace("{id}", "q:1");
+        let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let (s, _, body) = call_raw(&app, m, &uri, Some(TOKEN), None, &[]).await;
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        assert_ne!(s, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
+        assert!(s != StatusCode::NOT_FOUND || v["error"]["code"] != "not_found", "{method} {uri} fell through to the fallback: {v}");
+    }
 }
 
 /// The client examples in docs/clients (Python with requests, Node with fetch) enqueue a task

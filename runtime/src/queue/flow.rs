@@ -73,6 +73,15 @@ pub struct FlowRecord {
     pub finished_ms: Option<u64>,
 }
 
+/// A bounded view of a flow's members (see [`Db::flow_members_page`]).
+#[derive(Debug, Clone, Default)]
+pub struct FlowMembersPage {
+    pub children: Vec<u64>,
+    pub children_total: u64,
+    pub reducers: Vec<u64>,
+    pub reducers_total: u64,
+}
+
 impl FlowRecord {
     /// Members not finished yet.
     pub fn unfinished(&self) -> u64 {
@@ -138,6 +147,17 @@ impl Db {
     pub async fn flow_members(&self, conn: &mut Conn, id: &TaskId) -> redis::RedisResult<(Vec<u64>, Vec<u64>)> {
         let key = self.flow_key(&id.queue, id.seq);
         redis::pipe().lrange(format!("{key}:children"), 0, -1).lrange(format!("{key}:reducers"), 0, -1).query_async(conn).await
+    }
+
+    /// The first `limit` children and the first `limit` reducers of a flow, with how many of each
+    /// it has: four commands in one round trip whatever the flow's size (the dashboard's view).
+    pub async fn flow_members_page(&self, conn: &mut Conn, id: &TaskId, limit: usize) -> redis::RedisResult<FlowMembersPage> {
+        let key = self.flow_key(&id.queue, id.seq);
+        let (children, reducers) = (format!("{key}:children"), format!("{key}:reducers"));
+        let stop = limit as isize - 1;
+        let (children, children_total, reducers, reducers_total) =
+            redis::pipe().lrange(&children, 0, stop).llen(&children).lrange(&reducers, 0, stop).llen(&reducers).query_async(conn).await?;
+        Ok(FlowMembersPage { children, children_total, reducers, reducers_total })
     }
 
     /// The dead members of a flow with their last error (kind, message), at most `limit`.

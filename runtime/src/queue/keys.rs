@@ -27,6 +27,7 @@
 //! | `P:{Q}:signal`                    | list   | wake-up tokens for idle workers (bounded length)       |
 //! | `P:{Q}:meta`                      | hash   | queue settings: policy, paused, aging                  |
 //! | `P:{Q}:stats`                     | hash   | counters: enqueued, succeeded, retried, dead, ...      |
+//! | `P:{Q}:minutes`                   | hash   | last hour's finished attempts per minute (a ring of 60)|
 //! | `P:{Q}:modrefs`                   | hash   | sha256 → number of unfinished tasks that reference it  |
 //! | `P:{Q}:estimates`                 | hash   | sha256 → learned mean run time in µs (wsjf policy)     |
 //! | `P:{Q}:unique:<key>`              | string | seq of the queued/running task holding a unique key    |
@@ -135,6 +136,7 @@ queue_keys! {
     signal => "signal",
     meta => "meta",
     stats => "stats",
+    minutes => "minutes",
     modrefs => "modrefs",
     estimates => "estimates",
     schedules => "schedules",

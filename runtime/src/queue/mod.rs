@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use redis::AsyncCommands;
 
-pub use flow::{FlowRecord, FlowState};
+pub use flow::{FlowMembersPage, FlowRecord, FlowState};
 pub use ids::{DEFAULT_QUEUE, MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, QueueName, TaskId};
 pub use keys::Keys;
 pub use policy::{DEFAULT_RETENTION_AGE, DEFAULT_RETENTION_COUNT, Policy, Retention, WsjfSettings};
@@ -338,7 +338,7 @@ impl Db {
             TaskState::Succeeded => (k.succeeded(), true),
             TaskState::Dead => (k.dead(), true),
             TaskState::Cancelled => (k.cancelled(), true),
-            TaskState::Pending => return Ok((Vec::new(), self.pending_count(conn, q).await?)),
+            TaskState::Pending => return self.pending_page(conn, q, offset, limit).await,
         };
         if limit == 0 {
             return Ok((Vec::new(), conn.zcard(&set).await?));
@@ -352,6 +352,64 @@ impl Db {
         }
         pipe.zcard(&set);
         pipe.query_async(conn).await
+    }
+
+    /// One page of a queue's pending tasks in the order workers would claim them (the priority
+    /// lists, highest level first, and the wsjf set, in the policy's order), and how many are
+    /// pending. A list's length and a range of it per priority level up to the page's end: the
+    /// cost grows with the page and the number of levels, never with the number of tasks. A
+    /// task cancelled while it waited may still sit in a list (a tombstone) and is listed.
+    async fn pending_page(&self, conn: &mut Conn, q: &QueueName, offset: usize, limit: usize) -> redis::RedisResult<(Vec<u64>, u64)> {
+        let k = self.keys.queue(q);
+        let total = self.pending_count(conn, q).await?;
+        let (levels, policy): (Vec<String>, Option<String>) = redis::pipe().zrange(k.levels(), 0, -1).hget(k.meta(), "policy").query_async(conn).await?;
+        let mut sources: Vec<Option<String>> = levels.into_iter().map(Some).collect();
+        // None stands for the wsjf set.
+        if policy.as_deref() == Some(Policy::Wsjf.as_str()) {
+            sources.insert(0, None);
+        } else {
+            sources.push(None);
+        }
+        let (mut skip, mut out) = (offset, Vec::new());
+        for src in sources {
+            if out.len() >= limit {
+                break;
+            }
+            let len: u64 = match &src {
+                Some(l) => conn.llen(k.level(l)).await?,
+                None => conn.zcard(k.pending()).await?,
+            };
+            if skip as u64 >= len {
+                skip -= len as usize;
+                continue;
+            }
+            let (start, stop) = (skip as isize, (skip + limit - out.len() - 1) as isize);
+            let seqs: Vec<u64> = match &src {
+                Some(l) => conn.lrange(k.level(l), start, stop).await?,
+                None => conn.zrange(k.pending(), start, stop).await?,
+            };
+            out.extend(seqs);
+            skip = 0;
+        }
+        Ok((out, total))
+    }
+
+    /// The last hour's finished attempts per minute, oldest first: `(minute start ms, succeeded,
+    /// failed)` for each of the 60 minutes up to `now_ms` (zero where nothing finished). One
+    /// `HGETALL` of a hash of at most 180 fields.
+    pub async fn minutes(&self, conn: &mut Conn, q: &QueueName, now_ms: u64) -> redis::RedisResult<Vec<(u64, u64, u64)>> {
+        let h: HashMap<String, u64> = conn.hgetall(self.keys.queue(q).minutes()).await?;
+        let now_min = now_ms / 60_000;
+        Ok((0..60)
+            .rev()
+            .map(|back| {
+                let m = now_min.saturating_sub(back);
+                let i = m % 60;
+                let held = h.get(&format!("m{i}")) == Some(&m);
+                let get = |f: &str| if held { h.get(&format!("{f}{i}")).copied().unwrap_or(0) } else { 0 };
+                (m * 60_000, get("s"), get("f"))
+            })
+            .collect())
     }
 
     /// Removes a finished task's index entry whose task hash is gone (found by a reader).
@@ -557,6 +615,7 @@ impl Db {
             k.active(),
             k.meta(),
             k.stats(),
+            k.minutes(),
             k.modrefs(),
             k.signal(),
             k.estimates(),

@@ -433,6 +433,9 @@ pub struct TaskRecord {
     /// The children its succeeded attempt spawned, in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub spawned: Vec<String>,
+    /// The flow it belongs to (`QUEUE:N`), when it is a member of one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow: Option<String>,
     pub input_bytes: usize,
     /// The output's bytes, exactly (`wasmq result`).
     #[serde(skip)]
@@ -491,6 +494,7 @@ impl TaskRecord {
             after: parents(f).unwrap_or_default().into_iter().map(|s| TaskId::new(id.queue.clone(), s).to_string()).collect(),
             blocked_on: Vec::new(),
             spawned: seq_list(f, field::SPAWNED).unwrap_or_default().into_iter().map(|s| TaskId::new(id.queue.clone(), s).to_string()).collect(),
+            flow: uint(field::FLOW).map(|n| TaskId::new(id.queue.clone(), n).to_string()),
             input_bytes: f.bytes(field::INPUT).map_or(0, |b| b.len()),
             output_text: output.as_ref().and_then(|o| std::str::from_utf8(o).ok().map(str::to_string)),
             output_bytes: output.as_ref().map(|o| o.len()),

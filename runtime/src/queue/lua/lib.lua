@@ -511,8 +511,28 @@ finish = function(b, seq, tkey, state, fields, cur)
   count(b, state, 1)
 end
 
+-- Per-minute counts of finished attempts for the dashboard's last-hour chart: a ring of 60 slots
+-- in P:{Q}:minutes (fields `m<i>`: the minute that slot i holds, `s<i>` tasks succeeded, `f<i>`
+-- attempts failed: dead and retried), so the hash never holds more than 180 fields and nothing
+-- needs trimming. One read and at most two writes per batch, not per task.
+local function count_minute(b)
+  local s = b.counts.succeeded or 0
+  local f = (b.counts.dead or 0) + (b.counts.retried or 0)
+  if s == 0 and f == 0 then return end
+  local key = BASE .. 'minutes'
+  local minute = string.format('%d', math.floor(NOW / 60000))
+  local i = tostring(tonumber(minute) % 60)
+  if redis.call('HGET', key, 'm' .. i) ~= minute then
+    redis.call('HSET', key, 'm' .. i, minute, 's' .. i, s, 'f' .. i, f)
+  else
+    if s > 0 then redis.call('HINCRBY', key, 's' .. i, s) end
+    if f > 0 then redis.call('HINCRBY', key, 'f' .. i, f) end
+  end
+end
+
 local function flush(b)
   local K = b.K
+  count_minute(b)
   local limits = nil
   for state, set in pairs(b.sets) do
     redis.call('ZADD', K[state], unpack(set))
