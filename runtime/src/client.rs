@@ -589,6 +589,28 @@ impl Client {
         Ok(Some(record))
     }
 
+    /// Short records of many tasks of one queue, for listings: state, module (with its names),
+    /// priority, attempts and last error, read without outputs, inputs or logs. None where a task
+    /// is gone or its state is unreadable.
+    pub async fn summaries(&self, q: &QueueName, seqs: &[u64]) -> Result<Vec<Option<TaskRecord>>, ClientError> {
+        const FIELDS: [&str; 7] = [field::STATE, field::MODULE, field::PRIORITY, field::ATTEMPTS, field::MAX_ATTEMPTS, field::ERROR_KIND, field::ERROR];
+        let rows = self.db.task_fields_of_each(&mut self.conn.clone(), q, seqs, &FIELDS).await?;
+        let mut names: HashMap<String, Vec<String>> = HashMap::new();
+        let mut out = Vec::with_capacity(rows.len());
+        for (seq, f) in seqs.iter().zip(rows) {
+            let Some(mut r) = f.and_then(|f| TaskRecord::from_fields(&TaskId::new(q.clone(), *seq), &f).ok()) else {
+                out.push(None);
+                continue;
+            };
+            if !names.contains_key(&r.module) {
+                names.insert(r.module.clone(), self.store.names_of(&r.module).await?);
+            }
+            r.module_names = names[&r.module].clone();
+            out.push(Some(r));
+        }
+        Ok(out)
+    }
+
     /// Waits up to `timeout` for the task to finish; returns its record (finished or not), or
     /// None for an unknown id. Waiting blocks on Redis (no polling loop faster than 1/s).
     pub async fn wait(&self, id: &TaskId, timeout: Duration) -> Result<Option<TaskRecord>, ClientError> {

@@ -245,21 +245,19 @@ async fn queue_page(
         let module = p.get("module").map(|m| m.trim().to_string()).unwrap_or_default();
         let mut tasks = Vec::with_capacity(seqs.len());
         let mut hidden = 0;
-        for seq in seqs {
-            if let Some(r) = s.client.status(&TaskId::new(q.clone(), seq)).await? {
-                if !module.is_empty() && !r.module_names.contains(&module) && !r.module.starts_with(&module) {
-                    hidden += 1;
-                    continue;
-                }
-                tasks.push(TaskRow {
-                    id: r.id.clone(),
-                    state: r.state.to_string(),
-                    module: r.module_names.first().cloned().unwrap_or_else(|| r.module.chars().take(12).collect()),
-                    priority: r.priority,
-                    attempts: r.attempts,
-                    error: r.error.clone().map(|e| e.chars().take(200).collect()).unwrap_or_default(),
-                });
+        for r in s.client.summaries(&q, &seqs).await?.into_iter().flatten() {
+            if !module.is_empty() && !r.module_names.contains(&module) && !r.module.starts_with(&module) {
+                hidden += 1;
+                continue;
             }
+            tasks.push(TaskRow {
+                id: r.id.clone(),
+                state: r.state.to_string(),
+                module: r.module_names.first().cloned().unwrap_or_else(|| r.module.chars().take(12).collect()),
+                priority: r.priority,
+                attempts: r.attempts,
+                error: r.error.clone().map(|e| e.chars().take(200).collect()).unwrap_or_default(),
+            });
         }
         let page = QueuePage {
             title: format!("queue {q}"),
