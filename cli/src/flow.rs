@@ -12,8 +12,7 @@ use wasmq::client::{Client, FlowOutput};
 use wasmq::queue::{FlowRecord, FlowState, ParentFailure, QueueName, TaskId};
 use wasmq::text::escape_control;
 
-/// Default fan-in of a reduction tree (`--reduce-fan-in`).
-pub const DEFAULT_FAN_IN: usize = 16;
+use wasmq::client::{DEFAULT_FAN_IN, MAX_FAN_IN};
 
 #[derive(Debug, Args)]
 pub struct MapArgs {
@@ -28,7 +27,7 @@ pub struct MapArgs {
     #[arg(long)]
     pub reduce: Option<String>,
     /// Most outputs one reducer reads.
-    #[arg(long, default_value_t = DEFAULT_FAN_IN, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..=10_000))]
+    #[arg(long, default_value_t = DEFAULT_FAN_IN, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..=MAX_FAN_IN as u64))]
     pub reduce_fan_in: usize,
     /// Queue of the flow and all its tasks.
     #[arg(long, short, default_value = wasmq::queue::DEFAULT_QUEUE, value_parser = value::queue)]

@@ -190,6 +190,11 @@ const DRAIN_BATCH: u64 = 1000;
 /// Default largest task input accepted by `enqueue` (`--max-input-size`).
 pub const DEFAULT_MAX_INPUT_SIZE: u64 = 16 << 20;
 
+/// Default fan-in of a map's reduction tree (`map --reduce-fan-in`, the API's `reduce_fan_in`).
+pub const DEFAULT_FAN_IN: usize = 16;
+/// Largest fan-in of a reduction tree.
+pub const MAX_FAN_IN: usize = 10_000;
+
 /// How a durable enqueue confirms its write, found once per client (see [`Client::enqueue`]).
 #[derive(Debug, Clone)]
 enum Durability {
@@ -825,8 +830,8 @@ impl Client {
         if inputs.is_empty() {
             return Err(ClientError::Invalid("a map needs at least one input".into()));
         }
-        if fan_in < 2 {
-            return Err(ClientError::Invalid("the reduce fan-in must be at least 2".into()));
+        if !(2..=MAX_FAN_IN).contains(&fan_in) {
+            return Err(ClientError::Invalid(format!("the reduce fan-in must be from 2 to {MAX_FAN_IN}")));
         }
         if !o.after.is_empty() || o.unique_key.is_some() || o.input_from_after {
             return Err(ClientError::Invalid("a map's children take no --after, --unique-key or --input-from-after".into()));

@@ -17,8 +17,8 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use wasmq::client::{ClientError, EnqueueOptions};
-use wasmq::queue::{CancelOutcome, QueueError, QueueName, TaskId, TaskRecord, TaskState};
+use wasmq::client::{ClientError, EnqueueOptions, FlowOutput};
+use wasmq::queue::{CancelOutcome, FlowRecord, FlowState, ParentFailure, QueueError, QueueName, TaskId, TaskRecord, TaskState};
 use wasmq::store::StoreError;
 
 use crate::State;
@@ -46,6 +46,7 @@ api_routes! {
     get "/v1/queues" => queues,
     get "/v1/queues/{queue}" => queue,
     post "/v1/queues/{queue}/tasks" => enqueue,
+    post "/v1/queues/{queue}/flows" => map,
     post "/v1/queues/{queue}/pause" => pause,
     post "/v1/queues/{queue}/resume" => resume,
     post "/v1/queues/{queue}/dead/retry" => retry_dead,
@@ -209,6 +210,10 @@ pub struct EnqueueBody {
     allow_host: Vec<String>,
     max_http_requests: Option<u32>,
     max_http_response_bytes: Option<Size>,
+    /// `POST /v1/queues/{queue}/flows` only: `wasmq map`'s flags.
+    reduce: Option<String>,
+    reduce_fan_in: Option<usize>,
+    on_child_failure: Option<String>,
 }
 
 /// `Input`'s fields inside the enqueue body (flatten and deny_unknown_fields do not mix).
@@ -271,9 +276,55 @@ async fn enqueue(AxState(s): AxState<State>, Path(queue): Path<String>, headers:
         let ids: Vec<String> = ids.into_iter().map(|e| e.id.to_string()).collect();
         return Ok((StatusCode::CREATED, Json(json!({"ids": ids}))).into_response());
     }
+    if b.reduce.is_some() || b.reduce_fan_in.is_some() || b.on_child_failure.is_some() {
+        return Err(ApiError::bad("invalid", "reduce, reduce_fan_in and on_child_failure belong to a map: POST /v1/queues/{queue}/flows"));
+    }
     let e = s.client.enqueue(&b.module, &single.bytes()?, &o).await?;
     let status = if e.new { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(json!({"id": e.id.to_string(), "new": e.new}))).into_response())
+}
+
+/// `POST /v1/queues/{queue}/flows`: `wasmq map`. One child task of `module` per entry of
+/// `inputs`, and with `reduce` a tree of reducers over their outputs; the options are the
+/// enqueue body's. Answers `{"id": FLOW}`.
+async fn map(AxState(s): AxState<State>, Path(queue): Path<String>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    check(&s, &headers, Access::Act)?;
+    let queue = parse_queue(&queue)?;
+    let b: EnqueueBody = json_body(&body)?;
+    let o = b.options(queue)?;
+    if b.input.input.is_some() || b.input.input_json.is_some() || b.input.input_base64.is_some() {
+        return Err(ApiError::bad("invalid", "a map takes inputs (one per child), not input"));
+    }
+    let inputs = b.inputs.as_deref().unwrap_or_default();
+    if inputs.is_empty() || inputs.len() > MAX_BATCH {
+        return Err(ApiError::bad("invalid", format!("inputs must hold 1 to {MAX_BATCH} inputs")));
+    }
+    let bytes = inputs.iter().map(Input::bytes).collect::<Result<Vec<_>, _>>()?;
+    let policy = match &b.on_child_failure {
+        Some(p) => p.parse().map_err(|e: String| ApiError::bad("invalid", e))?,
+        None => ParentFailure::default(),
+    };
+    let fan_in = b.reduce_fan_in.unwrap_or(wasmq::client::DEFAULT_FAN_IN);
+    let id = s.client.map(&b.module, &bytes, b.reduce.as_deref(), fan_in, policy, &o).await?;
+    Ok((StatusCode::CREATED, Json(json!({"id": id.to_string()}))).into_response())
+}
+
+/// Most children's outputs a flow's JSON embeds for a flow without a reducer.
+const MAX_FLOW_OUTPUTS: u64 = MAX_BATCH as u64;
+
+/// A flow as `GET /v1/tasks/{id}` answers for a flow id: `{"flow": ...}` as `status FLOW --json`
+/// shows it, and once it succeeded its `output`: the last reducer's (embedded as task outputs
+/// are), or without a reducer the children's outputs as an array (up to 10,000 children; past
+/// that, read the children). To wait for a flow with a reducer, wait on its `root` task.
+async fn flow_json(s: &State, f: &FlowRecord) -> Result<Value, ApiError> {
+    let mut v = json!({"flow": f});
+    if f.state == FlowState::Succeeded && (f.root.is_some() || f.children <= MAX_FLOW_OUTPUTS) {
+        v["output"] = match s.client.flow_output(f).await? {
+            FlowOutput::Reduced(bytes) => wasmq::queue::task::embed_output(&bytes),
+            FlowOutput::Children(array) => serde_json::from_slice(&array).unwrap_or(Value::Null),
+        };
+    }
+    Ok(v)
 }
 
 /// A task as `status --json` shows it, plus `output_base64` when the output is not UTF-8.
@@ -302,7 +353,7 @@ async fn task(AxState(s): AxState<State>, Path(id): Path<String>, Query(q): Quer
     match record {
         Some(r) => Ok(Json(task_json(&r)).into_response()),
         None => match s.client.flow(&id).await? {
-            Some(f) => Ok(Json(json!({"flow": f})).into_response()),
+            Some(f) => Ok(Json(flow_json(&s, &f).await?).into_response()),
             None => Err(ApiError::unknown_task(&id.to_string())),
         },
     }

@@ -713,6 +713,44 @@ async fn serve_dashboard_pages_flows_schedules_filters_and_chart() {
     assert!(html.contains(r#"data-succeeded="4" data-failed="2""#), "{html}");
 }
 
+/// `POST /v1/queues/{queue}/flows` is `wasmq map`: children and a reducer; `GET /v1/tasks/{id}`
+/// of the flow answers its state and, once it succeeded, its output. Map options on a plain
+/// enqueue, a single input on a map, or a bad fan-in are 400s that create nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_api_maps_a_flow_and_reads_its_output() {
+    let server = RedisServer::start().expect("redis-server");
+    let w = Wasmq::new(&server);
+    w.push(&fixture("echo.wat"), "echo");
+    let app = app(&server, Default::default()).await;
+    let map = |body: Value| call(&app, Method::POST, "/v1/queues/apimap/flows", None, json_body(body));
+
+    for bad in [
+        json!({"module": "echo", "input": "x", "reduce": "echo"}),
+        json!({"module": "echo", "inputs": [{"input": "1"}], "reduce": "echo", "reduce_fan_in": 1}),
+        json!({"module": "echo", "inputs": []}),
+    ] {
+        let (s, v) = map(bad.clone()).await;
+        assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid"), "{bad}: {v}");
+    }
+    let (s, v) = call(&app, Method::POST, "/v1/queues/apimap/tasks", None, json_body(json!({"module": "echo", "input": "x", "reduce": "echo"}))).await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "invalid"), "{v}");
+    let (_, v) = call(&app, Method::GET, "/v1/queues/apimap", None, None).await;
+    assert_eq!((v["pending"].as_u64(), v["enqueued_total"].as_u64()), (Some(0), Some(0)), "nothing was created: {v}");
+
+    let (s, v) = map(json!({"module": "echo", "inputs": [{"input_json": 1}, {"input_json": {"n": 2}}, {"input": "three"}], "reduce": "echo"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let flow = v["id"].as_str().unwrap().to_string();
+    let (_, v) = call(&app, Method::GET, &format!("/v1/tasks/{flow}"), None, None).await;
+    assert_eq!((v["flow"]["state"].as_str(), v["flow"]["children"].as_u64()), (Some("running"), Some(3)), "{v}");
+    assert!(v.get("output").is_none());
+
+    let mut worker = w.spawn_worker(&["--queue", "apimap", "--exit-when-idle"]);
+    assert!(worker.wait(Duration::from_secs(60)).is_some());
+    let (_, v) = call(&app, Method::GET, &format!("/v1/tasks/{flow}"), None, None).await;
+    assert_eq!(v["flow"]["state"], "succeeded", "{v}");
+    assert_eq!(v["output"], json!([1, {"n": 2}, "three"]), "the reducer's output, embedded as JSON: {v}");
+}
+
 /// `docs/openapi.yaml` documents exactly the routes the API serves (the router's own list, plus
 /// `/metrics`), with the same methods, and each of them answers through the real router rather
 /// than its fallback.
