@@ -44,7 +44,8 @@ pub enum Scenario {
     Enqueue,
     /// Processing throughput of no-op tasks, 1 and 2 worker processes.
     Throughput,
-    /// Processing throughput of wordcount tasks, 1 and 2 worker processes.
+    /// Processing throughput of wordcount tasks on 4 KiB and 1 MiB inputs, 1 and 2 worker
+    /// processes, in tasks/s and MB/s.
     Wordcount,
     /// End-to-end latency under a paced load into idle workers.
     Latency,
@@ -189,9 +190,9 @@ impl Bench {
             eprintln!("==> {s:?}");
             let r = match s {
                 Scenario::Enqueue => self.enqueue().await,
-                Scenario::Throughput => self.throughput("noop", None).await,
+                Scenario::Throughput => self.throughput("noop", None, self.config.tasks).await,
                 Scenario::Wordcount => match self.config.wordcount.clone() {
-                    Some(w) => self.throughput("wordcount", Some(w)).await,
+                    Some(w) => self.wordcount(&w).await,
                     None => {
                         eprintln!("    skipped: the example tasks could not be built (run from the source tree)");
                         Ok(())
@@ -234,19 +235,28 @@ impl Bench {
     }
 
     /// Enqueues `n` tasks, then runs 1 and then 2 worker processes until the queue is drained.
-    async fn throughput(&mut self, what: &str, module: Option<Vec<u8>>) -> anyhow::Result<()> {
-        let (name, input): (&str, Vec<u8>) = match &module {
+    /// A real task next to the no-op one: wordcount over log text of 4 KiB per task (`--tasks`
+    /// of them) and of 1 MiB per task (a hundredth as many, from 20 to 256: at most 256 MiB of
+    /// input in all), in tasks/s and MB/s of input.
+    async fn wordcount(&mut self, wasm: &[u8]) -> anyhow::Result<()> {
+        self.push("bench-wordcount", wasm).await?;
+        let big = (self.config.tasks / 100).clamp(20, 256);
+        for (what, bytes, n) in [("wordcount-4KiB", 4 << 10, self.config.tasks), ("wordcount-1MiB", 1 << 20, big)] {
+            self.throughput(what, Some(("bench-wordcount", wordcount_input(bytes))), n).await?;
+        }
+        Ok(())
+    }
+
+    /// Processing throughput of `n` tasks, with 1 and then 2 worker processes: of the no-op
+    /// module (`task` None), or of a pushed module by name with one input for every task.
+    async fn throughput(&mut self, what: &str, task: Option<(&str, Vec<u8>)>, n: usize) -> anyhow::Result<()> {
+        let (name, input): (&str, Vec<u8>) = match task {
             None => {
                 self.push("bench-noop", NOOP_WAT.as_bytes()).await?;
                 ("bench-noop", Vec::new())
             }
-            Some(w) => {
-                self.push("bench-wordcount", w).await?;
-                let text = "GET /api/users 200 12ms user=42 region=eu-west cache=hit\n".repeat(16);
-                ("bench-wordcount", serde_json::json!({ "text": text, "top": 5 }).to_string().into_bytes())
-            }
+            Some(t) => t,
         };
-        let n = self.config.tasks;
         // Artifacts are compiled once, before timing: throughput is measured warm.
         let warm_cache = self.cache_dir.path().join("warm");
         let k = self.config.queues.max(1);
@@ -306,6 +316,13 @@ impl Bench {
                 Metric::new(what, &format!("throughput, {workers} worker process(es) x concurrency {}{spread}", self.config.concurrency), rates[1], "tasks/s")
                     .note(&format!("median of 3 runs of {n}, first start to last result")),
             );
+            if !input.is_empty() {
+                let mb = rates[1] * input.len() as f64 / 1e6;
+                self.report.push(
+                    Metric::new(what, &format!("input processed, {workers} worker process(es)"), mb, "MB/s")
+                        .note(&format!("{} bytes of input per task", input.len())),
+                );
+            }
             self.report.push(Metric::new(what, &format!("worker peak RSS, {workers} process(es)"), peak as f64 / (1 << 20) as f64, "MiB"));
             if cpu_per_task.len() == 3 {
                 cpu_per_task.sort_by(f64::total_cmp);
@@ -533,4 +550,16 @@ async fn redis_cpu(conn: &mut Conn, key: &str) -> anyhow::Result<f64> {
 async fn used_memory(conn: &mut Conn, key: &str) -> anyhow::Result<u64> {
     let info: redis::InfoDict = conn.query_at(key, redis::cmd("INFO").arg("memory")).await?;
     info.get("used_memory").context("no used_memory in INFO")
+}
+
+/// A wordcount input of about `bytes` bytes: web-server log lines (many distinct words: ids,
+/// times, paths) as the `text` of `{"text": ..., "top": 5}`.
+fn wordcount_input(bytes: usize) -> Vec<u8> {
+    let mut text = String::with_capacity(bytes + 128);
+    let mut i = 0u64;
+    while text.len() < bytes.saturating_sub(32) {
+        text.push_str(&format!("GET /api/users/{} 200 {}ms user={} region=eu-west cache=hit\n", i % 997, i % 89, i % 4099));
+        i += 1;
+    }
+    serde_json::json!({ "text": text, "top": 5 }).to_string().into_bytes()
 }
