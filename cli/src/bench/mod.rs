@@ -5,6 +5,7 @@
 mod args;
 mod flow;
 mod policies;
+mod scripts;
 
 pub use args::{BenchArgs, run};
 mod report;
@@ -59,6 +60,9 @@ pub enum Scenario {
     Policies,
     /// Map-reduce wordcount over a real corpus, checked against a native count; a wide flow.
     Flow,
+    /// Redis CPU per task of each script (enqueue, claim, complete) called alone, and of it
+    /// each command the script called: where the time goes.
+    Scripts,
 }
 
 /// How a bench is run.
@@ -204,6 +208,7 @@ impl Bench {
                 Scenario::Memory => self.memory().await,
                 Scenario::Policies => policies::run(self).await,
                 Scenario::Flow => flow::run(self).await,
+                Scenario::Scripts => scripts::run(self).await,
             };
             if let Err(e) = r {
                 eprintln!("    failed: {e:#}");
