@@ -1,0 +1,105 @@
+//! Operating a deployment: a worker's own `/metrics` (`wasmq worker --metrics-listen`), and the
+//! alert rules of docs/deployment.md checked against a real scrape of `wasmq serve`'s `/metrics`.
+
+use std::io::BufRead;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::common::*;
+
+/// `GET path` over a plain loopback socket: (status, body).
+fn get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0), body.to_string())
+}
+
+fn parse(text: &str) -> prometheus_parse::Scrape {
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("valid exposition")
+}
+
+/// The one value of `metric` whose labels include `labels`.
+fn value(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let found: Vec<_> = scrape.samples.iter().filter(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))).collect();
+    assert!(found.len() <= 1, "{metric} {labels:?}: {found:?}");
+    found.first().map(|s| match s.value {
+        prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+        ref other => panic!("{metric}: {other:?}"),
+    })
+}
+
+#[test]
+fn ops_worker_metrics_count_the_tasks_it_ran() {
+    let server = RedisServer::start().expect("redis-server");
+    let w = Wasmq::new(&server);
+    w.push(&fixture("echo.wat"), "echo");
+    w.push(&fixture("trap.wat"), "trap");
+    let mut ids: Vec<String> = (0..3).map(|i| w.enqueue("echo", &format!("m{i}"), &["--queue", "wm"])).collect();
+    // Fails twice: one retry, then dead.
+    ids.push(w.enqueue("trap", "", &["--queue", "wm", "--max-attempts", "2"]));
+
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = w
+        .cmd()
+        .args(["worker", "--queue", "wm", "--concurrency", "2", "--id", "metrics-w1", "--backoff-base", "0s", "--backoff-cap", "0s"])
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .expect("spawn worker");
+    let stdout = child.stdout.take().unwrap();
+    let worker = WorkerProcess { child: Some(child), log };
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
+    let url = line.trim().strip_prefix("metrics on http://").unwrap_or_else(|| panic!("worker printed {line:?}: {}", worker.log()));
+    let addr = url.strip_suffix("/metrics").expect("the /metrics path").to_string();
+
+    // Every task finished, and the worker counted every result.
+    let scrape = eventually(Duration::from_secs(60), || {
+        let (status, text) = get(&addr, "/metrics");
+        assert_eq!(status, 200, "{text}");
+        let s = parse(&text);
+        let done = |o| value(&s, "wasmq_worker_results_total", &[("outcome", o)]).unwrap_or(0.0);
+        (done("succeeded") == 3.0 && done("dead") == 1.0).then_some((s, text))
+    });
+    let (scrape, text) = scrape.unwrap_or_else(|| panic!("the worker's counters never reached 3 succeeded, 1 dead: {}", worker.log()));
+    for id in &ids {
+        assert!(matches!(w.status(id).unwrap()["state"].as_str(), Some("succeeded" | "dead")), "{id}");
+    }
+    let results = |o| value(&scrape, "wasmq_worker_results_total", &[("outcome", o)]);
+    assert_eq!(results("retried"), Some(1.0), "{text}");
+    assert_eq!(results("cancelled"), Some(0.0));
+    assert_eq!(results("stale"), Some(0.0));
+    assert_eq!(value(&scrape, "wasmq_worker_info", &[("id", "metrics-w1"), ("version", env!("CARGO_PKG_VERSION"))]), Some(1.0), "{text}");
+    assert_eq!(value(&scrape, "wasmq_worker_run_slots", &[]), Some(2.0));
+    assert_eq!(value(&scrape, "wasmq_worker_running_tasks", &[]), Some(0.0));
+    assert_eq!(value(&scrape, "wasmq_worker_held_tasks", &[]), Some(0.0));
+    // Five runs: three echoes, two attempts of the trap.
+    assert_eq!(value(&scrape, "wasmq_worker_run_seconds_count", &[]), Some(5.0), "{text}");
+    let hist = scrape.samples.iter().find_map(|s| match (&s.metric[..], &s.value) {
+        ("wasmq_worker_run_seconds", prometheus_parse::Value::Histogram(b)) => Some(b.clone()),
+        _ => None,
+    });
+    let hist = hist.unwrap_or_else(|| panic!("a run time histogram: {text}"));
+    assert_eq!(hist.iter().find(|b| b.less_than.is_infinite()).map(|b| b.count), Some(5.0));
+    // The process: resident memory, CPU time, start time.
+    assert!(value(&scrape, "process_resident_memory_bytes", &[]).unwrap() > 1e6, "{text}");
+    // In ticks of 10 ms: a worker that ran five tiny tasks may not have used one yet.
+    assert!(value(&scrape, "process_cpu_seconds_total", &[]).unwrap() >= 0.0, "{text}");
+    let started = value(&scrape, "process_start_time_seconds", &[]).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!((now - started).abs() < 300.0, "started {started}, now {now}");
+    // The same counts as the registry entry the worker writes (every second).
+    let entry = eventually(Duration::from_secs(10), || {
+        let workers: serde_json::Value = serde_json::from_str(&w.ok(&["workers", "--json"])).unwrap();
+        workers.as_array().unwrap().iter().find(|e| e["id"] == "metrics-w1" && e["succeeded"] == 3).cloned()
+    });
+    assert_eq!(entry.expect("the registry entry shows 3 succeeded")["failed"], 1);
+    // Only /metrics.
+    assert_eq!(get(&addr, "/").0, 404);
+}
