@@ -103,3 +103,96 @@ fn ops_worker_metrics_count_the_tasks_it_ran() {
     // Only /metrics.
     assert_eq!(get(&addr, "/").0, 404);
 }
+
+/// The ```yaml blocks of a Markdown file.
+fn yaml_blocks(markdown: &str) -> Vec<String> {
+    markdown.split("```yaml\n").skip(1).map(|b| b.split("\n```").next().unwrap_or_default().to_string()).collect()
+}
+
+/// A metric name and its label matchers `(label, op, value)`.
+type Selector = (String, Vec<(String, String, String)>);
+
+/// Every metric selector in `text`: a name starting with `wasmq_` or `process_`, and its label
+/// matchers `(label, op, value)` when braces follow.
+fn selectors(text: &str) -> Vec<Selector> {
+    let mut out = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let rest = &text[i..];
+        let at_word_start = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+        if at_word_start && (rest.starts_with("wasmq_") || rest.starts_with("process_")) {
+            let len = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+            let name = rest[..len].to_string();
+            let mut matchers = Vec::new();
+            if let Some(body) = rest[len..].strip_prefix('{') {
+                let body = body.split('}').next().unwrap_or_default();
+                for m in body.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+                    let op = ["=~", "!~", "!=", "="].into_iter().find(|op| m.contains(op)).expect("a label matcher");
+                    let (label, value) = m.split_once(op).unwrap();
+                    matchers.push((label.trim().to_string(), op.to_string(), value.trim().trim_matches('"').to_string()));
+                }
+            }
+            out.push((name, matchers));
+            i += len;
+        } else {
+            i += rest.chars().next().map_or(1, char::len_utf8);
+        }
+    }
+    out
+}
+
+/// The metric names and label values the alert rules and the KEDA example of
+/// docs/deployment.md use all exist in a real scrape of `wasmq serve`'s `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_deployment_alert_rules_use_real_metrics() {
+    use tower::ServiceExt;
+    let doc = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/deployment.md")).unwrap();
+    let blocks = yaml_blocks(&doc);
+    let rules = blocks.iter().find(|b| b.contains("alert:")).expect("a block of alert rules");
+    let keda = blocks.iter().find(|b| b.contains("kind: ScaledObject")).expect("a KEDA ScaledObject");
+    for alert in ["WasmqQueueWithoutWorkers", "WasmqQueueNotConsumed", "WasmqDeadTasksRising"] {
+        assert!(rules.contains(&format!("alert: {alert}")), "{alert}");
+    }
+    assert!(keda.contains("type: prometheus"));
+
+    // A deployment that has every family: a queue (the doc's `default`) with finished, dead and
+    // pending tasks, and a claim.
+    let server = RedisServer::start().expect("redis-server");
+    let w = Wasmq::new(&server);
+    w.push(&fixture("echo.wat"), "echo");
+    w.push(&fixture("trap.wat"), "trap");
+    w.enqueue("echo", "a", &[]);
+    w.enqueue("trap", "", &["--max-attempts", "1"]);
+    let mut worker = w.spawn_worker(&["--exit-when-idle"]);
+    assert!(worker.wait(Duration::from_secs(60)).is_some(), "{}", worker.log());
+    w.enqueue("echo", "b", &[]);
+    let client = wasmq::client::Client::connect(wasmq::conn::RedisOptions::new(server.url()), "wasmq").await.expect("connect");
+    let app = wasmq_serve::router(client, wasmq_serve::ServeConfig::default()).expect("router");
+    let req = axum::http::Request::builder().uri("/metrics").body(axum::body::Body::empty()).unwrap();
+    let resp = app.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 24).await.unwrap();
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    let scrape = parse(&text);
+
+    let used: Vec<_> = blocks.iter().flat_map(|b| selectors(b)).collect();
+    assert!(used.len() >= 8, "{used:?}");
+    for (name, matchers) in &used {
+        let of_name: Vec<_> = scrape.samples.iter().filter(|s| &s.metric == name).collect();
+        assert!(!of_name.is_empty(), "docs/deployment.md uses {name}, which /metrics does not export:\n{text}");
+        for (label, op, value) in matchers {
+            let values: Vec<&str> = match op.as_str() {
+                "=" => vec![value.as_str()],
+                "=~" => value.split('|').collect(),
+                _ => vec![],
+            };
+            for v in values {
+                assert!(
+                    of_name.iter().any(|s| s.labels.get(label) == Some(v)),
+                    "docs/deployment.md selects {name}{{{label}{op}\"{value}\"}}: no sample has {label}=\"{v}\":\n{text}"
+                );
+            }
+        }
+    }
+}
