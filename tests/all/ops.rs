@@ -196,3 +196,25 @@ async fn ops_deployment_alert_rules_use_real_metrics() {
         }
     }
 }
+
+/// `wasmq bench -s api` runs end to end at a tiny size and reports every figure (which are
+/// never asserted: this machine's are in docs/performance.md).
+#[test]
+fn ops_bench_api_scenario_smoke() {
+    let server = RedisServer::start().expect("redis-server");
+    let w = Wasmq::new(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let out = w.run(&["bench", "-s", "api", "--tasks", "200", "--api-clients", "4", "--page-tasks", "300", "--json", json.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let metrics = report["metrics"].as_array().unwrap();
+    assert!(!metrics.iter().any(|m| m["name"] == "failed"), "{metrics:?}\n{}", String::from_utf8_lossy(&out.stderr));
+    let value = |name: &str| metrics.iter().find(|m| m["name"] == name).and_then(|m| m["value"].as_f64());
+    assert!(value("enqueue rate, POST /v1/queues/{q}/tasks, 4 clients").is_some_and(|v| v > 0.0), "{metrics:?}");
+    assert!(value("GET /v1/tasks/{id} p99 under enqueue load").is_some(), "{metrics:?}");
+    for page in ["/", "/queues/{q}?state=succeeded", "/queues/{q}?state=dead", "/tasks/{id} (dead)", "/workers", "/modules"] {
+        let n = value(&format!("Redis commands, GET {page}")).unwrap_or_else(|| panic!("{page}: {metrics:?}"));
+        assert!(n >= 1.0, "{page} costs {n} commands");
+    }
+}

@@ -2,6 +2,7 @@
 //! against a real Redis with real worker processes. Every scenario uses queues of its own
 //! (`bench-<scenario>-<pid>`), so a bench can run against a Redis that holds other data.
 
+mod api;
 mod args;
 mod flow;
 mod policies;
@@ -58,6 +59,9 @@ pub enum Scenario {
     Policies,
     /// Map-reduce wordcount over a real corpus, checked against a native count; a wide flow.
     Flow,
+    /// `wasmq serve`'s API: enqueue rate and read latency under load over loopback, and the
+    /// Redis commands of each dashboard page with --page-tasks tasks in a queue.
+    Api,
 }
 
 /// How a bench is run.
@@ -85,6 +89,10 @@ pub struct BenchConfig {
     pub corpus: PathBuf,
     /// Children of the flow scenario's wide flow.
     pub flow_children: usize,
+    /// Clients of the api scenario's enqueue load.
+    pub api_clients: usize,
+    /// Pending tasks in the queue whose dashboard pages the api scenario measures.
+    pub page_tasks: usize,
 }
 
 /// A worker process started by the bench.
@@ -203,6 +211,7 @@ impl Bench {
                 Scenario::Memory => self.memory().await,
                 Scenario::Policies => policies::run(self).await,
                 Scenario::Flow => flow::run(self).await,
+                Scenario::Api => api::run(self).await,
             };
             if let Err(e) = r {
                 eprintln!("    failed: {e:#}");
