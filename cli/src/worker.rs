@@ -119,6 +119,12 @@ pub struct WorkerArgs {
     /// trailing newline dropped). Repeatable. The value never goes to Redis or the logs.
     #[arg(long, value_name = "NAME=@FILE", value_parser = secret)]
     pub secret: Vec<(String, String)>,
+    /// Serve this worker's own metrics (results by outcome, busy and held tasks, run times,
+    /// memory, CPU) in the Prometheus text format at http://ADDR/metrics, without a token: they
+    /// show counts, never task data. Any address is taken (Prometheus scrapes over the network);
+    /// port 0 picks a free one, printed on stdout. Default: not served.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// `NAME=@FILE`, read now.
@@ -222,9 +228,34 @@ pub async fn shutdown_signal() {
 pub async fn run(g: &Global, a: WorkerArgs) -> Outcome {
     let config = a.config()?;
     let redis = g.redis()?;
-    let report = wasmq::worker::run(redis, g.db()?, config, shutdown_signal()).await?;
-    tracing::debug!(?report, "done");
+    let handle = wasmq::worker::WorkerHandle::new();
+    // Bound before the worker starts, so that a taken port fails at once; stopped with the worker.
+    let metrics = match a.metrics_listen {
+        Some(addr) => Some(serve_metrics(addr, handle.clone()).await?),
+        None => None,
+    };
+    let report = wasmq::worker::run_with(redis, g.db()?, config, shutdown_signal(), &handle).await;
+    if let Some(m) = metrics {
+        m.abort();
+    }
+    tracing::debug!(report = ?report?, "done");
     Ok(exit::OK)
+}
+
+/// Starts the worker's `/metrics` server on `addr` (see `wasmq_serve::worker_metrics`).
+async fn serve_metrics(addr: std::net::SocketAddr, handle: wasmq::worker::WorkerHandle) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use anyhow::Context;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (--metrics-listen)"))?;
+    let bound = listener.local_addr()?;
+    // The address actually bound (with port 0, the one the OS chose): tests and scripts read it.
+    println!("metrics on http://{bound}/metrics");
+    tracing::info!("worker metrics on http://{bound}/metrics");
+    let app = wasmq_serve::worker_metrics::router(handle);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "the metrics server stopped");
+        }
+    }))
 }
 
 #[derive(Debug, Args)]

@@ -12,12 +12,15 @@
 //! - [`metrics`]: `/metrics`, from running totals (a bounded number of commands per queue).
 //! - [`dashboard`]: the HTML pages (askama templates compiled into the binary, no JavaScript
 //!   framework).
+//! - [`worker_metrics`]: not part of `serve`: the `/metrics` of one worker process (`wasmq
+//!   worker --metrics-listen`), here because it shares the encoding.
 
 pub mod api;
 pub mod auth;
 pub mod dashboard;
 pub mod metrics;
 pub mod wait;
+pub mod worker_metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

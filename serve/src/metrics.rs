@@ -29,7 +29,7 @@ pub fn routes() -> Router<State> {
 }
 
 /// The OpenMetrics text format's content type (Prometheus negotiates it).
-const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// One queue's values.
 #[derive(Debug)]
@@ -92,10 +92,10 @@ async fn snapshot(s: &State) -> Result<Snapshot, ClientError> {
     Ok(snap)
 }
 
-type Labels = Vec<(&'static str, String)>;
+pub(crate) type Labels = Vec<(&'static str, String)>;
 
 /// One metric family: a descriptor, then each label set's value.
-fn family<T>(
+pub(crate) fn family<T>(
     e: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -120,15 +120,15 @@ fn family<T>(
     Ok(())
 }
 
-fn counter(m: &mut prometheus_client::encoding::MetricEncoder, v: &u64) -> std::fmt::Result {
+pub(crate) fn counter(m: &mut prometheus_client::encoding::MetricEncoder, v: &u64) -> std::fmt::Result {
     m.encode_counter::<NoLabelSet, u64, u64>(v, None)
 }
 
-fn gauge(m: &mut prometheus_client::encoding::MetricEncoder, v: &f64) -> std::fmt::Result {
+pub(crate) fn gauge(m: &mut prometheus_client::encoding::MetricEncoder, v: &f64) -> std::fmt::Result {
     m.encode_gauge(v)
 }
 
-fn histogram(m: &mut prometheus_client::encoding::MetricEncoder, h: &Histogram) -> std::fmt::Result {
+pub(crate) fn histogram(m: &mut prometheus_client::encoding::MetricEncoder, h: &Histogram) -> std::fmt::Result {
     // Non-cumulative counts: the encoder sums them into `le` buckets.
     let mut buckets: Vec<(f64, u64)> = HISTOGRAM_BOUNDS_US.iter().zip(&h.buckets).map(|(b, n)| (*b as f64 / 1e6, *n)).collect();
     buckets.push((f64::INFINITY, h.buckets.get(HISTOGRAM_BOUNDS_US.len()).copied().unwrap_or(0)));

@@ -40,6 +40,12 @@ pub struct BenchArgs {
     /// Children of the flow scenario's wide flow of no-op tasks.
     #[arg(long, default_value_t = 100_000)]
     pub flow_children: usize,
+    /// Clients (keep-alive connections) of the api scenario's enqueue load.
+    #[arg(long, default_value_t = 16)]
+    pub api_clients: usize,
+    /// Pending tasks in the queue whose dashboard pages the api scenario measures.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub page_tasks: usize,
     /// Always start a throwaway redis-server, even if one answers at --redis-url.
     #[arg(long)]
     pub fresh_redis: bool,
@@ -63,6 +69,7 @@ pub async fn run(g: &Global, a: BenchArgs) -> Outcome {
             Scenario::Policies,
             Scenario::Flow,
             Scenario::Scripts,
+            Scenario::Api,
         ];
     }
     scenarios.dedup();
@@ -98,6 +105,8 @@ pub async fn run(g: &Global, a: BenchArgs) -> Outcome {
         merge_counts: example("merge-counts"),
         corpus: a.corpus.clone(),
         flow_children: a.flow_children.max(1),
+        api_clients: a.api_clients.max(1),
+        page_tasks: a.page_tasks,
     };
     let client = g.client().await?;
     let mut conn = client.conn();

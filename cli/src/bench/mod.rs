@@ -2,6 +2,7 @@
 //! against a real Redis with real worker processes. Every scenario uses queues of its own
 //! (`bench-<scenario>-<pid>`), so a bench can run against a Redis that holds other data.
 
+mod api;
 mod args;
 mod flow;
 mod policies;
@@ -63,6 +64,9 @@ pub enum Scenario {
     /// Redis CPU per task of each script (enqueue, claim, complete) called alone, and of it
     /// each command the script called: where the time goes.
     Scripts,
+    /// `wasmq serve`'s API: enqueue rate and read latency under load over loopback, and the
+    /// Redis commands of each dashboard page with --page-tasks tasks in a queue.
+    Api,
 }
 
 /// How a bench is run.
@@ -90,6 +94,10 @@ pub struct BenchConfig {
     pub corpus: PathBuf,
     /// Children of the flow scenario's wide flow.
     pub flow_children: usize,
+    /// Clients of the api scenario's enqueue load.
+    pub api_clients: usize,
+    /// Pending tasks in the queue whose dashboard pages the api scenario measures.
+    pub page_tasks: usize,
 }
 
 /// A worker process started by the bench.
@@ -209,6 +217,7 @@ impl Bench {
                 Scenario::Policies => policies::run(self).await,
                 Scenario::Flow => flow::run(self).await,
                 Scenario::Scripts => scripts::run(self).await,
+                Scenario::Api => api::run(self).await,
             };
             if let Err(e) = r {
                 eprintln!("    failed: {e:#}");

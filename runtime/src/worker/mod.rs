@@ -62,6 +62,79 @@ pub struct WorkerReport {
     pub stale: u64,
 }
 
+/// What a worker is doing now: a cheap snapshot (atomics read, no Redis command) for the
+/// registry entry it writes every second and for its own `/metrics` (`wasmq worker
+/// --metrics-listen`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WorkerStats {
+    pub id: String,
+    pub version: String,
+    pub queues: Vec<String>,
+    /// Run slots.
+    pub concurrency: u64,
+    /// Run slots in use.
+    pub busy: u64,
+    /// Tasks held: running and prefetched.
+    pub held: u64,
+    /// Input bytes of the held tasks.
+    pub held_bytes: u64,
+    /// Unix ms when the worker started.
+    pub started_ms: u64,
+    /// Results by outcome since the worker started.
+    pub report: WorkerReport,
+    /// Wall time of this worker's runs (slot taken to result), in the buckets of
+    /// [`crate::queue::HISTOGRAM_BOUNDS_US`] (not cumulative; the last bucket holds the rest).
+    #[serde(skip)]
+    pub run_time: crate::queue::Histogram,
+}
+
+/// Reads a running worker's [`WorkerStats`] from outside it: pass one to [`run_with`], keep a
+/// clone. It holds no reference that keeps the worker's state alive after [`run_with`] returns.
+#[derive(Clone, Default)]
+pub struct WorkerHandle(Arc<std::sync::OnceLock<std::sync::Weak<Shared>>>);
+
+impl WorkerHandle {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The worker's numbers now; None before it connected or after it stopped.
+    pub fn stats(&self) -> Option<WorkerStats> {
+        self.0.get()?.upgrade().map(|s| s.stats())
+    }
+}
+
+impl std::fmt::Debug for WorkerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerHandle").field("running", &self.0.get().is_some_and(|w| w.strong_count() > 0)).finish()
+    }
+}
+
+/// Run times in the buckets of `HISTOGRAM_BOUNDS_US`, as atomics (one add per run).
+#[derive(Default)]
+struct RunHistogram {
+    buckets: [AtomicU64; crate::queue::HISTOGRAM_BOUNDS_US.len() + 1],
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+impl RunHistogram {
+    fn observe(&self, us: u64) {
+        let i = crate::queue::HISTOGRAM_BOUNDS_US.iter().position(|b| us <= *b).unwrap_or(crate::queue::HISTOGRAM_BOUNDS_US.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn load(&self) -> crate::queue::Histogram {
+        crate::queue::Histogram {
+            buckets: self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect(),
+            sum_us: self.sum_us.load(Ordering::Relaxed),
+            count: self.count.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// State shared by the worker's loops.
 pub(crate) struct Shared {
     conn: Conn,
@@ -82,6 +155,10 @@ pub(crate) struct Shared {
     claimed: std::sync::atomic::AtomicBool,
     /// Run slots in use (the registry shows them).
     busy: AtomicU64,
+    /// This worker's run times (its `/metrics`).
+    run_time: RunHistogram,
+    /// Unix ms when the worker started.
+    started_ms: u64,
 }
 
 impl Shared {
@@ -95,6 +172,23 @@ impl Shared {
         let old = self.avg_task_us.load(Ordering::Relaxed);
         let new = if old == 0 { us.max(1) } else { (old * 7 + us) / 8 };
         self.avg_task_us.store(new.max(1), Ordering::Relaxed);
+        self.run_time.observe(us);
+    }
+
+    fn stats(&self) -> WorkerStats {
+        let (held, held_bytes) = self.held.load();
+        WorkerStats {
+            id: self.config.worker_id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            queues: self.queues().iter().map(|q| q.to_string()).collect(),
+            concurrency: self.config.concurrency as u64,
+            busy: self.busy.load(Ordering::Relaxed),
+            held: held as u64,
+            held_bytes,
+            started_ms: self.started_ms,
+            report: self.report(),
+            run_time: self.run_time.load(),
+        }
     }
 
     /// How many tasks to hold at most: the run slots plus a prefetch worth about 5 ms of work per
@@ -147,6 +241,17 @@ pub enum WorkerError {
 /// Runs a worker until `shutdown` resolves (or, with `exit_when_idle`, until there is no work
 /// left). Returns what it did.
 pub async fn run(redis: Redis, db: Db, config: WorkerConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<WorkerReport, WorkerError> {
+    run_with(redis, db, config, shutdown, &WorkerHandle::new()).await
+}
+
+/// [`run`], with `handle` reading the worker's numbers while it runs.
+pub async fn run_with(
+    redis: Redis,
+    db: Db,
+    config: WorkerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+    handle: &WorkerHandle,
+) -> Result<WorkerReport, WorkerError> {
     config.validate().map_err(WorkerError::Config)?;
     let sandbox = Sandbox::new(config.sandbox.clone()).map_err(|e| WorkerError::Config(e.to_string()))?;
     if let Some(w) = sandbox.artifact_warning() {
@@ -179,7 +284,10 @@ pub async fn run(redis: Redis, db: Db, config: WorkerConfig, shutdown: impl std:
         settings: Default::default(),
         claimed: Default::default(),
         busy: AtomicU64::new(0),
+        run_time: Default::default(),
+        started_ms: crate::parse::now_ms(),
     });
+    let _ = handle.0.set(Arc::downgrade(&shared));
     // Register the queues so that `queue stats` and `module rm` see them.
     for q in shared.queues() {
         let _ = db.register_queue(&mut conn.clone(), &q).await;
@@ -193,7 +301,7 @@ pub async fn run(redis: Redis, db: Db, config: WorkerConfig, shutdown: impl std:
         tokio::spawn(lease::reaper(shared.clone(), shared.config.reap_interval)),
         tokio::spawn(periodic::run(shared.clone())),
         tokio::spawn(modules::warm(shared.clone(), settings::REFRESH)),
-        tokio::spawn(registry::beat(shared.clone(), crate::parse::now_ms())),
+        tokio::spawn(registry::beat(shared.clone())),
     ];
     let wake = wake::Wake::new();
     let stop_listeners = Arc::new(Notify::new());

@@ -3,34 +3,33 @@
 //! they consume and how busy they are, and a worker that dies disappears within seconds.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use crate::queue::workers::{WORKER_BEAT_INTERVAL, WORKER_TTL, WorkerInfo};
 
 use super::Shared;
 
 /// Writes this worker's entry every second, until the worker stops (the task is aborted).
-pub async fn beat(shared: Arc<Shared>, started_ms: u64) {
+pub async fn beat(shared: Arc<Shared>) {
     let mut conn = shared.conn.clone();
     let mut tick = tokio::time::interval(WORKER_BEAT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     loop {
         tick.tick().await;
-        let report = shared.report();
+        let s = shared.stats();
         let info = WorkerInfo {
-            id: shared.config.worker_id.clone(),
+            id: s.id,
             host: super::config::hostname(),
             pid: std::process::id(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            queues: shared.queues().iter().map(|q| q.to_string()).collect(),
-            concurrency: shared.config.concurrency as u64,
-            busy: shared.busy.load(Ordering::Relaxed),
-            held: shared.held.load().0 as u64,
-            succeeded: report.succeeded,
-            failed: report.dead,
-            retried: report.retried,
-            started_ms,
+            version: s.version,
+            queues: s.queues,
+            concurrency: s.concurrency,
+            busy: s.busy,
+            held: s.held,
+            succeeded: s.report.succeeded,
+            failed: s.report.dead,
+            retried: s.report.retried,
+            started_ms: s.started_ms,
             seen_ms: 0,
         };
         match shared.db.worker_beat(&mut conn, &info, WORKER_TTL).await {
