@@ -204,7 +204,7 @@ async fn queue_page(
             nav,
             flash: String::new(),
             queue: q.to_string(),
-            states: vec!["pending", "delayed", "blocked", "active", "succeeded", "dead", "cancelled"],
+            states: vec!["pending", "delayed", "blocked", "active", "succeeded", "dead", "cancelled", "expired"],
             state: state.to_string(),
             total,
             tasks,
@@ -473,7 +473,7 @@ async fn purge(
     may_act(&s, &headers, &f)?;
     let q = parse_queue(&queue)?;
     let mut n = 0;
-    for st in [TaskState::Succeeded, TaskState::Dead, TaskState::Cancelled] {
+    for st in TaskState::FINISHED {
         n += s.client.purge(&q, st, std::time::Duration::ZERO).await?;
     }
     Ok(back("/", &format!("purged {n} finished tasks of {q}")))
