@@ -44,6 +44,11 @@ pub struct EnqueueArgs {
     /// Run no earlier than this time (RFC 3339 or Unix seconds).
     #[arg(long, value_parser = value::time)]
     pub at: Option<SystemTime>,
+    /// A task still waiting (pending, delayed or blocked) after this is finished as `expired`
+    /// and never runs (`result` exits 7): a duration from now (30s, 5m; a bare number is seconds)
+    /// or an RFC 3339 time. Default: never.
+    #[arg(long, value_name = "DUR|TIME", value_parser = value::expires)]
+    pub expires: Option<wasmq::parse::Expires>,
     /// While a task with this key is queued or running, return its id instead of adding a task.
     #[arg(long)]
     pub unique_key: Option<String>,
@@ -126,6 +131,7 @@ pub async fn run(g: &Global, a: EnqueueArgs) -> Outcome {
     let mut options = EnqueueOptions {
         at: a.at,
         delay: a.delay,
+        expires: a.expires,
         unique_key: a.unique_key.clone(),
         unique_for: a.unique_for,
         estimate: a.estimate,

@@ -42,6 +42,10 @@ pub struct MapArgs {
     pub on_child_failure: ParentFailure,
     #[command(flatten)]
     pub limits: super::TaskLimitArgs,
+    /// Every task of the flow (children and reducers) still waiting after this is finished as
+    /// `expired` and never runs: a duration from now or an RFC 3339 time. Default: never.
+    #[arg(long, value_name = "DUR|TIME", value_parser = value::expires)]
+    pub expires: Option<wasmq::parse::Expires>,
     /// The HTTP grant of every task of the flow (children and reducers).
     #[command(flatten)]
     pub http: super::HttpGrantArgs,
@@ -61,6 +65,7 @@ pub async fn map(g: &Global, a: MapArgs) -> Outcome {
     let mut client = g.client().await?;
     client.set_max_input_size(a.max_input_size);
     let mut o = a.limits.options(a.queue.clone(), a.priority);
+    o.expires = a.expires;
     a.http.apply(&mut o);
     let flow = client.map(&a.module, &inputs, a.reduce.as_deref(), a.reduce_fan_in, a.on_child_failure, &o).await.context("the map was not created")?;
     if !a.wait {

@@ -43,6 +43,8 @@ pub mod exit {
     pub const TASK_FAILED: u8 = 5;
     /// The task was cancelled.
     pub const CANCELLED: u8 = 6;
+    /// The task expired: still waiting when its `--expires` passed, it never ran.
+    pub const EXPIRED: u8 = 7;
 }
 
 #[derive(Debug, Parser)]
@@ -498,6 +500,14 @@ pub mod value {
 
     pub fn time(s: &str) -> Result<SystemTime, String> {
         wasmq::parse::time(s).map_err(|e| e.to_string())
+    }
+
+    pub fn expires(s: &str) -> Result<wasmq::parse::Expires, String> {
+        wasmq::parse::expires(s).map_err(|e| e.to_string())
+    }
+
+    pub fn rate(s: &str) -> Result<wasmq::queue::RateLimit, String> {
+        s.parse()
     }
 
     pub fn priority(s: &str) -> Result<i64, String> {

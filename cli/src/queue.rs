@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use super::table::Table;
 use super::{Global, Outcome, exit, value};
 use wasmq::parse;
-use wasmq::queue::{Policy, QueueName, TaskId, TaskState, WsjfSettings};
+use wasmq::queue::{Policy, QueueName, RateLimit, TaskId, TaskState, WsjfSettings};
 
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {
@@ -68,6 +68,32 @@ pub enum QueueCommand {
         cancelled_age: Option<Duration>,
         #[arg(long)]
         cancelled_count: Option<u64>,
+        #[arg(long, value_parser = value::duration)]
+        expired_age: Option<Duration>,
+        #[arg(long)]
+        expired_count: Option<u64>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show or set a queue's flow control, enforced across every worker: at most N tasks active
+    /// at once (`--concurrency`), at most N started in any window of a duration (`--rate`). A
+    /// queue with a limit is claimed only for free run slots (no prefetch). Flags not given keep
+    /// their current value; without flags, the limits are shown. Default: no limits.
+    Limit {
+        #[arg(value_parser = value::queue)]
+        queue: QueueName,
+        /// Most tasks of the queue running at once (claimed, until their result is written or
+        /// their lease expires), at least 1.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        concurrency: Option<u64>,
+        /// Most tasks started in any window: N/DURATION, e.g. 100/s, 5000/min, 10/250ms (an exact
+        /// sliding window, not a token bucket).
+        #[arg(long, value_name = "N/DURATION", value_parser = value::rate)]
+        rate: Option<RateLimit>,
+        /// Remove the queue's limits.
+        #[arg(long, conflicts_with_all = ["concurrency", "rate"])]
+        clear: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -118,8 +144,8 @@ pub enum DeadCommand {
 pub struct PurgeArgs {
     #[arg(long, short, value_parser = value::queue)]
     pub queue: QueueName,
-    /// succeeded, dead or cancelled.
-    #[arg(long, value_parser = ["succeeded", "dead", "cancelled"])]
+    /// succeeded, dead, cancelled or expired.
+    #[arg(long, value_parser = ["succeeded", "dead", "cancelled", "expired"])]
     pub state: String,
     /// Only tasks that finished at least this long ago (0 for all).
     #[arg(long, value_parser = value::duration)]
@@ -142,7 +168,8 @@ pub async fn run(g: &Global, c: QueueCommand) -> Outcome {
                 println!("{}", serde_json::to_string_pretty(&all)?);
                 return Ok(exit::OK);
             }
-            let mut t = Table::new(&["QUEUE", "PENDING", "DELAYED", "BLOCKED", "ACTIVE", "SUCCEEDED", "DEAD", "CANCELLED", "POLICY", "PAUSED"]);
+            let mut t =
+                Table::new(&["QUEUE", "PENDING", "DELAYED", "BLOCKED", "ACTIVE", "SUCCEEDED", "DEAD", "CANCELLED", "EXPIRED", "POLICY", "PAUSED", "LIMITS"]);
             for s in &all {
                 t.row(vec![
                     s.queue.clone(),
@@ -153,8 +180,10 @@ pub async fn run(g: &Global, c: QueueCommand) -> Outcome {
                     s.succeeded.to_string(),
                     s.dead.to_string(),
                     s.cancelled.to_string(),
+                    s.expired.to_string(),
                     s.policy.clone(),
                     if s.paused { "yes".into() } else { "no".into() },
+                    s.limits.describe(s.active, s.rate_used),
                 ]);
             }
             if t.is_empty() {
@@ -193,7 +222,35 @@ pub async fn run(g: &Global, c: QueueCommand) -> Outcome {
             println!("{queue} resumed");
             Ok(exit::OK)
         }
-        QueueCommand::Retention { queue, succeeded_age, succeeded_count, dead_age, dead_count, cancelled_age, cancelled_count, json } => {
+        QueueCommand::Limit { queue, concurrency, rate, clear, json } => {
+            if clear {
+                client.clear_limits(&queue).await?;
+            } else {
+                client.set_limits(&queue, concurrency, rate).await?;
+            }
+            let limits = client.limits(&queue).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&limits)?);
+            } else if limits.is_empty() {
+                println!("{queue}: no limits");
+            } else {
+                let s = client.stats(&queue).await?;
+                println!("{queue}: {}", limits.describe(s.active, s.rate_used));
+            }
+            Ok(exit::OK)
+        }
+        QueueCommand::Retention {
+            queue,
+            succeeded_age,
+            succeeded_count,
+            dead_age,
+            dead_count,
+            cancelled_age,
+            cancelled_count,
+            expired_age,
+            expired_count,
+            json,
+        } => {
             let current = client.retention(&queue).await?;
             let mut r = current.unwrap_or_default();
             let changes = [
@@ -203,6 +260,8 @@ pub async fn run(g: &Global, c: QueueCommand) -> Outcome {
                 dead_count.is_some(),
                 cancelled_age.is_some(),
                 cancelled_count.is_some(),
+                expired_age.is_some(),
+                expired_count.is_some(),
             ];
             r.succeeded_age = succeeded_age.unwrap_or(r.succeeded_age);
             r.succeeded_count = succeeded_count.unwrap_or(r.succeeded_count);
@@ -210,6 +269,8 @@ pub async fn run(g: &Global, c: QueueCommand) -> Outcome {
             r.dead_count = dead_count.unwrap_or(r.dead_count);
             r.cancelled_age = cancelled_age.unwrap_or(r.cancelled_age);
             r.cancelled_count = cancelled_count.unwrap_or(r.cancelled_count);
+            r.expired_age = expired_age.unwrap_or(r.expired_age);
+            r.expired_count = expired_count.unwrap_or(r.expired_count);
             let set = changes.iter().any(|c| *c);
             if set {
                 client.set_retention(&queue, r).await?;
@@ -225,6 +286,7 @@ pub async fn run(g: &Global, c: QueueCommand) -> Outcome {
             t.row(vec!["succeeded".into(), age(r.succeeded_age), count(r.succeeded_count)]);
             t.row(vec!["dead".into(), age(r.dead_age), count(r.dead_count)]);
             t.row(vec!["cancelled".into(), age(r.cancelled_age), count(r.cancelled_count)]);
+            t.row(vec!["expired".into(), age(r.expired_age), count(r.expired_count)]);
             println!("{queue} ({source})");
             print!("{}", t.render());
             Ok(exit::OK)
@@ -232,6 +294,7 @@ pub async fn run(g: &Global, c: QueueCommand) -> Outcome {
     }
 }
 
+/// A queue's limits with their current use: `concurrency 3/5, rate 12/100 per 1s` (`-`: none).
 /// Share of `maxmemory` from which `queue stats` warns.
 const MEMORY_WARNING: f64 = 0.9;
 

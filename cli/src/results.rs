@@ -48,6 +48,7 @@ pub fn code_for(state: TaskState) -> u8 {
         TaskState::Succeeded => exit::OK,
         TaskState::Dead => exit::TASK_FAILED,
         TaskState::Cancelled => exit::CANCELLED,
+        TaskState::Expired => exit::EXPIRED,
         TaskState::Pending | TaskState::Delayed | TaskState::Blocked | TaskState::Active => exit::NOT_FINISHED,
     }
 }
@@ -82,6 +83,12 @@ fn describe(r: &TaskRecord) -> String {
     line("enqueued", parse::format_ms(r.created_ms));
     if let Some(d) = r.due_ms {
         line("due", parse::format_ms(d));
+    }
+    if let Some(d) = r.expires_ms {
+        line("expires", parse::format_ms(d));
+    }
+    if let Some(w) = &r.waiting_on {
+        line("waiting", w.replace('_', " "));
     }
     if !r.spawned.is_empty() {
         line("spawned", id_list(&r.spawned));
@@ -176,6 +183,7 @@ pub async fn result(g: &Global, a: ResultArgs) -> Outcome {
             escape_control(r.error.as_deref().unwrap_or("no message"), false)
         ),
         TaskState::Cancelled => eprintln!("error: task {} was cancelled", r.id),
+        TaskState::Expired => eprintln!("error: task {} expired before it ran", r.id),
         s => eprintln!("task {} is {s}{}", r.id, if a.wait { " (timed out waiting)" } else { "" }),
     }
     Ok(code_for(r.state))

@@ -22,8 +22,9 @@ use crate::http::AllowList;
 use crate::parse::{self, ParseError};
 use crate::queue::task::field;
 use crate::queue::{
-    CancelOutcome, CancelReason, Db, Due, FlowMembersPage, FlowRecord, MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, NewTask, NewTasks, ParentFailure, Policy,
-    QueueError, QueueName, QueueStats, Retention, RetrySelection, TaskId, TaskRecord, TaskState, WaitRegistration, WsjfSettings,
+    CancelOutcome, CancelReason, Db, Due, Expiry, FlowMembersPage, FlowRecord, MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, NewTask, NewTasks, ParentFailure,
+    Policy, QueueError, QueueLimits, QueueName, QueueStats, RateLimit, Retention, RetrySelection, TaskId, TaskRecord, TaskState, WaitRegistration,
+    WsjfSettings,
 };
 use crate::store::{DEFAULT_MAX_MODULE_SIZE, ModuleStore, StoreError};
 
@@ -99,6 +100,9 @@ pub struct EnqueueOptions {
     pub at: Option<SystemTime>,
     /// ...nor before this long after it is enqueued (by the Redis server's clock).
     pub delay: Option<Duration>,
+    /// A task still waiting (pending, delayed, blocked) after this is finished as `expired` and
+    /// never runs (None: never).
+    pub expires: Option<parse::Expires>,
     pub unique_key: Option<String>,
     pub unique_for: Option<Duration>,
     /// The expected run time, for the `wsjf` policy (overrides the learned mean).
@@ -130,6 +134,7 @@ impl Default for EnqueueOptions {
             fuel: None,
             at: None,
             delay: None,
+            expires: None,
             unique_key: None,
             unique_for: None,
             estimate: None,
@@ -333,6 +338,15 @@ impl Client {
         Due { at_ms: o.at.map(parse::unix_ms).unwrap_or(0), delay: o.delay.unwrap_or_default() }
     }
 
+    fn expiry(o: &EnqueueOptions) -> Expiry {
+        match o.expires {
+            None => Expiry::default(),
+            Some(parse::Expires::After(d)) => Expiry { at_ms: 0, after: d },
+            // A time before 1970 is as good as past: 1 ms.
+            Some(parse::Expires::At(t)) => Expiry { at_ms: parse::unix_ms(t).max(1), after: Duration::ZERO },
+        }
+    }
+
     fn validate_options(o: &EnqueueOptions) -> Result<(), ClientError> {
         if !(MIN_PRIORITY..=MAX_PRIORITY).contains(&o.priority) {
             return Err(ClientError::Invalid(format!("priority {} is outside {MIN_PRIORITY}..={MAX_PRIORITY}", o.priority)));
@@ -379,6 +393,7 @@ impl Client {
             module: &sha,
             priority: o.priority,
             due: Self::due(o),
+            expires: Self::expiry(o),
             unique_key: o.unique_key.as_deref(),
             unique_for: o.unique_for,
             fields,
@@ -506,7 +521,7 @@ impl Client {
         self.register_queue(&o.queue).await?;
         let mut shared = Self::option_fields(o);
         shared.extend_from_slice(extra);
-        let tasks = NewTasks { module: &sha, priority: o.priority, due: Self::due(o), shared };
+        let tasks = NewTasks { module: &sha, priority: o.priority, due: Self::due(o), expires: Self::expiry(o), shared };
         let mut durable_guard = if o.durable { Some(self.durable_conn(&o.queue).await?) } else { None };
         let mut shared_conn = self.conn.clone();
         let mut out = Vec::with_capacity(inputs.len());
@@ -590,6 +605,9 @@ impl Client {
                 .filter(|(_, s)| *s != Some(TaskState::Succeeded))
                 .map(|(seq, state)| crate::queue::task::ParentState { id: TaskId::new(id.queue.clone(), seq).to_string(), state })
                 .collect();
+        }
+        if record.state == TaskState::Pending {
+            record.waiting_on = self.db.binding_limit(&mut self.conn.clone(), &id.queue).await?.map(str::to_string);
         }
         Ok(Some(record))
     }
@@ -772,6 +790,24 @@ impl Client {
         Ok(self.db.set_retention(&mut self.conn.clone(), q, r).await?)
     }
 
+    /// A queue's flow-control limits.
+    pub async fn limits(&self, q: &QueueName) -> Result<QueueLimits, ClientError> {
+        Ok(self.db.limits(&mut self.conn.clone(), q).await?)
+    }
+
+    /// Sets a queue's limits: each kind given replaces the stored one, the others stay.
+    pub async fn set_limits(&self, q: &QueueName, concurrency: Option<u64>, rate: Option<RateLimit>) -> Result<(), ClientError> {
+        if concurrency == Some(0) {
+            return Err(ClientError::Invalid("the concurrency limit must be at least 1 (--clear removes the limits)".into()));
+        }
+        Ok(self.db.set_limits(&mut self.conn.clone(), q, concurrency, rate).await?)
+    }
+
+    /// Removes a queue's limits.
+    pub async fn clear_limits(&self, q: &QueueName) -> Result<(), ClientError> {
+        Ok(self.db.clear_limits(&mut self.conn.clone(), q).await?)
+    }
+
     /// Tasks pending in a queue.
     pub async fn pending_count(&self, q: &QueueName) -> Result<u64, ClientError> {
         Ok(self.db.pending_count(&mut self.conn.clone(), q).await?)
@@ -899,6 +935,7 @@ impl Client {
                         module: &sha,
                         priority: o.priority,
                         due: Self::due(o),
+                        expires: Self::expiry(o),
                         unique_key: None,
                         unique_for: None,
                         fields: fields.clone(),

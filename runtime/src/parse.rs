@@ -110,6 +110,26 @@ pub fn time(s: &str) -> Result<SystemTime, ParseError> {
     Ok(UNIX_EPOCH + Duration::from_millis(ms as u64))
 }
 
+/// When a task expires, as given to `enqueue --expires`: a duration from the enqueue, or a
+/// point in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expires {
+    After(Duration),
+    At(SystemTime),
+}
+
+/// Parses `--expires DUR|TIME`: a duration (`30s`, `5m`, a bare number of seconds, as `--delay`
+/// takes it) or an RFC 3339 time (`2026-11-24T18:00:00Z`).
+pub fn expires(s: &str) -> Result<Expires, ParseError> {
+    if let Ok(d) = duration(s) {
+        if d.is_zero() {
+            return Err(ParseError::new("expiry", s, "must be after the enqueue"));
+        }
+        return Ok(Expires::After(d));
+    }
+    time(s).map(Expires::At).map_err(|_| ParseError::new("expiry", s, "expected a duration (30s, 5m, 2h) or an RFC 3339 time (2026-11-24T18:00:00Z)"))
+}
+
 /// Milliseconds since the Unix epoch of a point in time (0 for times before it).
 pub fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)

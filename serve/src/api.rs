@@ -194,6 +194,8 @@ pub struct EnqueueBody {
     fuel: Option<u64>,
     delay: Option<String>,
     at: Option<String>,
+    /// `enqueue --expires`: a duration or an RFC 3339 time.
+    expires: Option<String>,
     unique_key: Option<String>,
     unique_for: Option<String>,
     estimate: Option<String>,
@@ -235,6 +237,7 @@ impl EnqueueBody {
             fuel: self.fuel,
             delay: duration("delay", &self.delay)?,
             at: self.at.as_deref().map(|t| wasmq::parse::time(t).map_err(|e| ApiError::bad("invalid", format!("at: {e}")))).transpose()?,
+            expires: self.expires.as_deref().map(|t| wasmq::parse::expires(t).map_err(|e| ApiError::bad("invalid", format!("expires: {e}")))).transpose()?,
             unique_key: self.unique_key.clone(),
             unique_for: duration("unique_for", &self.unique_for)?,
             estimate: duration("estimate", &self.estimate)?,
@@ -480,7 +483,7 @@ async fn purge(AxState(s): AxState<State>, Path(queue): Path<String>, headers: H
     let b: PurgeBody = json_body(&body)?;
     let state = TaskState::parse(&b.state)
         .filter(|s| s.is_finished())
-        .ok_or_else(|| ApiError::bad("invalid", format!("state {:?}: use succeeded, dead or cancelled", b.state)))?;
+        .ok_or_else(|| ApiError::bad("invalid", format!("state {:?}: use succeeded, dead, cancelled or expired", b.state)))?;
     let older = duration("older_than", &b.older_than)?.unwrap_or_default();
     let n = s.client.purge(&q, state, older).await?;
     Ok(Json(json!({"purged": n})).into_response())

@@ -25,7 +25,7 @@ use crate::api::{ApiError, parse_id, parse_queue};
 use crate::auth::{self, Access, Session, check};
 
 /// The states a queue page lists, as its tabs.
-const STATES: [&str; 7] = ["pending", "delayed", "blocked", "active", "succeeded", "dead", "cancelled"];
+const STATES: [&str; 8] = ["pending", "delayed", "blocked", "active", "succeeded", "dead", "cancelled", "expired"];
 
 /// Tasks per queue page.
 pub const PAGE_SIZE: usize = 50;
@@ -109,6 +109,8 @@ pub struct QueueRow {
     pub last_claim: String,
     pub workers: usize,
     pub chart: Chart,
+    /// The queue's flow-control limits with their use (`wasmq queue limit`).
+    pub limits: String,
 }
 
 /// The last hour of a queue as a small inline SVG bar chart (no script, no image request): one
@@ -186,6 +188,7 @@ async fn inner_queues(s: &State, headers: &HeaderMap, flash: String) -> Result<R
         let minutes = c.db().minutes(&mut conn, &q, now).await.map_err(ClientError::from)?;
         rows.push(QueueRow {
             chart: Chart::new(&minutes),
+            limits: stats.limits.describe(stats.active, stats.rate_used),
             next_age: ago(now, next),
             last_claim: ago(now, stats.last_claim_ms),
             workers: workers.iter().filter(|w| w.queues.iter().any(|x| x == q.as_str())).count(),
@@ -661,7 +664,7 @@ async fn retry_all(AxState(s): AxState<State>, Path(queue): Path<String>, header
 async fn purge(AxState(s): AxState<State>, Path(queue): Path<String>, headers: HeaderMap, Form(f): Act) -> Result<Response, ApiError> {
     queue_action(s, &queue, &headers, &f, |s, q| async move {
         let mut n = 0;
-        for st in [TaskState::Succeeded, TaskState::Dead, TaskState::Cancelled] {
+        for st in TaskState::FINISHED {
             n += s.client.purge(&q, st, std::time::Duration::ZERO).await?;
         }
         Ok(format!("purged {n} finished tasks of {q}"))

@@ -360,7 +360,7 @@ fn a_stall_names_a_real_attempt() {
         let redis = wasmq::conn::Redis::open(wasmq::conn::RedisOptions::new(s.url())).unwrap();
         let mut conn = redis.connect().await.unwrap();
         let q = queue("default");
-        let claim = wasmq::queue::ClaimRequest { n: 1, max_bytes: 0, lease: Duration::from_secs(1), worker: "w", max_input: 0 };
+        let claim = wasmq::queue::ClaimRequest { n: 1, max_bytes: 0, lease: Duration::from_secs(1), worker: "w", max_input: 0, run_slots: 0 };
         let reap = wasmq::queue::ReapRequest { limit: 10, max_attempts: 3, max_stalls: 1, retention: Default::default() };
         db().claim(&mut conn, &q, claim).await.unwrap();
         let r = db().with_clock_offset(60_000).reap(&mut conn, &q, reap).await.unwrap();
@@ -383,7 +383,7 @@ fn leases_run_on_the_servers_clock() {
     rt().block_on(async {
         let redis = wasmq::conn::Redis::open(wasmq::conn::RedisOptions::new(s.url())).unwrap();
         let mut conn = redis.connect().await.unwrap();
-        let claim = wasmq::queue::ClaimRequest { n: 1, max_bytes: 0, lease: Duration::from_secs(30), worker: "w", max_input: 0 };
+        let claim = wasmq::queue::ClaimRequest { n: 1, max_bytes: 0, lease: Duration::from_secs(30), worker: "w", max_input: 0, run_slots: 0 };
         db().with_clock_offset(3_600_000).claim(&mut conn, &queue("default"), claim).await.unwrap();
     });
     let (secs, _): (u64, u64) = redis::cmd("TIME").query(&mut c).unwrap();
@@ -486,6 +486,7 @@ fn a_flow_finished_before_it_was_sealed_ends_at_the_seal() {
             module: &sha,
             priority: 0,
             due: wasmq::queue::Due { at_ms: 0, delay: Duration::ZERO },
+            expires: Default::default(),
             unique_key: None,
             unique_for: None,
             fields: vec![("flow", n.to_string().into_bytes()), ("input", b"\"x\"".to_vec())],

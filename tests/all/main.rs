@@ -13,6 +13,7 @@ mod ha;
 mod host_api;
 mod http;
 mod languages;
+mod limits;
 mod ops;
 mod queue;
 mod reliability;

@@ -264,7 +264,7 @@ impl Scripts {
 
     /// Claims one task for `worker` with a 1 s lease at `at`.
     async fn claim_batch(&self, worker: &str, at: i64) -> wasmq::queue::ClaimBatch {
-        let r = wasmq::queue::ClaimRequest { n: 1, max_bytes: 0, lease: Duration::from_secs(1), worker, max_input: 0 };
+        let r = wasmq::queue::ClaimRequest { n: 1, max_bytes: 0, lease: Duration::from_secs(1), worker, max_input: 0, run_slots: 0 };
         Self::db(at).claim(&mut self.conn.clone(), &self.q, r).await.unwrap()
     }
 

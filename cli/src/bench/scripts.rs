@@ -96,7 +96,7 @@ pub async fn run(b: &mut Bench) -> anyhow::Result<()> {
             let mut conn = b.client.conn();
             // Bounded: every call claims at least one task while any is left.
             for _ in 0..n.div_ceil(BATCH) + 16 {
-                let r = ClaimRequest { n: BATCH, max_bytes: 0, lease: Duration::from_secs(300), worker: "bench-scripts", max_input: 0 };
+                let r = ClaimRequest { n: BATCH, max_bytes: 0, lease: Duration::from_secs(300), worker: "bench-scripts", max_input: 0, run_slots: BATCH };
                 let batch = b.client.db().claim(&mut conn, &q, r).await?;
                 if batch.tasks.is_empty() && claimed.len() >= n {
                     break;

@@ -22,10 +22,13 @@
 //! | `P:{Q}:succeeded`                 | zset   | finished task seqs; score = finish ms                  |
 //! | `P:{Q}:dead`                      | zset   | task seqs that exhausted their attempts; finish ms     |
 //! | `P:{Q}:cancelled`                 | zset   | cancelled task seqs; score = cancel ms                 |
+//! | `P:{Q}:expired`                   | zset   | expired task seqs; score = expiry (finish) ms          |
+//! | `P:{Q}:expiring`                  | zset   | waiting task seqs with an expiry; score = expiry ms    |
+//! | `P:{Q}:rate`                      | list   | rate-limit window: `<ms>:<count>` per claim, oldest 1st|
 //! | `P:{Q}:task:<seq>`                | hash   | the task's spec and, once finished, its result         |
 //! | `P:{Q}:done:<seq>`                | list   | completion wake-ups for `result --wait` (short TTL)    |
 //! | `P:{Q}:signal`                    | list   | wake-up tokens for idle workers (bounded length)       |
-//! | `P:{Q}:meta`                      | hash   | queue settings: policy, paused, aging                  |
+//! | `P:{Q}:meta`                      | hash   | queue settings: policy, paused, retention, limits      |
 //! | `P:{Q}:stats`                     | hash   | counters: enqueued, succeeded, retried, dead, ...      |
 //! | `P:{Q}:minutes`                   | hash   | last hour's finished attempts per minute (a ring of 60)|
 //! | `P:{Q}:modrefs`                   | hash   | sha256 → number of unfinished tasks that reference it  |
@@ -133,6 +136,9 @@ queue_keys! {
     succeeded => "succeeded",
     dead => "dead",
     cancelled => "cancelled",
+    expired => "expired",
+    expiring => "expiring",
+    rate => "rate",
     signal => "signal",
     meta => "meta",
     stats => "stats",

@@ -27,9 +27,9 @@ use redis::AsyncCommands;
 pub use flow::{FlowMembersPage, FlowRecord, FlowState};
 pub use ids::{DEFAULT_QUEUE, MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, QueueName, TaskId};
 pub use keys::Keys;
-pub use policy::{DEFAULT_RETENTION_AGE, DEFAULT_RETENTION_COUNT, Policy, Retention, WsjfSettings};
+pub use policy::{DEFAULT_RETENTION_AGE, DEFAULT_RETENTION_COUNT, Policy, QueueLimits, RateLimit, Retention, WsjfSettings};
 pub use scripts::{
-    Action, AttemptFailure, CancelOutcome, CancelReason, ChildTask, ClaimBatch, ClaimRequest, ClaimedTask, Completion, Due, EnqueueReply, FireReply,
+    Action, AttemptFailure, CancelOutcome, CancelReason, ChildTask, ClaimBatch, ClaimRequest, ClaimedTask, Completion, Due, EnqueueReply, Expiry, FireReply,
     HeartbeatReply, HeldLease, NewTask, NewTasks, ParentFailure, ReapReply, ReapRequest, RetryReply, RetrySelection, Tick, WaitRegistration,
 };
 pub use task::{Fields, TaskRecord, TaskSpec, TaskState};
@@ -41,7 +41,7 @@ use crate::conn::Conn;
 pub enum QueueError {
     #[error("Redis error: {0}")]
     Redis(#[from] redis::RedisError),
-    #[error("cannot purge {0} tasks; use succeeded, dead or cancelled")]
+    #[error("cannot purge {0} tasks; use succeeded, dead, cancelled or expired")]
     NotFinished(TaskState),
     #[error("unknown parent task {0} (never enqueued in this queue, or its result expired)")]
     UnknownParent(u64),
@@ -70,13 +70,21 @@ pub struct QueueStats {
     pub succeeded: u64,
     pub dead: u64,
     pub cancelled: u64,
+    /// Finished as expired (still waiting when their `--expires` passed), kept by retention.
+    pub expired: u64,
     pub paused: bool,
     pub policy: String,
+    /// Flow control (`wasmq queue limit`).
+    pub limits: QueueLimits,
+    /// With a rate limit: tasks started in the current window (the window's running total).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_used: Option<u64>,
     /// Cumulative counters since the queue was created.
     pub enqueued_total: u64,
     pub succeeded_total: u64,
     pub dead_total: u64,
     pub cancelled_total: u64,
+    pub expired_total: u64,
     pub retried_total: u64,
     pub requeued_total: u64,
     /// When a worker last claimed a task of the queue (Unix ms, Redis clock).
@@ -274,19 +282,25 @@ impl Db {
     pub async fn stats(&self, conn: &mut Conn, q: &QueueName) -> redis::RedisResult<QueueStats> {
         let k = self.keys.queue(q);
         let pending = self.pending_count(conn, q).await?;
-        type Counts = (u64, u64, u64, u64, u64, u64, HashMap<String, String>, HashMap<String, i64>);
-        let (delayed, blocked, active, succeeded, dead, cancelled, meta, counters): Counts = redis::pipe()
+        type Counts = (u64, u64, u64, u64, u64, u64, u64, HashMap<String, String>, HashMap<String, i64>);
+        let (delayed, blocked, active, succeeded, dead, cancelled, expired, meta, counters): Counts = redis::pipe()
             .zcard(k.delayed())
             .zcard(k.blocked())
             .zcard(k.active())
             .zcard(k.succeeded())
             .zcard(k.dead())
             .zcard(k.cancelled())
+            .zcard(k.expired())
             .hgetall(k.meta())
             .hgetall(k.stats())
             .query_async(conn)
             .await?;
         let c = |n: &str| counters.get(n).copied().unwrap_or(0).max(0) as u64;
+        let limits = QueueLimits::from_fields(&policy::LIMIT_FIELDS.map(|f| meta.get(f).cloned()));
+        let rate_used = match limits.rate {
+            Some(r) => Some(self.rate_used(conn, q, r).await?),
+            None => None,
+        };
         Ok(QueueStats {
             queue: q.to_string(),
             pending,
@@ -296,12 +310,16 @@ impl Db {
             succeeded,
             dead,
             cancelled,
+            expired,
             paused: meta.get("paused").is_some_and(|v| v == "1"),
             policy: meta.get("policy").cloned().unwrap_or_else(|| Policy::Priority.as_str().into()),
+            limits,
+            rate_used,
             enqueued_total: c("enqueued"),
             succeeded_total: c("succeeded"),
             dead_total: c("dead"),
             cancelled_total: c("cancelled"),
+            expired_total: c("expired"),
             retried_total: c("retried"),
             requeued_total: c("requeued"),
             last_claim_ms: counters.get("last_claim").map(|v| (*v).max(0) as u64),
@@ -336,6 +354,7 @@ impl Db {
             TaskState::Succeeded => k.succeeded(),
             TaskState::Dead => k.dead(),
             TaskState::Cancelled => k.cancelled(),
+            TaskState::Expired => k.expired(),
             _ => return Ok(Vec::new()),
         };
         if limit == 0 {
@@ -357,6 +376,7 @@ impl Db {
             TaskState::Succeeded => (k.succeeded(), true),
             TaskState::Dead => (k.dead(), true),
             TaskState::Cancelled => (k.cancelled(), true),
+            TaskState::Expired => (k.expired(), true),
             TaskState::Pending => return self.pending_page(conn, q, offset, limit).await,
         };
         if limit == 0 {
@@ -438,6 +458,7 @@ impl Db {
             TaskState::Succeeded => k.succeeded(),
             TaskState::Dead => k.dead(),
             TaskState::Cancelled => k.cancelled(),
+            TaskState::Expired => k.expired(),
             _ => return Ok(()),
         };
         conn.zrem(set, id.seq).await
@@ -485,9 +506,10 @@ impl Db {
         if v.iter().all(Option::is_none) {
             return Ok(None);
         }
-        let mut values = [0u64; 6];
+        let mut values = [0u64; 8];
         for (i, s) in v.iter().enumerate() {
-            let s = s.as_deref().unwrap_or("0");
+            // Settings from before the expired state: expired tasks follow cancelled ones.
+            let s = s.as_deref().or_else(|| if i >= 6 { v[i - 2].as_deref() } else { None }).unwrap_or("0");
             values[i] = s.parse().map_err(|_| QueueError::Settings { queue: q.to_string(), reason: format!("{} is {s:?}", policy::RETENTION_FIELDS[i]) })?;
         }
         Ok(Some(Retention::from_values(values)))
@@ -498,6 +520,70 @@ impl Db {
     pub async fn set_retention(&self, conn: &mut Conn, q: &QueueName, r: Retention) -> redis::RedisResult<()> {
         let pairs: Vec<(&str, String)> = policy::RETENTION_FIELDS.iter().zip(r.to_values()).map(|(f, v)| (*f, v.to_string())).collect();
         self.set_meta(conn, q, &pairs).await
+    }
+
+    /// A queue's flow-control limits.
+    pub async fn limits(&self, conn: &mut Conn, q: &QueueName) -> redis::RedisResult<QueueLimits> {
+        let v: Vec<Option<String>> = redis::cmd("HMGET").arg(self.keys.queue(q).meta()).arg(&policy::LIMIT_FIELDS[..]).query_async(conn).await?;
+        Ok(QueueLimits::from_fields(&v))
+    }
+
+    /// Sets a queue's limits: a kind given as Some replaces the stored one, None leaves it. A
+    /// raised limit wakes idle workers.
+    pub async fn set_limits(&self, conn: &mut Conn, q: &QueueName, concurrency: Option<u64>, rate: Option<RateLimit>) -> redis::RedisResult<()> {
+        let mut pairs: Vec<(&str, String)> = Vec::new();
+        if let Some(c) = concurrency {
+            pairs.push((policy::LIMIT_FIELDS[0], c.to_string()));
+        }
+        if let Some(r) = rate {
+            pairs.push((policy::LIMIT_FIELDS[1], r.n.to_string()));
+            pairs.push((policy::LIMIT_FIELDS[2], (r.per.as_millis() as u64).to_string()));
+        }
+        if !pairs.is_empty() {
+            self.set_meta(conn, q, &pairs).await?;
+            self.wake(conn, q).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes a queue's limits and the state of its rate window; wakes idle workers.
+    pub async fn clear_limits(&self, conn: &mut Conn, q: &QueueName) -> redis::RedisResult<()> {
+        let k = self.keys.queue(q);
+        let _: () = redis::pipe().atomic().hdel(k.meta(), &policy::LIMIT_FIELDS[..]).del(k.rate()).hdel(k.stats(), "rate_window").query_async(conn).await?;
+        self.wake(conn, q).await
+    }
+
+    /// Tasks of `q` started (claimed) in the rate window that ends now: the window's entries
+    /// newer than `now - per` (the list holds at most `min(n, per in ms)` entries).
+    pub async fn rate_used(&self, conn: &mut Conn, q: &QueueName, r: RateLimit) -> redis::RedisResult<u64> {
+        let now = self.now_ms(conn, q).await?;
+        let horizon = now.saturating_sub(r.per.as_millis() as u64);
+        let entries: Vec<String> = conn.lrange(self.keys.queue(q).rate(), 0, -1).await?;
+        Ok(entries
+            .iter()
+            .filter_map(|e| e.split_once(':'))
+            .filter_map(|(t, c)| Some((t.parse::<u64>().ok()?, c.parse::<u64>().ok()?)))
+            .filter(|(t, _)| *t > horizon)
+            .map(|(_, c)| c)
+            .sum())
+    }
+
+    /// Which of a queue's limits holds its pending tasks back now, if one does: the concurrency
+    /// limit when the queue's active tasks reach it, the rate limit when its window is full.
+    pub async fn binding_limit(&self, conn: &mut Conn, q: &QueueName) -> redis::RedisResult<Option<&'static str>> {
+        let limits = self.limits(conn, q).await?;
+        if let Some(c) = limits.concurrency {
+            let active: u64 = conn.zcard(self.keys.queue(q).active()).await?;
+            if active >= c {
+                return Ok(Some("concurrency_limit"));
+            }
+        }
+        if let Some(r) = limits.rate
+            && self.rate_used(conn, q, r).await? >= r.n
+        {
+            return Ok(Some("rate_limit"));
+        }
+        Ok(None)
     }
 
     /// How many unfinished tasks of queue `q` reference module `sha`.
@@ -606,7 +692,7 @@ impl Db {
                 let _: () = conn.zrem(&set, &flows).await?;
             }
         }
-        for set in [k.succeeded(), k.dead(), k.cancelled(), k.kept(), k.delayed(), k.blocked(), k.active(), k.pending()] {
+        for set in [k.succeeded(), k.dead(), k.cancelled(), k.expired(), k.kept(), k.delayed(), k.blocked(), k.active(), k.pending()] {
             loop {
                 let seqs: Vec<u64> = conn.zrange(&set, 0, 999).await?;
                 if seqs.is_empty() {
@@ -641,6 +727,9 @@ impl Db {
             k.succeeded(),
             k.dead(),
             k.cancelled(),
+            k.expired(),
+            k.expiring(),
+            k.rate(),
             k.schedules(),
             k.schedule_due(),
             k.flows_members(),

@@ -120,6 +120,14 @@ pub struct Due {
     pub delay: Duration,
 }
 
+/// When a waiting task expires (`enqueue --expires`): at a Unix ms time, or this long after it
+/// was enqueued (by the server's clock); with neither, never.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Expiry {
+    pub at_ms: u64,
+    pub after: Duration,
+}
+
 /// One task for [`Db::enqueue`].
 #[derive(Debug, Clone, Default)]
 pub struct NewTask<'a> {
@@ -127,6 +135,7 @@ pub struct NewTask<'a> {
     pub module: &'a str,
     pub priority: i64,
     pub due: Due,
+    pub expires: Expiry,
     pub unique_key: Option<&'a str>,
     /// How long the unique key may be held at most (None: until the task finishes).
     pub unique_for: Option<Duration>,
@@ -196,6 +205,7 @@ pub struct NewTasks<'a> {
     pub module: &'a str,
     pub priority: i64,
     pub due: Due,
+    pub expires: Expiry,
     /// Fields every task of the call gets.
     pub shared: Vec<(&'static str, Vec<u8>)>,
 }
@@ -263,7 +273,9 @@ impl Db {
             .arg(t.unique_key.unwrap_or(""))
             .arg(t.unique_for.map_or(0, |d| d.as_millis() as u64))
             .arg(t.after.iter().map(u64::to_string).collect::<Vec<_>>().join(","))
-            .arg(t.on_parent_failure.as_str());
+            .arg(t.on_parent_failure.as_str())
+            .arg(t.expires.at_ms)
+            .arg(t.expires.after.as_millis() as u64);
         for (k, v) in &t.fields {
             inv.arg(*k).arg(v.as_slice());
         }
@@ -288,7 +300,13 @@ impl Db {
         let mut pipe = redis::pipe();
         for chunk in chunks {
             let mut inv = self.invocation(&ENQUEUE_BULK, q, keys::enqueue(&self.keys.queue(q)));
-            inv.arg(t.due.at_ms).arg(t.due.delay.as_millis() as u64).arg(t.module).arg(t.priority).arg(t.shared.len());
+            inv.arg(t.due.at_ms)
+                .arg(t.due.delay.as_millis() as u64)
+                .arg(t.module)
+                .arg(t.priority)
+                .arg(t.expires.at_ms)
+                .arg(t.expires.after.as_millis() as u64)
+                .arg(t.shared.len());
             for (k, v) in &t.shared {
                 inv.arg(*k).arg(v.as_slice());
             }
@@ -330,6 +348,8 @@ pub struct ClaimRequest<'a> {
     pub worker: &'a str,
     /// Largest input the worker takes (bytes); larger ones stay in Redis.
     pub max_input: u64,
+    /// The worker's free run slots: a queue with a limit is claimed for no more (no prefetch).
+    pub run_slots: usize,
 }
 
 /// A task leased to a worker: parsed once, here.
@@ -353,13 +373,15 @@ pub struct ClaimBatch {
     /// How long until the earliest delayed task of the queue is due, if there is one.
     pub next_due: Option<Duration>,
     pub paused: bool,
+    /// The queue's rate limit let no task start: how long until it lets one.
+    pub rate_wait: Option<Duration>,
 }
 
 impl Db {
     /// `claim.lua`: promotes due delayed tasks and leases up to `r.n` tasks of `q`.
     pub async fn claim(&self, conn: &mut Conn, q: &QueueName, r: ClaimRequest<'_>) -> redis::RedisResult<ClaimBatch> {
         let mut inv = self.invocation(&CLAIM, q, keys::claim(&self.keys.queue(q)));
-        inv.arg(r.lease.as_millis() as u64).arg(r.n).arg(r.max_bytes).arg(r.worker).arg(r.max_input);
+        inv.arg(r.lease.as_millis() as u64).arg(r.n).arg(r.max_bytes).arg(r.worker).arg(r.max_input).arg(r.run_slots);
         for name in SPEC_FIELDS {
             inv.arg(name);
         }
@@ -371,7 +393,13 @@ impl Db {
 fn parse_claim(q: &QueueName, reply: Vec<Value>) -> redis::RedisResult<ClaimBatch> {
     let mut it = reply.into_iter();
     let head = it.next().map(|v| int(&v)).transpose()?.unwrap_or(-1);
-    let mut batch = ClaimBatch { paused: head == -2, next_due: (head >= 0).then(|| Duration::from_millis(head as u64)), tasks: Vec::new() };
+    let rate_wait = it.next().map(|v| int(&v)).transpose()?.unwrap_or(-1);
+    let mut batch = ClaimBatch {
+        paused: head == -2,
+        next_due: (head >= 0).then(|| Duration::from_millis(head as u64)),
+        rate_wait: (rate_wait >= 0).then(|| Duration::from_millis(rate_wait as u64)),
+        tasks: Vec::new(),
+    };
     while let (Some(seq), Some(token), Some(attempt)) = (it.next(), it.next(), it.next()) {
         let mut fields = Fields::default();
         let mut oversized_input = None;
@@ -554,6 +582,8 @@ pub struct ReapReply {
     pub dead: Vec<u64>,
     /// Finished tasks deleted under the queue's retention.
     pub trimmed: u64,
+    /// Waiting tasks finished as expired (their `expires` passed).
+    pub expired: u64,
 }
 
 impl Db {
@@ -562,8 +592,8 @@ impl Db {
     pub async fn reap(&self, conn: &mut Conn, q: &QueueName, r: ReapRequest) -> redis::RedisResult<ReapReply> {
         let mut inv = self.invocation(&REAP, q, keys::reap(&self.keys.queue(q)));
         inv.arg(r.retention.arg()).arg(r.limit).arg(r.max_attempts).arg(r.max_stalls);
-        let (requeued, dead, trimmed): (Vec<u64>, Vec<u64>, u64) = inv.invoke_async(conn).await?;
-        Ok(ReapReply { requeued, dead, trimmed })
+        let (requeued, dead, trimmed, expired): (Vec<u64>, Vec<u64>, u64, u64) = inv.invoke_async(conn).await?;
+        Ok(ReapReply { requeued, dead, trimmed, expired })
     }
 }
 
@@ -697,6 +727,7 @@ impl Db {
             TaskState::Succeeded => k.succeeded(),
             TaskState::Dead => k.dead(),
             TaskState::Cancelled => k.cancelled(),
+            TaskState::Expired => k.expired(),
             other => return Err(super::QueueError::NotFinished(other)),
         };
         let mut inv = self.invocation(&PURGE, q, [set]);
@@ -854,9 +885,12 @@ mod tests {
             let rest: Vec<&str> = argv.iter().skip(2).map(String::as_str).collect();
             assert_eq!(rest, names, "ARGV of {}", script.lines().next().unwrap());
         };
-        expect(include_str!("lua/enqueue.lua"), &["due_at", "delay_ms", "module", "priority", "unique", "unique_ms", "after", "on_parent_failure"]);
-        expect(include_str!("lua/enqueue_bulk.lua"), &["due_at", "delay_ms", "module", "priority", "nshared"]);
-        expect(include_str!("lua/claim.lua"), &["lease_ms", "n", "max_bytes", "worker", "max_input"]);
+        expect(
+            include_str!("lua/enqueue.lua"),
+            &["due_at", "delay_ms", "module", "priority", "unique", "unique_ms", "after", "on_parent_failure", "expires_at", "expires_in"],
+        );
+        expect(include_str!("lua/enqueue_bulk.lua"), &["due_at", "delay_ms", "module", "priority", "expires_at", "expires_in", "nshared"]);
+        expect(include_str!("lua/claim.lua"), &["lease_ms", "n", "max_bytes", "worker", "max_input", "run_slots"]);
         expect(include_str!("lua/complete.lua"), &["retention", "worker"]);
         expect(include_str!("lua/heartbeat.lua"), &["lease_ms"]);
         expect(include_str!("lua/reap.lua"), &["retention", "limit", "max_attempts_default", "max_stalls"]);

@@ -87,6 +87,9 @@ pub mod field {
     /// worker's (`enqueue --max-http-requests`, `--max-http-response-bytes`).
     pub const MAX_HTTP_REQUESTS: &str = "max_http_requests";
     pub const MAX_HTTP_RESPONSE_BYTES: &str = "max_http_response_bytes";
+    /// When the task expires (Unix ms, `enqueue --expires`): if it is still waiting (pending,
+    /// delayed, blocked) then, it is finished as `expired` and never runs.
+    pub const EXPIRES: &str = "expires";
     pub const SCHEDULE: &str = "schedule";
     pub const SCHEDULED_FOR: &str = "scheduled_for";
 }
@@ -103,6 +106,8 @@ pub enum TaskState {
     Succeeded,
     Dead,
     Cancelled,
+    /// Still waiting when its expiry (`enqueue --expires`) passed: finished without running.
+    Expired,
 }
 
 impl TaskState {
@@ -115,6 +120,7 @@ impl TaskState {
             "succeeded" => Self::Succeeded,
             "dead" => Self::Dead,
             "cancelled" => Self::Cancelled,
+            "expired" => Self::Expired,
             _ => return None,
         })
     }
@@ -128,12 +134,16 @@ impl TaskState {
             Self::Succeeded => "succeeded",
             Self::Dead => "dead",
             Self::Cancelled => "cancelled",
+            Self::Expired => "expired",
         }
     }
 
     pub fn is_finished(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Dead | Self::Cancelled)
+        matches!(self, Self::Succeeded | Self::Dead | Self::Cancelled | Self::Expired)
     }
+
+    /// The finished states, each with its index zset and retention.
+    pub const FINISHED: [TaskState; 4] = [Self::Succeeded, Self::Dead, Self::Cancelled, Self::Expired];
 }
 
 impl std::fmt::Display for TaskState {
@@ -402,6 +412,13 @@ pub struct TaskRecord {
     pub max_attempts: Option<u32>,
     pub created_ms: u64,
     pub due_ms: Option<u64>,
+    /// When the task expires if it still waits then (`enqueue --expires`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
+    /// While pending: the queue's limit that holds it back now (`rate_limit`,
+    /// `concurrency_limit`; filled in by the client).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_on: Option<String>,
     /// When the current or last claim was made.
     pub claimed_ms: Option<u64>,
     /// When the current or last attempt started running.
@@ -471,6 +488,8 @@ impl TaskRecord {
             max_attempts: uint(field::MAX_ATTEMPTS).map(|v| v.min(u32::MAX as u64) as u32),
             created_ms: uint(field::CREATED).unwrap_or(0),
             due_ms: uint(field::DUE),
+            expires_ms: uint(field::EXPIRES),
+            waiting_on: None,
             claimed_ms: uint(field::CLAIMED),
             started_ms: uint(field::STARTED),
             finished_ms: uint(field::FINISHED),

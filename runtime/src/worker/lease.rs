@@ -52,8 +52,9 @@ pub async fn heartbeat(shared: Arc<Shared>, interval: Duration) {
 }
 
 /// Every `interval` (with jitter, so that many workers do not reap in lockstep): returns expired
-/// leases of every queue to the queue, or to the dead set when their attempts are used up, and
-/// deletes finished tasks past their queue's retention.
+/// leases of every queue to the queue, or to the dead set when their attempts are used up,
+/// finishes waiting tasks past their expiry as expired (paused queues too), and deletes finished
+/// tasks past their queue's retention.
 pub async fn reaper(shared: Arc<Shared>, interval: Duration) {
     let mut conn = shared.conn.clone();
     let request =
@@ -69,7 +70,10 @@ pub async fn reaper(shared: Arc<Shared>, interval: Duration) {
                         if r.trimmed > 0 {
                             tracing::debug!(%queue, deleted = r.trimmed, "finished tasks past their retention deleted");
                         }
-                        if r.requeued.len() + r.dead.len() < REAP_LIMIT && (r.trimmed as usize) < REAP_LIMIT {
+                        if r.expired > 0 {
+                            tracing::info!(%queue, expired = r.expired, "waiting tasks past their expiry finished as expired");
+                        }
+                        if r.requeued.len() + r.dead.len() < REAP_LIMIT && (r.trimmed as usize) < REAP_LIMIT && (r.expired as usize) < REAP_LIMIT {
                             break;
                         }
                     }

@@ -358,7 +358,9 @@ async fn claim_loop(shared: &Arc<Shared>, runs: &mut Runs, wake: &Arc<wake::Wake
             }
         }
         let mut claimed_any = false;
+        let mut claimed_n = 0usize;
         let mut next_due: Option<Duration> = None;
+        let mut rate_wait: Option<Duration> = None;
         let mut failed = false;
         let mut want = (target - held).min(MAX_PREFETCH);
         for i in claim_order(&config.queues, config.strict) {
@@ -372,6 +374,10 @@ async fn claim_loop(shared: &Arc<Shared>, runs: &mut Runs, wake: &Arc<wake::Wake
                 lease: config.lease,
                 worker: &config.worker_id,
                 max_input: config.max_input_size,
+                // A queue with a flow-control limit is claimed only for free run slots: tasks
+                // prefetched into this worker would hold the queue's slots (and its rate
+                // window) while they wait, and start in bunches.
+                run_slots: config.concurrency.saturating_sub(held + claimed_n),
             };
             let batch = match shared.db.claim(&mut claim_conn, queue, request).await {
                 Ok(b) => b,
@@ -387,11 +393,15 @@ async fn claim_loop(shared: &Arc<Shared>, runs: &mut Runs, wake: &Arc<wake::Wake
             if let Some(d) = batch.next_due {
                 next_due = Some(next_due.map_or(d, |n| n.min(d)));
             }
+            if let Some(d) = batch.rate_wait {
+                rate_wait = Some(rate_wait.map_or(d, |n| n.min(d)));
+            }
             if !batch.tasks.is_empty() {
                 shared.claimed.store(true, Ordering::Relaxed);
             }
             for task in batch.tasks {
                 claimed_any = true;
+                claimed_n += 1;
                 want -= 1;
                 let bytes = task.spec.as_ref().map_or(0, |s| s.input.len() as u64);
                 held_bytes += bytes;
@@ -416,8 +426,12 @@ async fn claim_loop(shared: &Arc<Shared>, runs: &mut Runs, wake: &Arc<wake::Wake
             break 'claiming;
         }
         // Idle: wait for a wake-up token, a finished run, or at most a second (less when a
-        // delayed task falls due sooner).
-        let wait = next_due.unwrap_or(Duration::MAX).min(Duration::from_secs(1));
+        // delayed task falls due sooner). A queue whose rate limit let nothing start says when
+        // it will: the worker sleeps until then rather than polling (tokens still wake it).
+        let wait = match rate_wait {
+            Some(r) => next_due.unwrap_or(Duration::MAX).min(r.max(Duration::from_millis(1))),
+            None => next_due.unwrap_or(Duration::MAX).min(Duration::from_secs(1)),
+        };
         let _ = wake.idle.send(true);
         tokio::select! {
             _ = wake.notify.notified() => {}

@@ -1,4 +1,8 @@
--- claim: promotes due delayed tasks, then leases up to N ready tasks to one worker.
+-- claim: promotes due delayed tasks, then leases up to N ready tasks to one worker, within the
+-- queue's flow-control limits (`wasmq queue limit`, read with the policy: see lib.lua
+-- `queue_policy`). A queue with a limit is claimed only for the worker's free run slots (no
+-- prefetch), at most `concurrency - ZCARD(active)` tasks, and at most the room its rate window
+-- leaves. A task past its expiry is never started: it is finished as expired here.
 --
 -- KEYS[1] pending    P:{Q}:pending    (zset; with P:{Q}:levels and P:{Q}:p:<level> lists, see lib.lua)
 -- KEYS[2] delayed    P:{Q}:delayed    (zset: due ms)
@@ -6,8 +10,8 @@
 -- KEYS[4] meta       P:{Q}:meta       (hash: paused flag, policy)
 -- KEYS[5] signal     P:{Q}:signal     (list)
 -- KEYS[6] estimates  P:{Q}:estimates  (hash)
--- KEYS[7] stats      P:{Q}:stats      (hash: the tombstones counter, `last_claim` ms, and the
---                    wait-time histogram `wait_*`: enqueue to first claim)
+-- KEYS[7] stats      P:{Q}:stats      (hash: the tombstones counter, `last_claim` ms, the
+--                    wait-time histogram `wait_*`: enqueue to first claim, `rate_window`)
 -- ARGV[1] base       P:{Q}:
 -- ARGV[2] clock      clock offset ms (0 outside tests)
 -- ARGV[3] lease_ms   lease length
@@ -16,23 +20,27 @@
 -- ARGV[6] worker     worker id (recorded in the task)
 -- ARGV[7] max_input  largest input the worker takes, bytes (0: any); a larger input is not sent:
 --                    its length (an integer) stands in its place, and the worker fails the task
--- ARGV[8..]          the task fields to return for each task, `input` among them
--- Returns {next_due, then per task: seq, token, attempts, then the requested fields} (flat,
--- missing fields nil), where next_due is how many ms from now the earliest delayed task is due
--- (-1 if none, -2 if the queue is paused) and token is the lease token (fencing: a completion must carry it).
+-- ARGV[8] run_slots  the worker's free run slots: a queue with a limit is claimed for no more
+-- ARGV[9..]          the task fields to return for each task, `input` among them
+-- Returns {next_due, rate_wait, then per task: seq, token, attempts, then the requested fields}
+-- (flat, missing fields nil), where next_due is how many ms from now the earliest delayed task is
+-- due (-1 if none, -2 if the queue is paused), rate_wait how many ms until the queue's rate limit
+-- lets another task start when it let none now (-1 otherwise), and token is the lease token
+-- (fencing: a completion must carry it).
 local K = {pending = KEYS[1], delayed = KEYS[2], active = KEYS[3], meta = KEYS[4], signal = KEYS[5], estimates = KEYS[6],
   stats = KEYS[7]}
 local lease_ms, n, max_bytes, worker = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]) or 0, ARGV[6]
 local max_input = tonumber(ARGV[7]) or 0
+local run_slots = tonumber(ARGV[8]) or 0
 local names = {}
 local input_at = nil
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   names[#names + 1] = ARGV[i]
   if ARGV[i] == 'input' then input_at = #names end
 end
 
 if redis.call('HGET', K.meta, 'paused') == '1' then
-  return {-2}
+  return {-2, -1}
 end
 
 local pol = queue_policy(K.meta)
@@ -46,8 +54,23 @@ if #due > 0 then
   end
 end
 
-local out = {-1}
-local popped = pop_pending(pol, K.pending, n)
+local out = {-1, -1}
+-- Flow control: only for free run slots, within the concurrency and the rate limits.
+local room = n
+local rate_left = nil
+if pol.limited then
+  room = math.min(room, run_slots)
+  if pol.concurrency > 0 then room = math.min(room, pol.concurrency - redis.call('ZCARD', K.active)) end
+  if pol.rate > 0 and room > 0 then
+    local r, wait = rate_room(pol, K.stats)
+    if r <= 0 then out[2] = wait end
+    room = math.min(room, r)
+    rate_left = r
+  end
+  if room < 0 then room = 0 end
+end
+local popped = room > 0 and pop_pending(pol, K.pending, room) or {}
+local expired_batch = nil
 local deadline_s = string.format('%d', NOW + lease_ms)
 local leased = {}
 local bytes, claimed, tombstones = 0, 0, 0
@@ -57,15 +80,21 @@ for i, e in ipairs(popped) do
   local tkey = task_key(seq)
   -- pcall: a key overwritten with another type counts as gone instead of failing the script
   -- after the pop (which would lose the tasks popped with it).
-  local f = redis.pcall('HMGET', tkey, 'state', 'attempts', 'lease', 'flow', 'created', unpack(names))
+  local f = redis.pcall('HMGET', tkey, 'state', 'attempts', 'lease', 'flow', 'created', 'expires', unpack(names))
   local ok = type(f) == 'table' and not f.err
   -- A hash without a state (written by hand) is still claimed, so that the worker fails it with
   -- a clear error instead of it vanishing; a task in another state (cancelled while it waited in
   -- a list) or a missing one is a tombstone.
   if not ok or (f[1] ~= 'pending' and (f[1] or not is_hash(tkey))) then
     if e.level then tombstones = tombstones + 1 end
+  elseif f[6] and (tonumber(f[6]) or 0) <= NOW then
+    -- Past its expiry (the sweep had not come yet): finished as expired, never started.
+    -- (Its blocked dependents are cancelled: the batch needs every finished set.)
+    expired_batch = expired_batch or new_batch({stats = K.stats, modrefs = BASE .. 'modrefs', meta = K.meta, signal = K.signal,
+      succeeded = BASE .. 'succeeded', dead = BASE .. 'dead', cancelled = BASE .. 'cancelled'}, nil)
+    finish(expired_batch, seq, tkey, 'expired', {}, nil)
   else
-    local input = input_at and f[5 + input_at]
+    local input = input_at and f[6 + input_at]
     local size = input and #input or 0
     if claimed > 0 and max_bytes > 0 and bytes + size > max_bytes then
       -- Over the byte budget: this task and the rest go back where they were.
@@ -95,12 +124,16 @@ for i, e in ipairs(popped) do
     out[#out + 1] = token
     out[#out + 1] = a
     -- An oversized input (written around `enqueue`'s check) never travels to the worker.
-    if input and max_input > 0 and size > max_input then f[5 + input_at] = size end
-    for j = 1, #names do out[#out + 1] = f[5 + j] end
+    if input and max_input > 0 and size > max_input then f[6 + input_at] = size end
+    for j = 1, #names do out[#out + 1] = f[6 + j] end
+    -- Claimed: no longer waiting, so out of the expiring zset.
+    if f[6] then redis.call('ZREM', EXPIRING_KEY, seq) end
   end
 end
+if expired_batch then flush(expired_batch) end
 if #leased > 0 then
   redis.call('ZADD', K.active, unpack(leased))
+  if pol.rate > 0 then rate_record(K.stats, claimed) end
   -- The time of the last claim, for `/metrics` and the dashboard (a queue whose workers stopped
   -- claiming shows here).
   redis.call('HSET', K.stats, 'last_claim', NOW_S)
@@ -110,8 +143,12 @@ if tombstones > 0 and hincr(K.stats, 'tombstones', -tombstones) < 0 then
   redis.call('HSET', K.stats, 'tombstones', 0)
 end
 
--- More work left: pass the baton to another idle worker.
-if any_pending(K.pending) then
+-- More work left: pass the baton to another idle worker, unless a limit binds now (the worker
+-- that hit the rate limit sleeps until it frees; a finish in a queue with a concurrency limit
+-- wakes a worker, see complete.lua).
+local bound = pol.limited and (out[2] >= 0 or (rate_left and rate_left - claimed <= 0)
+  or (pol.concurrency > 0 and redis.call('ZCARD', K.active) >= pol.concurrency))
+if not bound and any_pending(K.pending) then
   signal(K.signal)
 end
 

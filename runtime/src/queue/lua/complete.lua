@@ -28,6 +28,9 @@
 --   children  tasks the attempt spawned (host API), with the numbers reserved for them; committed
 --           (see lib.lua `commit_children`) only when the record is a `succeeded` that applies
 -- A `retry` or `release` of a task whose cancel was requested finishes it as `cancelled`.
+-- A task with an expiry that goes back to waiting (`retry`, `release`) is in the expiring zset
+-- again. A batch that takes tasks off `active` in a queue with a concurrency limit wakes an idle
+-- worker when tasks wait: a run slot of the queue is free.
 -- Returns one integer per record: 1 applied, 0 refused (lease lost, task gone or not a hash, or an
 -- unknown action).
 local K = {active = KEYS[1], pending = KEYS[2], delayed = KEYS[3], succeeded = KEYS[4], dead = KEYS[5],
@@ -60,7 +63,7 @@ while i <= #ARGV do
   -- pcall: a task key overwritten with another type is refused (and dropped from `active`)
   -- instead of failing the script half-way through the batch.
   local cur = redis.pcall('HMGET', tkey, 'state', 'lease', 'module', 'unique_key', 'waiters', 'error_kind', 'cancel', 'attempts', 'deps', 'after', 'flow',
-    'progress')
+    'progress', 'expires')
   local valid = type(cur) == 'table' and not cur.err
   if not valid then off_active[#off_active + 1] = seq end
   -- A cancel requested while the task ran wins over a retry or a hand-back.
@@ -109,6 +112,7 @@ while i <= #ARGV do
       fields[#fields + 1] = 'due'; fields[#fields + 1] = string.format('%d', due)
       redis.call('HSET', tkey, unpack(fields))
       redis.call('ZADD', K.delayed, due, seq)
+      if cur[13] then redis.call('ZADD', EXPIRING_KEY, tonumber(cur[13]) or 0, seq) end
       count(b, 'retried', 1)
       b.wake = true
     else
@@ -121,7 +125,10 @@ while i <= #ARGV do
   end
 end
 
-if #off_active > 0 then redis.call('ZREM', K.active, unpack(off_active)) end
+if #off_active > 0 then
+  redis.call('ZREM', K.active, unpack(off_active))
+  if redis.call('HGET', K.meta, 'limit_concurrency') and any_pending(K.pending) then b.wake = true end
+end
 for module, us in pairs(learned) do
   if us then redis.call('HSET', K.estimates, module, us) end
 end

@@ -19,7 +19,9 @@
 -- ARGV[9] after      parent seqs in this queue, comma-separated ('' for none): the task is
 --                    blocked until every one of them has succeeded
 -- ARGV[10] on_parent_failure  block | cancel: what a dead parent does to the task
--- ARGV[11..]         further task fields as name, value pairs (input, max_attempts, timeout_ms, ...)
+-- ARGV[11] expires_at  Unix ms after which the task, if still waiting, expires (0: see expires_in)
+-- ARGV[12] expires_in  or this long from now (ms; 0 with expires_at 0: never)
+-- ARGV[13..]         further task fields as name, value pairs (input, max_attempts, timeout_ms, ...)
 -- Returns {seq, is_new}: is_new is 0 when a task holding the unique key exists (its seq returned);
 -- or the error `UNKNOWNPARENT <seq>`, with nothing written.
 local K = {seq = KEYS[1], pending = KEYS[2], delayed = KEYS[3], meta = KEYS[4], stats = KEYS[5], modrefs = KEYS[6],
@@ -27,9 +29,10 @@ local K = {seq = KEYS[1], pending = KEYS[2], delayed = KEYS[3], meta = KEYS[4], 
 -- A task whose parent already ended is finished at once, in the queue's finished sets.
 K.succeeded, K.dead, K.cancelled = BASE .. 'succeeded', BASE .. 'dead', BASE .. 'cancelled'
 local extra = {}
-for i = 11, #ARGV do extra[#extra + 1] = ARGV[i] end
+for i = 13, #ARGV do extra[#extra + 1] = ARGV[i] end
 local deps = nil
 if ARGV[9] ~= '' then deps = {after = ARGV[9], policy = ARGV[10]} end
-local seq, is_new = add_task(K, due_time(ARGV[3], ARGV[4]), ARGV[5], tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8]), extra, deps)
+local seq, is_new = add_task(K, due_time(ARGV[3], ARGV[4]), ARGV[5], tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8]), extra, deps, nil,
+  expiry_time(ARGV[11], ARGV[12]))
 if type(seq) == 'table' then return seq end
 return {seq, is_new}

@@ -8,14 +8,17 @@
 -- ARGV[4] delay_ms   or this long from now, whichever is later (0: none)
 -- ARGV[5] module     sha256 of the module (hex)
 -- ARGV[6] priority   integer
--- ARGV[7] nshared    number of shared field pairs that follow
--- ARGV[8..]          the shared fields (name, value pairs), then one input per task ('' = empty)
+-- ARGV[7] expires_at Unix ms after which a task still waiting expires (0: see expires_in)
+-- ARGV[8] expires_in or this long from now (ms; 0 with expires_at 0: never)
+-- ARGV[9] nshared    number of shared field pairs that follow
+-- ARGV[10..]         the shared fields (name, value pairs), then one input per task ('' = empty)
 -- Returns the seq of the first task; the tasks have consecutive seqs in input order.
 local K = {seq = KEYS[1], pending = KEYS[2], delayed = KEYS[3], meta = KEYS[4], stats = KEYS[5], modrefs = KEYS[6],
   signal = KEYS[7], estimates = KEYS[8]}
 local due, module, prio = due_time(ARGV[3], ARGV[4]), ARGV[5], tonumber(ARGV[6])
-local nshared = tonumber(ARGV[7])
-local first_input = 8 + 2 * nshared
+local expires = expiry_time(ARGV[7], ARGV[8])
+local nshared = tonumber(ARGV[9])
+local first_input = 10 + 2 * nshared
 local n = #ARGV - first_input + 1
 if n <= 0 then return redis.error_reply('ERR enqueue_bulk needs at least one input') end
 local last = redis.call('INCRBY', K.seq, n)
@@ -23,7 +26,7 @@ local first = last - n + 1
 
 -- Members of a flow (a shared field `flow`) join its list of children in the same script, as in
 -- lib.lua's add_task.
-for i = 8, first_input - 1, 2 do
+for i = 10, first_input - 1, 2 do
   if ARGV[i] == 'flow' then
     local list = BASE .. 'flow:' .. ARGV[i + 1] .. ':children'
     for s = first, last, 1000 do
@@ -39,7 +42,11 @@ if prio ~= 0 then
   common[#common + 1] = 'priority'
   common[#common + 1] = ARGV[6]
 end
-for i = 8, first_input - 1 do common[#common + 1] = ARGV[i] end
+for i = 10, first_input - 1 do common[#common + 1] = ARGV[i] end
+if expires > 0 then
+  common[#common + 1] = 'expires'
+  common[#common + 1] = string.format('%d', expires)
+end
 local delayed = due > NOW
 common[#common + 1] = 'state'
 common[#common + 1] = delayed and 'delayed' or 'pending'
@@ -75,6 +82,17 @@ if #seqs > 0 then
     redis.call('RPUSH', list, unpack(seqs, s, math.min(s + 999, #seqs)))
   end
   redis.call('ZADD', BASE .. 'levels', -level, level)
+end
+if expires > 0 then
+  -- Into the expiring zset (a time already past is expired by the next sweep or claim).
+  for s = first, last, 500 do
+    local pairs_ = {}
+    for seq = s, math.min(s + 499, last) do
+      pairs_[#pairs_ + 1] = expires
+      pairs_[#pairs_ + 1] = seq
+    end
+    redis.call('ZADD', BASE .. 'expiring', unpack(pairs_))
+  end
 end
 signal(K.signal)
 hincr(K.modrefs, module, n)

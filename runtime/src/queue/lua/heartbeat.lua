@@ -31,7 +31,7 @@ for i = 4, #ARGV, 5 do
   if type(f) ~= 'table' or f.err then f = {} end
   if f[2] ~= token then
     add(lost, seq, token)
-  elseif f[1] == 'succeeded' or f[1] == 'dead' or f[1] == 'cancelled' then
+  elseif FINISHED[f[1]] then
     add(finished, seq, token)
   elseif f[1] ~= 'active' then
     add(lost, seq, token)

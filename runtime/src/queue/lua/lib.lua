@@ -8,7 +8,8 @@
 --     Scripts read the time from the Redis server (TIME, before any write; Redis 7 replicates a
 --     script's effects, not the script), so leases and due times never depend on the clocks of
 --     the hosts that call them agreeing.
---   * A task's `state` field is one of: pending, delayed, blocked, active, succeeded, dead, cancelled.
+--   * A task's `state` field is one of: pending, delayed, blocked, active, succeeded, dead, cancelled,
+--     expired (FINISHED below names the finished ones).
 --   * JSON is built with cjson; 64-bit values (ms and µs times) travel in it as strings, since
 --     cjson prints large numbers in exponent form.
 
@@ -20,6 +21,9 @@ do
 end
 -- Passed to Redis as a string: a Lua number would be formatted with %.17g on every call.
 local NOW_S = string.format('%d', NOW)
+
+-- The finished states: each has its index zset P:{Q}:<state> (by finish time) and retention.
+local FINISHED = {succeeded = true, dead = true, cancelled = true, expired = true}
 
 -- Most attempt errors a task keeps (`err:<n>` fields; older ones are dropped as new ones come).
 local MAX_ERRORS = 16
@@ -56,16 +60,88 @@ end
 
 -- The queue's policy settings from its meta hash. No policy means `priority`; `wasmq queue policy`
 -- writes every wsjf setting along with the policy, so they are there whenever wsjf is (a field
--- removed by hand counts as 0).
+-- removed by hand counts as 0). The same read brings the queue's flow-control limits (`wasmq queue
+-- limit`): `limit_concurrency` (most tasks active at once) and `limit_rate` tasks started per
+-- `limit_rate_ms` (0 or absent: no limit), so that a queue without limits pays nothing more than
+-- three absent fields in one HMGET.
 local function queue_policy(meta_key)
-  local m = redis.call('HMGET', meta_key, 'policy', 'stretch', 'max_wait_ms', 'default_estimate_us')
+  local m = redis.call('HMGET', meta_key, 'policy', 'stretch', 'max_wait_ms', 'default_estimate_us', 'limit_concurrency', 'limit_rate', 'limit_rate_ms')
+  local conc, rate, rate_ms = tonumber(m[5]) or 0, tonumber(m[6]) or 0, tonumber(m[7]) or 0
+  if rate_ms <= 0 then rate = 0 end
   return {
     policy = m[1] or 'priority',
     stretch = tonumber(m[2]) or 0,
     max_wait_ms = tonumber(m[3]) or 0,
     default_est_us = tonumber(m[4]) or 0,
+    concurrency = conc,
+    rate = rate,
+    rate_ms = rate_ms,
+    limited = conc > 0 or rate > 0,
   }
 end
+
+-- The rate limit is an exact sliding window: no more than `rate` claims in any `rate_ms` window
+-- (a token bucket would let up to 2 * rate - 1 through in one). P:{Q}:rate is a list of
+-- `<ms>:<count>` entries, one per claim batch (per millisecond), oldest first, and the stats
+-- field `rate_window` their running total. Entries that left the window are dropped from the head
+-- as claims come: each entry is pushed once and popped once, so the cost is O(1) amortised per
+-- claim, and the list never holds more than min(rate, rate_ms) entries.
+local RATE_KEY = BASE .. 'rate'
+local function rate_entry(e)
+  local t, c = string.match(e, '^(%d+):(%d+)$')
+  return tonumber(t) or 0, tonumber(c) or 0
+end
+
+-- How many tasks may start now under the rate limit, and when none may: how many ms until the
+-- oldest entry leaves the window (the earliest time more room can come).
+local function rate_room(pol, stats_key)
+  local total = tonumber(redis.call('HGET', stats_key, 'rate_window')) or 0
+  local before = total
+  local horizon = NOW - pol.rate_ms
+  local wait = 0
+  while true do
+    local head = redis.call('LINDEX', RATE_KEY, 0)
+    if not head then
+      total = 0
+      break
+    end
+    local t, c = rate_entry(head)
+    if t > horizon then
+      wait = t - horizon
+      break
+    end
+    redis.call('LPOP', RATE_KEY)
+    total = total - c
+  end
+  if total < 0 then total = 0 end
+  if total ~= before then redis.call('HSET', stats_key, 'rate_window', total) end
+  local room = pol.rate - total
+  if room > 0 then return room, 0 end
+  return 0, math.max(wait, 1)
+end
+
+-- Records `n` claims made now in the rate window (merged into the last entry when it is of the
+-- same millisecond).
+local function rate_record(stats_key, n)
+  local tail = redis.call('LINDEX', RATE_KEY, -1)
+  if tail then
+    local t, c = rate_entry(tail)
+    if t == NOW then
+      redis.call('LSET', RATE_KEY, -1, NOW_S .. ':' .. (c + n))
+      hincr(stats_key, 'rate_window', n)
+      return
+    end
+  end
+  redis.call('RPUSH', RATE_KEY, NOW_S .. ':' .. n)
+  hincr(stats_key, 'rate_window', n)
+end
+
+-- Task expiry (`enqueue --expires`): a task with an `expires` field (Unix ms) is in the zset
+-- P:{Q}:expiring, scored by that time, while it waits (pending, delayed, blocked); claims take it
+-- out, and it comes back whenever the task waits again (a retry, a lease that expired, a
+-- hand-back, `dead retry`). reap.lua sweeps the zset by due time (a worker's reaper runs on a
+-- paused queue too); a claim never starts a task past its expiry either, but expires it.
+local EXPIRING_KEY = BASE .. 'expiring'
 
 -- The wsjf score of a task: its own estimate (given at enqueue) wins over the learned per-module
 -- mean in `estimates_key`, which wins over the queue's default.
@@ -210,16 +286,18 @@ local function back_to_pending(pol, pending_key, estimates_key, seq, front)
   local tkey = task_key(seq)
   redis.call('HSET', tkey, 'state', 'pending')
   redis.call('HDEL', tkey, unpack(CLAIM_FIELDS))
-  local prio = tonumber(redis.call('HGET', tkey, 'priority')) or 0
-  push_pending(pol, pending_key, estimates_key, seq, prio, front)
+  local f = redis.call('HMGET', tkey, 'priority', 'expires')
+  push_pending(pol, pending_key, estimates_key, seq, tonumber(f[1]) or 0, front)
+  -- Waiting again: its expiry applies again (swept at once when it passed meanwhile).
+  if f[2] then redis.call('ZADD', EXPIRING_KEY, tonumber(f[2]) or 0, seq) end
 end
 
 -- Retention of finished tasks: from the queue's settings (written by `wasmq queue retention`),
 -- or else from `fallback`, the caller's defaults as
--- "succeeded_age_ms,succeeded_count,dead_age_ms,dead_count,cancelled_age_ms,cancelled_count"
--- (0: no limit).
+-- "succeeded_age_ms,succeeded_count,dead_age_ms,dead_count,cancelled_age_ms,cancelled_count,
+-- expired_age_ms,expired_count" (0: no limit).
 local RETENTION_FIELDS = {'ret_succeeded_age_ms', 'ret_succeeded_count', 'ret_dead_age_ms', 'ret_dead_count',
-  'ret_cancelled_age_ms', 'ret_cancelled_count'}
+  'ret_cancelled_age_ms', 'ret_cancelled_count', 'ret_expired_age_ms', 'ret_expired_count'}
 local function retention(meta_key, fallback)
   local m = redis.call('HMGET', meta_key, unpack(RETENTION_FIELDS))
   local f = {}
@@ -229,6 +307,8 @@ local function retention(meta_key, fallback)
     succeeded = {age = pick(1), count = pick(2)},
     dead = {age = pick(3), count = pick(4)},
     cancelled = {age = pick(5), count = pick(6)},
+    -- Settings written before the expired state existed: expired tasks follow cancelled ones.
+    expired = {age = tonumber(m[7]) or tonumber(m[5]) or f[7] or 0, count = tonumber(m[8]) or tonumber(m[6]) or f[8] or 0},
   }
 end
 
@@ -279,7 +359,9 @@ end
 -- Finishing tasks in a batch: `finish` records one task, `flush` does the work shared by the
 -- batch once (index sets, counters, module references, retention, wake-up).
 --   K: the script's keys by name: succeeded, dead, cancelled, stats, modrefs, meta, signal
+--   (expired is built here: P:{Q}:expired)
 local function new_batch(K, fallback_retention)
+  K.expired = K.expired or BASE .. 'expired'
   return {K = K, fallback = fallback_retention, sets = {}, counts = {}, unrefs = {}, wake = false}
 end
 
@@ -341,6 +423,11 @@ local function resolve_dependents(b, seq, state)
       elseif state == 'cancelled' then
         redis.call('ZREM', BASE .. 'blocked', d)
         finish(b, d, dkey, 'cancelled', {'cancel_reason', 'parent_cancelled'}, nil)
+      elseif state == 'expired' then
+        -- An expired parent never ran and never will: like a cancelled one, whatever the
+        -- dependent's policy for a dead parent.
+        redis.call('ZREM', BASE .. 'blocked', d)
+        finish(b, d, dkey, 'cancelled', {'cancel_reason', 'parent_expired'}, nil)
       elseif state == 'dead' and f[2] == 'cancel' then
         redis.call('ZREM', BASE .. 'blocked', d)
         finish(b, d, dkey, 'cancelled', {'cancel_reason', 'parent_dead'}, nil)
@@ -369,7 +456,7 @@ local function release_parents(after)
       if at then
         redis.call('ZREM', BASE .. 'kept', p)
         local st = redis.call('HGET', pkey, 'state')
-        if st == 'succeeded' or st == 'dead' or st == 'cancelled' then redis.call('ZADD', BASE .. st, at, p) end
+        if FINISHED[st] then redis.call('ZADD', BASE .. st, at, p) end
       end
     end
   end
@@ -450,8 +537,11 @@ local function delete_flow(n, ended, budget)
         if st == 'pending' or st == 'delayed' or st == 'active' then
           redis.call('HDEL', tkey, 'flow')
         else
-          if st == 'blocked' then redis.call('ZREM', BASE .. 'blocked', seq) end
-          for _, set in ipairs({'succeeded', 'dead', 'cancelled', 'kept'}) do redis.call('ZREM', BASE .. set, seq) end
+          if st == 'blocked' then
+            redis.call('ZREM', BASE .. 'blocked', seq)
+            redis.call('ZREM', EXPIRING_KEY, seq)
+          end
+          for _, set in ipairs({'succeeded', 'dead', 'cancelled', 'expired', 'kept'}) do redis.call('ZREM', BASE .. set, seq) end
           redis.call('DEL', tkey, BASE .. 'deps:' .. seq)
         end
         removed = removed + 1
@@ -486,15 +576,17 @@ local function trim_flows(limits, budget)
   return removed
 end
 
--- Moves a task into a finished state (succeeded, dead or cancelled), writing `fields` (a flat
--- name, value list, may be empty) with it. `cur` holds what the caller read of the task (module,
--- unique_key, waiters, deps, after), or nil to read it here. Dependents are resolved at once,
--- in the same batch.
+-- Moves a task into a finished state (succeeded, dead, cancelled or expired), writing `fields`
+-- (a flat name, value list, may be empty) with it. `cur` holds what the caller read of the task
+-- (module, unique_key, waiters, deps, after, flow, expires), or nil to read it here. Dependents are
+-- resolved at once, in the same batch. A task that finishes while it waits leaves the expiring
+-- zset (`expires` in `cur`; an active task left it at its claim).
 finish = function(b, seq, tkey, state, fields, cur)
   if not cur then
-    local f = redis.call('HMGET', tkey, 'module', 'unique_key', 'waiters', 'deps', 'after', 'flow')
-    cur = {module = f[1], unique_key = f[2], waiters = f[3], deps = f[4], after = f[5], flow = f[6]}
+    local f = redis.call('HMGET', tkey, 'module', 'unique_key', 'waiters', 'deps', 'after', 'flow', 'expires')
+    cur = {module = f[1], unique_key = f[2], waiters = f[3], deps = f[4], after = f[5], flow = f[6], expires = f[7]}
   end
+  if cur.expires then redis.call('ZREM', EXPIRING_KEY, seq) end
   fields[#fields + 1] = 'state'; fields[#fields + 1] = state
   fields[#fields + 1] = 'finished'; fields[#fields + 1] = NOW_S
   redis.call('HSET', tkey, unpack(fields))
@@ -506,7 +598,8 @@ finish = function(b, seq, tkey, state, fields, cur)
   if cur.unique_key then release_unique(seq, cur.unique_key) end
   if cur.waiters then notify_waiters(seq, tkey) end
   if cur.after then release_parents(cur.after) end
-  if cur.flow then flow_member_finished(cur.flow, seq, state) end
+  -- In its flow an expired member counts as cancelled (it never ran, like a cancelled one).
+  if cur.flow then flow_member_finished(cur.flow, seq, state == 'expired' and 'cancelled' or state) end
   if cur.deps then resolve_dependents(b, seq, state) end
   count(b, state, 1)
 end
@@ -557,11 +650,14 @@ end
 --            them along as parents (and theirs, transitively), after it in `after`.
 --   seq      the task's number when it was reserved already (a spawned child), else nil: the
 --            next of the queue's counter K.seq
+--   expires  Unix ms after which the task, if still waiting, is finished as expired (nil or 0:
+--            never); a time already past expires the task at once
 -- Returns seq, is_new (0 when an unfinished task holds the unique key: its seq is returned), or
 -- an error reply `UNKNOWNPARENT <seq>` (nothing written) when a parent does not exist, or
 -- `TOOMANYPARENTS <n>` when the parents and their spawned descendants are over MAX_PARENTS.
 local MAX_PARENTS = 10000
-local function add_task(K, due, module, prio, unique, unique_ms, extra, deps, seq)
+local function add_task(K, due, module, prio, unique, unique_ms, extra, deps, seq, expires)
+  expires = tonumber(expires) or 0
   if unique ~= '' then
     local held = redis.call('GET', BASE .. 'unique:' .. unique)
     if held then
@@ -603,6 +699,8 @@ local function add_task(K, due, module, prio, unique, unique_ms, extra, deps, se
     local st = p.state
     if st == 'cancelled' then
       ended = 'parent_cancelled'
+    elseif st == 'expired' then
+      ended = 'parent_expired'
     elseif st == 'dead' and deps.policy == 'cancel' and not ended then
       ended = 'parent_dead'
     end
@@ -624,6 +722,10 @@ local function add_task(K, due, module, prio, unique, unique_ms, extra, deps, se
     fields[#fields + 1] = prio
   end
   for i = 1, #extra do fields[#fields + 1] = extra[i] end
+  if expires > 0 then
+    fields[#fields + 1] = 'expires'
+    fields[#fields + 1] = string.format('%d', expires)
+  end
   if unique ~= '' then
     fields[#fields + 1] = 'unique_key'
     fields[#fields + 1] = unique
@@ -640,6 +742,15 @@ local function add_task(K, due, module, prio, unique, unique_ms, extra, deps, se
   end
   hincr(K.modrefs, module, 1)
   hincr(K.stats, 'enqueued', 1)
+  if expires > 0 and expires <= NOW then
+    -- Expired before it could wait (its parents are not told: it never depends on them).
+    redis.call('HSET', tkey, unpack(fields))
+    local b = new_batch(K, nil)
+    finish(b, seq, tkey, 'expired', {}, {module = module, unique_key = unique ~= '' and unique or nil})
+    flush(b)
+    return seq, 1
+  end
+  if expires > 0 then redis.call('ZADD', EXPIRING_KEY, expires, seq) end
   if deps then
     fields[#fields + 1] = 'after'; fields[#fields + 1] = deps.after
     if deps.policy ~= 'block' then
@@ -649,7 +760,7 @@ local function add_task(K, due, module, prio, unique, unique_ms, extra, deps, se
       -- A parent already ended so that this task never can run: it is cancelled at once.
       redis.call('HSET', tkey, unpack(fields))
       local b = new_batch(K, nil)
-      finish(b, seq, tkey, 'cancelled', {'cancel_reason', ended}, {module = module, unique_key = unique ~= '' and unique or nil})
+      finish(b, seq, tkey, 'cancelled', {'cancel_reason', ended}, {module = module, unique_key = unique ~= '' and unique or nil, expires = expires > 0 or nil})
       flush(b)
       return seq, 1
     end
@@ -731,4 +842,12 @@ local function due_time(due_at, delay_ms)
   local d = tonumber(delay_ms) or 0
   if d > 0 and NOW + d > due then due = NOW + d end
   return due
+end
+
+-- When a task expires (Unix ms, 0: never): an absolute time, or a duration from now.
+local function expiry_time(at, in_ms)
+  local a, d = tonumber(at) or 0, tonumber(in_ms) or 0
+  if a > 0 then return a end
+  if d > 0 then return NOW + d end
+  return 0
 end

@@ -1,7 +1,9 @@
--- reap: returns tasks whose lease expired (their worker died or hung) to the queue, and deletes
--- finished tasks and ended flows past the queue's retention (bounded per call: a queue nobody finishes tasks in
--- still ages out). Any number of workers may run it at once: each expired task is handled by
--- exactly one call.
+-- reap: returns tasks whose lease expired (their worker died or hung) to the queue, finishes
+-- waiting tasks whose expiry (`enqueue --expires`) passed as `expired` (swept by due time from
+-- P:{Q}:expiring: this runs on a paused queue too), and deletes finished tasks and ended flows
+-- past the queue's retention (bounded per call: a queue nobody finishes tasks in still ages out).
+-- Any number of workers may run it at once: each expired lease or task is handled by exactly one
+-- call.
 --
 -- KEYS[1] active     P:{Q}:active     (zset: lease deadline ms)
 -- KEYS[2] pending    P:{Q}:pending    (zset)
@@ -16,10 +18,11 @@
 -- ARGV[1] base       P:{Q}:
 -- ARGV[2] clock      clock offset ms (0 outside tests)
 -- ARGV[3] retention  the caller's default retention (see lib.lua `retention`)
--- ARGV[4] limit      most expired leases, and most finished tasks per state, handled per call
+-- ARGV[4] limit      most expired leases, most expired tasks, and most finished tasks per state,
+--                    handled per call
 -- ARGV[5] max_attempts_default  for tasks that did not set max_attempts
 -- ARGV[6] max_stalls  leases that may expire before a task was seen running, before it is dead
--- Returns {requeued_seqs, dead_seqs, trimmed}.
+-- Returns {requeued_seqs, dead_seqs, trimmed, expired}: the last is how many tasks expired.
 -- An expired lease of a task that was seen running under it (`running` = the lease token, set by
 -- heartbeat.lua) counts as a failed attempt (kind lease_expired): a task that kills every worker
 -- that runs it ends in the dead set instead of looping forever. A task whose worker died before it
@@ -74,12 +77,35 @@ for _, seq in ipairs(expired) do
     end
   end
 end
+-- Waiting tasks past their expiry. An entry whose task is no longer waiting (or gone, or whose
+-- expiry moved) is only dropped from the zset.
+local n_expired = 0
+local due_exp = redis.call('ZRANGEBYSCORE', EXPIRING_KEY, '-inf', NOW, 'LIMIT', 0, limit)
+if #due_exp > 0 then redis.call('ZREM', EXPIRING_KEY, unpack(due_exp)) end
+for _, seq in ipairs(due_exp) do
+  local tkey = task_key(seq)
+  local f = redis.pcall('HMGET', tkey, 'state', 'expires')
+  if type(f) == 'table' and not f.err and f[2] and (tonumber(f[2]) or 0) <= NOW then
+    local st = f[1]
+    if st == 'pending' then
+      remove_pending(K.pending, K.stats, seq)
+    elseif st == 'delayed' then
+      redis.call('ZREM', BASE .. 'delayed', seq)
+    elseif st == 'blocked' then
+      redis.call('ZREM', BASE .. 'blocked', seq)
+    end
+    if st == 'pending' or st == 'delayed' or st == 'blocked' then
+      finish(b, seq, tkey, 'expired', {}, nil)
+      n_expired = n_expired + 1
+    end
+  end
+end
 flush(b)
 -- Retention for queues where nothing finishes any more.
 local limits = retention(K.meta, ARGV[3])
 local trimmed = 0
-for _, state in ipairs({'succeeded', 'dead', 'cancelled'}) do
+for _, state in ipairs({'succeeded', 'dead', 'cancelled', 'expired'}) do
   trimmed = trimmed + trim_finished(K[state], limits[state], limit)
 end
 trimmed = trimmed + trim_flows(limits, limit)
-return {requeued, dead, trimmed}
+return {requeued, dead, trimmed, n_expired}

@@ -19,7 +19,7 @@ if f[1] ~= 'building' then return f[1] end
 -- not known to it then): its end decides now.
 local root = tonumber(ARGV[3]) or 0
 if root > 0 then
-  local ended = ({succeeded = 'succeeded', cancelled = 'cancelled', dead = 'failed'})[redis.call('HGET', task_key(root), 'state')]
+  local ended = ({succeeded = 'succeeded', cancelled = 'cancelled', expired = 'cancelled', dead = 'failed'})[redis.call('HGET', task_key(root), 'state')]
   if ended then
     flow_ended(fkey, n, ended)
     return ended

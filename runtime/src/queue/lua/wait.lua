@@ -9,6 +9,6 @@
 -- a count, so waiters that give up leave nothing behind.
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return -1 end
-if state == 'succeeded' or state == 'dead' or state == 'cancelled' then return 1 end
+if FINISHED[state] then return 1 end
 redis.call('HSET', KEYS[1], 'waiters', '1')
 return 0
