@@ -709,8 +709,11 @@ async fn serve_dashboard_pages_flows_schedules_filters_and_chart() {
     assert!(html.contains("<td>nightly</td>") && html.contains("<code>0 0 3 * * *</code>") && html.contains("Schedules (1)"), "{html}");
 
     // The last hour: 4 flow members succeeded; the trap task failed twice (retried, then dead).
+    // The queue's limits show with their use.
+    w.ok(&["queue", "limit", "maps", "--concurrency", "5", "--rate", "100/s"]);
     let html = page("/".into()).await;
     assert!(html.contains(r#"data-succeeded="4" data-failed="2""#), "{html}");
+    assert!(html.contains(r#"<td class="limits">concurrency 0/5, rate 0/100 per 1s</td>"#), "{html}");
 }
 
 /// `POST /v1/queues/{queue}/flows` is `wasmq map`: children and a reducer; `GET /v1/tasks/{id}`
