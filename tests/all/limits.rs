@@ -286,3 +286,35 @@ fn a_rate_limit_holds_across_workers() {
     assert_eq!(st["limits"]["rate"]["n"], 50, "{st}");
     assert_eq!(st["limits"]["rate"]["per_ms"], 1000, "{st}");
 }
+
+/// Scripts run by the server so far (EVALSHA and EVAL calls), from `INFO commandstats`.
+fn script_calls(c: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(c).unwrap();
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| l.split(&[':', ','][..]).find_map(|kv| kv.strip_prefix("calls=")).and_then(|n| n.parse::<u64>().ok()))
+        .sum()
+}
+
+/// A worker whose run slots are all busy does not spin on a limited queue with work left: its
+/// claims take nothing (no free run slot) and must not pass a wake-up token on, which its own
+/// idle listener would take back at once.
+#[test]
+fn a_full_worker_does_not_spin_on_a_limited_queue() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    let dir = tempfile::tempdir().unwrap();
+    push_nap(&w, dir.path(), "nap", 3000);
+    w.ok(&["queue", "limit", "full", "--concurrency", "5"]);
+    let tasks: Vec<String> = (0..3).map(|_| w.enqueue("nap", "", &["--queue", "full", "--timeout", "20s"])).collect();
+    let _worker = w.spawn_worker(&["--queue", "full", "--concurrency", "1", "--prefetch", "2"]);
+    eventually(Duration::from_secs(20), || tasks.iter().any(|t| task_hash(&s, t).contains_key("running")).then_some(())).expect("never running");
+    let mut c = crate::common::redis_conn(&s);
+    let before = script_calls(&mut c);
+    std::thread::sleep(Duration::from_millis(1000));
+    let calls = script_calls(&mut c) - before;
+    // A heartbeat, a registry beat, a reaper round and a claim or two per second: not hundreds.
+    assert!(calls < 40, "{calls} script calls in 1 s from one busy worker");
+    let active: u64 = c.zcard(crate::common::qk("full").active()).unwrap();
+    assert_eq!(active, 1, "claimed only for its free run slot");
+}
