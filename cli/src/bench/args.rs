@@ -62,6 +62,7 @@ pub async fn run(g: &Global, a: BenchArgs) -> Outcome {
             Scenario::Memory,
             Scenario::Policies,
             Scenario::Flow,
+            Scenario::FlowControl,
         ];
     }
     scenarios.dedup();

@@ -4,6 +4,7 @@
 
 mod args;
 mod flow;
+mod flowctl;
 mod policies;
 
 pub use args::{BenchArgs, run};
@@ -58,6 +59,8 @@ pub enum Scenario {
     Policies,
     /// Map-reduce wordcount over a real corpus, checked against a native count; a wide flow.
     Flow,
+    /// What flow control costs a claim: no limit against limits that never bind and expiries.
+    FlowControl,
 }
 
 /// How a bench is run.
@@ -203,6 +206,7 @@ impl Bench {
                 Scenario::Memory => self.memory().await,
                 Scenario::Policies => policies::run(self).await,
                 Scenario::Flow => flow::run(self).await,
+                Scenario::FlowControl => flowctl::run(self).await,
             };
             if let Err(e) = r {
                 eprintln!("    failed: {e:#}");
