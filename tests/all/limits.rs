@@ -318,3 +318,21 @@ fn a_full_worker_does_not_spin_on_a_limited_queue() {
     let active: u64 = c.zcard(crate::common::qk("full").active()).unwrap();
     assert_eq!(active, 1, "claimed only for its free run slot");
 }
+
+/// A task that waits again after a claim (here: for a retry after a failed attempt) is under its
+/// expiry again: the reaper's sweep expires it when its expiry passes, long before the retry
+/// would be due (the recorded finish comes within a few reaper rounds of the expiry).
+#[test]
+fn a_task_waiting_for_a_retry_expires_when_its_expiry_passes() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&fixture("exit3.wat"), "exit3");
+    let t = w.enqueue("exit3", "", &["--expires", "2s", "--max-attempts", "5"]);
+    let _worker = w.spawn_worker(&["--backoff-base", "1h", "--backoff-cap", "1h", "--reap-interval", "200ms"]);
+    let h = eventually(Duration::from_secs(20), || Some(task_hash(&s, &t)).filter(|h| h.get("state").map(String::as_str) == Some("expired")))
+        .expect("the task never expired");
+    assert_eq!(h.get("attempts").map(String::as_str), Some("1"), "{h:?}");
+    let (expires, finished): (u64, u64) = (h["expires"].parse().unwrap(), h["finished"].parse().unwrap());
+    assert!(finished >= expires && finished - expires < 3000, "expired at {finished}, {} ms after its expiry", finished.saturating_sub(expires));
+    assert_eq!(stats(&w, "default")["expired_total"], 1);
+}
