@@ -153,7 +153,8 @@ impl Collector for Snapshot {
             MetricType::Counter,
             qv.iter().flat_map(|x| {
                 let s = &x.stats;
-                [("succeeded", s.succeeded_total), ("dead", s.dead_total), ("cancelled", s.cancelled_total)].map(|(o, n)| (qs(&s.queue, "outcome", o), n))
+                [("succeeded", s.succeeded_total), ("dead", s.dead_total), ("cancelled", s.cancelled_total), ("expired", s.expired_total)]
+                    .map(|(o, n)| (qs(&s.queue, "outcome", o), n))
             }),
             counter,
         )?;
@@ -188,6 +189,7 @@ impl Collector for Snapshot {
                     ("succeeded", s.succeeded),
                     ("dead", s.dead),
                     ("cancelled", s.cancelled),
+                    ("expired", s.expired),
                 ]
                 .map(|(st, n)| (qs(&s.queue, "state", st), n as f64))
             }),

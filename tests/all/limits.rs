@@ -286,3 +286,53 @@ fn a_rate_limit_holds_across_workers() {
     assert_eq!(st["limits"]["rate"]["n"], 50, "{st}");
     assert_eq!(st["limits"]["rate"]["per_ms"], 1000, "{st}");
 }
+
+/// Scripts run by the server so far (EVALSHA and EVAL calls), from `INFO commandstats`.
+fn script_calls(c: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(c).unwrap();
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| l.split(&[':', ','][..]).find_map(|kv| kv.strip_prefix("calls=")).and_then(|n| n.parse::<u64>().ok()))
+        .sum()
+}
+
+/// A worker whose run slots are all busy does not spin on a limited queue with work left: its
+/// claims take nothing (no free run slot) and must not pass a wake-up token on, which its own
+/// idle listener would take back at once.
+#[test]
+fn a_full_worker_does_not_spin_on_a_limited_queue() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    let dir = tempfile::tempdir().unwrap();
+    push_nap(&w, dir.path(), "nap", 3000);
+    w.ok(&["queue", "limit", "full", "--concurrency", "5"]);
+    let tasks: Vec<String> = (0..3).map(|_| w.enqueue("nap", "", &["--queue", "full", "--timeout", "20s"])).collect();
+    let _worker = w.spawn_worker(&["--queue", "full", "--concurrency", "1", "--prefetch", "2"]);
+    eventually(Duration::from_secs(20), || tasks.iter().any(|t| task_hash(&s, t).contains_key("running")).then_some(())).expect("never running");
+    let mut c = crate::common::redis_conn(&s);
+    let before = script_calls(&mut c);
+    std::thread::sleep(Duration::from_millis(1000));
+    let calls = script_calls(&mut c) - before;
+    // A heartbeat, a registry beat, a reaper round and a claim or two per second: not hundreds.
+    assert!(calls < 40, "{calls} script calls in 1 s from one busy worker");
+    let active: u64 = c.zcard(crate::common::qk("full").active()).unwrap();
+    assert_eq!(active, 1, "claimed only for its free run slot");
+}
+
+/// A task that waits again after a claim (here: for a retry after a failed attempt) is under its
+/// expiry again: the reaper's sweep expires it when its expiry passes, long before the retry
+/// would be due (the recorded finish comes within a few reaper rounds of the expiry).
+#[test]
+fn a_task_waiting_for_a_retry_expires_when_its_expiry_passes() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&fixture("exit3.wat"), "exit3");
+    let t = w.enqueue("exit3", "", &["--expires", "2s", "--max-attempts", "5"]);
+    let _worker = w.spawn_worker(&["--backoff-base", "1h", "--backoff-cap", "1h", "--reap-interval", "200ms"]);
+    let h = eventually(Duration::from_secs(20), || Some(task_hash(&s, &t)).filter(|h| h.get("state").map(String::as_str) == Some("expired")))
+        .expect("the task never expired");
+    assert_eq!(h.get("attempts").map(String::as_str), Some("1"), "{h:?}");
+    let (expires, finished): (u64, u64) = (h["expires"].parse().unwrap(), h["finished"].parse().unwrap());
+    assert!(finished >= expires && finished - expires < 3000, "expired at {finished}, {} ms after its expiry", finished.saturating_sub(expires));
+    assert_eq!(stats(&w, "default")["expired_total"], 1);
+}

@@ -108,6 +108,7 @@ async fn serve_api_routes_auth_and_bad_input() {
         (json_body(json!({"module": "echo", "input_base64": "!!"})), "invalid"),
         (json_body(json!({"module": "echo", "after": ["nope"]})), "invalid_id"),
         (json_body(json!({"module": "echo", "inputs": []})), "invalid"),
+        (json_body(json!({"module": "echo", "expires": "whenever"})), "invalid"),
     ] {
         let (s, v) = call(&app, Method::POST, enq, Some(TOKEN), body).await;
         assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, want), "{v}");
@@ -204,6 +205,12 @@ async fn serve_api_routes_auth_and_bad_input() {
     assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "already_finished"));
     let (s, v) = call(&app, Method::POST, "/v1/tasks/api:999999/cancel", Some(TOKEN), None).await;
     assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "unknown_task"));
+    // `expires` as `enqueue --expires` takes it: a time already past expires the task at once.
+    let (_, v) =
+        call(&app, Method::POST, "/v1/queues/api-exp/tasks", Some(TOKEN), json_body(json!({"module": "echo", "expires": "2000-01-01T00:00:00Z"}))).await;
+    let gone = v["id"].as_str().expect("an id").to_string();
+    let (s, v) = call(&app, Method::GET, &format!("/v1/tasks/{gone}"), None, None).await;
+    assert_eq!((s, v["state"].as_str()), (StatusCode::OK, Some("expired")), "{v}");
 
     // Queues and workers.
     let (s, v) = call(&app, Method::GET, "/v1/queues", None, None).await;
@@ -337,13 +344,13 @@ async fn serve_metrics_parse_and_match_queue_stats() {
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("valid exposition");
     let stats: Value = serde_json::from_str(&w.ok(&["queue", "stats", "--queue", "m", "--json"])).unwrap();
     let st = &stats[0];
-    for (outcome, field) in [("succeeded", "succeeded_total"), ("dead", "dead_total"), ("cancelled", "cancelled_total")] {
+    for (outcome, field) in [("succeeded", "succeeded_total"), ("dead", "dead_total"), ("cancelled", "cancelled_total"), ("expired", "expired_total")] {
         let v = scalar(&scrape, "wasmq_tasks_finished_total", &[("queue", "m"), ("outcome", outcome)]);
         assert_eq!(v, st[field].as_u64().unwrap() as f64, "{outcome}: {text}");
     }
     assert_eq!((st["succeeded_total"].as_u64(), st["dead_total"].as_u64(), st["cancelled_total"].as_u64()), (Some(3), Some(1), Some(1)));
     assert_eq!(scalar(&scrape, "wasmq_tasks_enqueued_total", &[("queue", "m")]), st["enqueued_total"].as_u64().unwrap() as f64);
-    for state in ["pending", "delayed", "blocked", "active", "succeeded", "dead", "cancelled"] {
+    for state in ["pending", "delayed", "blocked", "active", "succeeded", "dead", "cancelled", "expired"] {
         assert_eq!(scalar(&scrape, "wasmq_tasks", &[("queue", "m"), ("state", state)]), st[state].as_u64().unwrap() as f64, "{state}");
     }
     assert_eq!(scalar(&scrape, "wasmq_queue_next_task_age_seconds", &[("queue", "m")]), 0.0);

@@ -70,6 +70,7 @@ pub async fn run(g: &Global, a: BenchArgs) -> Outcome {
             Scenario::Flow,
             Scenario::Scripts,
             Scenario::Api,
+            Scenario::FlowControl,
         ];
     }
     scenarios.dedup();

@@ -5,6 +5,7 @@
 mod api;
 mod args;
 mod flow;
+mod flowctl;
 mod policies;
 mod scripts;
 
@@ -67,6 +68,8 @@ pub enum Scenario {
     /// `wasmq serve`'s API: enqueue rate and read latency under load over loopback, and the
     /// Redis commands of each dashboard page with --page-tasks tasks in a queue.
     Api,
+    /// What flow control costs a claim: no limit against limits that never bind and expiries.
+    FlowControl,
 }
 
 /// How a bench is run.
@@ -218,6 +221,7 @@ impl Bench {
                 Scenario::Flow => flow::run(self).await,
                 Scenario::Scripts => scripts::run(self).await,
                 Scenario::Api => api::run(self).await,
+                Scenario::FlowControl => flowctl::run(self).await,
             };
             if let Err(e) = r {
                 eprintln!("    failed: {e:#}");

@@ -553,19 +553,33 @@ impl Db {
         self.wake(conn, q).await
     }
 
-    /// Tasks of `q` started (claimed) in the rate window that ends now: the window's entries
-    /// newer than `now - per` (the list holds at most `min(n, per in ms)` entries).
+    /// Tasks of `q` started (claimed) in the rate window that ends now: the window's running
+    /// total less the entries at its head that left the window and that no claim dropped yet
+    /// (none when the newest entry left it too). No read of the whole window.
     pub async fn rate_used(&self, conn: &mut Conn, q: &QueueName, r: RateLimit) -> redis::RedisResult<u64> {
+        let k = self.keys.queue(q);
         let now = self.now_ms(conn, q).await?;
         let horizon = now.saturating_sub(r.per.as_millis() as u64);
-        let entries: Vec<String> = conn.lrange(self.keys.queue(q).rate(), 0, -1).await?;
-        Ok(entries
-            .iter()
-            .filter_map(|e| e.split_once(':'))
-            .filter_map(|(t, c)| Some((t.parse::<u64>().ok()?, c.parse::<u64>().ok()?)))
-            .filter(|(t, _)| *t > horizon)
-            .map(|(_, c)| c)
-            .sum())
+        let entry = |e: &str| e.split_once(':').and_then(|(t, c)| Some((t.parse::<u64>().ok()?, c.parse::<u64>().ok()?)));
+        let (total, newest): (Option<u64>, Option<String>) = redis::pipe().hget(k.stats(), "rate_window").lindex(k.rate(), -1).query_async(conn).await?;
+        if newest.as_deref().and_then(entry).is_none_or(|(t, _)| t <= horizon) {
+            return Ok(0);
+        }
+        let mut used = total.unwrap_or(0);
+        let mut start = 0isize;
+        loop {
+            let page: Vec<String> = conn.lrange(k.rate(), start, start + 255).await?;
+            if page.is_empty() {
+                return Ok(used);
+            }
+            for (t, c) in page.iter().filter_map(|e| entry(e)) {
+                if t > horizon {
+                    return Ok(used);
+                }
+                used = used.saturating_sub(c);
+            }
+            start += 256;
+        }
     }
 
     /// Which of a queue's limits holds its pending tasks back now, if one does: the concurrency

@@ -145,8 +145,9 @@ end
 
 -- More work left: pass the baton to another idle worker, unless a limit binds now (the worker
 -- that hit the rate limit sleeps until it frees; a finish in a queue with a concurrency limit
--- wakes a worker, see complete.lua).
-local bound = pol.limited and (out[2] >= 0 or (rate_left and rate_left - claimed <= 0)
+-- wakes a worker, see complete.lua), or this worker had no free run slot to offer (its token
+-- would wake the worker itself, which would claim nothing again: a busy loop).
+local bound = pol.limited and (run_slots <= 0 or out[2] >= 0 or (rate_left and rate_left - claimed <= 0)
   or (pol.concurrency > 0 and redis.call('ZCARD', K.active) >= pol.concurrency))
 if not bound and any_pending(K.pending) then
   signal(K.signal)
