@@ -223,3 +223,16 @@ pub fn task_key(q: &str, seq: impl std::fmt::Display) -> String {
     let seq = seq.to_string();
     qk(q).task(seq.rsplit(':').next().unwrap().parse().expect("a task seq"))
 }
+
+/// A task's hash (`QUEUE:N`) under the default prefix, its values as text (lossy).
+pub fn task_hash(server: &RedisServer, id: &str) -> std::collections::HashMap<String, String> {
+    use redis::Commands;
+    let id = wasmq::queue::TaskId::parse(id).expect("a task id");
+    let raw: std::collections::HashMap<String, Vec<u8>> = redis_conn(server).hgetall(wasmq::queue::Keys::default().task(&id)).unwrap();
+    raw.into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned())).collect()
+}
+
+/// A current-thread tokio runtime, for tests that call the library's async API directly.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}

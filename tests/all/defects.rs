@@ -1,7 +1,6 @@
 //! Regression tests for defects found in review: each reproduces what went wrong against a real
 //! redis-server, the real binary and real modules.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
 
@@ -9,7 +8,7 @@ use redis::Commands;
 use wasmq::queue::{Db, QueueName, TaskId};
 use wasmq_testkit::redis_server::ServerOptions;
 
-use crate::common::{RedisServer, Wasmq, eventually, fixture};
+use crate::common::{RedisServer, Wasmq, eventually, fixture, rt, task_hash};
 
 fn server() -> RedisServer {
     RedisServer::start().expect("redis-server")
@@ -25,15 +24,6 @@ fn id(s: &str) -> TaskId {
 
 fn queue(q: &str) -> QueueName {
     QueueName::new(q).unwrap()
-}
-
-fn task_hash(s: &RedisServer, task: &str) -> HashMap<String, String> {
-    let raw: HashMap<String, Vec<u8>> = crate::common::redis_conn(s).hgetall(db().keys().task(&id(task))).unwrap();
-    raw.into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned())).collect()
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
 /// Tasks claimed into a worker's prefetch and cancelled while they wait for a run slot never

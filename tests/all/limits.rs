@@ -3,13 +3,12 @@
 //! times the scripts record in the task hashes (`claimed`, `finished`: the server's clock), not
 //! from how long the test waited.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::Commands;
 use wasmq::queue::{Db, QueueName, TaskId};
 
-use crate::common::{RedisServer, Signal, Wasmq, eventually, fixture};
+use crate::common::{RedisServer, Signal, Wasmq, eventually, fixture, rt, task_hash};
 
 fn server() -> RedisServer {
     RedisServer::start().expect("redis-server")
@@ -21,15 +20,6 @@ fn db() -> Db {
 
 fn id(s: &str) -> TaskId {
     TaskId::parse(s).unwrap()
-}
-
-fn task_hash(s: &RedisServer, task: &str) -> HashMap<String, String> {
-    let raw: HashMap<String, Vec<u8>> = crate::common::redis_conn(s).hgetall(db().keys().task(&id(task))).unwrap();
-    raw.into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned())).collect()
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
 /// `queue stats -q Q --json` of one queue.

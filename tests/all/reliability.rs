@@ -1,10 +1,9 @@
 //! Leases, fencing, retries, dead letters, cancellation, purge and graceful shutdown, against real
 //! `redis-server` processes and real worker processes.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::common::{RedisServer, Wasmq, eventually};
+use crate::common::{RedisServer, Wasmq, eventually, task_hash};
 use redis::Commands;
 
 fn server() -> RedisServer {
@@ -13,12 +12,6 @@ fn server() -> RedisServer {
 
 fn seq(id: &str) -> &str {
     id.rsplit(':').next().unwrap()
-}
-
-fn task_hash(s: &RedisServer, id: &str) -> HashMap<String, String> {
-    let mut c = crate::common::redis_conn(s);
-    let raw: HashMap<String, Vec<u8>> = c.hgetall(crate::common::task_key("default", seq(id))).unwrap();
-    raw.into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned())).collect()
 }
 
 #[test]
