@@ -59,6 +59,10 @@ pub struct AddArgs {
     /// than a minute late).
     #[arg(long, default_value = "once")]
     pub missed: Missed,
+    /// Every run still waiting this long after its tick fired is finished as `expired` and never
+    /// runs (a check that is worthless when late). Default: runs never expire.
+    #[arg(long, value_name = "DUR", value_parser = value::duration)]
+    pub expires: Option<std::time::Duration>,
 }
 
 pub async fn run(g: &Global, c: ScheduleCommand) -> Outcome {
@@ -88,6 +92,7 @@ pub async fn run(g: &Global, c: ScheduleCommand) -> Outcome {
                 max_http_requests: a.http.max_http_requests,
                 max_http_response_bytes: a.http.max_http_response_bytes,
                 missed: a.missed,
+                expires_ms: a.expires.map(|d| (d.as_millis() as u64).max(1)),
                 created_ms: 0,
             };
             let next = schedule::add(&mut conn, client.db(), s).await?;

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::conn::Conn;
 use crate::queue::task::field;
-use crate::queue::{Db, FireReply, NewTask, QueueName, Tick};
+use crate::queue::{Db, Expiry, FireReply, NewTask, QueueName, Tick};
 use crate::store::{ModuleStore, StoreError};
 use crate::text::escape_control;
 
@@ -90,6 +90,9 @@ pub struct Schedule {
     pub max_http_response_bytes: Option<u64>,
     #[serde(default)]
     pub missed: Missed,
+    /// Every run expires this long after its tick fired, if it is still waiting (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
     #[serde(default)]
     pub created_ms: u64,
 }
@@ -241,7 +244,8 @@ pub async fn fire_due(conn: &mut Conn, db: &Db, store: &ModuleStore, queue: &Que
         if let Some(hosts) = s.allow_hosts.as_ref().filter(|h| !h.is_empty()) {
             fields.push((field::ALLOW_HOSTS, hosts.clone().into_bytes()));
         }
-        let task = sha.as_deref().map(|sha| NewTask { module: sha, priority: s.priority, fields: fields.clone(), ..Default::default() });
+        let expires = Expiry { at_ms: 0, after: Duration::from_millis(s.expires_ms.unwrap_or(0)) };
+        let task = sha.as_deref().map(|sha| NewTask { module: sha, priority: s.priority, fields: fields.clone(), expires, ..Default::default() });
         let fired = match db.fire_schedule(conn, queue, &Tick { name: &name, expected_ms: due_ms, next_ms: next, task }).await? {
             FireReply::Lost => Fired::Lost,
             FireReply::Skipped => Fired::Skipped,

@@ -320,3 +320,33 @@ fn a_schedule_s_http_grant_reaches_its_runs() {
     let h: HashMap<String, String> = c.hgetall(crate::common::task_key("default", 1)).unwrap();
     assert_eq!((h.get("allow_hosts").map(String::as_str), h.get("max_http_requests").map(String::as_str)), (Some("hooks.example.com"), Some("2")), "{h:?}");
 }
+
+/// `schedule add --expires`: every run of the schedule carries the expiry; on a paused queue the
+/// runs that waited past it are finished as expired by the workers' sweep, and none ever ran.
+#[test]
+fn runs_of_a_schedule_with_expires_expire_when_they_wait_too_long() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&crate::common::fixture("echo.wat"), "echo");
+    w.ok(&["queue", "pause", "default"]);
+    w.ok(&["schedule", "add", "alert", "echo", "--cron", "* * * * * *", "--input", "late is worthless", "--expires", "1s"]);
+    let listed = w.ok(&["schedule", "list", "--json"]);
+    assert!(listed.contains(r#""expires_ms": 1000"#), "{listed}");
+    let mut worker = w.spawn_worker(&[]);
+    let expired = eventually(Duration::from_secs(20), || {
+        let runs = scheduled(&s, "alert");
+        let states: Vec<HashMap<String, String>> = (1..=runs.len() as u64 + 2).map(|n| crate::common::task_hash(&s, &format!("default:{n}"))).collect();
+        let expired = states.iter().filter(|h| h.get("state").map(String::as_str) == Some("expired")).count();
+        (expired >= 2).then_some(states)
+    })
+    .expect("two runs expired within 20 s");
+    w.ok(&["schedule", "rm", "alert"]);
+    assert_eq!(worker.stop(), Some(0));
+    for h in expired.iter().filter(|h| h.contains_key("schedule")) {
+        let created: u64 = h["created"].parse().unwrap();
+        assert_eq!(h["expires"].parse::<u64>().unwrap(), created + 1000, "{h:?}");
+        assert!(!h.contains_key("started"), "an expiring run never started: {h:?}");
+    }
+    let stats: serde_json::Value = serde_json::from_str(&w.ok(&["queue", "stats", "-q", "default", "--json"])).unwrap();
+    assert!(stats[0]["expired"].as_u64().unwrap() >= 2, "{stats}");
+}

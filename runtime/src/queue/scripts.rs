@@ -796,13 +796,13 @@ impl Db {
         inv.arg(t.name).arg(t.expected_ms).arg(t.next_ms).arg(t.task.is_some() as u8);
         match &t.task {
             Some(task) => {
-                inv.arg(task.module).arg(task.priority);
+                inv.arg(task.module).arg(task.priority).arg(task.expires.after.as_millis() as u64);
                 for (k, v) in &task.fields {
                     inv.arg(*k).arg(v.as_slice());
                 }
             }
             None => {
-                inv.arg("").arg(0);
+                inv.arg("").arg(0).arg(0);
             }
         }
         let r: i64 = inv.invoke_async(conn).await?;

@@ -13,7 +13,9 @@
 -- ARGV[6]    fire          1 to enqueue a task for this tick, 0 to skip it (missed-tick policy)
 -- ARGV[7]    module        sha256
 -- ARGV[8]    priority
--- ARGV[9..]  further task fields as name, value pairs
+-- ARGV[9]    expires_in    the task expires this long after it is enqueued if still waiting (ms;
+--                          0: never)
+-- ARGV[10..] further task fields as name, value pairs
 -- Returns the new task's seq, 0 when the tick was skipped, or -1 when another caller got there
 -- first (or the schedule was removed).
 local K = {seq = KEYS[1], pending = KEYS[2], delayed = KEYS[3], meta = KEYS[4], stats = KEYS[5], modrefs = KEYS[6],
@@ -28,6 +30,6 @@ if ARGV[6] ~= '1' then
   return 0
 end
 local extra = {}
-for i = 9, #ARGV do extra[#extra + 1] = ARGV[i] end
-local seq = add_task(K, 0, ARGV[7], tonumber(ARGV[8]), '', 0, extra)
+for i = 10, #ARGV do extra[#extra + 1] = ARGV[i] end
+local seq = add_task(K, 0, ARGV[7], tonumber(ARGV[8]), '', 0, extra, nil, nil, expiry_time(0, ARGV[9]))
 return seq
