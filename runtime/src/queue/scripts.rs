@@ -897,7 +897,7 @@ mod tests {
         expect(include_str!("lua/cancel.lua"), &["retention", "seq", "reason"]);
         expect(include_str!("lua/retry_dead.lua"), &["limit", "skip"]);
         expect(include_str!("lua/purge.lua"), &["older_ms", "limit"]);
-        expect(include_str!("lua/schedule_fire.lua"), &["name", "expected", "next", "fire", "module", "priority"]);
+        expect(include_str!("lua/schedule_fire.lua"), &["name", "expected", "next", "fire", "module", "priority", "expires_in"]);
         expect(include_str!("lua/repolicy.lua"), &[]);
         expect(include_str!("lua/wait.lua"), &[]);
         expect(include_str!("lua/seal_flow.lua"), &["root"]);
