@@ -150,7 +150,7 @@ impl Collector for Snapshot {
             family(
                 &mut e,
                 "wasmq_worker_run_seconds",
-                "Wall time of this worker's runs, from taking a run slot to the result",
+                "Wall time of this worker's runs, from taking a run slot to the end of the run (the result is written after)",
                 MetricType::Histogram,
                 [(Vec::new(), w.run_time.clone())],
                 histogram,

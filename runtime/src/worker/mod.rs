@@ -82,7 +82,7 @@ pub struct WorkerStats {
     pub started_ms: u64,
     /// Results by outcome since the worker started.
     pub report: WorkerReport,
-    /// Wall time of this worker's runs (slot taken to result), in the buckets of
+    /// Wall time of this worker's runs (from taking a run slot to the end of the run), in the buckets of
     /// [`crate::queue::HISTOGRAM_BOUNDS_US`] (not cumulative; the last bucket holds the rest).
     #[serde(skip)]
     pub run_time: crate::queue::Histogram,
