@@ -249,8 +249,9 @@ impl WorkerProcess {
     fn spawn(o: &Opts, role: &'static str, queue: &str) -> Result<Self> {
         let exe = std::env::current_exe().map_err(|e| format!("cannot find this program's path: {e}"))?;
         let mut child = Command::new(exe)
-            .args(["--role", role, "--queue", queue, "--redis-url", &o.redis_url])
-            .args(["--tasks", &o.tasks.to_string(), "--concurrency", &o.concurrency.to_string()])
+            .args(["--role", role, "--queue", queue, "--redis-url", o.redis_url.as_str()])
+            .args(["--tasks", o.tasks.to_string().as_str()])
+            .args(["--concurrency", o.concurrency.to_string().as_str()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
