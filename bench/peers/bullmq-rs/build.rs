@@ -7,11 +7,7 @@ fn main() {
     let lock_path = Path::new(&env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")).join("Cargo.lock");
     println!("cargo::rerun-if-changed={}", lock_path.display());
     let lock = fs::read_to_string(&lock_path).unwrap_or_default();
-    for (krate, var) in [
-        ("bullmq-official", "LOCKED_BULLMQ_OFFICIAL"),
-        ("redis", "LOCKED_REDIS"),
-        ("tokio", "LOCKED_TOKIO"),
-    ] {
+    for (krate, var) in [("bullmq-official", "LOCKED_BULLMQ_OFFICIAL"), ("redis", "LOCKED_REDIS"), ("tokio", "LOCKED_TOKIO")] {
         println!("cargo::rustc-env={var}={}", locked_version(&lock, krate).unwrap_or("?"));
     }
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());

@@ -92,10 +92,7 @@ fn positive_int(k: &str, v: &str) -> Result<usize> {
 }
 
 fn positive_number(k: &str, v: &str) -> Result<f64> {
-    v.parse()
-        .ok()
-        .filter(|x: &f64| x.is_finite() && *x > 0.0)
-        .ok_or_else(|| format!("{k} must be a positive number, not {v}"))
+    v.parse().ok().filter(|x: &f64| x.is_finite() && *x > 0.0).ok_or_else(|| format!("{k} must be a positive number, not {v}"))
 }
 
 /// The same rule as `bullmq_bench.mjs`: `redis://[USER:PASSWORD@]HOST:PORT[/DB]` with an explicit
@@ -167,9 +164,7 @@ async fn worker_throughput(o: &Opts, queue: &str) -> Result<()> {
         first_in_processor.get_or_init(now_ms);
         noop(job, token)
     };
-    let worker = Worker::with_options(queue, processor, worker_options(o))
-        .await
-        .map_err(|e| format!("cannot start the worker: {e}"))?;
+    let worker = Worker::with_options(queue, processor, worker_options(o)).await.map_err(|e| format!("cannot start the worker: {e}"))?;
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let (mut completed, mut failed, mut last) = (0, 0, None);
     while completed + failed < o.tasks {
@@ -207,9 +202,7 @@ async fn worker_throughput(o: &Opts, queue: &str) -> Result<()> {
 /// and on "dump" (a line on stdin) or the end of stdin prints `{"completed_ms": {id: ms}}`
 /// and exits.
 async fn worker_latency(o: &Opts, queue: &str) -> Result<()> {
-    let worker = Worker::with_options(queue, noop, worker_options(o))
-        .await
-        .map_err(|e| format!("cannot start the worker: {e}"))?;
+    let worker = Worker::with_options(queue, noop, worker_options(o)).await.map_err(|e| format!("cannot start the worker: {e}"))?;
     print_line("ready")?;
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let mut times: HashMap<String, f64> = HashMap::new();
@@ -275,10 +268,7 @@ impl WorkerProcess {
 
     async fn send(&mut self, line: &str) -> Result<()> {
         let stdin = self.stdin.as_mut().ok_or_else(|| format!("the {} process's stdin is closed", self.role))?;
-        stdin
-            .write_all(format!("{line}\n").as_bytes())
-            .await
-            .map_err(|e| format!("cannot write to the {} process: {e}", self.role))
+        stdin.write_all(format!("{line}\n").as_bytes()).await.map_err(|e| format!("cannot write to the {} process: {e}", self.role))
     }
 
     /// Closes the worker's stdin (it answers if it has not, and exits) and waits up to 10 s for
@@ -293,10 +283,7 @@ impl WorkerProcess {
 
 /// `n` no-op jobs (data `{}`), in calls of `BULK`.
 fn noop_chunks(n: usize) -> Vec<Vec<BulkJob>> {
-    (0..n)
-        .step_by(BULK)
-        .map(|i| (i..n.min(i + BULK)).map(|_| BulkJob::new("noop", json!({}))).collect())
-        .collect()
+    (0..n).step_by(BULK).map(|i| (i..n.min(i + BULK)).map(|_| BulkJob::new("noop", json!({}))).collect()).collect()
 }
 
 async fn add_all(queue: &Queue, n: usize) -> Result<()> {
@@ -309,9 +296,7 @@ async fn add_all(queue: &Queue, n: usize) -> Result<()> {
 /// Runs `f` on a new queue called `name`, then deletes the queue (as wasmq's bench deletes its
 /// own after each run), whether `f` succeeded or not.
 async fn with_queue<T>(o: &Opts, name: &str, f: impl AsyncFnOnce(&Queue) -> Result<T>) -> Result<T> {
-    let queue = Queue::with_options(name, QueueOptions::new().connection(connection(o)))
-        .await
-        .map_err(|e| format!("cannot open queue {name}: {e}"))?;
+    let queue = Queue::with_options(name, QueueOptions::new().connection(connection(o))).await.map_err(|e| format!("cannot open queue {name}: {e}"))?;
     let result = f(&queue).await;
     // 1000 keys per script call, Node's `obliterate` default.
     if let Err(e) = queue.obliterate(true, 1000).await {
@@ -473,23 +458,16 @@ async fn paced_load(o: &Opts, queue: &Queue, child: &mut WorkerProcess, metrics:
     let elapsed = t0.elapsed().as_secs_f64();
     wait_completed(queue, 4 + total as u64, Duration::from_secs(120)).await?;
     child.send("dump").await?;
-    let dump: Value = serde_json::from_str(&child.next_line(Duration::from_secs(30)).await?)
-        .map_err(|e| format!("unreadable answer from the worker: {e}"))?;
+    let dump: Value = serde_json::from_str(&child.next_line(Duration::from_secs(30)).await?).map_err(|e| format!("unreadable answer from the worker: {e}"))?;
     let done = &dump["completed_ms"];
     let mut lat: Vec<f64> = sent.iter().filter_map(|(id, submit)| Some(done[id].as_f64()? - submit)).collect();
     if lat.len() != total {
         return Err(format!("{} of {total} jobs have a completion time", lat.len()));
     }
     lat.sort_by(f64::total_cmp);
-    let note = format!(
-        "{total} no-op jobs at {}/s (sent in {elapsed:.2} s) into 1 idle worker process x concurrency {}; submit -> completed",
-        o.rate, o.concurrency
-    );
-    for (key, name, p) in [
-        ("latency_p50", "end-to-end p50", 0.5),
-        ("latency_p99", "end-to-end p99", 0.99),
-        ("latency_max", "end-to-end max", 1.0),
-    ] {
+    let note =
+        format!("{total} no-op jobs at {}/s (sent in {elapsed:.2} s) into 1 idle worker process x concurrency {}; submit -> completed", o.rate, o.concurrency);
+    for (key, name, p) in [("latency_p50", "end-to-end p50", 0.5), ("latency_p99", "end-to-end p99", 0.99), ("latency_max", "end-to-end max", 1.0)] {
         metrics.add(key, "latency", name, pct(&lat, p), "ms", &note, json!({ "sent_s": elapsed }));
     }
     Ok(())
