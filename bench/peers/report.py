@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Merges the JSON of `wasmq bench`, bullmq_bench.mjs and celery_bench.py into one table.
+"""Merges the JSON of `wasmq bench`, bullmq_bench.mjs, bullmq-rs and celery_bench.py into one table.
 
-    python3 report.py --wasmq W.json --bullmq B.json --celery C.json --out results.json
+    python3 report.py --wasmq W.json --bullmq B.json --bullmq-rs R.json --celery C.json --out results.json
         [--tasks N --rate R --duration D --wasmq-concurrency C --rounds K]
 
 Prints the table (a Markdown table, aligned for the terminal) on stdout and writes --out.
@@ -14,7 +14,10 @@ import datetime
 import json
 import sys
 
-PEERS = [("wasmq", "wasmq"), ("bullmq", "BullMQ"), ("celery", "Celery")]
+# key (also the JSON file's option, with "-" for "_"), column name
+PEERS = [("wasmq", "wasmq"), ("bullmq", "BullMQ-Node"), ("bullmq_rs", "BullMQ-Rust"), ("celery", "Celery")]
+# wasmq is compared with each of these, one ratio column each
+OTHERS = [(p, name) for p, name in PEERS if p != "wasmq"]
 
 # key, label, unit, better, scenario whose failure empties the row
 ROWS = [
@@ -114,7 +117,7 @@ def render(header, rows):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for p, _ in PEERS:
-        ap.add_argument(f"--{p}", required=True, metavar="JSON")
+        ap.add_argument(f"--{p.replace('_', '-')}", dest=p, required=True, metavar="JSON")
     ap.add_argument("--out", required=True)
     ap.add_argument("--tasks", type=int)
     ap.add_argument("--rate", type=float)
@@ -142,19 +145,20 @@ def main():
         v = {p: values[p].get(key) for p, _ in PEERS}
         if all(x is None for x in v.values()):
             continue
-        r_b, r_c = ratio(v["wasmq"], v["bullmq"]), ratio(v["wasmq"], v["celery"])
+        r = {p: ratio(v["wasmq"], v[p]) for p, _ in OTHERS}
         shown = {p: fmt(v[p]) + (" *" if key.startswith("latency") and p in saturated and isinstance(v[p], (int, float)) else "")
                  for p, _ in PEERS}
-        table.append([f"{label} ({unit})", shown["wasmq"], shown["bullmq"], shown["celery"],
-                      fmt_ratio(r_b), fmt_ratio(r_c), better])
+        table.append([f"{label} ({unit})", *(shown[p] for p, _ in PEERS), *(fmt_ratio(r[p]) for p, _ in OTHERS), better])
         out_rows.append({"key": key, "scenario": label, "unit": unit, "better": better,
-                         **{p: v[p] for p, _ in PEERS}, "wasmq/bullmq": r_b, "wasmq/celery": r_c,
+                         **{p: v[p] for p, _ in PEERS}, **{f"wasmq/{p}": r[p] for p, _ in OTHERS},
                          "notes": {p: notes[p].get(key, "") for p, _ in PEERS if key in notes[p]}})
 
     machine = (docs["wasmq"] or {}).get("machine") or {}
     bcfg = (docs["bullmq"] or {}).get("config", {})
+    rcfg = (docs["bullmq_rs"] or {}).get("config", {})
     ccfg = (docs["celery"] or {}).get("config", {})
     bver = (docs["bullmq"] or {}).get("versions", {})
+    rver = (docs["bullmq_rs"] or {}).get("versions", {})
     cver = (docs["celery"] or {}).get("versions", {})
     wc = a.wasmq_concurrency if a.wasmq_concurrency is not None else "?"
     setups = {
@@ -162,19 +166,24 @@ def main():
                  "latency: 2 idle worker processes x concurrency 1; medians of 3 runs",
         "bullmq": f"enqueue: Queue.addBulk, 1000 jobs per call; throughput: 1 Node process, Worker concurrency "
                   f"{bcfg.get('concurrency', '?')}; latency: the same, idle; medians of {bcfg.get('rounds', '?')} runs",
+        "bullmq_rs": f"enqueue: Queue::add_bulk, 1000 jobs per call (sent as 1000 concurrent script calls, not one "
+                     f"MULTI); throughput: 1 process, Worker concurrency {rcfg.get('concurrency', '?')}; latency: the "
+                     f"same, idle; medians of {rcfg.get('rounds', '?')} runs",
         "celery": f"enqueue: apply_async in a loop (no bulk API); throughput: 1 `celery worker --pool=prefork "
                   f"--concurrency={ccfg.get('concurrency', '?')}`; latency: the same, idle; medians of "
                   f"{ccfg.get('rounds', '?')} runs",
     }
 
-    header = ["scenario", "wasmq", "BullMQ", "Celery", "wasmq/BullMQ", "wasmq/Celery", "better"]
+    header = ["scenario", *(name for _, name in PEERS), *(f"wasmq/{name}" for _, name in OTHERS), "better"]
     print(render(header, table))
     print()
     if machine:
         print(f"machine: {machine.get('cores', '?')} cores, Linux {machine.get('kernel', '?')}, "
               f"redis {machine.get('redis', '?')}")
     print(f"versions: wasmq {machine.get('wasmq', '?')}; BullMQ {bver.get('bullmq', '?')} (ioredis "
-          f"{bver.get('ioredis', '?')}, Node {bver.get('node', '?')}); Celery {cver.get('celery', '?')} "
+          f"{bver.get('ioredis', '?')}, Node {bver.get('node', '?')}); BullMQ Rust crate bullmq-official "
+          f"{rver.get('bullmq-official', '?')} (redis-rs {rver.get('redis-rs', '?')}, tokio {rver.get('tokio', '?')}, "
+          f"{rver.get('rustc', 'rustc ?')}); Celery {cver.get('celery', '?')} "
           f"(kombu {cver.get('kombu', '?')}, redis-py {cver.get('redis-py', '?')}, Python {cver.get('python', '?')})")
     if a.tasks and a.rate and a.duration:
         print(f"load: {a.tasks} tasks per enqueue/throughput run; latency: {a.rate:g} tasks/s for {a.duration:g} s")
@@ -197,7 +206,7 @@ def main():
     result = {
         "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine,
-        "versions": {"wasmq": machine.get("wasmq"), "bullmq": bver, "celery": cver},
+        "versions": {"wasmq": machine.get("wasmq"), "bullmq": bver, "bullmq_rs": rver, "celery": cver},
         "params": {"tasks": a.tasks, "rate": a.rate, "duration_s": a.duration, "wasmq_concurrency": a.wasmq_concurrency,
                    "peer_rounds": a.rounds},
         "setups": setups,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark of wasmq, BullMQ and Celery on one throwaway Redis: bulk enqueue,
-# processing throughput and paced end-to-end latency of no-op jobs. See bench/peers/README.md.
+# Side-by-side benchmark of wasmq, BullMQ (Node, and its official Rust crate) and Celery on one
+# throwaway Redis: bulk enqueue, processing throughput and paced end-to-end latency of no-op jobs.
+# See bench/peers/README.md.
 #
 #   bench/peers/run.sh                       # from the repository root
 #   N=2000 DURATION=2 bench/peers/run.sh     # a quick, small run
@@ -12,9 +13,11 @@
 #   WASMQ_CONCURRENCY=2     concurrency of each wasmq worker process in the throughput runs
 #   ROUNDS=3                runs per enqueue/throughput measurement for the peers (median);
 #                           wasmq's bench always takes the median of 3
-#   BULLMQ_CONCURRENCY=50   BullMQ Worker concurrency
+#   BULLMQ_CONCURRENCY=50   BullMQ Worker concurrency (Node and Rust)
 #   CELERY_CONCURRENCY=2    Celery prefork pool size
 #   WASMQ_BIN               wasmq binary (default target/release/wasmq, built if absent)
+#   CARGO                   cargo for the BullMQ Rust crate's benchmark (default: the one on PATH;
+#                           without one that column shows "failed")
 #   REDIS_SERVER            redis-server binary (default: the one on PATH)
 #   REDIS_PORT              loopback port of the throwaway Redis (default: a free one; never 6379)
 #
@@ -35,6 +38,7 @@ CELERY_CONCURRENCY="${CELERY_CONCURRENCY:-2}"
 WASMQ_BIN="${WASMQ_BIN:-}"
 REDIS_SERVER="${REDIS_SERVER:-redis-server}"
 REDIS_PORT="${REDIS_PORT:-}"
+CARGO="${CARGO:-cargo}"
 
 die() {
     echo "run.sh: $*" >&2
@@ -61,13 +65,14 @@ if [[ -z "$WASMQ_BIN" ]]; then
     WASMQ_BIN="$ROOT/target/release/wasmq"
     if [[ ! -x "$WASMQ_BIN" ]]; then
         command -v cargo >/dev/null || die "$WASMQ_BIN is missing and cargo is not there to build it (or set WASMQ_BIN)"
-        say "building wasmq: cargo build --release -p wasmq"
-        (cd "$ROOT" && cargo build --release -p wasmq) >&2 || die "cargo build --release -p wasmq failed"
+        say "building wasmq: cargo build --release -p wasmq-cli --bin wasmq"
+        (cd "$ROOT" && cargo build --release -p wasmq-cli --bin wasmq) >&2 ||
+            die "cargo build --release -p wasmq-cli --bin wasmq failed"
     fi
 fi
 [[ -x "$WASMQ_BIN" ]] || die "WASMQ_BIN=$WASMQ_BIN is not an executable file"
 "$WASMQ_BIN" bench --help >/dev/null 2>&1 ||
-    die "$WASMQ_BIN has no 'bench' command (an old build?): rebuild it with cargo build --release -p wasmq"
+    die "$WASMQ_BIN has no 'bench' command (an old build?): rebuild it with cargo build --release -p wasmq-cli --bin wasmq"
 
 # ---------------------------------------------------------------- peers, installed once
 # BullMQ: exactly the versions of package-lock.json, into .deps/node (npm ci).
@@ -93,6 +98,21 @@ else
     cp "$HERE/requirements.txt" "$venv/.bench-requirements.txt"
 fi
 export PYTHONDONTWRITEBYTECODE=1 # no __pycache__ beside celery_bench.py
+
+# BullMQ's Rust crate: the Cargo project bullmq-rs (outside wasmq's workspace), exactly as its
+# Cargo.lock pins it, built into .deps. Cargo skips the build when nothing changed. Without cargo,
+# or when the build fails, that column shows "failed" and the other systems still run.
+bullmq_rs_target="$DEPS/bullmq-rs-target"
+bullmq_rs_bin="$bullmq_rs_target/release/bullmq-rs-bench"
+BULLMQ_RS_PROBLEM=""
+if ! command -v "$CARGO" >/dev/null; then
+    BULLMQ_RS_PROBLEM="cargo is missing (install Rust, or set CARGO)"
+else
+    say "building the BullMQ Rust benchmark into $bullmq_rs_target (cargo build --release --locked)"
+    # From the repository root, so that rustup takes the toolchain of rust-toolchain.toml.
+    (cd "$ROOT" && "$CARGO" build --release --locked --manifest-path "$HERE/bullmq-rs/Cargo.toml" \
+        --target-dir "$bullmq_rs_target") >&2 || BULLMQ_RS_PROBLEM="cargo build of bench/peers/bullmq-rs failed"
+fi
 
 # ---------------------------------------------------------------- one throwaway Redis
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/wasmq-peers.XXXXXX")"
@@ -153,17 +173,27 @@ step "wasmq ($WASMQ_BIN)" "$WORK/wasmq.out" \
     "$WASMQ_BIN" bench --redis-url "$URL" --scenario enqueue --scenario throughput --scenario latency \
     --tasks "$N" --rate "$RATE" --duration "${DURATION}s" --concurrency "$WASMQ_CONCURRENCY" --json "$WORK/wasmq.json"
 flush
-step "BullMQ" "$WORK/bullmq.json" \
+step "BullMQ (Node)" "$WORK/bullmq.json" \
     node "$HERE/bullmq_bench.mjs" --redis-url "$URL" --tasks "$N" --rate "$RATE" --duration "$DURATION" \
     --concurrency "$BULLMQ_CONCURRENCY" --rounds "$ROUNDS"
 flush
+if [[ -z "$BULLMQ_RS_PROBLEM" ]]; then
+    step "BullMQ (Rust crate)" "$WORK/bullmq-rs.json" \
+        "$bullmq_rs_bin" --redis-url "$URL" --tasks "$N" --rate "$RATE" --duration "$DURATION" \
+        --concurrency "$BULLMQ_CONCURRENCY" --rounds "$ROUNDS"
+    flush
+else
+    echo "run.sh: BullMQ (Rust crate) failed: $BULLMQ_RS_PROBLEM" >&2
+    FAILED+=("BullMQ (Rust crate)")
+fi
 step "Celery" "$WORK/celery.json" \
     "$venv/bin/python" "$HERE/celery_bench.py" --redis-url "$URL" --tasks "$N" --rate "$RATE" --duration "$DURATION" \
     --concurrency "$CELERY_CONCURRENCY" --rounds "$ROUNDS"
 flush
 
 echo >&2
-python3 "$HERE/report.py" --wasmq "$WORK/wasmq.json" --bullmq "$WORK/bullmq.json" --celery "$WORK/celery.json" \
+python3 "$HERE/report.py" --wasmq "$WORK/wasmq.json" --bullmq "$WORK/bullmq.json" \
+    --bullmq-rs "$WORK/bullmq-rs.json" --celery "$WORK/celery.json" \
     --out "$HERE/results.json" --tasks "$N" --rate "$RATE" --duration "$DURATION" \
     --wasmq-concurrency "$WASMQ_CONCURRENCY" --rounds "$ROUNDS"
 echo "results written to ${HERE#"$ROOT"/}/results.json" >&2
