@@ -583,6 +583,17 @@ fn serve_browser_dashboard_retries_a_dead_task() {
     let mut worker = w.spawn_worker(&["--queue", "web", "--exit-when-idle"]);
     assert!(worker.wait(Duration::from_secs(60)).is_some());
     w.enqueue("echo", "waiting", &["--queue", "web"]);
+    // Task text meant to run in the page, a flow, and a schedule, on a queue of their own.
+    let hostile = w.enqueue("echo", "<img src=x onerror=alert(1)><script>alert(2)</script>", &["--queue", "webx"]);
+    let mut inputs = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut inputs, b"1\n2\n").unwrap();
+    let flow = w.ok(&["map", "echo", "--inputs-file", inputs.path().to_str().unwrap(), "--reduce", "echo", "--queue", "webx"]).trim().to_string();
+    w.ok(&["schedule", "add", "nightly", "echo", "--cron", "0 0 3 * * *", "--queue", "webx"]);
+    let mut worker = w.spawn_worker(&["--queue", "webx", "--exit-when-idle"]);
+    assert!(worker.wait(Duration::from_secs(60)).is_some());
+    let fseq: u64 = flow.rsplit(':').next().unwrap().parse().unwrap();
+    let children: Vec<u64> = redis::cmd("LRANGE").arg(format!("{}:children", qk("webx").flow(fseq))).arg(0).arg(-1).query(&mut redis_conn(&server)).unwrap();
+    let member = format!("webx:{}", children[0]);
 
     // `wasmq serve` with a token on a free loopback port (it prints the address it bound).
     let mut child =
@@ -640,6 +651,18 @@ fn serve_browser_dashboard_retries_a_dead_task() {
     b.open(&format!("http://{addr}/queues/web?state=succeeded"));
     let html = b.html();
     assert!(html.contains("web:1") && html.contains("web:2"), "{html}");
+
+    // A task's own text shows as text: no element it wrote exists in the page.
+    b.open(&format!("http://{addr}/tasks/{hostile}"));
+    assert_eq!(b.text("#output"), "<img src=x onerror=alert(1)><script>alert(2)</script>");
+    assert_eq!(b.eval("document.images.length + document.scripts.length"), json!(0));
+    // A flow member's page draws its flow, the member itself marked.
+    b.open(&format!("http://{addr}/tasks/{member}"));
+    assert_eq!(b.eval("document.querySelectorAll('#flow .state').length"), json!(3), "{}", b.html());
+    assert_eq!(b.text("#flow li.this a"), member);
+    // The schedules page.
+    b.open(&format!("http://{addr}/schedules"));
+    assert_eq!(b.eval("[...document.querySelectorAll('#schedules td')].slice(0, 3).map(e => e.textContent)"), json!(["webx", "nightly", "0 0 3 * * *"]));
 
     // The cookie the login set is HttpOnly and SameSite=Strict; a form without its CSRF token
     // is refused.
