@@ -58,6 +58,41 @@ pub struct Nav {
     pub read_only: bool,
 }
 
+/// What every page shows around its content (`base.html`): its title, whether it refreshes
+/// itself, the stylesheet, the navigation and a message about the last action.
+pub struct Frame {
+    pub title: String,
+    pub refresh: bool,
+    pub css: &'static str,
+    pub nav: Nav,
+    pub flash: String,
+}
+
+impl Frame {
+    fn new(nav: Nav, title: impl Into<String>, refresh: bool) -> Self {
+        Self { title: title.into(), refresh, css: CSS, nav, flash: String::new() }
+    }
+
+    /// The action message a redirect carried (`?msg=`).
+    fn flash(mut self, p: &HashMap<String, String>) -> Self {
+        self.flash = p.get("msg").cloned().unwrap_or_default();
+        self
+    }
+}
+
+/// Serves a page that needs read access: the read check, the visitor's session, the page `build`
+/// makes with it, and any error as the response.
+async fn page<T, Fut>(s: &State, headers: &HeaderMap, build: impl FnOnce(Nav) -> Fut) -> Result<Response, Response>
+where
+    T: Template,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    may_read(s, headers)?;
+    let (nav, cookie) = page_session(s, headers).map_err(IntoResponse::into_response)?;
+    let t = build(nav).await.map_err(IntoResponse::into_response)?;
+    render(t, cookie).map_err(IntoResponse::into_response)
+}
+
 /// A page's session (made when the visitor has none) and the cookie to set for it.
 fn page_session(s: &State, headers: &HeaderMap) -> Result<(Nav, Option<String>), ApiError> {
     let (sess, cookie) = match auth::session(s, headers) {
@@ -162,40 +197,33 @@ impl Chart {
 #[derive(Template)]
 #[template(path = "queues.html")]
 struct QueuesPage {
-    title: String,
-    refresh: bool,
-    css: &'static str,
-    nav: Nav,
-    flash: String,
+    f: Frame,
     queues: Vec<QueueRow>,
 }
 
-async fn queues_page(AxState(s): AxState<State>, headers: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Result<Response, Response> {
-    may_read(&s, &headers)?;
-    inner_queues(&s, &headers, q.get("msg").cloned().unwrap_or_default()).await.map_err(IntoResponse::into_response)
-}
-
-async fn inner_queues(s: &State, headers: &HeaderMap, flash: String) -> Result<Response, ApiError> {
-    let (nav, cookie) = page_session(s, headers)?;
-    let c = &s.client;
-    let mut conn = c.conn();
-    let workers = c.workers().await?;
-    let mut rows = Vec::new();
-    for q in c.queues().await? {
-        let now = c.db().now_ms(&mut conn, &q).await.map_err(ClientError::from)?;
-        let stats = c.stats(&q).await?;
-        let next = c.db().next_task_created_ms(&mut conn, &q).await.map_err(ClientError::from)?;
-        let minutes = c.db().minutes(&mut conn, &q, now).await.map_err(ClientError::from)?;
-        rows.push(QueueRow {
-            chart: Chart::new(&minutes),
-            limits: stats.limits.describe(stats.active, stats.rate_used),
-            next_age: ago(now, next),
-            last_claim: ago(now, stats.last_claim_ms),
-            workers: workers.iter().filter(|w| w.queues.iter().any(|x| x == q.as_str())).count(),
-            stats,
-        });
-    }
-    render(QueuesPage { title: "queues".into(), refresh: true, css: CSS, nav, flash, queues: rows }, cookie)
+async fn queues_page(AxState(s): AxState<State>, headers: HeaderMap, Query(p): Query<HashMap<String, String>>) -> Result<Response, Response> {
+    page(&s, &headers, |nav| async {
+        let c = &s.client;
+        let mut conn = c.conn();
+        let workers = c.workers().await?;
+        let mut rows = Vec::new();
+        for q in c.queues().await? {
+            let now = c.db().now_ms(&mut conn, &q).await.map_err(ClientError::from)?;
+            let stats = c.stats(&q).await?;
+            let next = c.db().next_task_created_ms(&mut conn, &q).await.map_err(ClientError::from)?;
+            let minutes = c.db().minutes(&mut conn, &q, now).await.map_err(ClientError::from)?;
+            rows.push(QueueRow {
+                chart: Chart::new(&minutes),
+                limits: stats.limits.describe(stats.active, stats.rate_used),
+                next_age: ago(now, next),
+                last_claim: ago(now, stats.last_claim_ms),
+                workers: workers.iter().filter(|w| w.queues.iter().any(|x| x == q.as_str())).count(),
+                stats,
+            });
+        }
+        Ok(QueuesPage { f: Frame::new(nav, "queues", true).flash(&p), queues: rows })
+    })
+    .await
 }
 
 pub struct TaskRow {
@@ -210,11 +238,7 @@ pub struct TaskRow {
 #[derive(Template)]
 #[template(path = "queue.html")]
 struct QueuePage {
-    title: String,
-    refresh: bool,
-    css: &'static str,
-    nav: Nav,
-    flash: String,
+    f: Frame,
     queue: String,
     states: Vec<&'static str>,
     state: String,
@@ -237,9 +261,7 @@ async fn queue_page(
     headers: HeaderMap,
     Query(p): Query<HashMap<String, String>>,
 ) -> Result<Response, Response> {
-    may_read(&s, &headers)?;
-    async {
-        let (nav, cookie) = page_session(&s, &headers)?;
+    page(&s, &headers, |nav| async {
         let q = parse_queue(&queue)?;
         let state = p.get("state").map(String::as_str).unwrap_or("dead");
         let state = TaskState::parse(state).ok_or_else(|| ApiError::bad("invalid", "unknown state"))?;
@@ -263,11 +285,7 @@ async fn queue_page(
             });
         }
         let page = QueuePage {
-            title: format!("queue {q}"),
-            refresh: true,
-            css: CSS,
-            nav,
-            flash: String::new(),
+            f: Frame::new(nav, format!("queue {q}"), true),
             queue: q.to_string(),
             states: STATES.to_vec(),
             state: state.to_string(),
@@ -281,10 +299,9 @@ async fn queue_page(
             next: offset + PAGE_SIZE,
             more: (offset + PAGE_SIZE) < total as usize,
         };
-        render(page, cookie)
-    }
+        Ok(page)
+    })
     .await
-    .map_err(IntoResponse::into_response)
 }
 
 async fn find_task(Query(p): Query<HashMap<String, String>>) -> Response {
@@ -297,11 +314,7 @@ async fn find_task(Query(p): Query<HashMap<String, String>>) -> Response {
 #[derive(Template)]
 #[template(path = "task.html")]
 struct TaskPage {
-    title: String,
-    refresh: bool,
-    css: &'static str,
-    nav: Nav,
-    flash: String,
+    f: Frame,
     t: TaskRecord,
     module_names: String,
     created: String,
@@ -400,9 +413,7 @@ async fn task_page(
     headers: HeaderMap,
     Query(p): Query<HashMap<String, String>>,
 ) -> Result<Response, Response> {
-    may_read(&s, &headers)?;
-    async {
-        let (nav, cookie) = page_session(&s, &headers)?;
+    page(&s, &headers, |nav| async {
         let id = parse_id(&id)?;
         let Some(t) = s.client.status(&id).await? else {
             return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown_task", format!("unknown task {id}")));
@@ -417,11 +428,7 @@ async fn task_page(
         let page = TaskPage {
             replay: replay_command(&t),
             flow_view,
-            title: format!("task {id}"),
-            refresh: !t.state.is_finished(),
-            css: CSS,
-            nav,
-            flash: p.get("msg").cloned().unwrap_or_default(),
+            f: Frame::new(nav, format!("task {id}"), !t.state.is_finished()).flash(&p),
             module_names: t.module_names.join(", "),
             created: format_ms(t.created_ms),
             started: opt(t.started_ms),
@@ -439,64 +446,45 @@ async fn task_page(
             log: t.log.as_deref().map(preview).unwrap_or_default(),
             t,
         };
-        render(page, cookie)
-    }
+        Ok(page)
+    })
     .await
-    .map_err(IntoResponse::into_response)
 }
 
 #[derive(Template)]
 #[template(path = "workers.html")]
 struct WorkersPage {
-    title: String,
-    refresh: bool,
-    css: &'static str,
-    nav: Nav,
-    flash: String,
+    f: Frame,
     workers: Vec<wasmq::queue::workers::WorkerInfo>,
 }
 
 async fn workers_page(AxState(s): AxState<State>, headers: HeaderMap) -> Result<Response, Response> {
-    may_read(&s, &headers)?;
-    async {
-        let (nav, cookie) = page_session(&s, &headers)?;
+    page(&s, &headers, |nav| async {
         let workers = s.client.workers().await?;
-        render(WorkersPage { title: "workers".into(), refresh: true, css: CSS, nav, flash: String::new(), workers }, cookie)
-    }
+        Ok(WorkersPage { f: Frame::new(nav, "workers", true), workers })
+    })
     .await
-    .map_err(IntoResponse::into_response)
 }
 
 #[derive(Template)]
 #[template(path = "modules.html")]
 struct ModulesPage {
-    title: String,
-    refresh: bool,
-    css: &'static str,
-    nav: Nav,
-    flash: String,
+    f: Frame,
     modules: Vec<wasmq::store::ModuleInfo>,
 }
 
 async fn modules_page(AxState(s): AxState<State>, headers: HeaderMap) -> Result<Response, Response> {
-    may_read(&s, &headers)?;
-    async {
-        let (nav, cookie) = page_session(&s, &headers)?;
+    page(&s, &headers, |nav| async {
         let modules = s.client.store().list().await.map_err(ClientError::from)?;
-        render(ModulesPage { title: "modules".into(), refresh: false, css: CSS, nav, flash: String::new(), modules }, cookie)
-    }
+        Ok(ModulesPage { f: Frame::new(nav, "modules", false), modules })
+    })
     .await
-    .map_err(IntoResponse::into_response)
 }
 
 #[derive(Template)]
 #[template(path = "schedules.html")]
 struct SchedulesPage {
-    title: String,
-    refresh: bool,
-    css: &'static str,
-    nav: Nav,
-    flash: String,
+    f: Frame,
     schedules: Vec<ScheduleRow>,
 }
 
@@ -512,9 +500,7 @@ pub struct ScheduleRow {
 /// Every queue's periodic tasks: one hash and one sorted set per queue, whatever the number of
 /// tasks.
 async fn schedules_page(AxState(s): AxState<State>, headers: HeaderMap) -> Result<Response, Response> {
-    may_read(&s, &headers)?;
-    async {
-        let (nav, cookie) = page_session(&s, &headers)?;
+    page(&s, &headers, |nav| async {
         let mut conn = s.client.conn();
         let mut schedules = Vec::new();
         for q in s.client.queues().await? {
@@ -528,25 +514,20 @@ async fn schedules_page(AxState(s): AxState<State>, headers: HeaderMap) -> Resul
                 priority: l.schedule.priority,
             }));
         }
-        render(SchedulesPage { title: "schedules".into(), refresh: true, css: CSS, nav, flash: String::new(), schedules }, cookie)
-    }
+        Ok(SchedulesPage { f: Frame::new(nav, "schedules", true), schedules })
+    })
     .await
-    .map_err(IntoResponse::into_response)
 }
 
 #[derive(Template)]
 #[template(path = "login.html")]
 struct LoginPage {
-    title: String,
-    refresh: bool,
-    css: &'static str,
-    nav: Nav,
-    flash: String,
+    f: Frame,
 }
 
 async fn login_page(AxState(s): AxState<State>, headers: HeaderMap) -> Result<Response, ApiError> {
     let (nav, cookie) = page_session(&s, &headers)?;
-    render(LoginPage { title: "log in".into(), refresh: false, css: CSS, nav, flash: String::new() }, cookie)
+    render(LoginPage { f: Frame::new(nav, "log in", false) }, cookie)
 }
 
 /// The form's CSRF token must be the session's.
