@@ -974,13 +974,6 @@ impl Client {
         Ok((page, states))
     }
 
-    /// The last hour's finished attempts of a queue per minute (see [`Db::minutes`]).
-    pub async fn minutes(&self, q: &QueueName) -> Result<Vec<(u64, u64, u64)>, ClientError> {
-        let mut conn = self.conn.clone();
-        let now = self.db.now_ms(&mut conn, q).await?;
-        Ok(self.db.minutes(&mut conn, q, now).await?)
-    }
-
     /// The dead members of a flow with their last error, at most `limit`.
     pub async fn flow_dead(&self, id: &TaskId, limit: usize) -> Result<Vec<(TaskId, String, String)>, ClientError> {
         Ok(self.db.flow_dead(&mut self.conn.clone(), id, limit).await?)
