@@ -49,6 +49,11 @@ pub struct EnqueueArgs {
     /// or an RFC 3339 time. Default: never.
     #[arg(long, value_name = "DUR|TIME", value_parser = value::expires)]
     pub expires: Option<wasmq::parse::Expires>,
+    /// The task's group: a tenant, a customer, a device. Workers take tasks round-robin across
+    /// the groups of a queue, so that a group with many tasks does not hold up one with few, and
+    /// `queue limit --group-concurrency/--group-rate` apply to each group on its own.
+    #[arg(long, value_name = "KEY", value_parser = value::group)]
+    pub group: Option<wasmq::queue::GroupKey>,
     /// While a task with this key is queued or running, return its id instead of adding a task.
     #[arg(long)]
     pub unique_key: Option<String>,
@@ -132,6 +137,7 @@ pub async fn run(g: &Global, a: EnqueueArgs) -> Outcome {
         at: a.at,
         delay: a.delay,
         expires: a.expires,
+        group: a.group.clone(),
         unique_key: a.unique_key.clone(),
         unique_for: a.unique_for,
         estimate: a.estimate,

@@ -46,6 +46,9 @@ pub struct MapArgs {
     /// `expired` and never runs: a duration from now or an RFC 3339 time. Default: never.
     #[arg(long, value_name = "DUR|TIME", value_parser = value::expires)]
     pub expires: Option<wasmq::parse::Expires>,
+    /// The group of every task of the flow (children and reducers): see `enqueue --group`.
+    #[arg(long, value_name = "KEY", value_parser = value::group)]
+    pub group: Option<wasmq::queue::GroupKey>,
     /// The HTTP grant of every task of the flow (children and reducers).
     #[command(flatten)]
     pub http: super::HttpGrantArgs,
@@ -66,6 +69,7 @@ pub async fn map(g: &Global, a: MapArgs) -> Outcome {
     client.set_max_input_size(a.max_input_size);
     let mut o = a.limits.options(a.queue.clone(), a.priority);
     o.expires = a.expires;
+    o.group = a.group.clone();
     a.http.apply(&mut o);
     let flow = client.map(&a.module, &inputs, a.reduce.as_deref(), a.reduce_fan_in, a.on_child_failure, &o).await.context("the map was not created")?;
     if !a.wait {

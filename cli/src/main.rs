@@ -502,6 +502,10 @@ pub mod value {
         wasmq::parse::time(s).map_err(|e| e.to_string())
     }
 
+    pub fn group(s: &str) -> Result<wasmq::queue::GroupKey, String> {
+        wasmq::queue::GroupKey::new(s).map_err(|e| e.to_string())
+    }
+
     pub fn expires(s: &str) -> Result<wasmq::parse::Expires, String> {
         wasmq::parse::expires(s).map_err(|e| e.to_string())
     }

@@ -77,9 +77,11 @@ pub enum QueueCommand {
         json: bool,
     },
     /// Show or set a queue's flow control, enforced across every worker: at most N tasks active
-    /// at once (`--concurrency`), at most N started in any window of a duration (`--rate`). A
-    /// queue with a limit is claimed only for free run slots (no prefetch). Flags not given keep
-    /// their current value; without flags, the limits are shown. Default: no limits.
+    /// at once (`--concurrency`), at most N started in any window of a duration (`--rate`), and
+    /// the same for each group of tasks (`enqueue --group`) on its own (`--group-concurrency`,
+    /// `--group-rate`). A queue with a limit is claimed only for free run slots (no prefetch).
+    /// Flags not given keep their current value; without flags, the limits are shown. Default:
+    /// no limits.
     Limit {
         #[arg(value_parser = value::queue)]
         queue: QueueName,
@@ -91,8 +93,15 @@ pub enum QueueCommand {
         /// sliding window, not a token bucket).
         #[arg(long, value_name = "N/DURATION", value_parser = value::rate)]
         rate: Option<RateLimit>,
+        /// Most tasks of one group running at once, at least 1 (each group on its own; tasks
+        /// without a group have no group limit).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        group_concurrency: Option<u64>,
+        /// Most tasks of one group started in any window: N/DURATION.
+        #[arg(long, value_name = "N/DURATION", value_parser = value::rate)]
+        group_rate: Option<RateLimit>,
         /// Remove the queue's limits.
-        #[arg(long, conflicts_with_all = ["concurrency", "rate"])]
+        #[arg(long, conflicts_with_all = ["concurrency", "rate", "group_concurrency", "group_rate"])]
         clear: bool,
         /// Print JSON.
         #[arg(long)]
@@ -168,8 +177,21 @@ pub async fn run(g: &Global, c: QueueCommand) -> Outcome {
                 println!("{}", serde_json::to_string_pretty(&all)?);
                 return Ok(exit::OK);
             }
-            let mut t =
-                Table::new(&["QUEUE", "PENDING", "DELAYED", "BLOCKED", "ACTIVE", "SUCCEEDED", "DEAD", "CANCELLED", "EXPIRED", "POLICY", "PAUSED", "LIMITS"]);
+            let mut t = Table::new(&[
+                "QUEUE",
+                "PENDING",
+                "DELAYED",
+                "BLOCKED",
+                "ACTIVE",
+                "SUCCEEDED",
+                "DEAD",
+                "CANCELLED",
+                "EXPIRED",
+                "GROUPS",
+                "POLICY",
+                "PAUSED",
+                "LIMITS",
+            ]);
             for s in &all {
                 t.row(vec![
                     s.queue.clone(),
@@ -181,6 +203,7 @@ pub async fn run(g: &Global, c: QueueCommand) -> Outcome {
                     s.dead.to_string(),
                     s.cancelled.to_string(),
                     s.expired.to_string(),
+                    s.groups.to_string(),
                     s.policy.clone(),
                     if s.paused { "yes".into() } else { "no".into() },
                     s.limits.describe(s.active, s.rate_used),
@@ -222,11 +245,11 @@ pub async fn run(g: &Global, c: QueueCommand) -> Outcome {
             println!("{queue} resumed");
             Ok(exit::OK)
         }
-        QueueCommand::Limit { queue, concurrency, rate, clear, json } => {
+        QueueCommand::Limit { queue, concurrency, rate, group_concurrency, group_rate, clear, json } => {
             if clear {
                 client.clear_limits(&queue).await?;
             } else {
-                client.set_limits(&queue, concurrency, rate).await?;
+                client.set_limits(&queue, wasmq::queue::QueueLimits { concurrency, rate, group_concurrency, group_rate }).await?;
             }
             let limits = client.limits(&queue).await?;
             if json {

@@ -79,6 +79,9 @@ fn describe(r: &TaskRecord) -> String {
     line("state", r.state.to_string());
     line("module", if r.module_names.is_empty() { r.module.clone() } else { format!("{} ({})", r.module, r.module_names.join(", ")) });
     line("priority", r.priority.to_string());
+    if let Some(g) = &r.group {
+        line("group", g.clone());
+    }
     line("attempts", format!("{}{}", r.attempts, r.max_attempts.map(|m| format!(" of {m}")).unwrap_or_default()));
     line("enqueued", parse::format_ms(r.created_ms));
     if let Some(d) = r.due_ms {

@@ -63,6 +63,9 @@ pub struct AddArgs {
     /// runs (a check that is worthless when late). Default: runs never expire.
     #[arg(long, value_name = "DUR", value_parser = value::duration)]
     pub expires: Option<std::time::Duration>,
+    /// The group of every run (see `enqueue --group`).
+    #[arg(long, value_name = "KEY", value_parser = value::group)]
+    pub group: Option<wasmq::queue::GroupKey>,
 }
 
 pub async fn run(g: &Global, c: ScheduleCommand) -> Outcome {
@@ -93,6 +96,7 @@ pub async fn run(g: &Global, c: ScheduleCommand) -> Outcome {
                 max_http_response_bytes: a.http.max_http_response_bytes,
                 missed: a.missed,
                 expires_ms: a.expires.map(|d| (d.as_millis() as u64).max(1)),
+                group: a.group.as_ref().map(|g| g.to_string()),
                 created_ms: 0,
             };
             let next = schedule::add(&mut conn, client.db(), s).await?;

@@ -22,8 +22,8 @@ use crate::http::AllowList;
 use crate::parse::{self, ParseError};
 use crate::queue::task::field;
 use crate::queue::{
-    CancelOutcome, CancelReason, Db, Due, Expiry, FlowMembersPage, FlowRecord, MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, NewTask, NewTasks, ParentFailure,
-    Policy, QueueError, QueueLimits, QueueName, QueueStats, RateLimit, Retention, RetrySelection, TaskId, TaskRecord, TaskState, WaitRegistration,
+    CancelOutcome, CancelReason, Db, Due, Expiry, FlowMembersPage, FlowRecord, GroupKey, MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, NewTask, NewTasks,
+    ParentFailure, Policy, QueueError, QueueLimits, QueueName, QueueStats, Retention, RetrySelection, TaskId, TaskRecord, TaskState, WaitRegistration,
     WsjfSettings,
 };
 use crate::store::{DEFAULT_MAX_MODULE_SIZE, ModuleStore, StoreError};
@@ -121,6 +121,9 @@ pub struct EnqueueOptions {
     /// Caps of the task's HTTP use per attempt, below the worker's (None: the worker's).
     pub max_http_requests: Option<u32>,
     pub max_http_response_bytes: Option<u64>,
+    /// The task's group (a tenant, a customer): claims go round-robin across a queue's groups,
+    /// and the queue's group limits apply to each (`wasmq queue limit --group-*`).
+    pub group: Option<GroupKey>,
 }
 
 impl Default for EnqueueOptions {
@@ -146,6 +149,7 @@ impl Default for EnqueueOptions {
             allow_hosts: AllowList::default(),
             max_http_requests: None,
             max_http_response_bytes: None,
+            group: None,
         }
     }
 }
@@ -330,6 +334,9 @@ impl Client {
         }
         if let Some(v) = o.max_http_response_bytes {
             f.push((field::MAX_HTTP_RESPONSE_BYTES, v.to_string()));
+        }
+        if let Some(g) = &o.group {
+            f.push((field::GROUP, g.to_string()));
         }
         f.into_iter().map(|(k, v)| (k, v.into_bytes())).collect()
     }
@@ -607,7 +614,7 @@ impl Client {
                 .collect();
         }
         if record.state == TaskState::Pending {
-            record.waiting_on = self.db.binding_limit(&mut self.conn.clone(), &id.queue).await?.map(str::to_string);
+            record.waiting_on = self.db.binding_limit(&mut self.conn.clone(), &id.queue, record.group.as_deref()).await?.map(str::to_string);
         }
         Ok(Some(record))
     }
@@ -683,7 +690,6 @@ impl Client {
         Ok(self.db.queues(&mut self.conn.clone()).await?)
     }
 
-    /// Counts of one queue.
     /// Removes the waiting tasks of `q` in `states` (pending, delayed, blocked), finishing each as
     /// cancelled with reason `drained`, a thousand per script call so that Redis never blocks on
     /// a large queue. Returns how many were drained. Running tasks are left alone.
@@ -692,9 +698,11 @@ impl Client {
             return Err(ClientError::Invalid(format!("cannot drain {s} tasks; use pending, delayed or blocked")));
         }
         let mut total = 0;
+        let mut cursor = "0".to_string();
         loop {
-            let (n, more) = self.db.drain(&mut self.conn.clone(), q, self.retention, states, DRAIN_BATCH).await?;
+            let (n, more, next) = self.db.drain(&mut self.conn.clone(), q, self.retention, states, DRAIN_BATCH, &cursor).await?;
             total += n;
+            cursor = next;
             if !more {
                 return Ok(total);
             }
@@ -795,12 +803,12 @@ impl Client {
         Ok(self.db.limits(&mut self.conn.clone(), q).await?)
     }
 
-    /// Sets a queue's limits: each kind given replaces the stored one, the others stay.
-    pub async fn set_limits(&self, q: &QueueName, concurrency: Option<u64>, rate: Option<RateLimit>) -> Result<(), ClientError> {
-        if concurrency == Some(0) {
-            return Err(ClientError::Invalid("the concurrency limit must be at least 1 (--clear removes the limits)".into()));
+    /// Sets a queue's limits: each kind given (Some) replaces the stored one, the others stay.
+    pub async fn set_limits(&self, q: &QueueName, limits: QueueLimits) -> Result<(), ClientError> {
+        if limits.concurrency == Some(0) || limits.group_concurrency == Some(0) {
+            return Err(ClientError::Invalid("a concurrency limit must be at least 1 (--clear removes the limits)".into()));
         }
-        Ok(self.db.set_limits(&mut self.conn.clone(), q, concurrency, rate).await?)
+        Ok(self.db.set_limits(&mut self.conn.clone(), q, limits).await?)
     }
 
     /// Removes a queue's limits.

@@ -93,6 +93,9 @@ pub struct Schedule {
     /// Every run expires this long after its tick fired, if it is still waiting (ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_ms: Option<u64>,
+    /// The group of every run (`enqueue --group`), checked when the schedule is added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     #[serde(default)]
     pub created_ms: u64,
 }
@@ -243,6 +246,10 @@ pub async fn fire_due(conn: &mut Conn, db: &Db, store: &ModuleStore, queue: &Que
         }
         if let Some(hosts) = s.allow_hosts.as_ref().filter(|h| !h.is_empty()) {
             fields.push((field::ALLOW_HOSTS, hosts.clone().into_bytes()));
+        }
+        // A group edited by hand into something invalid is dropped rather than made a key.
+        if let Some(g) = s.group.as_deref().filter(|g| crate::queue::GroupKey::new(g).is_ok()) {
+            fields.push((field::GROUP, g.as_bytes().to_vec()));
         }
         let expires = Expiry { at_ms: 0, after: Duration::from_millis(s.expires_ms.unwrap_or(0)) };
         let task = sha.as_deref().map(|sha| NewTask { module: sha, priority: s.priority, fields: fields.clone(), expires, ..Default::default() });

@@ -196,6 +196,8 @@ pub struct EnqueueBody {
     at: Option<String>,
     /// `enqueue --expires`: a duration or an RFC 3339 time.
     expires: Option<String>,
+    /// `enqueue --group`.
+    group: Option<String>,
     unique_key: Option<String>,
     unique_for: Option<String>,
     estimate: Option<String>,
@@ -238,6 +240,7 @@ impl EnqueueBody {
             delay: duration("delay", &self.delay)?,
             at: self.at.as_deref().map(|t| wasmq::parse::time(t).map_err(|e| ApiError::bad("invalid", format!("at: {e}")))).transpose()?,
             expires: self.expires.as_deref().map(|t| wasmq::parse::expires(t).map_err(|e| ApiError::bad("invalid", format!("expires: {e}")))).transpose()?,
+            group: self.group.as_deref().map(|g| wasmq::queue::GroupKey::new(g).map_err(|e| ApiError::bad("invalid", format!("group: {e}")))).transpose()?,
             unique_key: self.unique_key.clone(),
             unique_for: duration("unique_for", &self.unique_for)?,
             estimate: duration("estimate", &self.estimate)?,

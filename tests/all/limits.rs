@@ -326,3 +326,195 @@ fn a_task_waiting_for_a_retry_expires_when_its_expiry_passes() {
     assert!(finished >= expires && finished - expires < 3000, "expired at {finished}, {} ms after its expiry", finished.saturating_sub(expires));
     assert_eq!(stats(&w, "default")["expired_total"], 1);
 }
+
+/// Claims `n` times one task each from `q` straight through `claim.lua` (no worker), returning
+/// the claimed ids in order (a claim that took nothing ends it).
+fn claim_one_by_one(s: &RedisServer, q: &str, n: usize) -> Vec<String> {
+    rt().block_on(async {
+        let redis = wasmq::conn::Redis::open(wasmq::conn::RedisOptions::new(s.url())).unwrap();
+        let mut conn = redis.connect().await.unwrap();
+        let claim = wasmq::queue::ClaimRequest { n: 1, max_bytes: 0, lease: Duration::from_secs(600), worker: "w", max_input: 0, run_slots: 1 };
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let batch = db().claim(&mut conn, &QueueName::new(q).unwrap(), claim).await.unwrap();
+            if batch.tasks.is_empty() {
+                break;
+            }
+            out.extend(batch.tasks.iter().map(|t| t.id.to_string()));
+        }
+        out
+    })
+}
+
+/// `n` inputs in a file, for `enqueue --inputs-file`.
+fn inputs_file(dir: &std::path::Path, n: usize) -> String {
+    let p = dir.join(format!("in{n}.jsonl"));
+    std::fs::write(&p, "1\n".repeat(n)).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+/// Fairness between groups, at the script: group A enqueues 5,000 tasks, then group B one, then
+/// a task without a group: claims take them round-robin, so B's task is the 2nd claimed and the
+/// ungrouped one the 3rd (the bound: a group that gets work waits behind at most one task of each
+/// other group with work). In FIFO order both would wait for all 5,000. With a group
+/// concurrency limit of 2, A's third claim waits for a release, and B's task still comes 2nd.
+#[test]
+fn groups_take_turns_so_a_small_group_is_not_held_up() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&fixture("echo.wat"), "echo");
+    let dir = tempfile::tempdir().unwrap();
+    let file = inputs_file(dir.path(), 5000);
+    for (q, limit) in [("fair", None), ("fairlim", Some("2"))] {
+        if let Some(l) = limit {
+            w.ok(&["queue", "limit", q, "--group-concurrency", l]);
+        }
+        let a = w.ok(&["enqueue", "echo", "--queue", q, "--group", "A", "--inputs-file", &file]);
+        assert_eq!(a.lines().count(), 5000);
+        let b = w.enqueue("echo", "b", &["--queue", q, "--group", "B"]);
+        let plain = w.enqueue("echo", "c", &["--queue", q]);
+        let st = stats(&w, q);
+        assert_eq!((st["pending"].as_u64(), st["groups"].as_u64()), (Some(5002), Some(3)), "{st}");
+        assert_eq!(w.status(&b).unwrap()["group"], "B");
+        let claimed = claim_one_by_one(&s, q, 6);
+        assert_eq!(claimed.get(1), Some(&b), "{q}: B's task was not the 2nd claimed: {claimed:?}");
+        assert_eq!(claimed.get(2), Some(&plain), "{q}: the task without a group was not the 3rd claimed: {claimed:?}");
+        let of_a = claimed.iter().filter(|t| **t != b && **t != plain).count();
+        match limit {
+            // A, B, -, A, A, A: A alone goes on.
+            None => assert_eq!(of_a, 4, "{claimed:?}"),
+            // A, B, -, A, then A is parked at its limit and nothing else waits.
+            Some(_) => {
+                assert_eq!(of_a, 2, "{q}: {claimed:?}");
+                let next = a.lines().nth(2).unwrap();
+                assert_eq!(w.status(next).unwrap()["waiting_on"], "group_concurrency_limit");
+                let text = w.ok(&["queue", "stats", "-q", q]);
+                assert!(text.contains("per group: concurrency 2"), "{text}");
+            }
+        }
+        let st = stats(&w, q);
+        assert_eq!(st["pending"].as_u64(), Some(5002 - claimed.len() as u64), "{st}");
+    }
+}
+
+/// A worker that runs group A's 3,000 tasks is handed group B's one task (enqueued later) at its
+/// next claim: at most one task of A is claimed after B's was enqueued and before it (the
+/// claim that takes B may take one of A first). Then, with a group concurrency limit of 2 and
+/// two workers, A never has more than 2 tasks claimed at once, its parked turn comes back as its
+/// tasks finish (all of them run), and B's task again waits for at most one of A's.
+#[test]
+fn a_worker_serves_a_late_group_at_once_and_holds_group_limits() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    let dir = tempfile::tempdir().unwrap();
+    w.push(&fixture("noop.wat"), "noop");
+    push_nap(&w, dir.path(), "nap", 30);
+    let claimed_ms = |t: &str| task_hash(&s, t).get("claimed").and_then(|v| v.parse::<u64>().ok());
+    for (q, module, n, limit) in [("wfair", "noop", 3000, None), ("wlim", "nap", 40, Some("2"))] {
+        if let Some(l) = limit {
+            w.ok(&["queue", "limit", q, "--group-concurrency", l]);
+        }
+        let a: Vec<String> =
+            w.ok(&["enqueue", module, "--queue", q, "--group", "A", "--inputs-file", &inputs_file(dir.path(), n)]).lines().map(str::to_string).collect();
+        let workers: Vec<_> = (0..if limit.is_some() { 2 } else { 1 }).map(|_| w.spawn_worker(&["--queue", q, "--concurrency", "4"])).collect();
+        // B arrives while A's tasks are being worked through.
+        eventually(Duration::from_secs(30), || (stats(&w, q)["succeeded"].as_u64() >= Some(3)).then_some(())).expect("A never started");
+        let b = w.enqueue(module, "1", &["--queue", q, "--group", "B"]);
+        eventually(Duration::from_secs(30), || (w.status(&b)?["state"] == "succeeded").then_some(())).expect("B's task never ran");
+        let hb = task_hash(&s, &b);
+        let (b_created, b_claimed): (u64, u64) = (hb["created"].parse().unwrap(), hb["claimed"].parse().unwrap());
+        let ahead = a.iter().filter_map(|t| claimed_ms(t)).filter(|&c| c > b_created && c <= b_claimed).count();
+        assert!(ahead <= 1, "{q}: {ahead} of A's tasks were claimed after B's task was enqueued and before it");
+        if limit.is_some() {
+            eventually(Duration::from_secs(60), || (stats(&w, q)["succeeded"] == n + 1).then_some(()))
+                .expect("A's tasks never all ran: a parked group did not come back");
+            let intervals: Vec<(u64, u64)> = a
+                .iter()
+                .map(|t| {
+                    let h = task_hash(&s, t);
+                    (h["claimed"].parse().unwrap(), h["finished"].parse().unwrap())
+                })
+                .collect();
+            let most = max_overlap(&intervals);
+            assert!(most <= 2, "{most} of A's tasks held at once under a group limit of 2");
+            assert_eq!(most, 2, "the group limit of 2 was never used");
+        }
+        drop(workers);
+    }
+}
+
+/// A group rate limit of 10/s holds for each group on its own: groups A and B, 30 tasks each,
+/// two workers: no 1 s window of one group's claim times holds more than 10 (one more allowed
+/// for the rounding of recorded times), while the two groups together go faster than one would
+/// alone. A waiting task of a rate-parked group says so.
+#[test]
+fn a_group_rate_limit_holds_for_each_group() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    let dir = tempfile::tempdir().unwrap();
+    w.push(&fixture("noop.wat"), "noop");
+    w.ok(&["queue", "limit", "grate", "--group-rate", "10/s"]);
+    let file = inputs_file(dir.path(), 30);
+    let a: Vec<String> = w.ok(&["enqueue", "noop", "--queue", "grate", "--group", "A", "--inputs-file", &file]).lines().map(str::to_string).collect();
+    let b: Vec<String> = w.ok(&["enqueue", "noop", "--queue", "grate", "--group", "B", "--inputs-file", &file]).lines().map(str::to_string).collect();
+    let _workers: Vec<_> = (0..2).map(|_| w.spawn_worker(&["--queue", "grate", "--concurrency", "8"])).collect();
+    let last = a.last().unwrap().clone();
+    let waiting = eventually(Duration::from_secs(10), || w.status(&last).filter(|st| st["waiting_on"] == "group_rate_limit"));
+    assert!(waiting.is_some(), "a pending task's status never said its group waits for its rate limit");
+    eventually(Duration::from_secs(30), || (stats(&w, "grate")["succeeded"] == 60).then_some(())).expect("the tasks never all ran");
+    let times = |ids: &[String]| -> Vec<u64> { ids.iter().map(|t| task_hash(&s, t)["claimed"].parse().unwrap()).collect() };
+    let (ta, tb) = (times(&a), times(&b));
+    for (g, t) in [("A", &ta), ("B", &tb)] {
+        let most = max_in_window(t, 1000);
+        assert!(most <= 11, "group {g}: {most} claims in one 1 s window under 10/s");
+        let span = t.iter().max().unwrap() - t.iter().min().unwrap();
+        assert!((1_900..=6_000).contains(&span), "group {g}: 30 tasks at 10/s took {span} ms");
+    }
+    let all: Vec<u64> = ta.iter().chain(&tb).copied().collect();
+    assert!(max_in_window(&all, 1000) > 11, "the two groups were not limited each on its own");
+}
+
+/// The numbers add up with groups: pending counts the groups' tasks (a cancel's tombstone not
+/// counted), `queue drain` empties every group's pool (the scan of the groups carried over
+/// script calls), and the groups leave the rotation at the next claim.
+#[test]
+fn groups_count_cancel_and_drain() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&fixture("echo.wat"), "echo");
+    let dir = tempfile::tempdir().unwrap();
+    let file = inputs_file(dir.path(), 3);
+    // 1,500 groups of 3 tasks (through the library: 1,500 processes would be slow): more
+    // groups than one drain call scans.
+    let mut all: Vec<String> = w.ok(&["enqueue", "echo", "--queue", "gd", "--group", "g0", "--inputs-file", &file]).lines().map(str::to_string).collect();
+    all.push(w.enqueue("echo", "plain", &["--queue", "gd"]));
+    rt().block_on(async {
+        let client = wasmq::client::Client::connect(wasmq::conn::RedisOptions::new(s.url()), "wasmq").await.unwrap();
+        for g in 1..1500 {
+            let o = wasmq::client::EnqueueOptions {
+                queue: QueueName::new("gd").unwrap(),
+                group: Some(wasmq::queue::GroupKey::new(&format!("g{g}")).unwrap()),
+                ..Default::default()
+            };
+            let ids = client.enqueue_bulk("echo", &[b"1".to_vec(), b"2".to_vec(), b"3".to_vec()], &o).await.unwrap();
+            all.extend(ids.iter().map(|e| e.id.to_string()));
+        }
+    });
+    assert_eq!(all.len(), 4501);
+    let st = stats(&w, "gd");
+    assert_eq!((st["pending"].as_u64(), st["groups"].as_u64()), (Some(4501), Some(1501)), "{st}");
+    w.ok(&["cancel", &all[0]]);
+    assert_eq!(stats(&w, "gd")["pending"], 4500);
+    let out = w.ok(&["queue", "drain", "gd"]);
+    assert!(out.contains("4500"), "{out}");
+    let st = stats(&w, "gd");
+    assert_eq!((st["pending"].as_u64(), st["cancelled"].as_u64()), (Some(0), Some(4501)), "{st}");
+    assert_eq!(w.status(&all[4500]).unwrap()["cancel_reason"], "drained");
+    // A claim visits at most about 1,000 groups that left nothing to claim: two calls.
+    assert!(claim_one_by_one(&s, "gd", 1).is_empty());
+    assert!(claim_one_by_one(&s, "gd", 1).is_empty());
+    assert_eq!(stats(&w, "gd")["groups"], 0, "the drained groups left the rotation");
+    let bad = w.run(&["enqueue", "echo", "--group", "a b"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("group"), "{bad:?}");
+}

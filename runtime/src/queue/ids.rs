@@ -81,6 +81,42 @@ impl std::str::FromStr for TaskId {
     }
 }
 
+/// A task's group (`enqueue --group`): a tenant, a customer, a device. 1 to 128 bytes of
+/// printable text, no whitespace (a group becomes part of Redis keys, P:{Q}:g:<group>:..., and
+/// shows in logs and pages), or ':' so that no group's keys can be another's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
+pub struct GroupKey(String);
+
+impl GroupKey {
+    pub fn new(s: &str) -> Result<Self, ParseError> {
+        if s.is_empty() || s.len() > 128 {
+            return Err(ParseError::new("group", s, "must be 1 to 128 bytes"));
+        }
+        if let Some(c) = s.chars().find(|c| c.is_control() || c.is_whitespace() || *c == ':') {
+            return Err(ParseError::new("group", s, format!("character {c:?} not allowed (no whitespace, control characters or ':')")));
+        }
+        Ok(Self(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for GroupKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for GroupKey {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        Self::new(s)
+    }
+}
+
 /// Lowest and highest task priority. Together with a 32-bit sequence number the pending score
 /// stays below 2^53, where a Redis score (a double) is still exact.
 pub const MIN_PRIORITY: i64 = -1_000_000;

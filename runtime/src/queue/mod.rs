@@ -25,7 +25,7 @@ use std::time::Duration;
 use redis::AsyncCommands;
 
 pub use flow::{FlowMembersPage, FlowRecord, FlowState};
-pub use ids::{DEFAULT_QUEUE, MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, QueueName, TaskId};
+pub use ids::{DEFAULT_QUEUE, GroupKey, MAX_ATTEMPTS, MAX_PRIORITY, MIN_PRIORITY, QueueName, TaskId};
 pub use keys::Keys;
 pub use policy::{DEFAULT_RETENTION_AGE, DEFAULT_RETENTION_COUNT, Policy, QueueLimits, RateLimit, Retention, WsjfSettings};
 pub use scripts::{
@@ -79,6 +79,9 @@ pub struct QueueStats {
     /// With a rate limit: tasks started in the current window (the window's running total).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_used: Option<u64>,
+    /// Groups with work (`enqueue --group`): in the rotation or parked at a limit (the tasks
+    /// without a group count as one).
+    pub groups: u64,
     /// Cumulative counters since the queue was created.
     pub enqueued_total: u64,
     pub succeeded_total: u64,
@@ -263,17 +266,18 @@ impl Db {
     }
 
     /// Tasks pending in a queue, in whichever structure its policy keeps them, tombstones left
-    /// by cancels not counted. O(priority levels).
+    /// by cancels not counted. The groups' pools count through the stats field
+    /// `grouped_pending` (lib.lua keeps it), so this is O(priority levels), whatever the groups.
     pub async fn pending_count(&self, conn: &mut Conn, q: &QueueName) -> redis::RedisResult<u64> {
         let k = self.keys.queue(q);
         let levels: Vec<String> = conn.zrange(k.levels(), 0, -1).await?;
         let mut pipe = redis::pipe();
-        pipe.zcard(k.pending()).hget(k.stats(), "tombstones");
+        pipe.zcard(k.pending()).hget(k.stats(), "tombstones").hget(k.stats(), "grouped_pending");
         for l in &levels {
             pipe.llen(k.level(l));
         }
         let reply: Vec<Option<i64>> = pipe.query_async(conn).await?;
-        let total: i64 = reply.iter().enumerate().filter(|(i, _)| *i != 1).map(|(_, n)| n.unwrap_or(0)).sum();
+        let total: i64 = reply.iter().enumerate().filter(|(i, _)| *i != 1).map(|(_, n)| n.unwrap_or(0).max(0)).sum();
         let tombstones = reply.get(1).copied().flatten().unwrap_or(0).max(0);
         Ok((total - tombstones).max(0) as u64)
     }
@@ -282,8 +286,8 @@ impl Db {
     pub async fn stats(&self, conn: &mut Conn, q: &QueueName) -> redis::RedisResult<QueueStats> {
         let k = self.keys.queue(q);
         let pending = self.pending_count(conn, q).await?;
-        type Counts = (u64, u64, u64, u64, u64, u64, u64, HashMap<String, String>, HashMap<String, i64>);
-        let (delayed, blocked, active, succeeded, dead, cancelled, expired, meta, counters): Counts = redis::pipe()
+        type Counts = (u64, u64, u64, u64, u64, u64, u64, u64, HashMap<String, String>, HashMap<String, i64>);
+        let (delayed, blocked, active, succeeded, dead, cancelled, expired, groups, meta, counters): Counts = redis::pipe()
             .zcard(k.delayed())
             .zcard(k.blocked())
             .zcard(k.active())
@@ -291,6 +295,7 @@ impl Db {
             .zcard(k.dead())
             .zcard(k.cancelled())
             .zcard(k.expired())
+            .hlen(k.groups_state())
             .hgetall(k.meta())
             .hgetall(k.stats())
             .query_async(conn)
@@ -315,6 +320,7 @@ impl Db {
             policy: meta.get("policy").cloned().unwrap_or_else(|| Policy::Priority.as_str().into()),
             limits,
             rate_used,
+            groups,
             enqueued_total: c("enqueued"),
             succeeded_total: c("succeeded"),
             dead_total: c("dead"),
@@ -529,16 +535,10 @@ impl Db {
     }
 
     /// Sets a queue's limits: a kind given as Some replaces the stored one, None leaves it. A
-    /// raised limit wakes idle workers.
-    pub async fn set_limits(&self, conn: &mut Conn, q: &QueueName, concurrency: Option<u64>, rate: Option<RateLimit>) -> redis::RedisResult<()> {
-        let mut pairs: Vec<(&str, String)> = Vec::new();
-        if let Some(c) = concurrency {
-            pairs.push((policy::LIMIT_FIELDS[0], c.to_string()));
-        }
-        if let Some(r) = rate {
-            pairs.push((policy::LIMIT_FIELDS[1], r.n.to_string()));
-            pairs.push((policy::LIMIT_FIELDS[2], (r.per.as_millis() as u64).to_string()));
-        }
+    /// raised limit wakes idle workers. A group parked at its limit takes a changed one at its
+    /// next turn: when one of its tasks finishes, or its rate window frees.
+    pub async fn set_limits(&self, conn: &mut Conn, q: &QueueName, limits: QueueLimits) -> redis::RedisResult<()> {
+        let pairs = limits.to_fields();
         if !pairs.is_empty() {
             self.set_meta(conn, q, &pairs).await?;
             self.wake(conn, q).await?;
@@ -582,9 +582,10 @@ impl Db {
         }
     }
 
-    /// Which of a queue's limits holds its pending tasks back now, if one does: the concurrency
-    /// limit when the queue's active tasks reach it, the rate limit when its window is full.
-    pub async fn binding_limit(&self, conn: &mut Conn, q: &QueueName) -> redis::RedisResult<Option<&'static str>> {
+    /// Which limit holds a pending task of `group` back now, if one does: the queue's
+    /// concurrency limit when its active tasks reach it, its rate limit when its window is full,
+    /// the group's when the group is out of the rotation for one (parked or rate-parked).
+    pub async fn binding_limit(&self, conn: &mut Conn, q: &QueueName, group: Option<&str>) -> redis::RedisResult<Option<&'static str>> {
         let limits = self.limits(conn, q).await?;
         if let Some(c) = limits.concurrency {
             let active: u64 = conn.zcard(self.keys.queue(q).active()).await?;
@@ -596,6 +597,14 @@ impl Db {
             && self.rate_used(conn, q, r).await? >= r.n
         {
             return Ok(Some("rate_limit"));
+        }
+        if let Some(g) = group {
+            let state: Option<String> = conn.hget(self.keys.queue(q).groups_state(), g).await?;
+            match state.as_deref() {
+                Some("parked") => return Ok(Some("group_concurrency_limit")),
+                Some("rate") => return Ok(Some("group_rate_limit")),
+                _ => {}
+            }
         }
         Ok(None)
     }
@@ -724,6 +733,22 @@ impl Db {
         for l in &levels {
             delete_listed_tasks(conn, &k, &k.level(l)).await?;
         }
+        // The groups' pools: every group with work has a state (lib.lua).
+        let groups: Vec<String> = conn.hkeys(k.groups_state()).await?;
+        for g in groups.iter().filter(|g| !g.is_empty()) {
+            let prefix = k.group(g);
+            let pending: Vec<u64> = conn.zrange(format!("{prefix}pending"), 0, -1).await?;
+            let mut pipe = redis::pipe();
+            for s in &pending {
+                pipe.del(k.task(*s)).ignore();
+            }
+            let _: () = pipe.query_async(conn).await?;
+            let levels: Vec<String> = conn.zrange(format!("{prefix}levels"), 0, -1).await?;
+            for l in &levels {
+                delete_listed_tasks(conn, &k, &format!("{prefix}p:{l}")).await?;
+            }
+            let _: () = conn.del(&[format!("{prefix}pending"), format!("{prefix}levels"), format!("{prefix}rate")][..]).await?;
+        }
         let keys = [
             k.seq(),
             k.blocked(),
@@ -749,6 +774,11 @@ impl Db {
             k.flows_members(),
             k.config(),
             k.grants(),
+            k.groups_ready(),
+            k.groups_state(),
+            k.groups_active(),
+            k.groups_rate_parked(),
+            k.groups_rate_window(),
         ];
         let _: () = conn.del(&keys[..]).await?;
         conn.srem(self.keys.queues(), q.as_str()).await

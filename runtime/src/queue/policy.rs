@@ -197,24 +197,32 @@ impl std::fmt::Display for RateLimit {
 }
 
 /// A queue's flow-control limits (`wasmq queue limit`), kept in its meta hash and read by
-/// `claim.lua` with the policy. None: no limit of that kind.
+/// `claim.lua` with the policy. None: no limit of that kind. The group limits apply to each group
+/// of the queue on its own (`enqueue --group`); tasks without a group have none.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct QueueLimits {
     /// Most tasks of the queue active (claimed) at once, across every worker.
     pub concurrency: Option<u64>,
     pub rate: Option<RateLimit>,
+    /// Most tasks of one group active at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_concurrency: Option<u64>,
+    /// Most tasks of one group started in any window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_rate: Option<RateLimit>,
 }
 
 /// The meta hash fields of the limits (lib.lua `queue_policy` reads the same names).
-pub(crate) const LIMIT_FIELDS: [&str; 3] = ["limit_concurrency", "limit_rate", "limit_rate_ms"];
+pub(crate) const LIMIT_FIELDS: [&str; 6] =
+    ["limit_concurrency", "limit_rate", "limit_rate_ms", "limit_group_concurrency", "limit_group_rate", "limit_group_rate_ms"];
 
 impl QueueLimits {
     pub fn is_empty(&self) -> bool {
-        self.concurrency.is_none() && self.rate.is_none()
+        self.concurrency.is_none() && self.rate.is_none() && self.group_concurrency.is_none() && self.group_rate.is_none()
     }
 
     /// The limits with their use, as `queue stats` and the dashboard show them: `concurrency
-    /// 3/5, rate 12/50 per 1s`, or `-` for none.
+    /// 3/5, rate 12/50 per 1s, per group: concurrency 2, rate 10 per 1s`, or `-` for none.
     pub fn describe(&self, active: u64, rate_used: Option<u64>) -> String {
         let mut parts = Vec::new();
         if let Some(c) = self.concurrency {
@@ -223,13 +231,46 @@ impl QueueLimits {
         if let Some(r) = self.rate {
             parts.push(format!("rate {}/{} per {}", rate_used.unwrap_or(0), r.n, humantime::format_duration(r.per)));
         }
+        let mut group = Vec::new();
+        if let Some(c) = self.group_concurrency {
+            group.push(format!("concurrency {c}"));
+        }
+        if let Some(r) = self.group_rate {
+            group.push(format!("rate {} per {}", r.n, humantime::format_duration(r.per)));
+        }
+        if !group.is_empty() {
+            parts.push(format!("per group: {}", group.join(", ")));
+        }
         if parts.is_empty() { "-".into() } else { parts.join(", ") }
     }
 
     /// From the meta fields in the order of [`LIMIT_FIELDS`] (malformed or 0: no limit).
     pub(crate) fn from_fields(v: &[Option<String>]) -> Self {
         let num = |i: usize| v.get(i).and_then(|x| x.as_deref()).and_then(|x| x.parse::<u64>().ok()).filter(|n| *n > 0);
-        Self { concurrency: num(0), rate: num(1).zip(num(2)).map(|(n, ms)| RateLimit { n, per: Duration::from_millis(ms) }) }
+        let rate = |i: usize| num(i).zip(num(i + 1)).map(|(n, ms)| RateLimit { n, per: Duration::from_millis(ms) });
+        Self { concurrency: num(0), rate: rate(1), group_concurrency: num(3), group_rate: rate(4) }
+    }
+
+    /// The meta fields these limits set (those given; see [`LIMIT_FIELDS`]).
+    pub(crate) fn to_fields(self) -> Vec<(&'static str, String)> {
+        let mut pairs = Vec::new();
+        let mut rate = |i: usize, r: RateLimit| {
+            pairs.push((LIMIT_FIELDS[i], r.n.to_string()));
+            pairs.push((LIMIT_FIELDS[i + 1], (r.per.as_millis() as u64).to_string()));
+        };
+        if let Some(r) = self.rate {
+            rate(1, r);
+        }
+        if let Some(r) = self.group_rate {
+            rate(4, r);
+        }
+        if let Some(c) = self.concurrency {
+            pairs.push((LIMIT_FIELDS[0], c.to_string()));
+        }
+        if let Some(c) = self.group_concurrency {
+            pairs.push((LIMIT_FIELDS[3], c.to_string()));
+        }
+        pairs
     }
 }
 

@@ -654,13 +654,22 @@ impl Db {
     }
 
     /// `drain.lua`: finishes up to `limit` waiting tasks of `q` in `states` (pending, delayed,
-    /// blocked) as cancelled (`drained`); returns how many, and whether more may remain.
-    pub async fn drain(&self, conn: &mut Conn, q: &QueueName, retention: Retention, states: &[TaskState], limit: u64) -> redis::RedisResult<(u64, bool)> {
+    /// blocked) as cancelled (`drained`), the groups' pools from `cursor` on (start with "0");
+    /// returns how many, whether more may remain, and the cursor for the next call.
+    pub async fn drain(
+        &self,
+        conn: &mut Conn,
+        q: &QueueName,
+        retention: Retention,
+        states: &[TaskState],
+        limit: u64,
+        cursor: &str,
+    ) -> redis::RedisResult<(u64, bool, String)> {
         let mut inv = self.invocation(&DRAIN, q, keys::cancel(&self.keys.queue(q)));
         let states: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
-        inv.arg(retention.arg()).arg(states.join(",")).arg(limit);
-        let (n, more): (u64, i64) = inv.invoke_async(conn).await?;
-        Ok((n, more == 1))
+        inv.arg(retention.arg()).arg(states.join(",")).arg(limit).arg(cursor);
+        let (n, more, cursor): (u64, i64, String) = inv.invoke_async(conn).await?;
+        Ok((n, more == 1, cursor))
     }
 
     /// `wait.lua`.
@@ -903,6 +912,6 @@ mod tests {
         expect(include_str!("lua/seal_flow.lua"), &["root"]);
         expect(include_str!("lua/cancel_flow.lua"), &[]);
         expect(include_str!("lua/worker_beat.lua"), &["id", "ttl_ms"]);
-        expect(include_str!("lua/drain.lua"), &["retention", "states", "limit"]);
+        expect(include_str!("lua/drain.lua"), &["retention", "states", "limit", "cursor"]);
     }
 }

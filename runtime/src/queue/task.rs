@@ -90,6 +90,8 @@ pub mod field {
     /// When the task expires (Unix ms, `enqueue --expires`): if it is still waiting (pending,
     /// delayed, blocked) then, it is finished as `expired` and never runs.
     pub const EXPIRES: &str = "expires";
+    /// The task's group (`enqueue --group`): its pool, limits and turn in the queue's rotation.
+    pub const GROUP: &str = "group";
     pub const SCHEDULE: &str = "schedule";
     pub const SCHEDULED_FOR: &str = "scheduled_for";
 }
@@ -415,8 +417,11 @@ pub struct TaskRecord {
     /// When the task expires if it still waits then (`enqueue --expires`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_ms: Option<u64>,
-    /// While pending: the queue's limit that holds it back now (`rate_limit`,
-    /// `concurrency_limit`; filled in by the client).
+    /// Its group (`enqueue --group`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// While pending: the limit that holds it back now (`rate_limit`, `concurrency_limit`,
+    /// `group_rate_limit`, `group_concurrency_limit`; filled in by the client).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting_on: Option<String>,
     /// When the current or last claim was made.
@@ -489,6 +494,7 @@ impl TaskRecord {
             created_ms: uint(field::CREATED).unwrap_or(0),
             due_ms: uint(field::DUE),
             expires_ms: uint(field::EXPIRES),
+            group: lossy(field::GROUP),
             waiting_on: None,
             claimed_ms: uint(field::CLAIMED),
             started_ms: uint(field::STARTED),

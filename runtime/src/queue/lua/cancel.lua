@@ -21,11 +21,12 @@ local K = {pending = KEYS[1], delayed = KEYS[2], cancelled = KEYS[3], stats = KE
   signal = KEYS[7]}
 local seq, reason = ARGV[4], ARGV[5]
 local tkey = task_key(seq)
-local state = redis.call('HGET', tkey, 'state')
+local f = redis.call('HMGET', tkey, 'state', 'group')
+local state = f[1]
 if not state then return {'', 'unknown'} end
 if state == 'pending' or state == 'delayed' or state == 'blocked' then
   if state == 'pending' then
-    remove_pending(K.pending, K.stats, seq)
+    remove_pending(seq, f[2])
   elseif state == 'delayed' then
     redis.call('ZREM', K.delayed, seq)
   else

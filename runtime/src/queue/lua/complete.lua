@@ -30,7 +30,8 @@
 -- A `retry` or `release` of a task whose cancel was requested finishes it as `cancelled`.
 -- A task with an expiry that goes back to waiting (`retry`, `release`) is in the expiring zset
 -- again. A batch that takes tasks off `active` in a queue with a concurrency limit wakes an idle
--- worker when tasks wait: a run slot of the queue is free.
+-- worker when tasks wait: a run slot of the queue is free; so does a group that was parked at its
+-- concurrency limit and rejoins the rotation (lib.lua `group_released`).
 -- Returns one integer per record: 1 applied, 0 refused (lease lost, task gone or not a hash, or an
 -- unknown action).
 local K = {active = KEYS[1], pending = KEYS[2], delayed = KEYS[3], succeeded = KEYS[4], dead = KEYS[5],
@@ -63,7 +64,7 @@ while i <= #ARGV do
   -- pcall: a task key overwritten with another type is refused (and dropped from `active`)
   -- instead of failing the script half-way through the batch.
   local cur = redis.pcall('HMGET', tkey, 'state', 'lease', 'module', 'unique_key', 'waiters', 'error_kind', 'cancel', 'attempts', 'deps', 'after', 'flow',
-    'progress', 'expires')
+    'progress', 'expires', 'group')
   local valid = type(cur) == 'table' and not cur.err
   if not valid then off_active[#off_active + 1] = seq end
   -- A cancel requested while the task ran wins over a retry or a hand-back.
@@ -75,6 +76,7 @@ while i <= #ARGV do
     results[#results + 1] = 1
     off_active[#off_active + 1] = seq
     if cur[11] then hincr(BASE .. 'flow:' .. cur[11], 'active', -1) end
+    if cur[14] and group_released(cur[14]) then b.wake = true end
     -- The attempt's progress report ends with it.
     if cur[12] then redis.call('HDEL', tkey, 'progress', 'progress_msg') end
     local module = cur[3]
@@ -103,7 +105,7 @@ while i <= #ARGV do
         fields[#fields + 1] = 'cancel_reason'
         fields[#fields + 1] = cancel_reason(cur[7])
       end
-      local c = {module = module, unique_key = cur[4], waiters = cur[5], deps = cur[9], after = cur[10], flow = cur[11]}
+      local c = {module = module, unique_key = cur[4], waiters = cur[5], deps = cur[9], after = cur[10], flow = cur[11], group = cur[14]}
       if action == 'succeeded' and #kids > 0 then commit_children(K, seq, tkey, c, kids) end
       finish(b, seq, tkey, action, fields, c)
     elseif action == 'retry' then
@@ -119,7 +121,7 @@ while i <= #ARGV do
       -- release: handed back unfinished (worker shutdown): not an attempt, back at its old place.
       hincr(tkey, 'attempts', -1)
       pol = pol or queue_policy(K.meta)
-      back_to_pending(pol, K.pending, K.estimates, seq, true)
+      back_to_pending(pol, seq, true)
       b.wake = true
     end
   end
@@ -127,7 +129,7 @@ end
 
 if #off_active > 0 then
   redis.call('ZREM', K.active, unpack(off_active))
-  if redis.call('HGET', K.meta, 'limit_concurrency') and any_pending(K.pending) then b.wake = true end
+  if redis.call('HGET', K.meta, 'limit_concurrency') and any_pending() then b.wake = true end
 end
 for module, us in pairs(learned) do
   if us then redis.call('HSET', K.estimates, module, us) end

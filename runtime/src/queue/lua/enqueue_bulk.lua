@@ -25,8 +25,10 @@ local last = redis.call('INCRBY', K.seq, n)
 local first = last - n + 1
 
 -- Members of a flow (a shared field `flow`) join its list of children in the same script, as in
--- lib.lua's add_task.
+-- lib.lua's add_task. Tasks with a group (a shared field `group`) go to its pool one by one.
+local group = nil
 for i = 10, first_input - 1, 2 do
+  if ARGV[i] == 'group' then group = ARGV[i + 1] end
   if ARGV[i] == 'flow' then
     local list = BASE .. 'flow:' .. ARGV[i + 1] .. ':children'
     for s = first, last, 1000 do
@@ -68,8 +70,8 @@ for i = 0, n - 1 do
   redis.call('HSET', task_key(seq), unpack(fields))
   if delayed then
     redis.call('ZADD', K.delayed, due, seq)
-  elseif pol.policy == 'wsjf' then
-    push_pending(pol, K.pending, K.estimates, seq, prio, false)
+  elseif pol.policy == 'wsjf' or group then
+    push_pending(pol, seq, prio, false, group)
   else
     seqs[#seqs + 1] = seq
   end

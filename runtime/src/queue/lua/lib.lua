@@ -62,12 +62,19 @@ end
 -- writes every wsjf setting along with the policy, so they are there whenever wsjf is (a field
 -- removed by hand counts as 0). The same read brings the queue's flow-control limits (`wasmq queue
 -- limit`): `limit_concurrency` (most tasks active at once) and `limit_rate` tasks started per
--- `limit_rate_ms` (0 or absent: no limit), so that a queue without limits pays nothing more than
--- three absent fields in one HMGET.
+-- `limit_rate_ms` (0 or absent: no limit), the same per group (`limit_group_*`), and `grouped`,
+-- set once a task with a group was enqueued (see Groups below), so that a queue without limits or
+-- groups pays nothing more than absent fields in one HMGET.
+local GROUPED = false
 local function queue_policy(meta_key)
-  local m = redis.call('HMGET', meta_key, 'policy', 'stretch', 'max_wait_ms', 'default_estimate_us', 'limit_concurrency', 'limit_rate', 'limit_rate_ms')
+  local m = redis.call('HMGET', meta_key, 'policy', 'stretch', 'max_wait_ms', 'default_estimate_us', 'limit_concurrency', 'limit_rate', 'limit_rate_ms',
+    'grouped', 'limit_group_concurrency', 'limit_group_rate', 'limit_group_rate_ms')
   local conc, rate, rate_ms = tonumber(m[5]) or 0, tonumber(m[6]) or 0, tonumber(m[7]) or 0
+  local gconc, grate, grate_ms = tonumber(m[9]) or 0, tonumber(m[10]) or 0, tonumber(m[11]) or 0
   if rate_ms <= 0 then rate = 0 end
+  if grate_ms <= 0 then grate = 0 end
+  -- Script-wide: a pool turned on in this script holds for every policy table read before it.
+  GROUPED = GROUPED or m[8] == '1'
   return {
     policy = m[1] or 'priority',
     stretch = tonumber(m[2]) or 0,
@@ -76,31 +83,37 @@ local function queue_policy(meta_key)
     concurrency = conc,
     rate = rate,
     rate_ms = rate_ms,
-    limited = conc > 0 or rate > 0,
+    grouped = GROUPED,
+    group_concurrency = gconc,
+    group_rate = grate,
+    group_rate_ms = grate_ms,
+    limited = conc > 0 or rate > 0 or gconc > 0 or grate > 0,
   }
 end
 
 -- The rate limit is an exact sliding window: no more than `rate` claims in any `rate_ms` window
--- (a token bucket would let up to 2 * rate - 1 through in one). P:{Q}:rate is a list of
--- `<ms>:<count>` entries, one per claim batch (per millisecond), oldest first, and the stats
--- field `rate_window` their running total. Entries that left the window are dropped from the head
--- as claims come: each entry is pushed once and popped once, so the cost is O(1) amortised per
--- claim, and the list never holds more than min(rate, rate_ms) entries.
+-- (a token bucket would let up to 2 * rate - 1 through in one). A window is a list of
+-- `<ms>:<count>` entries, one per claim batch (per millisecond), oldest first, and a running total
+-- in a hash field: the queue's is P:{Q}:rate with the stats field `rate_window`, a group's
+-- P:{Q}:g:<group>:rate with its field in P:{Q}:groups:rate-window. Entries that left the window
+-- are dropped from the head as claims come: each entry is pushed once and popped once, so the cost
+-- is O(1) amortised per claim, and the list never holds more than min(rate, rate_ms) entries.
 local RATE_KEY = BASE .. 'rate'
 local function rate_entry(e)
   local t, c = string.match(e, '^(%d+):(%d+)$')
   return tonumber(t) or 0, tonumber(c) or 0
 end
 
--- How many tasks may start now under the rate limit, and when none may: how many ms until the
--- oldest entry leaves the window (the earliest time more room can come).
-local function rate_room(pol, stats_key)
-  local total = tonumber(redis.call('HGET', stats_key, 'rate_window')) or 0
+-- How many tasks may start now under a limit of `rate` per `rate_ms` (window `list_key`, total
+-- in `total_key` field `field`), and when none may: how many ms until the oldest entry leaves the
+-- window (the earliest time more room can come).
+local function rate_room(rate, rate_ms, list_key, total_key, field)
+  local total = tonumber(redis.call('HGET', total_key, field)) or 0
   local before = total
-  local horizon = NOW - pol.rate_ms
+  local horizon = NOW - rate_ms
   local wait = 0
   while true do
-    local head = redis.call('LINDEX', RATE_KEY, 0)
+    local head = redis.call('LINDEX', list_key, 0)
     if not head then
       total = 0
       break
@@ -110,30 +123,36 @@ local function rate_room(pol, stats_key)
       wait = t - horizon
       break
     end
-    redis.call('LPOP', RATE_KEY)
+    redis.call('LPOP', list_key)
     total = total - c
   end
   if total < 0 then total = 0 end
-  if total ~= before then redis.call('HSET', stats_key, 'rate_window', total) end
-  local room = pol.rate - total
+  if total ~= before then
+    if total == 0 and field ~= 'rate_window' then
+      redis.call('HDEL', total_key, field)
+    else
+      redis.call('HSET', total_key, field, total)
+    end
+  end
+  local room = rate - total
   if room > 0 then return room, 0 end
   return 0, math.max(wait, 1)
 end
 
--- Records `n` claims made now in the rate window (merged into the last entry when it is of the
+-- Records `n` claims made now in a rate window (merged into the last entry when it is of the
 -- same millisecond).
-local function rate_record(stats_key, n)
-  local tail = redis.call('LINDEX', RATE_KEY, -1)
+local function rate_record(list_key, total_key, field, n)
+  local tail = redis.call('LINDEX', list_key, -1)
   if tail then
     local t, c = rate_entry(tail)
     if t == NOW then
-      redis.call('LSET', RATE_KEY, -1, NOW_S .. ':' .. (c + n))
-      hincr(stats_key, 'rate_window', n)
+      redis.call('LSET', list_key, -1, NOW_S .. ':' .. (c + n))
+      hincr(total_key, field, n)
       return
     end
   end
-  redis.call('RPUSH', RATE_KEY, NOW_S .. ':' .. n)
-  hincr(stats_key, 'rate_window', n)
+  redis.call('RPUSH', list_key, NOW_S .. ':' .. n)
+  hincr(total_key, field, n)
 end
 
 -- Task expiry (`enqueue --expires`): a task with an `expires` field (Unix ms) is in the zset
@@ -162,81 +181,158 @@ end
 -- A task cancelled while it waits in a list stays there as a tombstone (removing it would scan
 -- the list): its state is no longer `pending`, claims skip it, and the `tombstones` counter of
 -- the queue's stats hash keeps the pending count exact.
+--
+-- Groups (`enqueue --group`): a task with a group waits in its group's own pool, the same
+-- structures under P:{Q}:g:<group>: (`p:<level>` lists and `levels`, or `pending`), so that within
+-- a group the queue's policy order holds; tasks without a group are in the queue's pool, the
+-- group '' below. The stats field `grouped_pending` counts the entries of all group pools
+-- (tombstones included, as the lists' lengths do), so that the pending count needs no scan of
+-- the groups. Once a queue has had a grouped task (meta `grouped`), claims take tasks
+-- round-robin across the groups with work: the list P:{Q}:groups:ready is the rotation, each
+-- group in it once; P:{Q}:groups:state says where a group is (`ready`: in the rotation;
+-- `parked`: at its concurrency limit; `rate`: its rate window is full, in the zset
+-- P:{Q}:groups:rate-parked by when it frees; absent: idle, no work), so that a push never
+-- duplicates a group. P:{Q}:groups:active counts each group's active tasks. See claim.lua.
+local GROUPS_READY = BASE .. 'groups:ready'
+local GROUPS_STATE = BASE .. 'groups:state'
+local GROUPS_ACTIVE = BASE .. 'groups:active'
+local GROUPS_RATE_PARKED = BASE .. 'groups:rate-parked'
+local GROUPS_RATE_WINDOW = BASE .. 'groups:rate-window'
+local STATS_KEY = BASE .. 'stats'
+
+-- The key prefix of a group's pool ('' or nil: the queue's own).
+local function pool_prefix(group)
+  if group and group ~= '' then return BASE .. 'g:' .. group .. ':' end
+  return BASE
+end
+
+local function group_rate_key(group) return BASE .. 'g:' .. group .. ':rate' end
+
+-- A group has work: it joins the rotation unless it is in it, or parked, already.
+local function join_rotation(group)
+  if redis.call('HSETNX', GROUPS_STATE, group, 'ready') == 1 then
+    redis.call('RPUSH', GROUPS_READY, group)
+  end
+end
+
+-- The first grouped task of a queue turns the rotation on (for good); the queue's own pool joins
+-- it if it has work, so that tasks without a group take their turn with the groups.
+local function enable_groups()
+  redis.call('HSET', BASE .. 'meta', 'grouped', '1')
+  GROUPED = true
+  if redis.call('ZCARD', BASE .. 'pending') > 0 or redis.call('ZCARD', BASE .. 'levels') > 0 then join_rotation('') end
+end
+
 local function pending_level(pol, prio)
   if pol.policy == 'fifo' then return 0 end
   return prio
 end
 
--- Adds a task to the pending structure of the queue's policy; `front` puts it ahead of its level
--- (a task that was already claimed once goes back near where it was).
-local function push_pending(pol, pending_key, estimates_key, seq, prio, front)
+-- Adds a task to the pending structure of the queue's policy, in its group's pool; `front` puts
+-- it ahead of its level (a task that was already claimed once goes back near where it was).
+local function push_pending(pol, seq, prio, front, group)
+  local g = group or ''
+  local prefix = pool_prefix(g)
   if pol.policy == 'wsjf' then
-    redis.call('ZADD', pending_key, pending_score(pol, estimates_key, task_key(seq)), seq)
+    redis.call('ZADD', prefix .. 'pending', pending_score(pol, BASE .. 'estimates', task_key(seq)), seq)
   else
     local level = pending_level(pol, prio)
-    redis.call(front and 'LPUSH' or 'RPUSH', BASE .. 'p:' .. level, seq)
-    redis.call('ZADD', BASE .. 'levels', -level, level)
+    redis.call(front and 'LPUSH' or 'RPUSH', prefix .. 'p:' .. level, seq)
+    redis.call('ZADD', prefix .. 'levels', -level, level)
   end
+  if g ~= '' then
+    hincr(STATS_KEY, 'grouped_pending', 1)
+    if not GROUPED then enable_groups() end
+  end
+  if GROUPED then join_rotation(g) end
 end
 
--- Pops up to n entries {seq, level} from the priority lists, highest level first.
-local function pop_lists(n, out)
-  local levels_key = BASE .. 'levels'
+-- Pops up to n entries {seq, level, group} from a pool's priority lists, highest level first.
+local function pop_lists(prefix, group, n, out)
+  local levels_key = prefix .. 'levels'
   while #out < n do
     local lv = redis.call('ZRANGE', levels_key, 0, 0)
     if #lv == 0 then return end
-    local list = BASE .. 'p:' .. lv[1]
+    local list = prefix .. 'p:' .. lv[1]
     local got = redis.call('LPOP', list, n - #out)
     if got then
-      for _, s in ipairs(got) do out[#out + 1] = {seq = s, level = lv[1]} end
+      for _, s in ipairs(got) do out[#out + 1] = {seq = s, level = lv[1], group = group} end
     end
     if not got or redis.call('LLEN', list) == 0 then redis.call('ZREM', levels_key, lv[1]) end
   end
 end
 
--- Pops up to n entries {seq, score} from the wsjf zset.
-local function pop_zset(pending_key, n, out)
+-- Pops up to n entries {seq, score, group} from a pool's wsjf zset.
+local function pop_zset(prefix, group, n, out)
   if #out >= n then return end
-  local p = redis.call('ZPOPMIN', pending_key, n - #out)
-  for i = 1, #p, 2 do out[#out + 1] = {seq = p[i], score = p[i + 1]} end
+  local p = redis.call('ZPOPMIN', prefix .. 'pending', n - #out)
+  for i = 1, #p, 2 do out[#out + 1] = {seq = p[i], score = p[i + 1], group = group} end
 end
 
--- Pops up to n pending entries in the order of the queue's policy.
-local function pop_pending(pol, pending_key, n)
+-- Pops up to n pending entries of a group's pool (nil: the queue's) in the order of the
+-- queue's policy.
+local function pop_pending(pol, n, group)
+  local g = group or ''
+  local prefix = pool_prefix(g)
   local out = {}
   if pol.policy == 'wsjf' then
-    pop_zset(pending_key, n, out)
-    pop_lists(n, out)
+    pop_zset(prefix, g, n, out)
+    pop_lists(prefix, g, n, out)
   else
-    pop_lists(n, out)
-    pop_zset(pending_key, n, out)
+    pop_lists(prefix, g, n, out)
+    pop_zset(prefix, g, n, out)
   end
+  if g ~= '' and #out > 0 then hincr(STATS_KEY, 'grouped_pending', -#out) end
   return out
 end
 
 -- Puts popped entries back where they were, ahead of everything else (entries[from..] in order).
-local function unpop(pending_key, entries, from)
+local function unpop(entries, from)
+  local grouped = 0
   for i = #entries, from, -1 do
     local e = entries[i]
+    local prefix = pool_prefix(e.group)
     if e.level then
-      redis.call('LPUSH', BASE .. 'p:' .. e.level, e.seq)
-      redis.call('ZADD', BASE .. 'levels', -tonumber(e.level), e.level)
+      redis.call('LPUSH', prefix .. 'p:' .. e.level, e.seq)
+      redis.call('ZADD', prefix .. 'levels', -tonumber(e.level), e.level)
     else
-      redis.call('ZADD', pending_key, e.score, e.seq)
+      redis.call('ZADD', prefix .. 'pending', e.score, e.seq)
     end
+    if e.group ~= '' then grouped = grouped + 1 end
+  end
+  if grouped > 0 then hincr(STATS_KEY, 'grouped_pending', grouped) end
+end
+
+-- True when a task may be ready to claim: in the queue's pool, or a group in the rotation.
+local function any_pending()
+  return redis.call('ZCARD', BASE .. 'pending') > 0 or redis.call('ZCARD', BASE .. 'levels') > 0
+    or redis.call('LLEN', GROUPS_READY) > 0
+end
+
+-- Takes a waiting task of `group` out of the pending structure: from the wsjf zset (O(log n)),
+-- or, in a list, by leaving a tombstone (see above) instead of scanning the list. The caller
+-- changes the task's state.
+local function remove_pending(seq, group)
+  local g = group or ''
+  if redis.call('ZREM', pool_prefix(g) .. 'pending', seq) == 0 then
+    hincr(STATS_KEY, 'tombstones', 1)
+  elseif g ~= '' then
+    hincr(STATS_KEY, 'grouped_pending', -1)
   end
 end
 
--- True when any task is pending.
-local function any_pending(pending_key)
-  return redis.call('ZCARD', pending_key) > 0 or redis.call('ZCARD', BASE .. 'levels') > 0
-end
-
--- Takes a waiting task out of the pending structure: from the wsjf zset (O(log n)), or, in a
--- list, by leaving a tombstone (see above) instead of scanning the list. The caller changes the
--- task's state.
-local function remove_pending(pending_key, stats_key, seq)
-  if redis.call('ZREM', pending_key, seq) == 0 then hincr(stats_key, 'tombstones', 1) end
+-- A task of `group` left `active` (finished, retried, handed back, lease expired): the group's
+-- count goes down, and a group parked at its concurrency limit rejoins the rotation (at its
+-- tail). Returns true when one did: a worker should look.
+local function group_released(group)
+  if not group or group == '' then return false end
+  if hincr(GROUPS_ACTIVE, group, -1) <= 0 then redis.call('HDEL', GROUPS_ACTIVE, group) end
+  if redis.call('HGET', GROUPS_STATE, group) == 'parked' then
+    redis.call('HSET', GROUPS_STATE, group, 'ready')
+    redis.call('RPUSH', GROUPS_READY, group)
+    return true
+  end
+  return false
 end
 
 -- Wakes one idle worker of the queue, keeping the token list short: a token only says "look".
@@ -282,12 +378,12 @@ local CLAIM_FIELDS = {'worker', 'started', 'claimed', 'running'}
 
 -- Puts a task (claimed, delayed or dead) back in the pending structure; `front` puts it ahead of
 -- its level. The one place where a task becomes pending again.
-local function back_to_pending(pol, pending_key, estimates_key, seq, front)
+local function back_to_pending(pol, seq, front)
   local tkey = task_key(seq)
   redis.call('HSET', tkey, 'state', 'pending')
   redis.call('HDEL', tkey, unpack(CLAIM_FIELDS))
-  local f = redis.call('HMGET', tkey, 'priority', 'expires')
-  push_pending(pol, pending_key, estimates_key, seq, tonumber(f[1]) or 0, front)
+  local f = redis.call('HMGET', tkey, 'priority', 'expires', 'group')
+  push_pending(pol, seq, tonumber(f[1]) or 0, front, f[3])
   -- Waiting again: its expiry applies again (swept at once when it passed meanwhile).
   if f[2] then redis.call('ZADD', EXPIRING_KEY, tonumber(f[2]) or 0, seq) end
 end
@@ -405,8 +501,8 @@ local function unblock(b, seq, tkey)
   else
     b.pol = b.pol or queue_policy(b.K.meta)
     redis.call('HSET', tkey, 'state', 'pending')
-    local prio = tonumber(redis.call('HGET', tkey, 'priority')) or 0
-    push_pending(b.pol, BASE .. 'pending', BASE .. 'estimates', seq, prio, false)
+    local f = redis.call('HMGET', tkey, 'priority', 'group')
+    push_pending(b.pol, seq, tonumber(f[1]) or 0, false, f[2])
   end
   b.wake = true
 end
@@ -710,9 +806,12 @@ local function add_task(K, due, module, prio, unique, unique_ms, extra, deps, se
   local tkey = task_key(seq)
   -- A member of a flow (field `flow`) joins its list in the same script, so that a flow's lists
   -- name exactly the tasks that exist: a reducer (it has parents) or a child.
+  local group = nil
   for i = 1, #extra, 2 do
     if extra[i] == 'flow' then
       redis.call('RPUSH', BASE .. 'flow:' .. extra[i + 1] .. (deps and ':reducers' or ':children'), seq)
+    elseif extra[i] == 'group' then
+      group = extra[i + 1]
     end
   end
   local fields = {'module', module, 'created', NOW_S}
@@ -788,7 +887,7 @@ local function add_task(K, due, module, prio, unique, unique_ms, extra, deps, se
   else
     fields[#fields + 1] = 'pending'
     redis.call('HSET', tkey, unpack(fields))
-    push_pending(queue_policy(K.meta), K.pending, K.estimates, seq, prio, false)
+    push_pending(queue_policy(K.meta), seq, prio, false, group)
   end
   -- Delayed tasks signal too: an idle worker then learns the new earliest due time.
   signal(K.signal)
@@ -801,7 +900,8 @@ end
 -- `after` (an `--input-from-after` dependent gets the children's outputs after the spawner's),
 -- their `waiting` count, and the child's `deps:` set. O(children × dependents).
 --   kids  list of {seq, module, prio, delay (ms), fields (flat name, value list)}
--- Children of a spawner whose flow was cancelled are not committed.
+-- Children of a spawner whose flow was cancelled are not committed. Children join the
+-- spawner's group (`cur.group`).
 local function commit_children(K, seq, tkey, cur, kids)
   if cur.flow and redis.call('HGET', BASE .. 'flow:' .. cur.flow, 'state') == 'cancelled' then return end
   local seqs = {}
@@ -809,6 +909,11 @@ local function commit_children(K, seq, tkey, cur, kids)
     if cur.flow then
       c.fields[#c.fields + 1] = 'flow'
       c.fields[#c.fields + 1] = cur.flow
+    end
+    -- A child is work of the spawner's tenant: it waits in the spawner's group.
+    if cur.group then
+      c.fields[#c.fields + 1] = 'group'
+      c.fields[#c.fields + 1] = cur.group
     end
     add_task(K, NOW + c.delay, c.module, c.prio, '', 0, c.fields, nil, c.seq)
     seqs[#seqs + 1] = c.seq

@@ -41,9 +41,10 @@ local pol = nil
 for _, seq in ipairs(expired) do
   local tkey = task_key(seq)
   -- pcall: a task key overwritten with another type is dropped from `active`, not fatal.
-  local f = redis.pcall('HMGET', tkey, 'state', 'attempts', 'max_attempts', 'worker', 'cancel', 'lease', 'running', 'stalls', 'flow', 'progress')
+  local f = redis.pcall('HMGET', tkey, 'state', 'attempts', 'max_attempts', 'worker', 'cancel', 'lease', 'running', 'stalls', 'flow', 'progress', 'group')
   if type(f) == 'table' and not f.err and f[1] == 'active' then
     if f[9] then hincr(BASE .. 'flow:' .. f[9], 'active', -1) end
+    if f[11] and group_released(f[11]) then b.wake = true end
     if f[10] then redis.call('HDEL', tkey, 'progress', 'progress_msg') end
     local attempts = tonumber(f[2]) or 1
     local max = tonumber(f[3]) or default_max
@@ -70,7 +71,7 @@ for _, seq in ipairs(expired) do
       dead[#dead + 1] = tonumber(seq)
     else
       pol = pol or queue_policy(K.meta)
-      back_to_pending(pol, K.pending, K.estimates, seq, true)
+      back_to_pending(pol, seq, true)
       count(b, 'requeued', 1)
       requeued[#requeued + 1] = tonumber(seq)
       b.wake = true
@@ -84,11 +85,11 @@ local due_exp = redis.call('ZRANGEBYSCORE', EXPIRING_KEY, '-inf', NOW, 'LIMIT', 
 if #due_exp > 0 then redis.call('ZREM', EXPIRING_KEY, unpack(due_exp)) end
 for _, seq in ipairs(due_exp) do
   local tkey = task_key(seq)
-  local f = redis.pcall('HMGET', tkey, 'state', 'expires')
+  local f = redis.pcall('HMGET', tkey, 'state', 'expires', 'group')
   if type(f) == 'table' and not f.err and f[2] and (tonumber(f[2]) or 0) <= NOW then
     local st = f[1]
     if st == 'pending' then
-      remove_pending(K.pending, K.stats, seq)
+      remove_pending(seq, f[3])
     elseif st == 'delayed' then
       redis.call('ZREM', BASE .. 'delayed', seq)
     elseif st == 'blocked' then

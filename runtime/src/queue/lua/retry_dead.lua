@@ -55,7 +55,7 @@ for _, seq in ipairs(seqs) do
       redis.call('HDEL', tkey, 'finished', 'stalls', 'cancel', 'output', 'log', 'log_truncated', 'exit_code', 'error',
         'error_kind', 'duration_us', 'finished_us', 'fuel_used')
       if f[3] then hincr(K.modrefs, f[3], 1) end
-      back_to_pending(pol, K.pending, K.estimates, seq, false)
+      back_to_pending(pol, seq, false)
       retried[#retried + 1] = tonumber(seq)
       if f[4] then
         -- A flow that failed for this task runs again once it has no dead member left.
