@@ -143,6 +143,10 @@ fn the_documented_least_privilege_acl_users_can_do_their_jobs_and_no_more() {
 
     publisher.push(&crate::common::fixture("echo.wat"), "echo");
     let id = producer.enqueue("echo", "least privilege", &[]);
+    // Flow control and groups use commands of their own in the scripts (the rate window, the
+    // round of groups).
+    producer.ok(&["queue", "limit", "default", "--rate", "1000/s", "--group-rate", "100/s"]);
+    let grouped = producer.enqueue("echo", "grouped", &["--group", "tenant-1"]);
     let mut worker = worker_user.spawn_worker(&["--exit-when-idle"]);
     assert_eq!(worker.wait(Duration::from_secs(60)), Some(0), "{}", worker.log());
     let out = producer.run(&["result", &id, "--wait", "--timeout", "10s"]);
@@ -151,7 +155,10 @@ fn the_documented_least_privilege_acl_users_can_do_their_jobs_and_no_more() {
         panic!("{}\nACL LOG: {log:?}", String::from_utf8_lossy(&out.stderr));
     }
     assert_eq!(out.stdout, b"least privilege");
+    assert_eq!(producer.run(&["result", &grouped]).stdout, b"grouped");
     assert!(producer.ok(&["queue", "stats"]).contains("default"));
+    producer.enqueue("echo", "drained", &["--group", "tenant-2"]);
+    assert!(producer.ok(&["queue", "drain", "default"]).contains("drained 1"));
 
     // A producer cannot push modules; a worker cannot change them.
     let out = producer.run(&["module", "push", crate::common::fixture("counter.wat").to_str().unwrap()]);
