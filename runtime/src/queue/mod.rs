@@ -738,11 +738,10 @@ impl Db {
         for g in groups.iter().filter(|g| !g.is_empty()) {
             let prefix = k.group(g);
             let pending: Vec<u64> = conn.zrange(format!("{prefix}pending"), 0, -1).await?;
-            let mut pipe = redis::pipe();
-            for s in &pending {
-                pipe.del(k.task(*s)).ignore();
+            if !pending.is_empty() {
+                let tasks: Vec<String> = pending.iter().map(|s| k.task(*s)).collect();
+                let _: () = conn.del(&tasks[..]).await?;
             }
-            let _: () = pipe.query_async(conn).await?;
             let levels: Vec<String> = conn.zrange(format!("{prefix}levels"), 0, -1).await?;
             for l in &levels {
                 delete_listed_tasks(conn, &k, &format!("{prefix}p:{l}")).await?;

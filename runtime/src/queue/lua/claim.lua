@@ -149,6 +149,7 @@ local function claim_groups()
       end
     end
   end
+  local tally = {grouped = 0}
   local visits, max_visits = 0, room + 1000
   while claimed < room and visits < max_visits do
     local g = redis.call('LMOVE', GROUPS_READY, GROUPS_READY, 'LEFT', 'RIGHT')
@@ -173,12 +174,13 @@ local function claim_groups()
       end
     end
     if not leave then
-      local e = pop_pending(pol, 1, g)[1]
+      local e = pop_pending(pol, 1, g, tally)[1]
       if not e then
         leave = false
       else
         local r = take(e)
         if r == 'full' then
+          -- Back where it was (unpop counts it in again).
           unpop({e}, 1)
           break
         elseif r == 'claimed' and g ~= '' then
@@ -197,6 +199,7 @@ local function claim_groups()
       end
     end
   end
+  if tally.grouped > 0 then hincr(K.stats, 'grouped_pending', -tally.grouped) end
   -- Nothing claimed and every group with work waits for its rate window: sleep until the first
   -- frees (a released concurrency slot wakes a worker, see complete.lua).
   if claimed == 0 and out[2] < 0 and redis.call('LLEN', GROUPS_READY) == 0 then

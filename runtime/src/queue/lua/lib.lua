@@ -30,13 +30,15 @@ local MAX_ERRORS = 16
 
 local function task_key(seq) return BASE .. 'task:' .. seq end
 
--- Adds `by` to a numeric hash field. Unlike HINCRBY it cannot fail on a field that was
--- overwritten with junk (the junk counts as 0): a script that fails half-way leaves its earlier
--- writes in place, so scripts must not fail on bad data.
+-- Adds `by` to a numeric hash field and returns the new value. Unlike a bare HINCRBY it cannot
+-- fail on a field that was overwritten with junk (the junk counts as 0): a script that fails
+-- half-way leaves its earlier writes in place, so scripts must not fail on bad data. One call
+-- when the field is sound (the usual case), two when it is not.
 local function hincr(key, field, by)
-  local n = (tonumber(redis.call('HGET', key, field)) or 0) + by
-  redis.call('HSET', key, field, n)
-  return n
+  local n = redis.pcall('HINCRBY', key, field, by)
+  if type(n) == 'number' then return n end
+  redis.call('HSET', key, field, by)
+  return by
 end
 
 -- True when `key` holds a hash (a task key overwritten with another type is treated as gone).
@@ -182,17 +184,19 @@ end
 -- the list): its state is no longer `pending`, claims skip it, and the `tombstones` counter of
 -- the queue's stats hash keeps the pending count exact.
 --
--- Groups (`enqueue --group`): a task with a group waits in its group's own pool, the same
--- structures under P:{Q}:g:<group>: (`p:<level>` lists and `levels`, or `pending`), so that within
--- a group the queue's policy order holds; tasks without a group are in the queue's pool, the
--- group '' below. The stats field `grouped_pending` counts the entries of all group pools
--- (tombstones included, as the lists' lengths do), so that the pending count needs no scan of
--- the groups. Once a queue has had a grouped task (meta `grouped`), claims take tasks
--- round-robin across the groups with work: the list P:{Q}:groups:ready is the rotation, each
--- group in it once; P:{Q}:groups:state says where a group is (`ready`: in the rotation;
--- `parked`: at its concurrency limit; `rate`: its rate window is full, in the zset
--- P:{Q}:groups:rate-parked by when it frees; absent: idle, no work), so that a push never
--- duplicates a group. P:{Q}:groups:active counts each group's active tasks. See claim.lua.
+-- Groups (`enqueue --group`): a task with a group waits in its group's own pool, one zset
+-- P:{Q}:g:<group>:pending whatever the policy: scored by the wsjf deadline under wsjf, else by
+-- -priority * 2^32 + seq (the highest priority first, FIFO within it; exact below 2^53), so
+-- that within a group the queue's policy order holds and a claim pops it with one ZPOPMIN (a
+-- task that goes back keeps its old place; a cancel removes it, no tombstone). Tasks without a
+-- group are in the queue's pool, the group '' below. The stats field `grouped_pending` counts
+-- the entries of all group pools, so that the pending count needs no walk over the groups.
+-- Once a queue has had a grouped task (meta `grouped`), claims take tasks round-robin across
+-- the groups with work: the list P:{Q}:groups:ready is the rotation, each group in it once;
+-- P:{Q}:groups:state says where a group is (`ready`: in the rotation; `parked`: at its
+-- concurrency limit; `rate`: its rate window is full, in the zset P:{Q}:groups:rate-parked by
+-- when it frees; absent: idle, no work), so that a push never duplicates a group.
+-- P:{Q}:groups:active counts each group's active tasks. See claim.lua.
 local GROUPS_READY = BASE .. 'groups:ready'
 local GROUPS_STATE = BASE .. 'groups:state'
 local GROUPS_ACTIVE = BASE .. 'groups:active'
@@ -228,21 +232,28 @@ local function pending_level(pol, prio)
   return prio
 end
 
+-- The score of a task in a group's pool (see above).
+local PRIO_SPAN = 4294967296
+local function group_score(pol, seq, prio)
+  if pol.policy == 'wsjf' then return pending_score(pol, BASE .. 'estimates', task_key(seq)) end
+  return -pending_level(pol, prio) * PRIO_SPAN + tonumber(seq)
+end
+
 -- Adds a task to the pending structure of the queue's policy, in its group's pool; `front` puts
--- it ahead of its level (a task that was already claimed once goes back near where it was).
+-- it ahead of its level (a task that was already claimed once goes back near where it was; in a
+-- group's pool, at its old place).
 local function push_pending(pol, seq, prio, front, group)
   local g = group or ''
-  local prefix = pool_prefix(g)
-  if pol.policy == 'wsjf' then
-    redis.call('ZADD', prefix .. 'pending', pending_score(pol, BASE .. 'estimates', task_key(seq)), seq)
-  else
-    local level = pending_level(pol, prio)
-    redis.call(front and 'LPUSH' or 'RPUSH', prefix .. 'p:' .. level, seq)
-    redis.call('ZADD', prefix .. 'levels', -level, level)
-  end
   if g ~= '' then
+    redis.call('ZADD', pool_prefix(g) .. 'pending', group_score(pol, seq, prio), seq)
     hincr(STATS_KEY, 'grouped_pending', 1)
     if not GROUPED then enable_groups() end
+  elseif pol.policy == 'wsjf' then
+    redis.call('ZADD', BASE .. 'pending', pending_score(pol, BASE .. 'estimates', task_key(seq)), seq)
+  else
+    local level = pending_level(pol, prio)
+    redis.call(front and 'LPUSH' or 'RPUSH', BASE .. 'p:' .. level, seq)
+    redis.call('ZADD', BASE .. 'levels', -level, level)
   end
   if GROUPED then join_rotation(g) end
 end
@@ -262,7 +273,7 @@ local function pop_lists(prefix, group, n, out)
   end
 end
 
--- Pops up to n entries {seq, score, group} from a pool's wsjf zset.
+-- Pops up to n entries {seq, score, group} from a pool's zset.
 local function pop_zset(prefix, group, n, out)
   if #out >= n then return end
   local p = redis.call('ZPOPMIN', prefix .. 'pending', n - #out)
@@ -270,19 +281,27 @@ local function pop_zset(prefix, group, n, out)
 end
 
 -- Pops up to n pending entries of a group's pool (nil: the queue's) in the order of the
--- queue's policy.
-local function pop_pending(pol, n, group)
+-- queue's policy. A group's entries leave `grouped_pending` here, or, when `tally` is given (a
+-- claim popping one per group), in tally.grouped, for the caller to write once.
+local function pop_pending(pol, n, group, tally)
   local g = group or ''
-  local prefix = pool_prefix(g)
   local out = {}
-  if pol.policy == 'wsjf' then
-    pop_zset(prefix, g, n, out)
-    pop_lists(prefix, g, n, out)
+  if g ~= '' then
+    pop_zset(pool_prefix(g), g, n, out)
+    if #out > 0 then
+      if tally then
+        tally.grouped = tally.grouped + #out
+      else
+        hincr(STATS_KEY, 'grouped_pending', -#out)
+      end
+    end
+  elseif pol.policy == 'wsjf' then
+    pop_zset(BASE, g, n, out)
+    pop_lists(BASE, g, n, out)
   else
-    pop_lists(prefix, g, n, out)
-    pop_zset(prefix, g, n, out)
+    pop_lists(BASE, g, n, out)
+    pop_zset(BASE, g, n, out)
   end
-  if g ~= '' and #out > 0 then hincr(STATS_KEY, 'grouped_pending', -#out) end
   return out
 end
 
@@ -309,15 +328,16 @@ local function any_pending()
     or redis.call('LLEN', GROUPS_READY) > 0
 end
 
--- Takes a waiting task of `group` out of the pending structure: from the wsjf zset (O(log n)),
--- or, in a list, by leaving a tombstone (see above) instead of scanning the list. The caller
--- changes the task's state.
+-- Takes a waiting task of `group` out of the pending structure: from a zset (O(log n)), or, in a
+-- list, by leaving a tombstone (see above) instead of scanning the list. The caller changes the
+-- task's state.
 local function remove_pending(seq, group)
   local g = group or ''
-  if redis.call('ZREM', pool_prefix(g) .. 'pending', seq) == 0 then
+  local removed = redis.call('ZREM', pool_prefix(g) .. 'pending', seq) == 1
+  if g ~= '' then
+    if removed then hincr(STATS_KEY, 'grouped_pending', -1) end
+  elseif not removed then
     hincr(STATS_KEY, 'tombstones', 1)
-  elseif g ~= '' then
-    hincr(STATS_KEY, 'grouped_pending', -1)
   end
 end
 
