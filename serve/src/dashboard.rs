@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 
 use wasmq::client::ClientError;
 use wasmq::parse::format_ms;
-use wasmq::queue::{QueueName, QueueStats, TaskId, TaskRecord, TaskState};
+use wasmq::queue::{GroupKey, QueueName, QueueStats, TaskId, TaskRecord, TaskState};
 
 use crate::State;
 use crate::api::{ApiError, parse_id, parse_queue};
@@ -253,7 +253,26 @@ struct QueuePage {
     prev: usize,
     next: usize,
     more: bool,
+    /// Pending tasks of one group (`?group=`), and the group percent-encoded for the links.
+    group: String,
+    group_q: String,
+    /// On the pending page without a group: tasks in groups, and some of the groups.
+    grouped: u64,
+    groups: Vec<GroupRow>,
 }
+
+/// A group with work, on a queue's pending page.
+pub struct GroupRow {
+    pub name: String,
+    /// The name percent-encoded, for its link.
+    pub name_q: String,
+    /// `ready`, `parked` (at its concurrency limit) or `rate` (its rate window is full).
+    pub state: String,
+    pub pending: u64,
+}
+
+/// Groups listed on a queue's pending page.
+const GROUPS_SHOWN: usize = 50;
 
 async fn queue_page(
     AxState(s): AxState<State>,
@@ -266,7 +285,24 @@ async fn queue_page(
         let state = p.get("state").map(String::as_str).unwrap_or("dead");
         let state = TaskState::parse(state).ok_or_else(|| ApiError::bad("invalid", "unknown state"))?;
         let offset: usize = p.get("offset").and_then(|o| o.parse().ok()).unwrap_or(0).min(1_000_000);
-        let (seqs, total) = s.client.db().state_page(&mut s.client.conn(), &q, state, offset, PAGE_SIZE).await.map_err(ClientError::from)?;
+        let group = match p.get("group").map(|g| g.trim()).filter(|g| !g.is_empty()) {
+            Some(g) if state == TaskState::Pending => Some(GroupKey::new(g).map_err(|e| ApiError::bad("invalid", e.to_string()))?),
+            _ => None,
+        };
+        let db = s.client.db();
+        let (seqs, total) = match &group {
+            Some(g) => db.group_page(&mut s.client.conn(), &q, g, offset, PAGE_SIZE).await,
+            None => db.state_page(&mut s.client.conn(), &q, state, offset, PAGE_SIZE).await,
+        }
+        .map_err(ClientError::from)?;
+        let (grouped, groups) = if state == TaskState::Pending && group.is_none() {
+            let (_, grouped) = db.pending_counts(&mut s.client.conn(), &q).await.map_err(ClientError::from)?;
+            let groups = if grouped > 0 { db.groups(&mut s.client.conn(), &q, GROUPS_SHOWN).await.map_err(ClientError::from)? } else { Vec::new() };
+            let groups = groups.into_iter().map(|(name, state, pending)| GroupRow { name_q: pct(&name), name, state, pending }).collect();
+            (grouped, groups)
+        } else {
+            (0, Vec::new())
+        };
         let module = p.get("module").map(|m| m.trim().to_string()).unwrap_or_default();
         let mut tasks = Vec::with_capacity(seqs.len());
         let mut hidden = 0;
@@ -298,6 +334,10 @@ async fn queue_page(
             prev: offset.saturating_sub(PAGE_SIZE),
             next: offset + PAGE_SIZE,
             more: (offset + PAGE_SIZE) < total as usize,
+            group_q: group.as_ref().map(|g| pct(g.as_str())).unwrap_or_default(),
+            group: group.map(|g| g.to_string()).unwrap_or_default(),
+            grouped,
+            groups,
         };
         Ok(page)
     })

@@ -733,6 +733,25 @@ async fn serve_dashboard_pages_flows_schedules_filters_and_chart() {
     let html = page("/queues/maps?state=dead&module=echo".into()).await;
     assert!(html.contains("1 others hidden") && !html.contains("<td class=\"state\">dead</td>"), "{html}");
 
+    // A queue with groups: the pending page names the groups (escaped) with their counts, and a
+    // group's page lists its own tasks; the API enqueues into a group too.
+    let g1 = w.enqueue("echo", "a", &["--queue", "tenants", "--group", "acme<i>"]);
+    w.enqueue("echo", "b", &["--queue", "tenants", "--group", "acme<i>"]);
+    let plain = w.enqueue("echo", "c", &["--queue", "tenants"]);
+    let (st, v) = call(&app, Method::POST, "/v1/queues/tenants/tasks", None, json_body(json!({"module": "echo", "input": "d", "group": "globex"}))).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert_eq!(w.status(v["id"].as_str().unwrap()).unwrap()["group"], "globex");
+    let (st, v) = call(&app, Method::POST, "/v1/queues/tenants/tasks", None, json_body(json!({"module": "echo", "input": "d", "group": "two words"}))).await;
+    assert_eq!((st, code(&v)), (StatusCode::BAD_REQUEST, "invalid"), "{v}");
+    let html = page("/queues/tenants?state=pending".into()).await;
+    assert!(html.contains(&format!(">{plain}<")) && !html.contains(&format!(">{g1}<")), "{html}");
+    assert!(html.contains("3 more wait in groups"), "{html}");
+    assert!(html.contains(r#"<a href="/queues/tenants?state=pending&group=acme%3Ci%3E">acme&#60;i&#62;</a></td><td>ready</td><td>2</td>"#), "{html}");
+    let html = page("/queues/tenants?state=pending&group=acme%3Ci%3E".into()).await;
+    assert!(html.contains(&format!(">{g1}<")) && !html.contains(&format!(">{plain}<")) && html.contains("of group acme&#60;i&#62; (2)"), "{html}");
+    let html = page(format!("/tasks/{g1}")).await;
+    assert!(html.contains(r#"<td id="group">acme&#60;i&#62;</td>"#), "{html}");
+
     // Schedules of every queue.
     w.ok(&["schedule", "add", "nightly", "echo", "--cron", "0 0 3 * * *", "--input", "<b>x</b>", "--queue", "maps"]);
     let html = page("/schedules".into()).await;

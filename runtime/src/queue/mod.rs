@@ -269,17 +269,49 @@ impl Db {
     /// by cancels not counted. The groups' pools count through the stats field
     /// `grouped_pending` (lib.lua keeps it), so this is O(priority levels), whatever the groups.
     pub async fn pending_count(&self, conn: &mut Conn, q: &QueueName) -> redis::RedisResult<u64> {
+        let (own, grouped) = self.pending_counts(conn, q).await?;
+        Ok(own + grouped)
+    }
+
+    /// Pending tasks without a group (the queue's own pool) and in the groups' pools.
+    pub async fn pending_counts(&self, conn: &mut Conn, q: &QueueName) -> redis::RedisResult<(u64, u64)> {
         let k = self.keys.queue(q);
         let levels: Vec<String> = conn.zrange(k.levels(), 0, -1).await?;
         let mut pipe = redis::pipe();
-        pipe.zcard(k.pending()).hget(k.stats(), "tombstones").hget(k.stats(), "grouped_pending");
+        pipe.hget(k.stats(), "tombstones").hget(k.stats(), "grouped_pending").zcard(k.pending());
         for l in &levels {
             pipe.llen(k.level(l));
         }
         let reply: Vec<Option<i64>> = pipe.query_async(conn).await?;
-        let total: i64 = reply.iter().enumerate().filter(|(i, _)| *i != 1).map(|(_, n)| n.unwrap_or(0).max(0)).sum();
-        let tombstones = reply.get(1).copied().flatten().unwrap_or(0).max(0);
-        Ok((total - tombstones).max(0) as u64)
+        let n = |i: usize| reply.get(i).copied().flatten().unwrap_or(0).max(0);
+        let own: i64 = (2..reply.len()).map(n).sum::<i64>() - n(0);
+        Ok((own.max(0) as u64, n(1) as u64))
+    }
+
+    /// One page of a group's pending tasks, in the order workers claim them within the group,
+    /// and how many it holds: two commands.
+    pub async fn group_page(&self, conn: &mut Conn, q: &QueueName, group: &GroupKey, offset: usize, limit: usize) -> redis::RedisResult<(Vec<u64>, u64)> {
+        let pool = format!("{}pending", self.keys.queue(q).group(group.as_str()));
+        let stop = (offset + limit.max(1) - 1) as isize;
+        redis::pipe().zrange(&pool, offset as isize, stop).zcard(&pool).query_async(conn).await
+    }
+
+    /// Up to about `limit` of a queue's groups with work (one `HSCAN` page, in no particular
+    /// order): each with where it is (`ready`, `parked`, `rate`) and its pending tasks. The tasks
+    /// without a group are not among them.
+    pub async fn groups(&self, conn: &mut Conn, q: &QueueName, limit: usize) -> redis::RedisResult<Vec<(String, String, u64)>> {
+        let k = self.keys.queue(q);
+        let (_, page): (String, Vec<(String, String)>) = redis::cmd("HSCAN").arg(k.groups_state()).arg(0).arg("COUNT").arg(limit).query_async(conn).await?;
+        let page: Vec<(String, String)> = page.into_iter().filter(|(g, _)| !g.is_empty()).take(limit).collect();
+        if page.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (g, _) in &page {
+            pipe.zcard(format!("{}pending", k.group(g)));
+        }
+        let counts: Vec<u64> = pipe.query_async(conn).await?;
+        Ok(page.into_iter().zip(counts).map(|((g, st), n)| (g, st, n)).collect())
     }
 
     /// Counts and settings of one queue, in two round trips to its slot.
@@ -399,14 +431,14 @@ impl Db {
         pipe.query_async(conn).await
     }
 
-    /// One page of a queue's pending tasks in the order workers would claim them (the priority
-    /// lists, highest level first, and the wsjf set, in the policy's order), and how many are
-    /// pending. A list's length and a range of it per priority level up to the page's end: the
+    /// One page of a queue's pending tasks without a group in the order workers would claim them
+    /// (the priority lists, highest level first, and the wsjf set, in the policy's order), and
+    /// how many are pending there (see [`Db::group_page`] for a group's). A list's length and a range of it per priority level up to the page's end: the
     /// cost grows with the page and the number of levels, never with the number of tasks. A
     /// task cancelled while it waited may still sit in a list (a tombstone) and is listed.
     async fn pending_page(&self, conn: &mut Conn, q: &QueueName, offset: usize, limit: usize) -> redis::RedisResult<(Vec<u64>, u64)> {
         let k = self.keys.queue(q);
-        let total = self.pending_count(conn, q).await?;
+        let (total, _) = self.pending_counts(conn, q).await?;
         let (levels, policy): (Vec<String>, Option<String>) = redis::pipe().zrange(k.levels(), 0, -1).hget(k.meta(), "policy").query_async(conn).await?;
         let mut sources: Vec<Option<String>> = levels.into_iter().map(Some).collect();
         // None stands for the wsjf set.
