@@ -2,9 +2,12 @@
 -- queue's flow-control limits (`wasmq queue limit`, read with the policy: see lib.lua
 -- `queue_policy`). A queue with a limit is claimed only for the worker's free run slots (no
 -- prefetch), at most `concurrency - ZCARD(active)` tasks, and at most the room its rate window
--- leaves. A task past its expiry is never started: it is finished as expired here.
+-- leaves. A task past its expiry is never started: it is finished as expired here. In a queue
+-- with groups (`enqueue --group`), tasks are taken round-robin across the groups with work, one
+-- per group per turn, within each group's limits (see `claim_groups` below and lib.lua).
 --
--- KEYS[1] pending    P:{Q}:pending    (zset; with P:{Q}:levels and P:{Q}:p:<level> lists, see lib.lua)
+-- KEYS[1] pending    P:{Q}:pending    (zset; with P:{Q}:levels and P:{Q}:p:<level> lists, and the
+--                    groups' keys P:{Q}:g:<group>:* and P:{Q}:groups:*, see lib.lua)
 -- KEYS[2] delayed    P:{Q}:delayed    (zset: due ms)
 -- KEYS[3] active     P:{Q}:active     (zset: lease deadline ms)
 -- KEYS[4] meta       P:{Q}:meta       (hash: paused flag, policy)
