@@ -156,6 +156,18 @@ fn the_documented_least_privilege_acl_users_can_do_their_jobs_and_no_more() {
     }
     assert_eq!(out.stdout, b"least privilege");
     assert_eq!(producer.run(&["result", &grouped]).stdout, b"grouped");
+    // Nothing the worker does was refused, but the optional `CONFIG GET` (documented): a refused
+    // command the worker can live without (its module list at start) would otherwise go unseen.
+    let log: Vec<Vec<redis::Value>> = redis::cmd("ACL").arg("LOG").query(&mut admin).unwrap();
+    let refused: Vec<String> = log
+        .iter()
+        .filter_map(|entry| {
+            let text: Vec<String> = entry.iter().map(|v| redis::from_redis_value::<String>(v.clone()).unwrap_or_default()).collect();
+            let get = |k: &str| text.iter().position(|t| t == k).and_then(|i| text.get(i + 1)).cloned().unwrap_or_default();
+            (get("username") == "wasmq-worker" && get("object") != "config|get").then(|| get("object"))
+        })
+        .collect();
+    assert!(refused.is_empty(), "the worker was refused {refused:?}");
     assert!(producer.ok(&["queue", "stats"]).contains("default"));
     producer.enqueue("echo", "drained", &["--group", "tenant-2"]);
     assert!(producer.ok(&["queue", "drain", "default"]).contains("drained 1"));

@@ -778,7 +778,7 @@ impl Db {
             for l in &levels {
                 delete_listed_tasks(conn, &k, &format!("{prefix}p:{l}")).await?;
             }
-            let _: () = conn.del(&[format!("{prefix}pending"), format!("{prefix}levels"), format!("{prefix}rate")][..]).await?;
+            let _: () = conn.del(&[format!("{prefix}pending"), format!("{prefix}rate"), format!("{prefix}rate-n")][..]).await?;
         }
         let keys = [
             k.seq(),
@@ -809,7 +809,6 @@ impl Db {
             k.groups_state(),
             k.groups_active(),
             k.groups_rate_parked(),
-            k.groups_rate_window(),
         ];
         let _: () = conn.del(&keys[..]).await?;
         conn.srem(self.keys.queues(), q.as_str()).await

@@ -95,27 +95,40 @@ end
 
 -- The rate limit is an exact sliding window: no more than `rate` claims in any `rate_ms` window
 -- (a token bucket would let up to 2 * rate - 1 through in one). A window is a list of
--- `<ms>:<count>` entries, one per claim batch (per millisecond), oldest first, and a running total
--- in a hash field: the queue's is P:{Q}:rate with the stats field `rate_window`, a group's
--- P:{Q}:g:<group>:rate with its field in P:{Q}:groups:rate-window. Entries that left the window
--- are dropped from the head as claims come: each entry is pushed once and popped once, so the cost
--- is O(1) amortised per claim, and the list never holds more than min(rate, rate_ms) entries.
+-- `<ms>:<count>` entries, one per claim batch (per millisecond), oldest first, and their running
+-- total: the queue's is P:{Q}:rate with the stats field `rate_window`; a group's is
+-- P:{Q}:g:<group>:rate with the string P:{Q}:g:<group>:rate-n, both set to expire one window
+-- after the group's last claim (when every entry has left the window anyway), so that groups that
+-- come and go leave nothing behind. Entries that left the window are dropped from the head as
+-- claims come: each entry is pushed once and popped once, so the cost is O(1) amortised per
+-- claim, and the list never holds more than min(rate, rate_ms) entries.
 local RATE_KEY = BASE .. 'rate'
 local function rate_entry(e)
   local t, c = string.match(e, '^(%d+):(%d+)$')
   return tonumber(t) or 0, tonumber(c) or 0
 end
 
--- How many tasks may start now under a limit of `rate` per `rate_ms` (window `list_key`, total
--- in `total_key` field `field`), and when none may: how many ms until the oldest entry leaves the
--- window (the earliest time more room can come).
-local function rate_room(rate, rate_ms, list_key, total_key, field)
-  local total = tonumber(redis.call('HGET', total_key, field)) or 0
+-- A window: its list and where its total is (a hash field, or a string key when field is nil).
+local function queue_window(stats_key) return {list = RATE_KEY, total = stats_key, field = 'rate_window'} end
+local function group_window(group, rate_ms)
+  local p = BASE .. 'g:' .. group .. ':'
+  return {list = p .. 'rate', total = p .. 'rate-n', ttl = rate_ms}
+end
+
+local function window_total(w)
+  if w.field then return tonumber(redis.call('HGET', w.total, w.field)) or 0 end
+  return tonumber(redis.call('GET', w.total)) or 0
+end
+
+-- How many tasks may start now under a limit of `rate` per `rate_ms` in window `w`, and when none
+-- may: how many ms until the oldest entry leaves the window (the earliest time more room can come).
+local function rate_room(rate, rate_ms, w)
+  local total = window_total(w)
   local before = total
   local horizon = NOW - rate_ms
   local wait = 0
   while true do
-    local head = redis.call('LINDEX', list_key, 0)
+    local head = redis.call('LINDEX', w.list, 0)
     if not head then
       total = 0
       break
@@ -125,15 +138,17 @@ local function rate_room(rate, rate_ms, list_key, total_key, field)
       wait = t - horizon
       break
     end
-    redis.call('LPOP', list_key)
+    redis.call('LPOP', w.list)
     total = total - c
   end
   if total < 0 then total = 0 end
   if total ~= before then
-    if total == 0 and field ~= 'rate_window' then
-      redis.call('HDEL', total_key, field)
+    if w.field then
+      redis.call('HSET', w.total, w.field, total)
+    elseif total == 0 then
+      redis.call('DEL', w.total)
     else
-      redis.call('HSET', total_key, field, total)
+      redis.call('SET', w.total, total, 'KEEPTTL')
     end
   end
   local room = rate - total
@@ -141,20 +156,24 @@ local function rate_room(rate, rate_ms, list_key, total_key, field)
   return 0, math.max(wait, 1)
 end
 
--- Records `n` claims made now in a rate window (merged into the last entry when it is of the
--- same millisecond).
-local function rate_record(list_key, total_key, field, n)
-  local tail = redis.call('LINDEX', list_key, -1)
-  if tail then
-    local t, c = rate_entry(tail)
-    if t == NOW then
-      redis.call('LSET', list_key, -1, NOW_S .. ':' .. (c + n))
-      hincr(total_key, field, n)
-      return
-    end
+-- Records `n` claims made now in window `w` (merged into the last entry when it is of the same
+-- millisecond).
+local function rate_record(w, n)
+  local tail = redis.call('LINDEX', w.list, -1)
+  local t, c = 0, 0
+  if tail then t, c = rate_entry(tail) end
+  if tail and t == NOW then
+    redis.call('LSET', w.list, -1, NOW_S .. ':' .. (c + n))
+  else
+    redis.call('RPUSH', w.list, NOW_S .. ':' .. n)
   end
-  redis.call('RPUSH', list_key, NOW_S .. ':' .. n)
-  hincr(total_key, field, n)
+  if w.field then
+    hincr(w.total, w.field, n)
+  else
+    redis.call('INCRBY', w.total, n)
+    redis.call('PEXPIRE', w.list, w.ttl)
+    redis.call('PEXPIRE', w.total, w.ttl)
+  end
 end
 
 -- Task expiry (`enqueue --expires`): a task with an `expires` field (Unix ms) is in the zset
@@ -201,7 +220,6 @@ local GROUPS_READY = BASE .. 'groups:ready'
 local GROUPS_STATE = BASE .. 'groups:state'
 local GROUPS_ACTIVE = BASE .. 'groups:active'
 local GROUPS_RATE_PARKED = BASE .. 'groups:rate-parked'
-local GROUPS_RATE_WINDOW = BASE .. 'groups:rate-window'
 local STATS_KEY = BASE .. 'stats'
 
 -- The key prefix of a group's pool ('' or nil: the queue's own).
@@ -209,8 +227,6 @@ local function pool_prefix(group)
   if group and group ~= '' then return BASE .. 'g:' .. group .. ':' end
   return BASE
 end
-
-local function group_rate_key(group) return BASE .. 'g:' .. group .. ':rate' end
 
 -- A group has work: it joins the rotation unless it is in it, or parked, already.
 local function join_rotation(group)
