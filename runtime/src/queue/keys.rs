@@ -26,12 +26,11 @@
 //! | `P:{Q}:expiring`                  | zset   | waiting task seqs with an expiry; score = expiry ms    |
 //! | `P:{Q}:rate`                      | list   | rate-limit window: `<ms>:<count>` per claim, oldest 1st|
 //! | `P:{Q}:g:<group>:pending`         | zset   | a group's pending tasks; score -prio * 2^32 + seq      |
-//! | `P:{Q}:g:<group>:rate`            | list   | a group's rate-limit window                            |
+//! | `P:{Q}:g:<group>:rate`            | list   | a group's rate window: a claim ms per task; expires    |
 //! | `P:{Q}:groups:ready`              | list   | the rotation: groups with work under their limits      |
 //! | `P:{Q}:groups:state`              | hash   | group → ready, parked or rate (absent: idle)           |
 //! | `P:{Q}:groups:active`             | hash   | group → its active tasks                               |
 //! | `P:{Q}:groups:rate-parked`        | zset   | groups whose rate window is full; score = when it frees|
-//! | `P:{Q}:g:<group>:rate-n`          | string | tasks in a group's rate window (expires with it)       |
 //! | `P:{Q}:task:<seq>`                | hash   | the task's spec and, once finished, its result         |
 //! | `P:{Q}:done:<seq>`                | list   | completion wake-ups for `result --wait` (short TTL)    |
 //! | `P:{Q}:signal`                    | list   | wake-up tokens for idle workers (bounded length)       |

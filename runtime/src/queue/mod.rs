@@ -778,7 +778,7 @@ impl Db {
             for l in &levels {
                 delete_listed_tasks(conn, &k, &format!("{prefix}p:{l}")).await?;
             }
-            let _: () = conn.del(&[format!("{prefix}pending"), format!("{prefix}rate"), format!("{prefix}rate-n")][..]).await?;
+            let _: () = conn.del(&[format!("{prefix}pending"), format!("{prefix}rate")][..]).await?;
         }
         let keys = [
             k.seq(),

@@ -65,7 +65,7 @@ if pol.limited then
   room = math.min(room, run_slots)
   if pol.concurrency > 0 then room = math.min(room, pol.concurrency - redis.call('ZCARD', K.active)) end
   if pol.rate > 0 and room > 0 then
-    local r, wait = rate_room(pol.rate, pol.rate_ms, queue_window(K.stats))
+    local r, wait = rate_room(pol, K.stats)
     if r <= 0 then out[2] = wait end
     room = math.min(room, r)
     rate_left = r
@@ -170,7 +170,7 @@ local function claim_groups()
       and (tonumber(redis.call('HGET', GROUPS_ACTIVE, g)) or 0) >= pol.group_concurrency then
       leave = 'parked'
     elseif g ~= '' and pol.group_rate > 0 then
-      local r, wait = rate_room(pol.group_rate, pol.group_rate_ms, group_window(g, pol.group_rate_ms))
+      local r, wait = group_rate_room(g, pol.group_rate, pol.group_rate_ms)
       if r <= 0 then
         leave = 'rate'
         redis.call('ZADD', GROUPS_RATE_PARKED, NOW + wait, g)
@@ -188,7 +188,7 @@ local function claim_groups()
           break
         elseif r == 'claimed' and g ~= '' then
           hincr(GROUPS_ACTIVE, g, 1)
-          if pol.group_rate > 0 then rate_record(group_window(g, pol.group_rate_ms), 1) end
+          if pol.group_rate > 0 then group_rate_record(g, pol.group_rate_ms) end
         end
       end
     end
@@ -228,7 +228,7 @@ end
 if expired_batch then flush(expired_batch) end
 if #leased > 0 then
   redis.call('ZADD', K.active, unpack(leased))
-  if pol.rate > 0 then rate_record(queue_window(K.stats), claimed) end
+  if pol.rate > 0 then rate_record(K.stats, claimed) end
   -- The time of the last claim, for `/metrics` and the dashboard (a queue whose workers stopped
   -- claiming shows here).
   redis.call('HSET', K.stats, 'last_claim', NOW_S)

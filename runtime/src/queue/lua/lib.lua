@@ -94,13 +94,10 @@ local function queue_policy(meta_key)
 end
 
 -- The rate limit is an exact sliding window: no more than `rate` claims in any `rate_ms` window
--- (a token bucket would let up to 2 * rate - 1 through in one). A window is a list of
--- `<ms>:<count>` entries, one per claim batch (per millisecond), oldest first, and their running
--- total: the queue's is P:{Q}:rate with the stats field `rate_window`; a group's is
--- P:{Q}:g:<group>:rate with the string P:{Q}:g:<group>:rate-n, both set to expire one window
--- after the group's last claim (when every entry has left the window anyway), so that groups that
--- come and go leave nothing behind. Entries that left the window are dropped from the head as
--- claims come: each entry is pushed once and popped once, so the cost is O(1) amortised per
+-- (a token bucket would let up to 2 * rate - 1 through in one). P:{Q}:rate is a list of
+-- `<ms>:<count>` entries, one per claim batch (per millisecond), oldest first, and the stats
+-- field `rate_window` their running total. Entries that left the window are dropped from the head
+-- as claims come: each entry is pushed once and popped once, so the cost is O(1) amortised per
 -- claim, and the list never holds more than min(rate, rate_ms) entries.
 local RATE_KEY = BASE .. 'rate'
 local function rate_entry(e)
@@ -108,27 +105,15 @@ local function rate_entry(e)
   return tonumber(t) or 0, tonumber(c) or 0
 end
 
--- A window: its list and where its total is (a hash field, or a string key when field is nil).
-local function queue_window(stats_key) return {list = RATE_KEY, total = stats_key, field = 'rate_window'} end
-local function group_window(group, rate_ms)
-  local p = BASE .. 'g:' .. group .. ':'
-  return {list = p .. 'rate', total = p .. 'rate-n', ttl = rate_ms}
-end
-
-local function window_total(w)
-  if w.field then return tonumber(redis.call('HGET', w.total, w.field)) or 0 end
-  return tonumber(redis.call('GET', w.total)) or 0
-end
-
--- How many tasks may start now under a limit of `rate` per `rate_ms` in window `w`, and when none
--- may: how many ms until the oldest entry leaves the window (the earliest time more room can come).
-local function rate_room(rate, rate_ms, w)
-  local total = window_total(w)
+-- How many tasks may start now under the rate limit, and when none may: how many ms until the
+-- oldest entry leaves the window (the earliest time more room can come).
+local function rate_room(pol, stats_key)
+  local total = tonumber(redis.call('HGET', stats_key, 'rate_window')) or 0
   local before = total
-  local horizon = NOW - rate_ms
+  local horizon = NOW - pol.rate_ms
   local wait = 0
   while true do
-    local head = redis.call('LINDEX', w.list, 0)
+    local head = redis.call('LINDEX', RATE_KEY, 0)
     if not head then
       total = 0
       break
@@ -138,42 +123,61 @@ local function rate_room(rate, rate_ms, w)
       wait = t - horizon
       break
     end
-    redis.call('LPOP', w.list)
+    redis.call('LPOP', RATE_KEY)
     total = total - c
   end
   if total < 0 then total = 0 end
-  if total ~= before then
-    if w.field then
-      redis.call('HSET', w.total, w.field, total)
-    elseif total == 0 then
-      redis.call('DEL', w.total)
-    else
-      redis.call('SET', w.total, total, 'KEEPTTL')
-    end
-  end
-  local room = rate - total
+  if total ~= before then redis.call('HSET', stats_key, 'rate_window', total) end
+  local room = pol.rate - total
   if room > 0 then return room, 0 end
   return 0, math.max(wait, 1)
 end
 
--- Records `n` claims made now in window `w` (merged into the last entry when it is of the same
--- millisecond).
-local function rate_record(w, n)
-  local tail = redis.call('LINDEX', w.list, -1)
-  local t, c = 0, 0
-  if tail then t, c = rate_entry(tail) end
-  if tail and t == NOW then
-    redis.call('LSET', w.list, -1, NOW_S .. ':' .. (c + n))
-  else
-    redis.call('RPUSH', w.list, NOW_S .. ':' .. n)
+-- Records `n` claims made now in the rate window (merged into the last entry when it is of the
+-- same millisecond).
+local function rate_record(stats_key, n)
+  local tail = redis.call('LINDEX', RATE_KEY, -1)
+  if tail then
+    local t, c = rate_entry(tail)
+    if t == NOW then
+      redis.call('LSET', RATE_KEY, -1, NOW_S .. ':' .. (c + n))
+      hincr(stats_key, 'rate_window', n)
+      return
+    end
   end
-  if w.field then
-    hincr(w.total, w.field, n)
-  else
-    redis.call('INCRBY', w.total, n)
-    redis.call('PEXPIRE', w.list, w.ttl)
-    redis.call('PEXPIRE', w.total, w.ttl)
+  redis.call('RPUSH', RATE_KEY, NOW_S .. ':' .. n)
+  hincr(stats_key, 'rate_window', n)
+end
+
+-- A group's rate window (`queue limit --group-rate`) is simpler, as a group is claimed one task
+-- per turn: the list P:{Q}:g:<group>:rate holds the claim time (ms) of each of its tasks started
+-- in the window, oldest first, so its length is the count (at most the limit). It expires one
+-- window after the group's last claim, when every entry has left the window anyway: groups that
+-- come and go leave nothing behind.
+local function group_rate_key(group) return BASE .. 'g:' .. group .. ':rate' end
+
+-- As rate_room, for a group's window.
+local function group_rate_room(group, rate, rate_ms)
+  local list = group_rate_key(group)
+  local horizon = NOW - rate_ms
+  while true do
+    local head = redis.call('LINDEX', list, 0)
+    if not head then return rate, 0 end
+    local t = tonumber(head) or 0
+    if t > horizon then
+      local room = rate - redis.call('LLEN', list)
+      if room > 0 then return room, 0 end
+      return 0, math.max(t - horizon, 1)
+    end
+    redis.call('LPOP', list)
   end
+end
+
+-- Records one task of a group started now.
+local function group_rate_record(group, rate_ms)
+  local list = group_rate_key(group)
+  redis.call('RPUSH', list, NOW_S)
+  redis.call('PEXPIRE', list, rate_ms)
 end
 
 -- Task expiry (`enqueue --expires`): a task with an `expires` field (Unix ms) is in the zset
