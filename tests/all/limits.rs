@@ -36,6 +36,17 @@ fn push_nap(w: &Wasmq, dir: &std::path::Path, name: &str, ms: u64) {
     w.push(&nap, name);
 }
 
+/// When each of these finished tasks was held: from its claim to its finish (the server's clock).
+fn held(s: &RedisServer, tasks: &[String]) -> Vec<(u64, u64)> {
+    tasks
+        .iter()
+        .map(|t| {
+            let h = task_hash(s, t);
+            (h["claimed"].parse().unwrap(), h["finished"].parse().unwrap())
+        })
+        .collect()
+}
+
 /// The most intervals `[start, end)` that overlap at any instant.
 fn max_overlap(intervals: &[(u64, u64)]) -> usize {
     let mut events: Vec<(u64, i64)> = intervals.iter().flat_map(|&(s, e)| [(s, 1), (e, -1)]).collect();
@@ -187,14 +198,7 @@ fn a_concurrency_limit_holds_across_workers() {
     assert_eq!(st["limits"]["concurrency"], 5, "{st}");
     assert!(st["active"].as_u64().unwrap() <= 5, "{st}");
     eventually(Duration::from_secs(60), || (stats(&w, "cc")["succeeded"] == 60).then_some(())).expect("the tasks never all ran");
-    let intervals: Vec<(u64, u64)> = tasks
-        .iter()
-        .map(|t| {
-            let h = task_hash(&s, t);
-            (h["claimed"].parse().unwrap(), h["finished"].parse().unwrap())
-        })
-        .collect();
-    let most = max_overlap(&intervals);
+    let most = max_overlap(&held(&s, &tasks));
     assert!(most <= 5, "{most} tasks held at once under a limit of 5");
     assert!(most >= 4, "the limit of 5 was never used ({most} at most): the workers claimed too little");
     let text = w.ok(&["queue", "stats", "-q", "cc"]);
@@ -436,14 +440,7 @@ fn a_worker_serves_a_late_group_at_once_and_holds_group_limits() {
         if limit.is_some() {
             eventually(Duration::from_secs(60), || (stats(&w, q)["succeeded"] == n + 1).then_some(()))
                 .expect("A's tasks never all ran: a parked group did not come back");
-            let intervals: Vec<(u64, u64)> = a
-                .iter()
-                .map(|t| {
-                    let h = task_hash(&s, t);
-                    (h["claimed"].parse().unwrap(), h["finished"].parse().unwrap())
-                })
-                .collect();
-            let most = max_overlap(&intervals);
+            let most = max_overlap(&held(&s, &a));
             assert!(most <= 2, "{most} of A's tasks held at once under a group limit of 2");
             assert_eq!(most, 2, "the group limit of 2 was never used");
         }
