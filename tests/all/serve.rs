@@ -585,6 +585,9 @@ fn serve_browser_dashboard_retries_a_dead_task() {
     w.enqueue("echo", "waiting", &["--queue", "web"]);
     // Task text meant to run in the page, a flow, and a schedule, on a queue of their own.
     let hostile = w.enqueue("echo", "<img src=x onerror=alert(1)><script>alert(2)</script>", &["--queue", "webx"]);
+    // A group named with markup, on a queue no worker serves (its task stays pending).
+    const GROUP: &str = "<img/src=x/onerror=alert(3)>";
+    let grouped = w.enqueue("echo", "g", &["--queue", "webg", "--group", GROUP]);
     let mut inputs = tempfile::NamedTempFile::new().unwrap();
     std::io::Write::write_all(&mut inputs, b"1\n2\n").unwrap();
     let flow = w.ok(&["map", "echo", "--inputs-file", inputs.path().to_str().unwrap(), "--reduce", "echo", "--queue", "webx"]).trim().to_string();
@@ -660,6 +663,17 @@ fn serve_browser_dashboard_retries_a_dead_task() {
     b.open(&format!("http://{addr}/tasks/{member}"));
     assert_eq!(b.eval("document.querySelectorAll('#flow .state').length"), json!(3), "{}", b.html());
     assert_eq!(b.text("#flow li.this a"), member);
+    // A grouped queue's pending page names the group as text; its link lists the group's task.
+    b.open(&format!("http://{addr}/queues/webg?state=pending"));
+    assert_eq!(b.text("#groups td:first-child a"), GROUP, "{}", b.html());
+    assert_eq!(b.eval("document.images.length + document.scripts.length"), json!(0));
+    b.click("#groups td:first-child a");
+    assert_eq!(b.eval("[...document.querySelectorAll('#tasks td:first-child')].map(e => e.textContent)"), json!([grouped.clone()]), "{}", b.html());
+    assert!(b.text("h2").contains(GROUP), "{}", b.html());
+    assert_eq!(b.eval("document.images.length + document.scripts.length"), json!(0));
+    b.open(&format!("http://{addr}/tasks/{grouped}"));
+    assert_eq!(b.text("#group"), GROUP);
+    assert_eq!(b.eval("document.images.length + document.scripts.length"), json!(0));
     // The schedules page.
     b.open(&format!("http://{addr}/schedules"));
     assert_eq!(b.eval("[...document.querySelectorAll('#schedules td')].slice(0, 3).map(e => e.textContent)"), json!(["webx", "nightly", "0 0 3 * * *"]));
