@@ -156,7 +156,7 @@ local function claim_groups()
   local visits, max_visits = 0, room + 1000
   while claimed < room and visits < max_visits do
     local g = redis.call('LMOVE', GROUPS_READY, GROUPS_READY, 'LEFT', 'RIGHT')
-    if not g and visits == 0 and (redis.call('ZCARD', K.pending) > 0 or redis.call('ZCARD', BASE .. 'levels') > 0) then
+    if not g and visits == 0 and own_pending() then
       -- Tasks without a group and no turn in the rotation (cannot happen; a safety net that
       -- costs two reads of an empty rotation): they join it.
       join_rotation('')

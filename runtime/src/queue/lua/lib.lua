@@ -30,6 +30,13 @@ local MAX_ERRORS = 16
 
 local function task_key(seq) return BASE .. 'task:' .. seq end
 
+-- The key prefix of a group's pool and rate window, P:{Q}:g:<group>: ('' or nil: the queue's
+-- own, P:{Q}:). See Groups below.
+local function pool_prefix(group)
+  if group and group ~= '' then return BASE .. 'g:' .. group .. ':' end
+  return BASE
+end
+
 -- Adds `by` to a numeric hash field and returns the new value. Unlike a bare HINCRBY it cannot
 -- fail on a field that was overwritten with junk (the junk counts as 0): a script that fails
 -- half-way leaves its earlier writes in place, so scripts must not fail on bad data. One call
@@ -154,7 +161,7 @@ end
 -- in the window, oldest first, so its length is the count (at most the limit). It expires one
 -- window after the group's last claim, when every entry has left the window anyway: groups that
 -- come and go leave nothing behind.
-local function group_rate_key(group) return BASE .. 'g:' .. group .. ':rate' end
+local function group_rate_key(group) return pool_prefix(group) .. 'rate' end
 
 -- As rate_room, for a group's window.
 local function group_rate_room(group, rate, rate_ms)
@@ -226,12 +233,6 @@ local GROUPS_ACTIVE = BASE .. 'groups:active'
 local GROUPS_RATE_PARKED = BASE .. 'groups:rate-parked'
 local STATS_KEY = BASE .. 'stats'
 
--- The key prefix of a group's pool ('' or nil: the queue's own).
-local function pool_prefix(group)
-  if group and group ~= '' then return BASE .. 'g:' .. group .. ':' end
-  return BASE
-end
-
 -- A group has work: it joins the rotation unless it is in it, or parked, already.
 local function join_rotation(group)
   if redis.call('HSETNX', GROUPS_STATE, group, 'ready') == 1 then
@@ -239,12 +240,17 @@ local function join_rotation(group)
   end
 end
 
+-- True when the queue's own pool (the tasks without a group) holds entries.
+local function own_pending()
+  return redis.call('ZCARD', BASE .. 'pending') > 0 or redis.call('ZCARD', BASE .. 'levels') > 0
+end
+
 -- The first grouped task of a queue turns the rotation on (for good); the queue's own pool joins
 -- it if it has work, so that tasks without a group take their turn with the groups.
 local function enable_groups()
   redis.call('HSET', BASE .. 'meta', 'grouped', '1')
   GROUPED = true
-  if redis.call('ZCARD', BASE .. 'pending') > 0 or redis.call('ZCARD', BASE .. 'levels') > 0 then join_rotation('') end
+  if own_pending() then join_rotation('') end
 end
 
 local function pending_level(pol, prio)
@@ -344,8 +350,7 @@ end
 
 -- True when a task may be ready to claim: in the queue's pool, or a group in the rotation.
 local function any_pending()
-  return redis.call('ZCARD', BASE .. 'pending') > 0 or redis.call('ZCARD', BASE .. 'levels') > 0
-    or redis.call('LLEN', GROUPS_READY) > 0
+  return own_pending() or redis.call('LLEN', GROUPS_READY) > 0
 end
 
 -- Takes a waiting task of `group` out of the pending structure: from a zset (O(log n)), or, in a
