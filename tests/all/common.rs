@@ -181,6 +181,21 @@ impl Drop for WorkerProcess {
     }
 }
 
+/// A redis-server of the test's own, on a free loopback port (stopped when dropped).
+pub fn server() -> RedisServer {
+    RedisServer::start().expect("start redis-server")
+}
+
+/// The queue layer under the default prefix, for tests that call its scripts directly.
+pub fn db() -> wasmq::queue::Db {
+    wasmq::queue::Db::new("wasmq")
+}
+
+/// A task id the test wrote itself.
+pub fn id(s: &str) -> wasmq::queue::TaskId {
+    wasmq::queue::TaskId::parse(s).unwrap()
+}
+
 /// Polls `f` every 20 ms until it returns Some or `timeout` passes (bounded: never loops forever).
 pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let start = Instant::now();

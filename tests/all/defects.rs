@@ -5,22 +5,10 @@ use std::io::Write;
 use std::time::Duration;
 
 use redis::Commands;
-use wasmq::queue::{Db, QueueName, TaskId};
+use wasmq::queue::QueueName;
 use wasmq_testkit::redis_server::ServerOptions;
 
-use crate::common::{RedisServer, Wasmq, eventually, fixture, rt, task_hash};
-
-fn server() -> RedisServer {
-    RedisServer::start().expect("redis-server")
-}
-
-fn db() -> Db {
-    Db::new("wasmq")
-}
-
-fn id(s: &str) -> TaskId {
-    TaskId::parse(s).unwrap()
-}
+use crate::common::{RedisServer, Wasmq, db, eventually, fixture, id, rt, server, task_hash};
 
 fn queue(q: &str) -> QueueName {
     QueueName::new(q).unwrap()

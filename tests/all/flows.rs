@@ -2,11 +2,7 @@
 
 use std::time::Duration;
 
-use crate::common::{RedisServer, Wasmq, eventually, fixture};
-
-fn server() -> RedisServer {
-    RedisServer::start().expect("redis-server")
-}
+use crate::common::{RedisServer, Wasmq, eventually, fixture, server};
 
 fn finished(w: &Wasmq, id: &str) -> serde_json::Value {
     eventually(Duration::from_secs(30), || w.status(id).filter(|s| !matches!(s["state"].as_str(), Some("pending" | "delayed" | "active" | "blocked"))))

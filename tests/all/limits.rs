@@ -6,21 +6,9 @@
 use std::time::Duration;
 
 use redis::Commands;
-use wasmq::queue::{Db, QueueName, TaskId};
+use wasmq::queue::QueueName;
 
-use crate::common::{RedisServer, Signal, Wasmq, eventually, fixture, rt, task_hash};
-
-fn server() -> RedisServer {
-    RedisServer::start().expect("redis-server")
-}
-
-fn db() -> Db {
-    Db::new("wasmq")
-}
-
-fn id(s: &str) -> TaskId {
-    TaskId::parse(s).unwrap()
-}
+use crate::common::{RedisServer, Signal, Wasmq, db, eventually, fixture, id, rt, server, task_hash};
 
 /// `queue stats -q Q --json` of one queue.
 fn stats(w: &Wasmq, q: &str) -> serde_json::Value {
@@ -184,9 +172,7 @@ fn a_concurrency_limit_holds_across_workers() {
     let dir = tempfile::tempdir().unwrap();
     push_nap(&w, dir.path(), "nap", 200);
     w.ok(&["queue", "limit", "cc", "--concurrency", "5"]);
-    let inputs = dir.path().join("in.jsonl");
-    std::fs::write(&inputs, "1\n".repeat(60)).unwrap();
-    let tasks: Vec<String> = w.ok(&["enqueue", "nap", "--queue", "cc", "--inputs-file", inputs.to_str().unwrap()]).lines().map(str::to_string).collect();
+    let tasks: Vec<String> = w.ok(&["enqueue", "nap", "--queue", "cc", "--inputs-file", &inputs_file(dir.path(), 60)]).lines().map(str::to_string).collect();
     assert_eq!(tasks.len(), 60);
     let _workers: Vec<_> = (0..3).map(|_| w.spawn_worker(&["--queue", "cc", "--concurrency", "8"])).collect();
     let last = tasks.last().unwrap().clone();
@@ -253,9 +239,7 @@ fn a_rate_limit_holds_across_workers() {
     w.push(&fixture("noop.wat"), "noop");
     w.ok(&["queue", "limit", "rr", "--rate", "50/s"]);
     let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("in.jsonl");
-    std::fs::write(&p, "1\n".repeat(500)).unwrap();
-    let tasks: Vec<String> = w.ok(&["enqueue", "noop", "--queue", "rr", "--inputs-file", p.to_str().unwrap()]).lines().map(str::to_string).collect();
+    let tasks: Vec<String> = w.ok(&["enqueue", "noop", "--queue", "rr", "--inputs-file", &inputs_file(dir.path(), 500)]).lines().map(str::to_string).collect();
     assert_eq!(tasks.len(), 500);
     let _workers: Vec<_> = (0..3).map(|_| w.spawn_worker(&["--queue", "rr", "--concurrency", "8"])).collect();
     let last = tasks.last().unwrap().clone();

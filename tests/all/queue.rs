@@ -3,14 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{RedisServer, Wasmq, eventually};
+use crate::common::{RedisServer, Wasmq, eventually, server};
 use redis::Commands;
 use serde_json::{Value, json};
 use wasmq_testkit::examples::WasmTarget;
-
-fn server() -> RedisServer {
-    RedisServer::start().expect("start redis-server")
-}
 
 #[test]
 fn every_example_task_runs_through_the_queue() {

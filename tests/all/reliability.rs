@@ -3,12 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{RedisServer, Wasmq, eventually, task_hash};
+use crate::common::{RedisServer, Wasmq, eventually, server, task_hash};
 use redis::Commands;
-
-fn server() -> RedisServer {
-    RedisServer::start().expect("start redis-server")
-}
 
 fn seq(id: &str) -> &str {
     id.rsplit(':').next().unwrap()

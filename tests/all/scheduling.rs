@@ -4,12 +4,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use crate::common::{RedisServer, Wasmq, eventually};
+use crate::common::{RedisServer, Wasmq, eventually, server};
 use redis::Commands;
-
-fn server() -> RedisServer {
-    RedisServer::start().expect("start redis-server")
-}
 
 fn u(v: &serde_json::Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
