@@ -326,7 +326,14 @@ fn bad_data_written_into_redis_by_hand_is_refused_and_touches_nothing_else() {
     let due = |c: &mut redis::Connection| -> Vec<Vec<u8>> { c.zrange(crate::common::qk("default").schedule_due(), 0, -1).unwrap() };
     if due(&mut c) != vec![b"tick".to_vec()] {
         let mut again = w.spawn_worker(&[]);
-        let cleared = crate::common::eventually(Duration::from_secs(20), || (due(&mut c) == vec![b"tick".to_vec()]).then_some(()));
+        // Cleared means: the junk is gone, the good schedule has fired (its next time is a year
+        // away) and the task it fired has run, so stopping this worker strands nothing.
+        let settled = |c: &mut redis::Connection| {
+            let next: Option<f64> = c.zscore(crate::common::qk("default").schedule_due(), "tick").unwrap();
+            let active: u64 = c.zcard(crate::common::qk("default").active()).unwrap();
+            due(c) == vec![b"tick".to_vec()] && next.is_some_and(|t| t > 1.0) && crate::common::pending_count(c, "default") == 0 && active == 0
+        };
+        let cleared = crate::common::eventually(Duration::from_secs(20), || settled(&mut c).then_some(()));
         assert_eq!(again.stop(), Some(0));
         assert!(cleared.is_some(), "junk schedules left behind: {:?}", due(&mut c));
     }
