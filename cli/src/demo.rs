@@ -16,7 +16,7 @@ use wasmq::queue::{ParentFailure, TaskState};
 use wasmq::queue::{QueueName, TaskId};
 use wasmq::sandbox::{Sandbox, SandboxConfig};
 use wasmq::worker::{QueueWeight, WorkerConfig};
-use wasmq_testkit::examples::{self, WasmTarget};
+use wasmq_testkit::examples;
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -38,8 +38,7 @@ const LOGS: [&str; 4] = [
 pub async fn run(g: &Global, a: DemoArgs) -> Outcome {
     let started = Instant::now();
     eprintln!("==> building the example tasks (wasm32-wasip1 modules and wasm32-wasip2 components)");
-    let p1 = tokio::task::spawn_blocking(|| examples::build(WasmTarget::P1)).await??;
-    let p2 = tokio::task::spawn_blocking(|| examples::build(WasmTarget::P2)).await??;
+    let (p1, p2) = tokio::task::spawn_blocking(examples::build_both).await??;
     let wat = examples::wat_task()?;
 
     let (mut g, _server) = super::redis_or_throwaway(g, a.fresh_redis).await?;

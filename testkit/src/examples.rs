@@ -19,7 +19,7 @@ pub enum BuildError {
     NoWorkspace,
     #[error("cannot run cargo: {0}")]
     Cargo(std::io::Error),
-    #[error("building the example tasks for {target} failed (is the target installed? `rustup target add {target}`):\n{stderr}")]
+    #[error("building the example tasks for {target} failed (are the targets installed? `rustup target add {target}`):\n{stderr}")]
     Failed { target: String, stderr: String },
 }
 
@@ -61,13 +61,32 @@ pub fn build(target: WasmTarget) -> Result<Vec<(String, PathBuf)>, BuildError> {
     build_packages(&SDK_TASKS, target)
 }
 
+/// Builds the SDK example tasks for both targets in one cargo run (the two targets' crates
+/// compile in parallel and the host's proc macros once): `(modules, components)`.
+pub fn build_both() -> Result<(Vec<(String, PathBuf)>, Vec<(String, PathBuf)>), BuildError> {
+    let mut built = build_packages_for(&SDK_TASKS, &[WasmTarget::P1, WasmTarget::P2])?.into_iter();
+    match (built.next(), built.next()) {
+        (Some(p1), Some(p2)) => Ok((p1, p2)),
+        _ => unreachable!("one list per target"),
+    }
+}
+
 /// Builds task crates of this workspace for `target`; returns `(name, path of the .wasm)`.
 pub fn build_packages(packages: &[&str], target: WasmTarget) -> Result<Vec<(String, PathBuf)>, BuildError> {
+    Ok(build_packages_for(packages, &[target])?.remove(0))
+}
+
+/// Builds task crates for each of `targets` with one cargo command; returns, per target in
+/// order, `(name, path of the .wasm)` of each package.
+fn build_packages_for(packages: &[&str], targets: &[WasmTarget]) -> Result<Vec<Vec<(String, PathBuf)>>, BuildError> {
     let root = workspace_root().ok_or(BuildError::NoWorkspace)?;
     let target_dir = root.join("target").join("wasm-tasks");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(&root).args(["build", "--quiet", "--profile", "wasm", "--target", target.triple()]).arg("--target-dir").arg(&target_dir);
+    cmd.current_dir(&root).args(["build", "--quiet", "--profile", "wasm"]).arg("--target-dir").arg(&target_dir);
+    for t in targets {
+        cmd.args(["--target", t.triple()]);
+    }
     for p in packages {
         cmd.args(["-p", p]);
     }
@@ -75,9 +94,13 @@ pub fn build_packages(packages: &[&str], target: WasmTarget) -> Result<Vec<(Stri
     cmd.env_remove("RUSTFLAGS").env_remove("CARGO_ENCODED_RUSTFLAGS").env_remove("CARGO_BUILD_TARGET");
     let out = cmd.output().map_err(BuildError::Cargo)?;
     if !out.status.success() {
-        return Err(BuildError::Failed { target: target.triple().into(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() });
+        let triples: Vec<&str> = targets.iter().map(|t| t.triple()).collect();
+        return Err(BuildError::Failed { target: triples.join(" "), stderr: String::from_utf8_lossy(&out.stderr).into_owned() });
     }
-    Ok(packages.iter().map(|t| (t.to_string(), target_dir.join(target.triple()).join("wasm").join(format!("{t}.wasm")))).collect())
+    Ok(targets
+        .iter()
+        .map(|target| packages.iter().map(|t| (t.to_string(), target_dir.join(target.triple()).join("wasm").join(format!("{t}.wasm")))).collect())
+        .collect())
 }
 
 /// The path of the hand-written WAT example task.

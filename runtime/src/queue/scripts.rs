@@ -417,13 +417,14 @@ fn parse_claim(q: &QueueName, reply: Vec<Value>) -> redis::RedisResult<ClaimBatc
             Value::BulkString(b) => std::str::from_utf8(&b).ok().and_then(|s| s.parse().ok()).unwrap_or(1),
             other => int(&other)?.clamp(1, u32::MAX as i64) as u32,
         };
-        batch.tasks.push(ClaimedTask {
-            id: TaskId::new(q.clone(), int(&seq)? as u64),
-            token: int(&token)? as u64,
-            attempt,
-            spec: TaskSpec::from_fields(&fields),
-            oversized_input,
+        // The input is moved into the spec, not copied: a claim of large inputs would
+        // otherwise hold each of them twice while the batch is parsed.
+        let input = fields.0.remove(field::INPUT);
+        let spec = TaskSpec::from_fields(&fields).map(|mut s| {
+            s.input = input.unwrap_or_default();
+            s
         });
+        batch.tasks.push(ClaimedTask { id: TaskId::new(q.clone(), int(&seq)? as u64), token: int(&token)? as u64, attempt, spec, oversized_input });
     }
     Ok(batch)
 }

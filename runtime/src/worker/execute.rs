@@ -87,12 +87,12 @@ pub async fn run_held(shared: Arc<Shared>, task: ClaimedTask, run: HeldRun, slot
 /// Runs a claimed task to its completion record. `cancel` is tripped (with its reason) when the
 /// task is cancelled, its lease is lost, or the worker stops.
 async fn execute(shared: &Shared, task: ClaimedTask, run: &HeldRun) -> Completion {
-    let ClaimedTask { id, token, attempt, spec, oversized_input } = task;
+    let ClaimedTask { id, token, attempt, mut spec, oversized_input } = task;
     let cancel = &run.cancel;
     let config = &shared.config;
     let mut children = Vec::new();
     let mut ran: Option<Limits> = None;
-    let (outcome, max_attempts) = match &spec {
+    let (outcome, max_attempts) = match &mut spec {
         Err(e) => (Outcome::not_run(Failure::new(FailureKind::InvalidTask, e.to_string())), attempt),
         Ok(spec) => {
             // The claim sends the length instead of an input over the limit; a shorter one is
@@ -103,8 +103,10 @@ async fn execute(shared: &Shared, task: ClaimedTask, run: &HeldRun) -> Completio
                 let message = format!("the input is {input_len} bytes, more than this worker's limit of {} bytes", config.max_input_size);
                 (Outcome::not_run(Failure::new(FailureKind::InvalidTask, message)), max)
             } else {
+                // Moved, not copied: the sandbox's stdin takes the buffer itself, so a running
+                // task holds its input once (a copy per run slot adds up with large inputs).
                 let input = match spec.input_from.is_empty() {
-                    true => Ok(spec.input.clone()),
+                    true => Ok(std::mem::take(&mut spec.input)),
                     false => parents_input(shared, &id, &spec.input_from).await,
                 };
                 let outcome = match (input, shared.modules.get(&spec.module).await) {
