@@ -7,6 +7,7 @@ use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{Engine, InstancePre, Linker, Module, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -16,7 +17,7 @@ use super::cancel::CancelToken;
 use super::host::{HasHost, TaskFailed, TaskHost};
 use super::limits::{Limits, ResourceLimitExceeded, TaskLimiter};
 use super::outcome::{Failure, FailureKind, Outcome, summarize_log};
-use super::stdio::{CappedPipe, InputPipe, OutputLimitExceeded};
+use super::stdio::{CappedPipe, OutputLimitExceeded};
 use super::{LoadedModule, SandboxError};
 
 /// Compiled code of either kind.
@@ -160,7 +161,7 @@ impl Linkers {
 
 fn wasi_builder(name: &str, input: Vec<u8>, stdout: &CappedPipe, stderr: &CappedPipe, limits: &Limits) -> WasiCtxBuilder {
     let mut b = WasiCtxBuilder::new();
-    b.stdin(InputPipe::new(input))
+    b.stdin(MemoryInputPipe::new(input))
         .stdout(stdout.clone())
         .stderr(stderr.clone())
         .arg(name)

@@ -1,9 +1,4 @@
-//! In-memory stdin, and stdout and stderr with hard limits.
-//!
-//! stdin is the task's input. It lets go of the input's buffer as soon as the task has read the
-//! last byte: a task typically reads its whole input first and then works for a while, and a
-//! worker running many tasks of large inputs would otherwise hold each input twice (the host's
-//! copy and the task's) for the whole run.
+//! In-memory stdout and stderr with hard limits.
 //!
 //! stdout is the task's result: when a task writes past the cap, the write traps with
 //! [`OutputLimitExceeded`], so a flood ends the task at once and is reported as `output_limit`
@@ -15,77 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use wasmtime_wasi::cli::{IsTerminal, StdinStream, StdoutStream};
-use wasmtime_wasi::p2::{InputStream, OutputStream, Pollable, StreamError, StreamResult};
-
-/// The task's stdin: the input, read once; clones share the position. The buffer is dropped
-/// (None) once read to the end.
-#[derive(Debug, Clone)]
-pub struct InputPipe {
-    buffer: Arc<Mutex<Option<Bytes>>>,
-}
-
-impl InputPipe {
-    pub fn new(input: Vec<u8>) -> Self {
-        Self { buffer: Arc::new(Mutex::new(Some(Bytes::from(input)))) }
-    }
-
-    /// Takes up to `n` bytes from the front; None at the end of the input.
-    fn take(&self, n: usize) -> Option<Bytes> {
-        let mut guard = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
-        let buffer = guard.as_mut()?;
-        let read = buffer.split_to(n.min(buffer.len()));
-        if buffer.is_empty() {
-            // The last piece holds the allocation now; it is freed once the task has copied it.
-            *guard = None;
-        }
-        (!read.is_empty() || n == 0).then_some(read)
-    }
-
-    /// Whether the pipe still holds (part of) the input.
-    #[cfg(test)]
-    fn holds_input(&self) -> bool {
-        self.buffer.lock().unwrap().is_some()
-    }
-}
-
-impl IsTerminal for InputPipe {
-    fn is_terminal(&self) -> bool {
-        false
-    }
-}
-
-impl StdinStream for InputPipe {
-    fn p2_stream(&self) -> Box<dyn InputStream> {
-        Box::new(self.clone())
-    }
-
-    fn async_stream(&self) -> Box<dyn tokio::io::AsyncRead + Send + Sync> {
-        Box::new(self.clone())
-    }
-}
-
-#[wasmtime_wasi::async_trait]
-impl Pollable for InputPipe {
-    async fn ready(&mut self) {}
-}
-
-#[wasmtime_wasi::async_trait]
-impl InputStream for InputPipe {
-    fn read(&mut self, size: usize) -> StreamResult<Bytes> {
-        self.take(size).ok_or(StreamError::Closed)
-    }
-}
-
-impl tokio::io::AsyncRead for InputPipe {
-    fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        // An empty read is the end of the input, as AsyncRead has it.
-        if let Some(read) = self.take(buf.remaining()) {
-            buf.put_slice(&read);
-        }
-        Poll::Ready(Ok(()))
-    }
-}
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 
 /// The error a stdout write past the cap traps with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -207,22 +133,6 @@ impl tokio::io::AsyncWrite for CappedPipe {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stdin_gives_the_input_in_order_then_closes_and_lets_go_of_it() {
-        let mut pipe = InputPipe::new(b"hello world".to_vec());
-        let other = pipe.clone();
-        assert_eq!(pipe.read(5).unwrap(), Bytes::from_static(b"hello"));
-        assert!(pipe.holds_input());
-        // Clones share the position, as every handle to stdin must.
-        assert_eq!(other.take(1).unwrap(), Bytes::from_static(b" "));
-        assert_eq!(pipe.read(0).unwrap(), Bytes::new());
-        assert_eq!(pipe.read(100).unwrap(), Bytes::from_static(b"world"));
-        assert!(!pipe.holds_input(), "the buffer is kept after the last byte was read");
-        assert!(matches!(pipe.read(1), Err(StreamError::Closed)));
-        let empty = InputPipe::new(Vec::new());
-        assert!(empty.take(10).is_none());
-    }
 
     #[test]
     fn strict_pipe_traps_past_cap_and_truncating_pipe_drops() {
