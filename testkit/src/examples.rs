@@ -57,13 +57,16 @@ pub fn workspace_root() -> Option<PathBuf> {
 }
 
 /// Builds the SDK example tasks for `target` and returns `(name, path of the .wasm)` for each.
-pub fn build(target: WasmTarget) -> Result<Vec<(String, PathBuf)>, BuildError> {
+pub fn build(target: WasmTarget) -> Result<Built, BuildError> {
     build_packages(&SDK_TASKS, target)
 }
 
+/// Built tasks: `(name, path of the .wasm)` of each.
+pub type Built = Vec<(String, PathBuf)>;
+
 /// Builds the SDK example tasks for both targets in one cargo run (the two targets' crates
 /// compile in parallel and the host's proc macros once): `(modules, components)`.
-pub fn build_both() -> Result<(Vec<(String, PathBuf)>, Vec<(String, PathBuf)>), BuildError> {
+pub fn build_both() -> Result<(Built, Built), BuildError> {
     let mut built = build_packages_for(&SDK_TASKS, &[WasmTarget::P1, WasmTarget::P2])?.into_iter();
     match (built.next(), built.next()) {
         (Some(p1), Some(p2)) => Ok((p1, p2)),
@@ -72,13 +75,13 @@ pub fn build_both() -> Result<(Vec<(String, PathBuf)>, Vec<(String, PathBuf)>), 
 }
 
 /// Builds task crates of this workspace for `target`; returns `(name, path of the .wasm)`.
-pub fn build_packages(packages: &[&str], target: WasmTarget) -> Result<Vec<(String, PathBuf)>, BuildError> {
+pub fn build_packages(packages: &[&str], target: WasmTarget) -> Result<Built, BuildError> {
     Ok(build_packages_for(packages, &[target])?.remove(0))
 }
 
 /// Builds task crates for each of `targets` with one cargo command; returns, per target in
 /// order, `(name, path of the .wasm)` of each package.
-fn build_packages_for(packages: &[&str], targets: &[WasmTarget]) -> Result<Vec<Vec<(String, PathBuf)>>, BuildError> {
+fn build_packages_for(packages: &[&str], targets: &[WasmTarget]) -> Result<Vec<Built>, BuildError> {
     let root = workspace_root().ok_or(BuildError::NoWorkspace)?;
     let target_dir = root.join("target").join("wasm-tasks");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
