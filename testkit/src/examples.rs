@@ -64,8 +64,8 @@ pub fn build(target: WasmTarget) -> Result<Built, BuildError> {
 /// Built tasks: `(name, path of the .wasm)` of each.
 pub type Built = Vec<(String, PathBuf)>;
 
-/// Builds the SDK example tasks for both targets in one cargo run (the two targets' crates
-/// compile in parallel and the host's proc macros once): `(modules, components)`.
+/// Builds the SDK example tasks for both targets in one cargo run, so that the two targets'
+/// crates compile in parallel: `(modules, components)`.
 pub fn build_both() -> Result<(Built, Built), BuildError> {
     let mut built = build_packages_for(&SDK_TASKS, &[WasmTarget::P1, WasmTarget::P2])?.into_iter();
     match (built.next(), built.next()) {
