@@ -503,3 +503,41 @@ fn groups_count_cancel_and_drain() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("group"), "{bad:?}");
 }
+
+/// `queue policy` re-orders the tasks in every group's pool, and deleting a queue removes its
+/// groups' pools and rate windows with the rest: no key of the queue is left.
+#[test]
+fn a_policy_change_reorders_every_group_and_a_deleted_queue_leaves_no_group_key() {
+    let s = server();
+    let w = Wasmq::new(&s);
+    w.push(&fixture("echo.wat"), "echo");
+    let a1 = w.enqueue("echo", "a1", &["--queue", "gp", "--group", "a", "--priority", "1"]);
+    let a5 = w.enqueue("echo", "a5", &["--queue", "gp", "--group", "a", "--priority", "5"]);
+    let b = w.enqueue("echo", "b", &["--queue", "gp", "--group", "b"]);
+    let plain = w.enqueue("echo", "plain", &["--queue", "gp"]);
+    // Under `priority`, a5 would come first in group a; under fifo, a1 does.
+    w.ok(&["queue", "policy", "gp", "fifo"]);
+    let claimed = claim_one_by_one(&s, "gp", 10);
+    assert_eq!(claimed.len(), 4, "{claimed:?}");
+    for t in [&a1, &a5, &b, &plain] {
+        assert!(claimed.contains(t), "{t} not claimed: {claimed:?}");
+    }
+    let at = |t: &String| claimed.iter().position(|c| c == t).unwrap();
+    assert!(at(&a1) < at(&a5), "group a kept its priority order after the change to fifo: {claimed:?}");
+
+    // A queue with a group at work (a rate window), a waiting group and tasks without a group.
+    w.ok(&["queue", "limit", "gdel", "--group-rate", "100/1s"]);
+    w.enqueue("echo", "x", &["--queue", "gdel", "--group", "x"]);
+    w.enqueue("echo", "y", &["--queue", "gdel", "--group", "y"]);
+    w.enqueue("echo", "z", &["--queue", "gdel"]);
+    assert_eq!(claim_one_by_one(&s, "gdel", 1).len(), 1);
+    let mut c = crate::common::redis_conn(&s);
+    let keys = |c: &mut redis::Connection| -> Vec<String> { c.keys("wasmq:{gdel}:*").unwrap() };
+    assert!(keys(&mut c).iter().any(|k| k.ends_with(":rate")), "{:?}", keys(&mut c));
+    rt().block_on(async {
+        let redis = wasmq::conn::Redis::open(wasmq::conn::RedisOptions::new(s.url())).unwrap();
+        let mut conn = redis.connect().await.unwrap();
+        db().delete_queue(&mut conn, &QueueName::new("gdel").unwrap()).await.unwrap();
+    });
+    assert_eq!(keys(&mut c), Vec::<String>::new());
+}

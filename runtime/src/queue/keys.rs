@@ -184,6 +184,16 @@ impl QueueKeys {
         format!("{}g:{group}:", self.base)
     }
 
+    /// A group's pending pool (a zset; lib.lua `pool_prefix` .. 'pending').
+    pub fn group_pool(&self, group: &str) -> String {
+        format!("{}pending", self.group(group))
+    }
+
+    /// A group's rate window (lib.lua `group_rate_key`).
+    pub fn group_rate(&self, group: &str) -> String {
+        format!("{}rate", self.group(group))
+    }
+
     pub fn done(&self, seq: u64) -> String {
         format!("{}done:{seq}", self.base)
     }

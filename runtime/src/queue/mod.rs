@@ -291,7 +291,7 @@ impl Db {
     /// One page of a group's pending tasks, in the order workers claim them within the group,
     /// and how many it holds: two commands.
     pub async fn group_page(&self, conn: &mut Conn, q: &QueueName, group: &GroupKey, offset: usize, limit: usize) -> redis::RedisResult<(Vec<u64>, u64)> {
-        let pool = format!("{}pending", self.keys.queue(q).group(group.as_str()));
+        let pool = self.keys.queue(q).group_pool(group.as_str());
         let stop = (offset + limit.max(1) - 1) as isize;
         redis::pipe().zrange(&pool, offset as isize, stop).zcard(&pool).query_async(conn).await
     }
@@ -308,7 +308,7 @@ impl Db {
         }
         let mut pipe = redis::pipe();
         for (g, _) in &page {
-            pipe.zcard(format!("{}pending", k.group(g)));
+            pipe.zcard(k.group_pool(g));
         }
         let counts: Vec<u64> = pipe.query_async(conn).await?;
         Ok(page.into_iter().zip(counts).map(|((g, st), n)| (g, st, n)).collect())
@@ -768,17 +768,13 @@ impl Db {
         // The groups' pools: every group with work has a state (lib.lua).
         let groups: Vec<String> = conn.hkeys(k.groups_state()).await?;
         for g in groups.iter().filter(|g| !g.is_empty()) {
-            let prefix = k.group(g);
-            let pending: Vec<u64> = conn.zrange(format!("{prefix}pending"), 0, -1).await?;
+            let pool = k.group_pool(g);
+            let pending: Vec<u64> = conn.zrange(&pool, 0, -1).await?;
             if !pending.is_empty() {
                 let tasks: Vec<String> = pending.iter().map(|s| k.task(*s)).collect();
                 let _: () = conn.del(&tasks[..]).await?;
             }
-            let levels: Vec<String> = conn.zrange(format!("{prefix}levels"), 0, -1).await?;
-            for l in &levels {
-                delete_listed_tasks(conn, &k, &format!("{prefix}p:{l}")).await?;
-            }
-            let _: () = conn.del(&[format!("{prefix}pending"), format!("{prefix}rate")][..]).await?;
+            let _: () = conn.del(&[pool, k.group_rate(g)][..]).await?;
         }
         let keys = [
             k.seq(),

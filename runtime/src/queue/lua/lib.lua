@@ -284,16 +284,17 @@ local function push_pending(pol, seq, prio, front, group)
   if GROUPED then join_rotation(g) end
 end
 
--- Pops up to n entries {seq, level, group} from a pool's priority lists, highest level first.
-local function pop_lists(prefix, group, n, out)
-  local levels_key = prefix .. 'levels'
+-- Pops up to n entries {seq, level, group} from the queue's priority lists, highest level first
+-- (only the queue's own pool has lists; a group's pool is a zset).
+local function pop_lists(n, out)
+  local levels_key = BASE .. 'levels'
   while #out < n do
     local lv = redis.call('ZRANGE', levels_key, 0, 0)
     if #lv == 0 then return end
-    local list = prefix .. 'p:' .. lv[1]
+    local list = BASE .. 'p:' .. lv[1]
     local got = redis.call('LPOP', list, n - #out)
     if got then
-      for _, s in ipairs(got) do out[#out + 1] = {seq = s, level = lv[1], group = group} end
+      for _, s in ipairs(got) do out[#out + 1] = {seq = s, level = lv[1], group = ''} end
     end
     if not got or redis.call('LLEN', list) == 0 then redis.call('ZREM', levels_key, lv[1]) end
   end
@@ -323,9 +324,9 @@ local function pop_pending(pol, n, group, tally)
     end
   elseif pol.policy == 'wsjf' then
     pop_zset(BASE, g, n, out)
-    pop_lists(BASE, g, n, out)
+    pop_lists(n, out)
   else
-    pop_lists(BASE, g, n, out)
+    pop_lists(n, out)
     pop_zset(BASE, g, n, out)
   end
   return out
@@ -336,12 +337,11 @@ local function unpop(entries, from)
   local grouped = 0
   for i = #entries, from, -1 do
     local e = entries[i]
-    local prefix = pool_prefix(e.group)
     if e.level then
-      redis.call('LPUSH', prefix .. 'p:' .. e.level, e.seq)
-      redis.call('ZADD', prefix .. 'levels', -tonumber(e.level), e.level)
+      redis.call('LPUSH', BASE .. 'p:' .. e.level, e.seq)
+      redis.call('ZADD', BASE .. 'levels', -tonumber(e.level), e.level)
     else
-      redis.call('ZADD', prefix .. 'pending', e.score, e.seq)
+      redis.call('ZADD', pool_prefix(e.group) .. 'pending', e.score, e.seq)
     end
     if e.group ~= '' then grouped = grouped + 1 end
   end

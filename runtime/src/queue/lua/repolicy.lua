@@ -11,20 +11,22 @@
 -- ARGV[2] clock      clock offset ms (unused)
 -- Returns the number of tasks moved.
 local pol = queue_policy(KEYS[2])
--- Takes every entry out of a pool (see lib.lua: the queue's, or a group's).
+-- Takes every entry out of a pool's zset (see lib.lua: the queue's, or a group's, which has
+-- nothing else).
 local seqs = {}
 local function collect(prefix)
   for _, s in ipairs(redis.call('ZRANGE', prefix .. 'pending', 0, -1)) do seqs[#seqs + 1] = s end
   redis.call('DEL', prefix .. 'pending')
-  local levels_key = prefix .. 'levels'
-  for _, level in ipairs(redis.call('ZRANGE', levels_key, 0, -1)) do
-    local list = prefix .. 'p:' .. level
-    for _, s in ipairs(redis.call('LRANGE', list, 0, -1)) do seqs[#seqs + 1] = s end
-    redis.call('DEL', list)
-  end
-  redis.call('DEL', levels_key)
 end
 collect(BASE)
+-- The queue's own priority lists.
+local levels_key = BASE .. 'levels'
+for _, level in ipairs(redis.call('ZRANGE', levels_key, 0, -1)) do
+  local list = BASE .. 'p:' .. level
+  for _, s in ipairs(redis.call('LRANGE', list, 0, -1)) do seqs[#seqs + 1] = s end
+  redis.call('DEL', list)
+end
+redis.call('DEL', levels_key)
 -- Every group with work has a state (ready, parked or rate-parked); an idle one has no entries.
 for _, g in ipairs(redis.call('HKEYS', BASE .. 'groups:state')) do
   if g ~= '' then collect(pool_prefix(g)) end
