@@ -259,6 +259,8 @@ struct QueuePage {
     /// On the pending page without a group: tasks in groups, and some of the groups.
     grouped: u64,
     groups: Vec<GroupRow>,
+    /// The list of groups stopped at GROUPS_SHOWN.
+    groups_capped: bool,
 }
 
 /// A group with work, on a queue's pending page.
@@ -290,18 +292,20 @@ async fn queue_page(
             _ => None,
         };
         let db = s.client.db();
-        let (seqs, total) = match &group {
-            Some(g) => db.group_page(&mut s.client.conn(), &q, g, offset, PAGE_SIZE).await,
-            None => db.state_page(&mut s.client.conn(), &q, state, offset, PAGE_SIZE).await,
+        let mut conn = s.client.conn();
+        // The pending page without a group also says how many tasks wait in groups (from the
+        // same counts as its total).
+        let (seqs, total, grouped) = match (&group, state) {
+            (Some(g), _) => db.group_page(&mut conn, &q, g, offset, PAGE_SIZE).await.map(|(seqs, n)| (seqs, n, 0)),
+            (None, TaskState::Pending) => db.pending_page(&mut conn, &q, offset, PAGE_SIZE).await.map(|p| (p.seqs, p.own, p.grouped)),
+            (None, _) => db.state_page(&mut conn, &q, state, offset, PAGE_SIZE).await.map(|(seqs, n)| (seqs, n, 0)),
         }
         .map_err(ClientError::from)?;
-        let (grouped, groups) = if state == TaskState::Pending && group.is_none() {
-            let (_, grouped) = db.pending_counts(&mut s.client.conn(), &q).await.map_err(ClientError::from)?;
-            let groups = if grouped > 0 { db.groups(&mut s.client.conn(), &q, GROUPS_SHOWN).await.map_err(ClientError::from)? } else { Vec::new() };
-            let groups = groups.into_iter().map(|(name, state, pending)| GroupRow { name_q: pct(&name), name, state, pending }).collect();
-            (grouped, groups)
+        let groups: Vec<GroupRow> = if grouped > 0 {
+            let groups = db.groups(&mut conn, &q, GROUPS_SHOWN).await.map_err(ClientError::from)?;
+            groups.into_iter().map(|(name, state, pending)| GroupRow { name_q: pct(&name), name, state, pending }).collect()
         } else {
-            (0, Vec::new())
+            Vec::new()
         };
         let module = p.get("module").map(|m| m.trim().to_string()).unwrap_or_default();
         let mut tasks = Vec::with_capacity(seqs.len());
@@ -337,6 +341,7 @@ async fn queue_page(
             group_q: group.as_ref().map(|g| pct(g.as_str())).unwrap_or_default(),
             group: group.map(|g| g.to_string()).unwrap_or_default(),
             grouped,
+            groups_capped: groups.len() >= GROUPS_SHOWN,
             groups,
         };
         Ok(page)

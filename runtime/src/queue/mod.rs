@@ -58,6 +58,16 @@ pub struct Db {
     clock_offset_ms: i64,
 }
 
+/// A page of a queue's pending tasks without a group ([`Db::pending_page`]).
+#[derive(Debug, Clone, Default)]
+pub struct PendingPage {
+    pub seqs: Vec<u64>,
+    /// Pending tasks without a group (the queue's own pool).
+    pub own: u64,
+    /// Pending tasks in the groups' pools.
+    pub grouped: u64,
+}
+
 /// Counts and settings of one queue.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct QueueStats {
@@ -415,7 +425,10 @@ impl Db {
             TaskState::Dead => (k.dead(), true),
             TaskState::Cancelled => (k.cancelled(), true),
             TaskState::Expired => (k.expired(), true),
-            TaskState::Pending => return self.pending_page(conn, q, offset, limit).await,
+            TaskState::Pending => {
+                let page = self.pending_page(conn, q, offset, limit).await?;
+                return Ok((page.seqs, page.own));
+            }
         };
         if limit == 0 {
             return Ok((Vec::new(), conn.zcard(&set).await?));
@@ -432,13 +445,14 @@ impl Db {
     }
 
     /// One page of a queue's pending tasks without a group in the order workers would claim them
-    /// (the priority lists, highest level first, and the wsjf set, in the policy's order), and
-    /// how many are pending there (see [`Db::group_page`] for a group's). A list's length and a range of it per priority level up to the page's end: the
-    /// cost grows with the page and the number of levels, never with the number of tasks. A
-    /// task cancelled while it waited may still sit in a list (a tombstone) and is listed.
-    async fn pending_page(&self, conn: &mut Conn, q: &QueueName, offset: usize, limit: usize) -> redis::RedisResult<(Vec<u64>, u64)> {
+    /// (the priority lists, highest level first, and the wsjf set, in the policy's order), with
+    /// the counts of [`Db::pending_counts`] (see [`Db::group_page`] for a group's tasks). A
+    /// list's length and a range of it per priority level up to the page's end: the cost grows
+    /// with the page and the number of levels, never with the number of tasks. A task cancelled
+    /// while it waited may still sit in a list (a tombstone) and is listed.
+    pub async fn pending_page(&self, conn: &mut Conn, q: &QueueName, offset: usize, limit: usize) -> redis::RedisResult<PendingPage> {
         let k = self.keys.queue(q);
-        let (total, _) = self.pending_counts(conn, q).await?;
+        let (own, grouped) = self.pending_counts(conn, q).await?;
         let (levels, policy): (Vec<String>, Option<String>) = redis::pipe().zrange(k.levels(), 0, -1).hget(k.meta(), "policy").query_async(conn).await?;
         let mut sources: Vec<Option<String>> = levels.into_iter().map(Some).collect();
         // None stands for the wsjf set.
@@ -468,7 +482,7 @@ impl Db {
             out.extend(seqs);
             skip = 0;
         }
-        Ok((out, total))
+        Ok(PendingPage { seqs: out, own, grouped })
     }
 
     /// The last hour's finished attempts per minute, oldest first: `(minute start ms, succeeded,
